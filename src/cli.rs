@@ -1,0 +1,59 @@
+//! Command-line definitions (the contract in docs/usage.md).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::output::Format;
+
+#[derive(Debug, Parser)]
+#[command(name = "parprof", version, about = "Where does each thread's time go: compute, or waiting on a lock?")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Sample every thread of a process and write a flamegraph or folded stacks.
+    Record(RecordArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RecordArgs {
+    /// Attach to this running process.
+    #[arg(long, short, conflicts_with = "command", required_unless_present = "command")]
+    pub pid: Option<String>,
+
+    /// Samples per second, per thread.
+    #[arg(long, short, default_value_t = 100.0)]
+    pub rate: f64,
+
+    /// Stop after this many seconds (default: until the target exits or Ctrl-C).
+    #[arg(long, short)]
+    pub duration: Option<f64>,
+
+    /// Where to write the profile.
+    #[arg(long, short, default_value = "parprof.svg")]
+    pub output: PathBuf,
+
+    /// Output format (default: from the output file's extension).
+    #[arg(long, short)]
+    pub format: Option<Format>,
+
+    /// Start each stack with its thread (`name tid`).
+    #[arg(long)]
+    pub threads: bool,
+
+    /// Leave out native frames (Python processes only show Python frames).
+    #[arg(long)]
+    pub no_native: bool,
+
+    /// Bytes of each thread's stack copied per sample.
+    #[arg(long, default_value_t = 64 * 1024, hide = true)]
+    pub stack_bytes: usize,
+
+    /// The command to start and profile until it exits.
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}

@@ -1,0 +1,19 @@
+//! parprof: a sampling profiler for multithreaded programs on Linux that tells, per thread,
+//! where the time goes — compute, or waiting on a lock (which lock, held by whom).
+//!
+//! Data flows one way: `target` (reading the process) → `sample` (the tick loop) →
+//! `resolve` (`unwind`, `symbols`, `python`, `attribution`) → `profile` → `output`.
+
+pub mod attribution;
+pub mod cli;
+pub mod frame;
+pub mod output;
+pub mod profile;
+pub mod progress;
+pub mod python;
+pub mod record;
+pub mod resolve;
+pub mod sample;
+pub mod symbols;
+pub mod target;
+pub mod unwind;

@@ -1,0 +1,178 @@
+//! The in-memory profile: interned frames and stacks, and sample counts per
+//! (thread, stack, state). Memory grows with distinct stacks, not with samples; per-sample
+//! timestamps are kept only when a timeline output asks for them.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use crate::attribution::State;
+use crate::frame::Frame;
+
+pub type FrameId = u32;
+pub type StackId = u32;
+
+/// What was profiled, for titles and saved profiles.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Meta {
+    pub command: String,
+    pub pid: i32,
+    /// Seconds since the Unix epoch when recording started.
+    pub start_unix_s: u64,
+    pub duration_s: f64,
+    pub rate_hz: f64,
+    pub host: String,
+    pub parprof_version: String,
+    pub python: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThreadInfo {
+    pub tid: i32,
+    pub name: String,
+    pub samples: u64,
+}
+
+/// One sample on the timeline (only when recorded with timestamps).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimedSample {
+    pub time_ns: u64,
+    pub tid: i32,
+    pub stack: StackId,
+    pub state: State,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Profile {
+    pub meta: Meta,
+    pub threads: BTreeMap<i32, ThreadInfo>,
+    frames: Vec<Frame>,
+    frame_ids: HashMap<Frame, FrameId>,
+    /// Each stack root first, as frame ids.
+    stacks: Vec<Vec<FrameId>>,
+    stack_ids: HashMap<Vec<FrameId>, StackId>,
+    pub counts: BTreeMap<(i32, StackId, State), u64>,
+    pub timeline: Option<Vec<TimedSample>>,
+}
+
+impl Profile {
+    pub fn new(meta: Meta, keep_timeline: bool) -> Profile {
+        Profile { meta, timeline: keep_timeline.then(Vec::new), ..Profile::default() }
+    }
+
+    pub fn intern_frame(&mut self, f: &Frame) -> FrameId {
+        if let Some(&id) = self.frame_ids.get(f) {
+            return id;
+        }
+        let id = self.frames.len() as FrameId;
+        self.frames.push(f.clone());
+        self.frame_ids.insert(f.clone(), id);
+        id
+    }
+
+    pub fn intern_stack(&mut self, frames: &[Frame]) -> StackId {
+        let ids: Vec<FrameId> = frames.iter().map(|f| self.intern_frame(f)).collect();
+        self.intern_stack_ids(ids)
+    }
+
+    pub fn intern_stack_ids(&mut self, ids: Vec<FrameId>) -> StackId {
+        if let Some(&id) = self.stack_ids.get(&ids) {
+            return id;
+        }
+        let id = self.stacks.len() as StackId;
+        self.stacks.push(ids.clone());
+        self.stack_ids.insert(ids, id);
+        id
+    }
+
+    pub fn thread_seen(&mut self, tid: i32, name: &str) {
+        let t = self.threads.entry(tid).or_insert_with(|| ThreadInfo { tid, ..ThreadInfo::default() });
+        if !name.is_empty() {
+            t.name = name.to_string();
+        }
+    }
+
+    /// Count `n` samples of thread `tid` on stack `stack` in `state`.
+    pub fn add(&mut self, tid: i32, stack: StackId, state: State, time_ns: u64, n: u64) {
+        self.thread_seen(tid, "");
+        if let Some(t) = self.threads.get_mut(&tid) {
+            t.samples += n;
+        }
+        *self.counts.entry((tid, stack, state)).or_default() += n;
+        if let Some(tl) = self.timeline.as_mut() {
+            tl.push(TimedSample { time_ns, tid, stack, state });
+        }
+    }
+
+    pub fn frame(&self, id: FrameId) -> &Frame {
+        &self.frames[id as usize]
+    }
+
+    pub fn frames(&self) -> &[Frame] {
+        &self.frames
+    }
+
+    pub fn stack(&self, id: StackId) -> &[FrameId] {
+        &self.stacks[id as usize]
+    }
+
+    pub fn stacks(&self) -> &[Vec<FrameId>] {
+        &self.stacks
+    }
+
+    pub fn total_samples(&self) -> u64 {
+        self.counts.values().sum()
+    }
+
+    /// Samples per state for one thread.
+    pub fn thread_states(&self, tid: i32) -> BTreeMap<State, u64> {
+        let mut out = BTreeMap::new();
+        for ((t, _, st), n) in self.counts.range((tid, 0, State::Compute)..) {
+            if *t != tid {
+                break;
+            }
+            *out.entry(*st).or_default() += n;
+        }
+        out
+    }
+
+    /// Self samples per frame label (the leaf function of each stack), highest first.
+    pub fn hottest_functions(&self, limit: usize) -> Vec<(String, u64)> {
+        let mut by_name: HashMap<String, u64> = HashMap::new();
+        for ((_, stack, _), n) in &self.counts {
+            if let Some(&leaf) = self.stack(*stack).last() {
+                *by_name.entry(self.frame(leaf).label()).or_default() += n;
+            }
+        }
+        let mut v: Vec<_> = by_name.into_iter().collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        v.truncate(limit);
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interning_and_counts() {
+        let mut p = Profile::new(Meta::default(), true);
+        let a = Frame::native("main", "x");
+        let b = Frame::native("work", "x");
+        let s1 = p.intern_stack(&[a.clone(), b.clone()]);
+        let s2 = p.intern_stack(&[a.clone(), b.clone()]);
+        let s3 = p.intern_stack(&[a.clone()]);
+        assert_eq!(s1, s2);
+        assert_ne!(s1, s3);
+        p.add(7, s1, State::Compute, 0, 3);
+        p.add(7, s3, State::Lock, 10, 1);
+        p.add(8, s3, State::Lock, 10, 2);
+        assert_eq!(p.total_samples(), 6);
+        assert_eq!(p.thread_states(7).get(&State::Compute), Some(&3));
+        assert_eq!(p.thread_states(7).get(&State::Lock), Some(&1));
+        assert_eq!(p.threads[&8].samples, 2);
+        assert_eq!(p.hottest_functions(1), vec![("main".to_string(), 3)]);
+        assert_eq!(p.timeline.as_ref().unwrap().len(), 3);
+    }
+}

@@ -1,0 +1,153 @@
+//! Capturing one thread: read its state from `/proc` first (never stop a thread to learn
+//! it was asleep), then take registers the cheapest way that is exact.
+
+use std::collections::HashMap;
+
+use super::{Fresh, RawSample, SampleData};
+use crate::python::{PyStack, PythonReader};
+use crate::target::ptrace::{StopError, Tracer};
+use crate::target::{proc, ProcessMemory, Regs, SchedStat, StackSnapshot, Syscall, ThreadStat};
+
+/// What a capture of one thread produced, besides the sample itself.
+pub enum Capture {
+    Sample(RawSample),
+    /// The thread is gone; drop it from the bookkeeping.
+    Gone,
+}
+
+pub struct Sampler {
+    pub pid: i32,
+    mem: ProcessMemory,
+    tracer: Tracer,
+    python: Option<PythonReader>,
+    stack_bytes: usize,
+    threads: HashMap<i32, ThreadMemo>,
+    /// Whether any thread could not be stopped for lack of permission (reported once).
+    pub permission_denied: bool,
+}
+
+struct ThreadMemo {
+    sched: SchedStat,
+    name: String,
+    /// Fresh captures since the name was last read (threads rename themselves).
+    since_name: u32,
+}
+
+/// Re-read a thread's name after this many fresh captures.
+const NAME_REFRESH: u32 = 100;
+
+impl Sampler {
+    pub fn new(pid: i32, python: Option<PythonReader>, stack_bytes: usize) -> Self {
+        Sampler {
+            pid,
+            mem: ProcessMemory::new(pid),
+            tracer: Tracer::default(),
+            python,
+            stack_bytes,
+            threads: HashMap::new(),
+            permission_denied: false,
+        }
+    }
+
+    /// Capture every current thread of the target. `Err` when the process is gone.
+    pub fn tick(&mut self, time_ns: u64) -> std::io::Result<Vec<RawSample>> {
+        let tids = proc::threads(self.pid)?;
+        if let Some(py) = self.python.as_mut() {
+            py.refresh_threads();
+        }
+        let mut out = Vec::with_capacity(tids.len());
+        for &tid in &tids {
+            if let Capture::Sample(s) = self.capture(tid, time_ns) {
+                out.push(s);
+            }
+        }
+        self.threads.retain(|tid, _| tids.binary_search(tid).is_ok());
+        Ok(out)
+    }
+
+    fn capture(&mut self, tid: i32, time_ns: u64) -> Capture {
+        let Ok(sched) = SchedStat::read(self.pid, tid) else { return Capture::Gone };
+        let (pid, is_new) = (self.pid, !self.threads.contains_key(&tid));
+        let memo = self.threads.entry(tid).or_insert_with(|| ThreadMemo { sched, name: String::new(), since_name: NAME_REFRESH });
+        let prev = (!is_new).then_some(memo.sched);
+        memo.sched = sched;
+        let (run_ns, cpu_wait_ns) = match prev {
+            Some(p) => (sched.run_ns.saturating_sub(p.run_ns), sched.wait_ns.saturating_sub(p.wait_ns)),
+            None => (0, 0),
+        };
+        if prev.is_some() && run_ns == 0 && sched.timeslices == prev.map_or(0, |p| p.timeslices) {
+            let data = SampleData::Unchanged { cpu_wait_ns };
+            return Capture::Sample(RawSample { tid, time_ns, name: None, data });
+        }
+        memo.since_name += 1;
+        let name = (memo.since_name >= NAME_REFRESH).then(|| {
+            memo.since_name = 0;
+            let name = proc::thread_name(pid, tid);
+            let changed = name != memo.name;
+            memo.name = name;
+            changed.then(|| memo.name.clone())
+        });
+        let name = name.flatten();
+        let data = match self.fresh(tid, run_ns, cpu_wait_ns) {
+            Ok(f) => SampleData::Fresh(Box::new(f)),
+            Err(CaptureError::Gone) => return Capture::Gone,
+            Err(CaptureError::Lost(why)) => {
+                // Forget the thread so the next tick captures it afresh.
+                self.threads.remove(&tid);
+                SampleData::Lost(why)
+            }
+        };
+        Capture::Sample(RawSample { tid, time_ns, name, data })
+    }
+
+    fn fresh(&mut self, tid: i32, run_ns: u64, cpu_wait_ns: u64) -> Result<Fresh, CaptureError> {
+        let stat = ThreadStat::read(self.pid, tid).map_err(|_| CaptureError::Gone)?;
+        let syscall = Syscall::read(self.pid, tid).map_err(|_| CaptureError::Gone)?;
+        let (regs, stack, python) = match syscall {
+            // Blocked: user registers are frozen until the syscall returns; no stop needed.
+            Syscall::Blocked { sp, pc, .. } | Syscall::BlockedNoSyscall { sp, pc } if stat.state != 'R' => {
+                let stack = copy_stack(&self.mem, sp, self.stack_bytes)?;
+                let python = self.python.as_mut().and_then(|p| p.stack(tid));
+                (Regs::from_ip_sp(pc, sp), stack, python)
+            }
+            _ => self.stopped(tid)?,
+        };
+        Ok(Fresh { os_state: stat.state, syscall, run_ns, cpu_wait_ns, regs, stack, python })
+    }
+
+    /// Stop a running thread, copy what must be consistent with its registers, release it.
+    fn stopped(&mut self, tid: i32) -> Result<(Regs, StackSnapshot, Option<PyStack>), CaptureError> {
+        let (mem, bytes) = (self.mem, self.stack_bytes);
+        let python = &mut self.python;
+        let captured = self.tracer.with_stopped(tid, |regs| {
+            let stack = copy_stack(&mem, regs.sp(), bytes);
+            (stack, python.as_mut().and_then(|p| p.stack(tid)))
+        });
+        match captured {
+            Ok((regs, (stack, python))) => Ok((regs, stack?, python)),
+            Err(StopError::Gone) => Err(CaptureError::Gone),
+            Err(StopError::Permission) => {
+                self.permission_denied = true;
+                Err(CaptureError::Lost("permission denied".into()))
+            }
+            Err(e) => Err(CaptureError::Lost(e.to_string())),
+        }
+    }
+
+    pub fn python_version(&self) -> Option<String> {
+        self.python.as_ref().map(|p| p.version())
+    }
+}
+
+enum CaptureError {
+    Gone,
+    Lost(String),
+}
+
+fn copy_stack(mem: &ProcessMemory, sp: u64, max: usize) -> Result<StackSnapshot, CaptureError> {
+    StackSnapshot::capture(mem, sp, max).or_else(|e| match e {
+        crate::target::MemError::ProcessGone => Err(CaptureError::Gone),
+        // An unreadable stack still gives the leaf frame.
+        _ => Ok(StackSnapshot { base: sp, bytes: Vec::new() }),
+    })
+}
