@@ -1,19 +1,13 @@
-//! Capturing one thread: read its state from `/proc` first (never stop a thread to learn
-//! it was asleep), then take registers the cheapest way that is exact.
+//! Capturing threads: read each thread's state from `/proc` first (never stop a thread to
+//! learn it was asleep), reuse the last sample of a thread that has not run, read blocked
+//! threads without stopping them, and stop only the running ones — all together.
 
 use std::collections::HashMap;
 
 use super::{Fresh, RawSample, SampleData};
 use crate::python::{PyStack, PythonReader};
 use crate::target::ptrace::{StopError, Tracer};
-use crate::target::{proc, ProcessMemory, Regs, SchedStat, StackSnapshot, Syscall, ThreadStat};
-
-/// What a capture of one thread produced, besides the sample itself.
-pub enum Capture {
-    Sample(RawSample),
-    /// The thread is gone; drop it from the bookkeeping.
-    Gone,
-}
+use crate::target::{MemError, ProcessMemory, Regs, SchedStat, StackSnapshot, Syscall, ThreadStat, proc};
 
 pub struct Sampler {
     pub pid: i32,
@@ -36,6 +30,16 @@ struct ThreadMemo {
 /// Re-read a thread's name after this many fresh captures.
 const NAME_REFRESH: u32 = 100;
 
+/// A thread that ran since its last sample, read from `/proc` but not yet captured.
+struct Ran {
+    tid: i32,
+    name: Option<String>,
+    stat: ThreadStat,
+    syscall: Syscall,
+    run_ns: u64,
+    cpu_wait_ns: u64,
+}
+
 impl Sampler {
     pub fn new(pid: i32, python: Option<PythonReader>, stack_bytes: usize) -> Self {
         Sampler {
@@ -56,82 +60,96 @@ impl Sampler {
             py.refresh_threads();
         }
         let mut out = Vec::with_capacity(tids.len());
+        let mut running = Vec::new();
         for &tid in &tids {
-            if let Capture::Sample(s) = self.capture(tid, time_ns) {
-                out.push(s);
+            let Some(ran) = self.triage(tid, time_ns, &mut out) else { continue };
+            match ran.syscall {
+                // Blocked: user registers are frozen until the syscall returns; no stop.
+                Syscall::Blocked { sp, pc, .. } | Syscall::BlockedNoSyscall { sp, pc } if ran.stat.state != 'R' => {
+                    let data = match copy_stack(&self.mem, sp, self.stack_bytes) {
+                        Ok(stack) => {
+                            let python = self.python.as_mut().and_then(|p| p.stack(tid));
+                            fresh(&ran, Regs::from_ip_sp(pc, sp), stack, python)
+                        }
+                        Err(e) => self.lost(tid, e),
+                    };
+                    out.push(RawSample { tid, time_ns, name: ran.name, data });
+                }
+                _ => running.push(ran),
             }
         }
+        self.capture_running(running, time_ns, &mut out);
         self.threads.retain(|tid, _| tids.binary_search(tid).is_ok());
         Ok(out)
     }
 
-    fn capture(&mut self, tid: i32, time_ns: u64) -> Capture {
-        let Ok(sched) = SchedStat::read(self.pid, tid) else { return Capture::Gone };
-        let (pid, is_new) = (self.pid, !self.threads.contains_key(&tid));
-        let memo = self.threads.entry(tid).or_insert_with(|| ThreadMemo { sched, name: String::new(), since_name: NAME_REFRESH });
-        let prev = (!is_new).then_some(memo.sched);
-        memo.sched = sched;
-        let (run_ns, cpu_wait_ns) = match prev {
-            Some(p) => (sched.run_ns.saturating_sub(p.run_ns), sched.wait_ns.saturating_sub(p.wait_ns)),
-            None => (0, 0),
-        };
-        if prev.is_some() && run_ns == 0 && sched.timeslices == prev.map_or(0, |p| p.timeslices) {
-            let data = SampleData::Unchanged { cpu_wait_ns };
-            return Capture::Sample(RawSample { tid, time_ns, name: None, data });
+    /// Read a thread's counters; push an `Unchanged` sample and return `None` when it has
+    /// not run since its previous sample, else return what is needed to capture it.
+    fn triage(&mut self, tid: i32, time_ns: u64, out: &mut Vec<RawSample>) -> Option<Ran> {
+        let sched = SchedStat::read(self.pid, tid).ok()?;
+        let pid = self.pid;
+        let is_new = !self.threads.contains_key(&tid);
+        let memo = self.threads.entry(tid).or_insert_with(|| ThreadMemo {
+            sched,
+            name: String::new(),
+            since_name: NAME_REFRESH,
+        });
+        let prev = std::mem::replace(&mut memo.sched, sched);
+        let run_ns = sched.run_ns.saturating_sub(prev.run_ns);
+        let cpu_wait_ns = sched.wait_ns.saturating_sub(prev.wait_ns);
+        if !is_new && run_ns == 0 && sched.timeslices == prev.timeslices {
+            out.push(RawSample { tid, time_ns, name: None, data: SampleData::Unchanged { cpu_wait_ns } });
+            return None;
         }
         memo.since_name += 1;
-        let name = (memo.since_name >= NAME_REFRESH).then(|| {
+        let mut name = None;
+        if memo.since_name >= NAME_REFRESH {
             memo.since_name = 0;
-            let name = proc::thread_name(pid, tid);
-            let changed = name != memo.name;
-            memo.name = name;
-            changed.then(|| memo.name.clone())
-        });
-        let name = name.flatten();
-        let data = match self.fresh(tid, run_ns, cpu_wait_ns) {
-            Ok(f) => SampleData::Fresh(Box::new(f)),
-            Err(CaptureError::Gone) => return Capture::Gone,
-            Err(CaptureError::Lost(why)) => {
-                // Forget the thread so the next tick captures it afresh.
-                self.threads.remove(&tid);
-                SampleData::Lost(why)
+            let now = proc::thread_name(pid, tid);
+            if now != memo.name {
+                memo.name = now.clone();
+                name = Some(now);
             }
-        };
-        Capture::Sample(RawSample { tid, time_ns, name, data })
-    }
-
-    fn fresh(&mut self, tid: i32, run_ns: u64, cpu_wait_ns: u64) -> Result<Fresh, CaptureError> {
-        let stat = ThreadStat::read(self.pid, tid).map_err(|_| CaptureError::Gone)?;
-        let syscall = Syscall::read(self.pid, tid).map_err(|_| CaptureError::Gone)?;
-        let (regs, stack, python) = match syscall {
-            // Blocked: user registers are frozen until the syscall returns; no stop needed.
-            Syscall::Blocked { sp, pc, .. } | Syscall::BlockedNoSyscall { sp, pc } if stat.state != 'R' => {
-                let stack = copy_stack(&self.mem, sp, self.stack_bytes)?;
-                let python = self.python.as_mut().and_then(|p| p.stack(tid));
-                (Regs::from_ip_sp(pc, sp), stack, python)
-            }
-            _ => self.stopped(tid)?,
-        };
-        Ok(Fresh { os_state: stat.state, syscall, run_ns, cpu_wait_ns, regs, stack, python })
-    }
-
-    /// Stop a running thread, copy what must be consistent with its registers, release it.
-    fn stopped(&mut self, tid: i32) -> Result<(Regs, StackSnapshot, Option<PyStack>), CaptureError> {
-        let (mem, bytes) = (self.mem, self.stack_bytes);
-        let python = &mut self.python;
-        let captured = self.tracer.with_stopped(tid, |regs| {
-            let stack = copy_stack(&mem, regs.sp(), bytes);
-            (stack, python.as_mut().and_then(|p| p.stack(tid)))
-        });
-        match captured {
-            Ok((regs, (stack, python))) => Ok((regs, stack?, python)),
-            Err(StopError::Gone) => Err(CaptureError::Gone),
-            Err(StopError::Permission) => {
-                self.permission_denied = true;
-                Err(CaptureError::Lost("permission denied".into()))
-            }
-            Err(e) => Err(CaptureError::Lost(e.to_string())),
         }
+        let stat = ThreadStat::read(pid, tid).ok()?;
+        let syscall = Syscall::read(pid, tid).ok()?;
+        Some(Ran { tid, name, stat, syscall, run_ns, cpu_wait_ns })
+    }
+
+    /// Stop the running threads together; copy each one's stack (and Python frames) while
+    /// it is stopped, since both change as soon as it runs again.
+    fn capture_running(&mut self, running: Vec<Ran>, time_ns: u64, out: &mut Vec<RawSample>) {
+        if running.is_empty() {
+            return;
+        }
+        let tids: Vec<i32> = running.iter().map(|r| r.tid).collect();
+        let (mem, bytes, python) = (self.mem, self.stack_bytes, &mut self.python);
+        let results = self.tracer.with_stopped(&tids, |tid, regs| {
+            (copy_stack(&mem, regs.sp(), bytes), python.as_mut().and_then(|p| p.stack(tid)))
+        });
+        let mut by_tid: HashMap<i32, Ran> = running.into_iter().map(|r| (r.tid, r)).collect();
+        for (tid, result) in results {
+            let Some(ran) = by_tid.remove(&tid) else { continue };
+            let data = match result {
+                Ok((regs, (Ok(stack), py))) => fresh(&ran, regs, stack, py),
+                Ok((_, (Err(e), _))) => self.lost(tid, e),
+                Err(StopError::Gone) => {
+                    self.threads.remove(&tid);
+                    continue;
+                }
+                Err(e) => {
+                    self.permission_denied |= e == StopError::Permission;
+                    self.lost(tid, e.to_string())
+                }
+            };
+            out.push(RawSample { tid, time_ns, name: ran.name, data });
+        }
+    }
+
+    /// A thread that could not be captured: forget it so the next tick starts afresh.
+    fn lost(&mut self, tid: i32, why: impl ToString) -> SampleData {
+        self.threads.remove(&tid);
+        SampleData::Lost(why.to_string())
     }
 
     pub fn python_version(&self) -> Option<String> {
@@ -139,15 +157,24 @@ impl Sampler {
     }
 }
 
-enum CaptureError {
-    Gone,
-    Lost(String),
+fn fresh(ran: &Ran, regs: Regs, stack: StackSnapshot, python: Option<PyStack>) -> SampleData {
+    SampleData::Fresh(Box::new(Fresh {
+        os_state: ran.stat.state,
+        syscall: ran.syscall,
+        run_ns: ran.run_ns,
+        cpu_wait_ns: ran.cpu_wait_ns,
+        regs,
+        stack,
+        python,
+    }))
 }
 
-fn copy_stack(mem: &ProcessMemory, sp: u64, max: usize) -> Result<StackSnapshot, CaptureError> {
-    StackSnapshot::capture(mem, sp, max).or_else(|e| match e {
-        crate::target::MemError::ProcessGone => Err(CaptureError::Gone),
-        // An unreadable stack still gives the leaf frame.
-        _ => Ok(StackSnapshot { base: sp, bytes: Vec::new() }),
-    })
+/// Copy a thread's stack from `sp` up. Only a vanished process is an error: an unreadable
+/// stack still gives the leaf frame.
+fn copy_stack(mem: &ProcessMemory, sp: u64, max: usize) -> Result<StackSnapshot, String> {
+    match StackSnapshot::capture(mem, sp, max) {
+        Ok(s) => Ok(s),
+        Err(MemError::ProcessGone) => Err(MemError::ProcessGone.to_string()),
+        Err(_) => Ok(StackSnapshot { base: sp, bytes: Vec::new() }),
+    }
 }

@@ -5,7 +5,7 @@
 mod capture;
 mod ticker;
 
-pub use capture::{Capture, Sampler};
+pub use capture::Sampler;
 pub use ticker::{StopReason, run_ticks};
 
 use crate::python::PyStack;
