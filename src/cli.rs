@@ -22,11 +22,11 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct RecordArgs {
     /// Attach to this running process.
-    #[arg(long, short, conflicts_with = "command", required_unless_present = "command")]
+    #[arg(long, short, conflicts_with = "command", allow_hyphen_values = true)]
     pub pid: Option<String>,
 
     /// Samples per second, per thread.
-    #[arg(long, short, default_value_t = 100.0)]
+    #[arg(long, short, default_value_t = 100.0, allow_negative_numbers = true)]
     pub rate: f64,
 
     /// Stop after this many seconds (default: until the target exits or Ctrl-C).
