@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use super::{Fresh, RawSample, SampleData};
 use crate::python::{PyStack, PythonReader};
 use crate::target::ptrace::{StopError, Tracer};
+use crate::target::proc::SchedStatFile;
 use crate::target::{MemError, ProcessMemory, Regs, SchedStat, StackSnapshot, Syscall, ThreadStat, proc};
 
 pub struct Sampler {
@@ -16,11 +17,15 @@ pub struct Sampler {
     python: Option<PythonReader>,
     stack_bytes: usize,
     threads: HashMap<i32, ThreadMemo>,
+    /// The thread list and the ticks since it was last read from the task directory.
+    tids: Vec<i32>,
+    ticks_since_listing: u32,
     /// Whether any thread could not be stopped for lack of permission (reported once).
     pub permission_denied: bool,
 }
 
 struct ThreadMemo {
+    sched_file: SchedStatFile,
     sched: SchedStat,
     name: String,
     /// Fresh captures since the name was last read (threads rename themselves).
@@ -29,6 +34,11 @@ struct ThreadMemo {
 
 /// Re-read a thread's name after this many fresh captures.
 const NAME_REFRESH: u32 = 100;
+
+/// Listing `/proc/<pid>/task` costs a directory walk per thread; it is redone when the
+/// process's thread count changes, and at least this often (a thread that started and
+/// another that exited between two ticks leave the count unchanged).
+const RELIST_TICKS: u32 = 10;
 
 /// A thread that ran since its last sample, read from `/proc` but not yet captured.
 struct Ran {
@@ -49,13 +59,15 @@ impl Sampler {
             python,
             stack_bytes,
             threads: HashMap::new(),
+            tids: Vec::new(),
+            ticks_since_listing: 0,
             permission_denied: false,
         }
     }
 
     /// Capture every current thread of the target. `Err` when the process is gone.
     pub fn tick(&mut self, time_ns: u64) -> std::io::Result<Vec<RawSample>> {
-        let tids = proc::threads(self.pid)?;
+        let tids = self.thread_list()?;
         if let Some(py) = self.python.as_mut() {
             py.refresh_threads();
         }
@@ -80,20 +92,36 @@ impl Sampler {
         }
         self.capture_running(running, time_ns, &mut out);
         self.threads.retain(|tid, _| tids.binary_search(tid).is_ok());
+        // Threads that vanished this tick are dropped from the list until the next listing.
+        self.tids.retain(|tid| self.threads.contains_key(tid));
         Ok(out)
+    }
+
+    fn thread_list(&mut self) -> std::io::Result<Vec<i32>> {
+        let count = ThreadStat::read(self.pid, self.pid)?.num_threads as usize;
+        self.ticks_since_listing += 1;
+        if count != self.tids.len() || self.ticks_since_listing >= RELIST_TICKS {
+            self.tids = proc::threads(self.pid)?;
+            self.ticks_since_listing = 0;
+        }
+        Ok(self.tids.clone())
     }
 
     /// Read a thread's counters; push an `Unchanged` sample and return `None` when it has
     /// not run since its previous sample, else return what is needed to capture it.
     fn triage(&mut self, tid: i32, time_ns: u64, out: &mut Vec<RawSample>) -> Option<Ran> {
-        let sched = SchedStat::read(self.pid, tid).ok()?;
         let pid = self.pid;
         let is_new = !self.threads.contains_key(&tid);
-        let memo = self.threads.entry(tid).or_insert_with(|| ThreadMemo {
-            sched,
-            name: String::new(),
-            since_name: NAME_REFRESH,
-        });
+        if is_new {
+            let sched_file = SchedStatFile::open(pid, tid).ok()?;
+            let sched = sched_file.read().ok()?;
+            self.threads.insert(tid, ThreadMemo { sched_file, sched, name: String::new(), since_name: NAME_REFRESH });
+        }
+        let memo = self.threads.get_mut(&tid)?;
+        let Ok(sched) = memo.sched_file.read() else {
+            self.threads.remove(&tid);
+            return None;
+        };
         let prev = std::mem::replace(&mut memo.sched, sched);
         let run_ns = sched.run_ns.saturating_sub(prev.run_ns);
         let cpu_wait_ns = sched.wait_ns.saturating_sub(prev.wait_ns);

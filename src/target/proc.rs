@@ -42,6 +42,8 @@ pub struct ThreadStat {
     pub flags: u64,
     /// CPU the thread last ran on.
     pub processor: i32,
+    /// Threads in the thread's process.
+    pub num_threads: u32,
 }
 
 impl ThreadStat {
@@ -65,6 +67,7 @@ fn parse_stat(text: &str) -> Option<ThreadStat> {
         state: fields.first()?.chars().next()?,
         flags: fields.get(6)?.parse().ok()?,
         processor: fields.get(36)?.parse().ok()?,
+        num_threads: fields.get(17)?.parse().ok()?,
     })
 }
 
@@ -128,13 +131,38 @@ pub struct SchedStat {
 
 impl SchedStat {
     pub fn read(pid: i32, tid: i32) -> io::Result<SchedStat> {
-        let text = fs::read_to_string(format!("/proc/{pid}/task/{tid}/schedstat"))?;
+        SchedStatFile::open(pid, tid)?.read()
+    }
+
+    fn parse(text: &str) -> SchedStat {
         let mut it = text.split_whitespace().map(|v| v.parse::<u64>().unwrap_or(0));
-        Ok(SchedStat {
+        SchedStat {
             run_ns: it.next().unwrap_or(0),
             wait_ns: it.next().unwrap_or(0),
             timeslices: it.next().unwrap_or(0),
-        })
+        }
+    }
+}
+
+/// A thread's schedstat file kept open: re-reading it with `pread` costs one syscall
+/// instead of three, which matters when a thousand parked threads are checked per tick.
+#[derive(Debug)]
+pub struct SchedStatFile(fs::File);
+
+impl SchedStatFile {
+    pub fn open(pid: i32, tid: i32) -> io::Result<SchedStatFile> {
+        fs::File::open(format!("/proc/{pid}/task/{tid}/schedstat")).map(SchedStatFile)
+    }
+
+    /// Fails once the thread has exited (ESRCH).
+    pub fn read(&self) -> io::Result<SchedStat> {
+        use std::os::unix::fs::FileExt;
+        let mut buf = [0u8; 128];
+        let n = self.0.read_at(&mut buf, 0)?;
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "empty schedstat"));
+        }
+        Ok(SchedStat::parse(std::str::from_utf8(&buf[..n]).unwrap_or("")))
     }
 }
 
@@ -149,6 +177,7 @@ mod tests {
         assert_eq!(s.state, 'S');
         assert_eq!(s.flags, 4194560);
         assert_eq!(s.processor, 1);
+        assert_eq!(s.num_threads, 3);
         assert!(!s.is_kernel_thread());
     }
 
