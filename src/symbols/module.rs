@@ -121,6 +121,13 @@ impl ElfImage {
         Some(m.start.wrapping_sub(m.offset).wrapping_add(seg.offset).wrapping_sub(seg.vaddr))
     }
 
+    /// The image has section `name` with contents (not a NOBITS placeholder).
+    pub fn has_section(&self, name: &str) -> bool {
+        self.object()
+            .and_then(|f| f.section_by_name(name).map(|s| s.kind() != object::SectionKind::UninitializedData))
+            .unwrap_or(false)
+    }
+
     /// The file range of a section, uncompressed: a slice of the image when stored plainly,
     /// an owned copy when compressed (debug files often are).
     pub fn section_bytes(&self, name: &str) -> Option<(SharedBytes, std::ops::Range<usize>)> {
