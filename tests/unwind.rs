@@ -7,7 +7,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
 use parprof::symbols::Symbolizer;
@@ -56,28 +56,34 @@ fn fixtures() -> &'static Fixtures {
     })
 }
 
-/// A running fixture, killed when dropped.
-struct Target(Child);
+/// A running fixture, killed when dropped. Fixtures run one at a time: each keeps four
+/// threads on the CPU, and several at once would starve the sampler on a small machine.
+struct Target {
+    child: Child,
+    _turn: MutexGuard<'static, ()>,
+}
 
 impl Target {
     /// Start `exe` and wait until it says every thread is in place.
     fn start(exe: &Path) -> Target {
+        static TURN: Mutex<()> = Mutex::new(());
+        let turn = TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut child = Command::new(exe).stdout(Stdio::piped()).spawn().expect("start fixture");
         let mut line = String::new();
         BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
         assert_eq!(line.trim(), "ready");
-        Target(child)
+        Target { child, _turn: turn }
     }
 
     fn pid(&self) -> i32 {
-        self.0.id() as i32
+        self.child.id() as i32
     }
 }
 
 impl Drop for Target {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -106,11 +112,11 @@ impl Stack {
     }
 }
 
-/// Record the fixture for a second with the real binary and parse the folded stacks.
+/// Record the fixture for two seconds with the real binary and parse the folded stacks.
 fn record(pid: i32) -> Vec<Stack> {
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("unwind-{pid}.folded"));
     let status = Command::new(env!("CARGO_BIN_EXE_parprof"))
-        .args(["record", "--threads", "-d", "1", "--pid", &pid.to_string(), "-o"])
+        .args(["record", "--threads", "-d", "2", "--pid", &pid.to_string(), "-o"])
         .arg(&out)
         .stderr(Stdio::null())
         .status()
@@ -176,6 +182,19 @@ fn thread_blocked_in_nanosleep_unwinds_from_ip_and_sp_alone() {
     });
     eprintln!("sleeping thread: {:.1}% of {n} samples complete", ok * 100.0);
     assert!(ok >= 0.95, "{stacks:#?}");
+}
+
+/// The vDSO's unwind tables come from its image in target memory. Its `clock_gettime`
+/// keeps a frame pointer, so a sample taken with only ip and sp stops there, incomplete
+/// by design; samples with full registers must unwind through it to the thread entry.
+#[test]
+fn thread_in_the_vdso_unwinds_through_it() {
+    let stacks = recording();
+    // t1 → libc's clock_gettime wrapper → the vDSO's clock_gettime.
+    let through_vdso = |s: &Stack| s.complete() && s.frames.windows(3).any(|w| w[0] == "t1" && w[2].contains("clock_gettime"));
+    let n: u64 = stacks.iter().filter(|s| s.thread == "clocker" && through_vdso(s)).map(|s| s.count).sum();
+    eprintln!("thread calling clock_gettime: {n} samples unwound completely from inside the vDSO");
+    assert!(n > 0, "{stacks:#?}");
 }
 
 #[test]
