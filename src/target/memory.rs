@@ -1,0 +1,159 @@
+//! Reading the target's memory: live (`process_vm_readv`) and from a stack copy taken at
+//! sample time. Readers take `&dyn Memory`, so the unwinder and the CPython reader can be
+//! tested and fuzzed over byte arrays.
+
+use std::io::IoSliceMut;
+
+use nix::sys::uio::{RemoteIoVec, process_vm_readv};
+use nix::unistd::Pid;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum MemError {
+    #[error("address {0:#x} is not mapped in the target")]
+    Unmapped(u64),
+    #[error("short read at {0:#x}")]
+    Short(u64),
+    #[error("the target process is gone")]
+    ProcessGone,
+    #[error("not permitted to read the target's memory")]
+    Permission,
+}
+
+/// Read-only access to a target's address space.
+pub trait Memory {
+    /// Fill `buf` from `addr`, whole or not at all.
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError>;
+
+    fn read_u64(&self, addr: u64) -> Result<u64, MemError> {
+        let mut b = [0u8; 8];
+        self.read(addr, &mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+
+    fn read_u32(&self, addr: u64) -> Result<u32, MemError> {
+        let mut b = [0u8; 4];
+        self.read(addr, &mut b)?;
+        Ok(u32::from_le_bytes(b))
+    }
+
+    fn read_i32(&self, addr: u64) -> Result<i32, MemError> {
+        self.read_u32(addr).map(|v| v as i32)
+    }
+
+    fn read_vec(&self, addr: u64, len: usize) -> Result<Vec<u8>, MemError> {
+        let mut v = vec![0u8; len];
+        self.read(addr, &mut v)?;
+        Ok(v)
+    }
+}
+
+/// The live memory of process `pid`, read with `process_vm_readv` (no ptrace stop needed).
+#[derive(Debug, Clone, Copy)]
+pub struct ProcessMemory {
+    pub pid: i32,
+}
+
+impl ProcessMemory {
+    pub fn new(pid: i32) -> Self {
+        ProcessMemory { pid }
+    }
+
+    /// Read up to `buf.len()` bytes, stopping at the first unreadable page; returns how
+    /// many bytes were read. Used for stack copies, whose top may cross a guard page.
+    pub fn read_partial(&self, addr: u64, buf: &mut [u8]) -> Result<usize, MemError> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let len = buf.len();
+        let mut local = [IoSliceMut::new(buf)];
+        let remote = [RemoteIoVec { base: addr as usize, len }];
+        match process_vm_readv(Pid::from_raw(self.pid), &mut local, &remote) {
+            Ok(n) => Ok(n),
+            Err(nix::errno::Errno::ESRCH) => Err(MemError::ProcessGone),
+            Err(nix::errno::Errno::EPERM) => Err(MemError::Permission),
+            Err(_) => Err(MemError::Unmapped(addr)),
+        }
+    }
+}
+
+impl Memory for ProcessMemory {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
+        let n = self.read_partial(addr, buf)?;
+        if n == buf.len() { Ok(()) } else { Err(MemError::Short(addr + n as u64)) }
+    }
+}
+
+/// The bytes of a thread's stack from its stack pointer upwards, copied at sample time so
+/// that unwinding later, on another thread, sees the stack as it was.
+#[derive(Debug, Clone, Default)]
+pub struct StackSnapshot {
+    pub base: u64,
+    pub bytes: Vec<u8>,
+}
+
+impl StackSnapshot {
+    /// Copy up to `max` bytes of the stack starting at `sp`.
+    pub fn capture(mem: &ProcessMemory, sp: u64, max: usize) -> Result<Self, MemError> {
+        let mut bytes = vec![0u8; max];
+        // A stack ends at the end of its mapping; read page by page from there on failure.
+        let n = match mem.read_partial(sp, &mut bytes) {
+            Ok(n) if n > 0 => n,
+            Ok(_) | Err(MemError::Unmapped(_)) => {
+                let to_page_end = (0x1000 - (sp & 0xfff)) as usize;
+                mem.read_partial(sp, &mut bytes[..to_page_end.min(max)])?
+            }
+            Err(e) => return Err(e),
+        };
+        bytes.truncate(n);
+        Ok(StackSnapshot { base: sp, bytes })
+    }
+
+    pub fn contains(&self, addr: u64, len: usize) -> bool {
+        addr >= self.base && addr + len as u64 <= self.base + self.bytes.len() as u64
+    }
+}
+
+impl Memory for StackSnapshot {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
+        if !self.contains(addr, buf.len()) {
+            return Err(MemError::Unmapped(addr));
+        }
+        let off = (addr - self.base) as usize;
+        buf.copy_from_slice(&self.bytes[off..off + buf.len()]);
+        Ok(())
+    }
+}
+
+/// A stack copy in front of another memory (usually the live process): reads inside the
+/// copy come from the copy, the rest (e.g. a signal frame's saved context on an alternate
+/// stack) from the fallback.
+pub struct Layered<'a> {
+    pub stack: &'a StackSnapshot,
+    pub rest: &'a dyn Memory,
+}
+
+impl Memory for Layered<'_> {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
+        if self.stack.contains(addr, buf.len()) {
+            self.stack.read(addr, buf)
+        } else {
+            self.rest.read(addr, buf)
+        }
+    }
+}
+
+/// A byte array at an address: the memory of tests and fuzz targets.
+pub struct Bytes<'a> {
+    pub base: u64,
+    pub bytes: &'a [u8],
+}
+
+impl Memory for Bytes<'_> {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
+        let off = addr.checked_sub(self.base).ok_or(MemError::Unmapped(addr))? as usize;
+        let end = off.checked_add(buf.len()).ok_or(MemError::Unmapped(addr))?;
+        let src = self.bytes.get(off..end).ok_or(MemError::Unmapped(addr))?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+}

@@ -1,0 +1,18 @@
+//! The traced process: its threads and their OS state, its memory maps, its memory, and
+//! the brief ptrace stops used to read the registers of threads that are running.
+//!
+//! Everything here only reads the target. The one ptrace use is `PTRACE_SEIZE` +
+//! `PTRACE_INTERRUPT` + `PTRACE_GETREGS` + `PTRACE_DETACH`; nothing writes target memory or
+//! registers (a test greps the source for it).
+
+pub mod check;
+pub mod maps;
+pub mod memory;
+pub mod proc;
+pub mod ptrace;
+pub mod regs;
+
+pub use maps::{Mapping, Maps};
+pub use memory::{MemError, Memory, ProcessMemory, StackSnapshot};
+pub use proc::{SchedStat, Syscall, ThreadStat};
+pub use regs::Regs;

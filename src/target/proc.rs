@@ -1,0 +1,167 @@
+//! Per-thread facts from `/proc`, read without stopping anything: the thread list, names,
+//! scheduler state, the syscall a thread is blocked in (with its user stack and instruction
+//! pointers) and schedstat counters.
+
+use std::fs;
+use std::io;
+
+/// The tids of every thread of `pid`, in the order the kernel lists them.
+pub fn threads(pid: i32) -> io::Result<Vec<i32>> {
+    let mut tids: Vec<i32> = fs::read_dir(format!("/proc/{pid}/task"))?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    tids.sort_unstable();
+    Ok(tids)
+}
+
+pub fn thread_name(pid: i32, tid: i32) -> String {
+    fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm"))
+        .map(|s| s.trim_end().to_string())
+        .unwrap_or_default()
+}
+
+/// The command line of a process, for titles and metadata.
+pub fn cmdline(pid: i32) -> String {
+    fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| {
+            b.split(|c| *c == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default()
+}
+
+/// From `/proc/<pid>/task/<tid>/stat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThreadStat {
+    /// R running/runnable, S sleeping, D uninterruptible, T stopped, t traced, Z zombie…
+    pub state: char,
+    /// Flags (PF_KTHREAD marks kernel threads).
+    pub flags: u64,
+    /// CPU the thread last ran on.
+    pub processor: i32,
+}
+
+impl ThreadStat {
+    pub fn read(pid: i32, tid: i32) -> io::Result<ThreadStat> {
+        parse_stat(&fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat"))?)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "malformed stat"))
+    }
+
+    pub fn is_kernel_thread(&self) -> bool {
+        const PF_KTHREAD: u64 = 0x0020_0000;
+        self.flags & PF_KTHREAD != 0
+    }
+}
+
+fn parse_stat(text: &str) -> Option<ThreadStat> {
+    // The command name is in parentheses and may itself contain spaces and parentheses.
+    let rest = &text[text.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    // fields[0] is field 3 (state); field 9 is flags; field 39 is processor.
+    Some(ThreadStat {
+        state: fields.first()?.chars().next()?,
+        flags: fields.get(6)?.parse().ok()?,
+        processor: fields.get(36)?.parse().ok()?,
+    })
+}
+
+/// From `/proc/<pid>/task/<tid>/syscall`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Syscall {
+    /// The thread is on a CPU (or runnable): its registers change, it must be stopped to read them.
+    Running,
+    /// Blocked in syscall `nr`; the user-space stack pointer and instruction pointer are
+    /// frozen until it returns, so it can be unwound without stopping it.
+    Blocked { nr: i64, args: [u64; 6], sp: u64, pc: u64 },
+    /// Blocked in the kernel but not in a syscall (a page fault, a ptrace stop).
+    BlockedNoSyscall { sp: u64, pc: u64 },
+}
+
+impl Syscall {
+    pub fn read(pid: i32, tid: i32) -> io::Result<Syscall> {
+        parse_syscall(&fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall"))?)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "malformed syscall file"))
+    }
+
+    pub fn number(&self) -> Option<i64> {
+        match self {
+            Syscall::Blocked { nr, .. } => Some(*nr),
+            _ => None,
+        }
+    }
+
+    pub fn arg0(&self) -> Option<u64> {
+        match self {
+            Syscall::Blocked { args, .. } => Some(args[0]),
+            _ => None,
+        }
+    }
+}
+
+fn parse_syscall(text: &str) -> Option<Syscall> {
+    let f: Vec<&str> = text.split_whitespace().collect();
+    let hex = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok();
+    match f.as_slice() {
+        ["running"] => Some(Syscall::Running),
+        ["-1", sp, pc] => Some(Syscall::BlockedNoSyscall { sp: hex(sp)?, pc: hex(pc)? }),
+        [nr, a0, a1, a2, a3, a4, a5, sp, pc] => Some(Syscall::Blocked {
+            nr: nr.parse().ok()?,
+            args: [hex(a0)?, hex(a1)?, hex(a2)?, hex(a3)?, hex(a4)?, hex(a5)?],
+            sp: hex(sp)?,
+            pc: hex(pc)?,
+        }),
+        _ => None,
+    }
+}
+
+/// From `/proc/<pid>/task/<tid>/schedstat`: time on a CPU and time runnable but waiting
+/// for one, both cumulative nanoseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SchedStat {
+    pub run_ns: u64,
+    pub wait_ns: u64,
+    pub timeslices: u64,
+}
+
+impl SchedStat {
+    pub fn read(pid: i32, tid: i32) -> io::Result<SchedStat> {
+        let text = fs::read_to_string(format!("/proc/{pid}/task/{tid}/schedstat"))?;
+        let mut it = text.split_whitespace().map(|v| v.parse::<u64>().unwrap_or(0));
+        Ok(SchedStat {
+            run_ns: it.next().unwrap_or(0),
+            wait_ns: it.next().unwrap_or(0),
+            timeslices: it.next().unwrap_or(0),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_with_parens_in_name() {
+        let line = "1234 (a) b (c)) S 1 1234 1234 0 -1 4194560 100 0 0 0 5 6 0 0 20 0 3 0 123 1000 10 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0";
+        let s = parse_stat(line).unwrap();
+        assert_eq!(s.state, 'S');
+        assert_eq!(s.flags, 4194560);
+        assert_eq!(s.processor, 1);
+        assert!(!s.is_kernel_thread());
+    }
+
+    #[test]
+    fn syscall_forms() {
+        assert_eq!(parse_syscall("running\n"), Some(Syscall::Running));
+        assert_eq!(
+            parse_syscall("-1 0x7ffc0 0x401000\n"),
+            Some(Syscall::BlockedNoSyscall { sp: 0x7ffc0, pc: 0x401000 })
+        );
+        let s = parse_syscall("202 0x5555 0x80 0x2 0x0 0x0 0x0 0x7ffd10 0x7f0010\n").unwrap();
+        assert_eq!(s.number(), Some(202));
+        assert_eq!(s.arg0(), Some(0x5555));
+        assert_eq!(parse_syscall("nonsense"), None);
+    }
+}
