@@ -12,8 +12,8 @@ use super::PyError;
 use super::strings::Types;
 use crate::target::{Mapping, Maps};
 
-/// How long to wait for the dynamic loader to map `libpython` in a process that has just
-/// been started (its executable needs it, but the loader has not run yet).
+/// How long to wait for a process that has just been started: the kernel may still be in
+/// `execve`, or the dynamic loader may not have mapped `libpython` yet.
 const LOADER_WAIT: Duration = Duration::from_secs(2);
 
 /// Addresses (in the target) found in the module that holds the interpreter.
@@ -35,23 +35,24 @@ struct Symbols {
 }
 
 /// The CPython module mapped in `pid`, if any. Modules with "python" in their name are
-/// looked at first; then every other mapped file.
+/// looked at first; then every other mapped file. A process caught in `execve` or before its
+/// dynamic loader has mapped `libpython` is given a short while to get there.
 pub fn find(pid: i32, maps: &Maps) -> Result<Option<Found>, PyError> {
-    if let Some(found) = scan(maps)? {
-        return Ok(Some(found));
-    }
-    if !needs_libpython(pid, maps) {
-        return Ok(None);
-    }
     let deadline = Instant::now() + LOADER_WAIT;
-    while Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
-        let Ok(fresh) = Maps::read(pid) else { return Ok(None) };
-        if let Some(found) = scan(&fresh)? {
+    let mut fresh;
+    let mut maps = maps;
+    loop {
+        if let Some(found) = scan(maps)? {
             return Ok(Some(found));
         }
+        if !still_loading(pid, maps) || Instant::now() >= deadline {
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+        let Ok(m) = Maps::read(pid) else { return Ok(None) };
+        fresh = m;
+        maps = &fresh;
     }
-    Ok(None)
 }
 
 fn scan(maps: &Maps) -> Result<Option<Found>, PyError> {
@@ -66,11 +67,12 @@ fn scan(maps: &Maps) -> Result<Option<Found>, PyError> {
     Ok(None)
 }
 
-/// Whether the target's executable links a `libpython` (so it is worth waiting for it).
-fn needs_libpython(pid: i32, maps: &Maps) -> bool {
+/// Whether the executable is not mapped yet (the kernel is still in `execve`), or links a
+/// `libpython` that is not mapped yet (the dynamic loader has not run).
+fn still_loading(pid: i32, maps: &Maps) -> bool {
     let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) else { return false };
     let exe = exe.to_string_lossy().into_owned();
-    let Some(m) = maps.mappings.iter().find(|m| m.path == exe) else { return false };
+    let Some(m) = maps.mappings.iter().find(|m| m.path == exe) else { return true };
     let Ok(map) = open(maps, m) else { return false };
     let Ok(file) = object::File::parse(&*map) else { return false };
     file.section_by_name(".dynstr")
@@ -94,6 +96,11 @@ fn examine(maps: &Maps, m: &Mapping) -> Result<Option<Found>, PyError> {
     let Some(syms) = symbols(&file) else { return Ok(None) };
     let Some(bias) = load_bias(maps, m, &file) else { return Ok(None) };
     let at = |v: u64| v.wrapping_add(bias);
+    // Caught while the loader maps the file segment by segment: not there yet.
+    let mapped = |v: u64| maps.find(at(v)).is_some_and(|f| f.path == m.path);
+    if !mapped(syms.runtime) || !mapped(syms.py_version) {
+        return Ok(None);
+    }
     Ok(Some(Found {
         module: m.short_name().to_string(),
         runtime: at(syms.runtime),
