@@ -221,12 +221,12 @@ impl Table<'_> {
     fn get(&self, section: &str, field: &str) -> Result<u64, PyError> {
         let mut index = 0usize;
         for (name, fields) in self.sections {
-            if *name == section {
-                if let Some(i) = fields.iter().position(|f| *f == field) {
-                    let at = HEADER as usize + (index + i) * 8;
-                    let raw = self.bytes.get(at..at + 8).ok_or(PyError::BadOffsets("table too short"))?;
-                    return Ok(u64::from_le_bytes(raw.try_into().expect("8 bytes")));
-                }
+            if *name == section
+                && let Some(i) = fields.iter().position(|f| *f == field)
+            {
+                let at = HEADER as usize + (index + i) * 8;
+                let raw = self.bytes.get(at..at + 8).ok_or(PyError::BadOffsets("table too short"))?;
+                return Ok(u64::from_le_bytes(raw.try_into().expect("8 bytes")));
             }
             index += fields.len();
         }
@@ -252,26 +252,45 @@ impl Layout {
         }
     }
 
-    /// True for offsets that fit the structure sizes the table itself states: a table read
-    /// with the wrong layout (or from the wrong address) fails this.
+    /// True for offsets that fit the structures they index: a table read with the wrong
+    /// layout (or from the wrong address) fails this, and no read is ever sized from a
+    /// garbage offset.
     fn plausible(&self) -> bool {
-        let small = |v: u64| v < 1 << 20;
-        (self.ob_type == 8 || self.ob_type == 24)
-            && (self.object_header == 16 || self.object_header == 32)
-            && self.frame_size >= 48
-            && self.frame_size < 512
-            && self.ascii_object_size >= 32
-            && self.ascii_object_size < 128
-            && [
-                self.runtime_interpreters_head,
-                self.interp_next,
-                self.interp_threads_head,
-                self.tstate_next,
-                self.tstate_native_thread_id,
-                self.code_adaptive,
-            ]
-            .into_iter()
-            .all(small)
+        let within = |limit: u64, offsets: &[u64]| offsets.iter().all(|&o| o < limit);
+        let frame_fields = [self.frame_previous, self.frame_executable, self.frame_instr_ptr, self.frame_owner];
+        let optional = [self.frame_is_entry, self.frame_tlbc_index].into_iter().flatten();
+        let code_fields = [self.code_filename, self.code_name, self.code_qualname, self.code_linetable, self.code_firstlineno];
+        let state_fits = self.unicode_state + 4 <= self.ascii_object_size && self.unicode_length + 8 <= self.ascii_object_size;
+        (self.object_header == 16 || self.object_header == 32)
+            && self.ob_type + 8 <= self.object_header
+            && (48..512).contains(&self.frame_size)
+            && within(self.frame_size, &frame_fields)
+            && optional.chain(self.code_tlbc).all(|o| o < 1024)
+            && (self.object_header..1024).contains(&self.code_adaptive)
+            && within(self.code_adaptive, &code_fields)
+            && (32..128).contains(&self.ascii_object_size)
+            && state_fits
+            && self.bytes_ob_size + 8 <= self.bytes_ob_sval
+            && self.bytes_ob_sval < 128
+            && within(4096, &[self.gil_locked, self.gil_holder, self.gil_enabled.unwrap_or(0)])
+            && within(
+                1 << 20,
+                &[
+                    self.runtime_interpreters_head,
+                    self.interp_next,
+                    self.interp_threads_head,
+                    self.tstate_next,
+                    self.tstate_interp,
+                    self.tstate_native_thread_id,
+                    match self.tstate_current_frame {
+                        CurrentFrame::Direct(o) => o,
+                        CurrentFrame::ViaCFrame { cframe, current_frame } => cframe.max(current_frame),
+                    },
+                    match self.gil {
+                        GilAt::Runtime(o) | GilAt::InterpPointer(o) => o,
+                    },
+                ],
+            )
     }
 }
 
@@ -437,15 +456,49 @@ mod tests {
         assert!(PyVersion::from_hex(0x030c0100) > PyVersion::from_hex(0x030b07f0));
     }
 
-    /// A 3.13 table with every field set to its index, then the values a real build has.
-    fn table_3_13(values: &[(&str, &str, u64)], free_threaded: u64) -> Vec<u8> {
+    /// The debug offsets of a 3.13.0 release build (read from its `_PyRuntime`).
+    const REAL_3_13: &[(&str, &str, u64)] = &[
+        ("runtime_state", "interpreters_head", 632),
+        ("interpreter_state", "next", 7264),
+        ("interpreter_state", "threads_head", 7344),
+        ("interpreter_state", "ceval_gil", 16),
+        ("interpreter_state", "gil_runtime_state", 7752),
+        ("interpreter_state", "gil_runtime_state_locked", 7768),
+        ("interpreter_state", "gil_runtime_state_holder", 7760),
+        ("thread_state", "next", 8),
+        ("thread_state", "interp", 16),
+        ("thread_state", "current_frame", 72),
+        ("thread_state", "native_thread_id", 160),
+        ("interpreter_frame", "size", 80),
+        ("interpreter_frame", "previous", 8),
+        ("interpreter_frame", "executable", 0),
+        ("interpreter_frame", "instr_ptr", 56),
+        ("interpreter_frame", "owner", 70),
+        ("code_object", "filename", 112),
+        ("code_object", "name", 120),
+        ("code_object", "qualname", 128),
+        ("code_object", "linetable", 136),
+        ("code_object", "firstlineno", 68),
+        ("code_object", "co_code_adaptive", 200),
+        ("pyobject", "size", 16),
+        ("pyobject", "ob_type", 8),
+        ("bytes_object", "ob_size", 16),
+        ("bytes_object", "ob_sval", 32),
+        ("unicode_object", "state", 32),
+        ("unicode_object", "length", 16),
+        ("unicode_object", "asciiobject_size", 40),
+    ];
+
+    /// A 3.13 table: `REAL_3_13` with `changes` applied, other fields 0.
+    fn table_3_13(changes: &[(&str, &str, u64)], free_threaded: u64) -> Vec<u8> {
         let mut bytes = Vec::new();
         bytes.extend_from_slice(COOKIE);
         bytes.extend_from_slice(&0x030d05f0u64.to_le_bytes());
         bytes.extend_from_slice(&free_threaded.to_le_bytes());
         for (section, fields) in DEBUG_OFFSETS_3_13 {
             for field in *fields {
-                let v = values.iter().find(|(s, f, _)| s == section && f == field).map_or(8, |v| v.2);
+                let find = |set: &[(&str, &str, u64)]| set.iter().find(|(s, f, _)| s == section && f == field).map(|v| v.2);
+                let v = find(changes).or_else(|| find(REAL_3_13)).unwrap_or(0);
                 bytes.extend_from_slice(&v.to_le_bytes());
             }
         }
@@ -454,40 +507,49 @@ mod tests {
 
     #[test]
     fn reads_3_13_debug_offsets() {
+        // The free-threaded build's differences.
         let values = [
-            ("runtime_state", "interpreters_head", 632),
-            ("interpreter_state", "gil_runtime_state", 7752),
-            ("interpreter_state", "gil_runtime_state_locked", 7768),
-            ("interpreter_state", "gil_runtime_state_holder", 7760),
-            ("interpreter_state", "gil_runtime_state_enabled", 24),
-            ("interpreter_frame", "size", 80),
+            ("interpreter_state", "gil_runtime_state", 7760),
+            ("interpreter_state", "gil_runtime_state_locked", 7784),
+            ("interpreter_state", "gil_runtime_state_holder", 7776),
+            ("interpreter_state", "gil_runtime_state_enabled", 0),
+            ("code_object", "co_code_adaptive", 216),
             ("pyobject", "size", 32),
             ("pyobject", "ob_type", 24),
+            ("bytes_object", "ob_size", 32),
+            ("bytes_object", "ob_sval", 48),
+            ("unicode_object", "state", 48),
+            ("unicode_object", "length", 32),
             ("unicode_object", "asciiobject_size", 56),
-            ("code_object", "co_code_adaptive", 216),
         ];
         let bytes = table_3_13(&values, 1);
         let mem = Bytes { base: 0x1000, bytes: &bytes };
         let l = Layout::read(&mem, 0x1000, 0x030d05f0).unwrap();
         assert!(l.free_threaded);
         assert_eq!(l.runtime_interpreters_head, 632);
-        assert_eq!((l.gil_locked, l.gil_holder, l.gil_enabled), (16, 8, Some(24)));
+        assert_eq!((l.gil_locked, l.gil_holder, l.gil_enabled), (24, 16, Some(0)));
         assert_eq!((l.ob_type, l.object_header, l.ascii_object_size, l.code_adaptive), (24, 32, 56, 216));
         assert_eq!(l.shim_owner, Some(3));
     }
 
     #[test]
     fn rejects_bad_cookie_version_and_values() {
-        let good = [("interpreter_frame", "size", 80), ("pyobject", "size", 16), ("unicode_object", "asciiobject_size", 40)];
-        let mut bytes = table_3_13(&good, 0);
+        let read = |bytes: &[u8], version| Layout::read(&Bytes { base: 0, bytes }, 0, version);
+        assert!(read(&table_3_13(&[], 0), 0x030d05f0).is_ok());
+        let mut bytes = table_3_13(&[], 0);
         bytes[0] = b'y';
-        assert!(Layout::read(&Bytes { base: 0, bytes: &bytes }, 0, 0x030d05f0).is_err());
-        let bytes = table_3_13(&good, 0);
-        assert!(Layout::read(&Bytes { base: 0, bytes: &bytes }, 0, 0x030d05f0).is_ok());
-        assert!(Layout::read(&Bytes { base: 0, bytes: &bytes }, 0, 0x030e00f0).is_err());
-        let bytes = table_3_13(&[("pyobject", "size", 16)], 0);
-        assert!(Layout::read(&Bytes { base: 0, bytes: &bytes }, 0, 0x030d05f0).is_err());
-        assert!(Layout::read(&Bytes { base: 0, bytes: &bytes[..40] }, 0, 0x030d05f0).is_err());
-        assert!(matches!(Layout::read(&Bytes { base: 0, bytes: &[] }, 0, 0x030a00f0), Err(PyError::Unsupported(_))));
+        assert!(read(&bytes, 0x030d05f0).is_err());
+        assert!(read(&table_3_13(&[], 0), 0x030e00f0).is_err());
+        assert!(read(&table_3_13(&[("pyobject", "size", 8)], 0), 0x030d05f0).is_err());
+        assert!(read(&table_3_13(&[("interpreter_frame", "owner", 1 << 62)], 0), 0x030d05f0).is_err());
+        assert!(read(&table_3_13(&[("thread_state", "current_frame", u64::MAX)], 0), 0x030d05f0).is_err());
+        assert!(read(&table_3_13(&[], 0)[..40], 0x030d05f0).is_err());
+        assert!(matches!(read(&[], 0x030a00f0), Err(PyError::Unsupported(_))));
+    }
+
+    #[test]
+    fn built_in_tables_are_plausible() {
+        assert!(v3_11(PyVersion::from_hex(0x030b07f0)).plausible());
+        assert!(v3_12(PyVersion::from_hex(0x030c01f0)).plausible());
     }
 }

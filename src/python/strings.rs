@@ -41,7 +41,7 @@ pub fn read_str(mem: &dyn Memory, layout: &Layout, types: &Types, addr: u64) -> 
     if !compact {
         return Err(PyError::Torn("str is not compact"));
     }
-    let data = addr + layout.ascii_object_size + if ascii { 0 } else { layout.compact_extra };
+    let data = addr.wrapping_add(layout.ascii_object_size + if ascii { 0 } else { layout.compact_extra });
     let width = match kind {
         1 | 2 | 4 => kind as u64,
         _ => return Err(PyError::Torn("bad str kind")),
@@ -65,7 +65,7 @@ pub fn read_bytes(mem: &dyn Memory, layout: &Layout, types: &Types, addr: u64) -
     if len > MAX_BYTES {
         return Err(PyError::Torn("bytes too long"));
     }
-    mem.read_vec(addr + layout.bytes_ob_sval, len as usize).map_err(PyError::Memory)
+    mem.read_vec(addr.wrapping_add(layout.bytes_ob_sval), len as usize).map_err(PyError::Memory)
 }
 
 #[cfg(test)]

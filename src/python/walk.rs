@@ -81,18 +81,18 @@ impl Walker {
         let l = &self.layout;
         let mut interps = Vec::new();
         let mut threads = Vec::new();
-        let mut interp = mem.read_u64(self.runtime + l.runtime_interpreters_head).map_err(PyError::Memory)?;
+        let mut interp = mem.read_u64(self.runtime.wrapping_add(l.runtime_interpreters_head)).map_err(PyError::Memory)?;
         while interp != 0 && interps.len() < MAX_INTERPRETERS && !interps.contains(&interp) {
             interps.push(interp);
             let mut seen = HashSet::new();
-            let mut tstate = mem.read_u64(interp + l.interp_threads_head).unwrap_or(0);
+            let mut tstate = mem.read_u64(interp.wrapping_add(l.interp_threads_head)).unwrap_or(0);
             while tstate != 0 && seen.len() < MAX_THREADS && seen.insert(tstate) {
-                let Ok(owner) = mem.read_u64(tstate + l.tstate_interp) else { break };
+                let Ok(owner) = mem.read_u64(tstate.wrapping_add(l.tstate_interp)) else { break };
                 if owner != interp {
                     break;
                 }
                 let (Ok(tid), Ok(next)) =
-                    (mem.read_u64(tstate + l.tstate_native_thread_id), mem.read_u64(tstate + l.tstate_next))
+                    (mem.read_u64(tstate.wrapping_add(l.tstate_native_thread_id)), mem.read_u64(tstate.wrapping_add(l.tstate_next)))
                 else {
                     break;
                 };
@@ -101,7 +101,7 @@ impl Walker {
                 }
                 tstate = next;
             }
-            interp = mem.read_u64(interp + l.interp_next).unwrap_or(0);
+            interp = mem.read_u64(interp.wrapping_add(l.interp_next)).unwrap_or(0);
         }
         Ok((threads, interps))
     }
@@ -109,10 +109,10 @@ impl Walker {
     /// The innermost frame of a thread state (0 when it runs no Python code).
     fn current_frame(&self, mem: &dyn Memory, tstate: u64) -> Result<u64, PyError> {
         match self.layout.tstate_current_frame {
-            CurrentFrame::Direct(off) => mem.read_u64(tstate + off).map_err(PyError::Memory),
+            CurrentFrame::Direct(off) => mem.read_u64(tstate.wrapping_add(off)).map_err(PyError::Memory),
             CurrentFrame::ViaCFrame { cframe, current_frame } => {
-                let cf = mem.read_u64(tstate + cframe).map_err(PyError::Memory)?;
-                if cf == 0 { Ok(0) } else { mem.read_u64(cf + current_frame).map_err(PyError::Memory) }
+                let cf = mem.read_u64(tstate.wrapping_add(cframe)).map_err(PyError::Memory)?;
+                if cf == 0 { Ok(0) } else { mem.read_u64(cf.wrapping_add(current_frame)).map_err(PyError::Memory) }
             }
         }
     }
@@ -191,18 +191,18 @@ impl Walker {
     /// the thread-local copy `co_tlbc->entries[frame->tlbc_index]`.
     fn bytecode_base(&self, mem: &dyn Memory, code: u64, frame: &[u8]) -> Result<u64, PyError> {
         let l = &self.layout;
-        let own = code + l.code_adaptive;
+        let own = code.wrapping_add(l.code_adaptive);
         let (Some(tlbc), Some(index_at)) = (l.code_tlbc, l.frame_tlbc_index) else { return Ok(own) };
         let index = u64::from(int(frame, index_at));
         if index == 0 {
             return Ok(own);
         }
-        let array = mem.read_u64(code + tlbc).map_err(PyError::Memory)?;
+        let array = mem.read_u64(code.wrapping_add(tlbc)).map_err(PyError::Memory)?;
         let size = mem.read_u64(array).map_err(PyError::Memory)?;
         if index >= size {
             return Err(PyError::Torn("thread-local bytecode index out of range"));
         }
-        mem.read_u64(array + 8 + 8 * index).map_err(PyError::Memory)
+        mem.read_u64(array.wrapping_add(8).wrapping_add(index.wrapping_mul(8))).map_err(PyError::Memory)
     }
 
     fn code_info(&mut self, mem: &dyn Memory, code: u64) -> Result<Arc<CodeInfo>, PyError> {
@@ -243,22 +243,77 @@ impl Walker {
     pub fn gil_holder_tstate(&self, mem: &dyn Memory, main_interp: u64) -> Option<u64> {
         let l = &self.layout;
         let gil = match l.gil {
-            GilAt::Runtime(off) => self.runtime + off,
-            GilAt::InterpPointer(off) => mem.read_u64(main_interp + off).ok().filter(|&g| g != 0)?,
+            GilAt::Runtime(off) => self.runtime.wrapping_add(off),
+            GilAt::InterpPointer(off) => mem.read_u64(main_interp.wrapping_add(off)).ok().filter(|&g| g != 0)?,
         };
-        if let Some(enabled) = l.gil_enabled {
-            if mem.read_i32(gil + enabled).ok()? == 0 {
-                return None;
-            }
-        }
-        if mem.read_i32(gil + l.gil_locked).ok()? == 0 {
+        if let Some(enabled) = l.gil_enabled
+            && mem.read_i32(gil.wrapping_add(enabled)).ok()? == 0
+        {
             return None;
         }
-        mem.read_u64(gil + l.gil_holder).ok().filter(|&t| t != 0)
+        if mem.read_i32(gil.wrapping_add(l.gil_locked)).ok()? == 0 {
+            return None;
+        }
+        mem.read_u64(gil.wrapping_add(l.gil_holder)).ok().filter(|&t| t != 0)
     }
 }
 
 struct Step {
     frame: Option<PyFrame>,
     previous: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::python::PythonReader;
+    use crate::target::MemError;
+    use crate::target::memory::Bytes;
+
+    /// Memory made of pseudo-random words, most of them pointers back into itself, so the
+    /// walk follows long garbage chains: it must end, bounded, without panicking.
+    struct Noise {
+        base: u64,
+        bytes: Vec<u8>,
+    }
+
+    impl Memory for Noise {
+        fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
+            Bytes { base: self.base, bytes: &self.bytes }.read(addr, buf)
+        }
+    }
+
+    fn noise(seed: u64, base: u64, len: usize) -> Noise {
+        let mut x = seed | 1;
+        let mut bytes = Vec::with_capacity(len);
+        while bytes.len() < len {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let word = match x % 4 {
+                0 | 1 => (base + (x >> 8) % len as u64) & !7,
+                2 => (x >> 40) & 0xff,
+                _ => x,
+            };
+            bytes.extend_from_slice(&word.to_le_bytes());
+        }
+        Noise { base, bytes }
+    }
+
+    #[test]
+    fn random_memory_gives_bounded_walks_not_panics() {
+        let base = 0x10_0000;
+        for (seed, version) in [(1, 0x030b07f0), (2, 0x030c01f0), (3, 0x030b02f0), (4, 0x030c00f0)] {
+            let mem = noise(seed, base, 1 << 16);
+            let types = Types { code: base + 0x100, unicode: base + 0x200, bytes: base + 0x300 };
+            let mut reader = PythonReader::new(Box::new(noise(seed, base, 1 << 16)), base, version, types).unwrap();
+            reader.refresh_threads();
+            let _ = reader.gil_holder();
+            let mut walker = Walker::new(reader.walker.layout, types, base);
+            for addr in (base..base + (1 << 16)).step_by(8 * 97) {
+                let stack = walker.stack(&mem, addr);
+                assert!(stack.frames.len() <= MAX_DEPTH);
+            }
+        }
+    }
 }

@@ -121,7 +121,6 @@ pub struct Stack {
     pub tid: i32,
     /// Root first, without the thread frame and the state frame.
     pub frames: Vec<String>,
-    pub state: String,
     pub count: u64,
 }
 
@@ -130,7 +129,6 @@ pub struct Recording {
     pub stacks: Vec<Stack>,
     /// Thread ids the fixture announced with `worker-tid N` lines.
     pub workers: Vec<i32>,
-    pub stdout: String,
 }
 
 impl Recording {
@@ -145,9 +143,9 @@ pub fn parse_folded(text: &str) -> Vec<Stack> {
             let (stack, count) = line.rsplit_once(' ')?;
             let mut frames: Vec<String> = stack.split(';').map(str::to_string).collect();
             let thread = frames.remove(0);
-            let state = frames.pop()?;
+            frames.pop()?; // the sample's state, e.g. [compute]
             let tid = thread.rsplit(' ').next()?.parse().ok()?;
-            Some(Stack { tid, frames, state, count: count.parse().ok()? })
+            Some(Stack { tid, frames, count: count.parse().ok()? })
         })
         .collect()
 }
@@ -172,7 +170,7 @@ pub fn record(interp: &Interp, fixture_name: &str, args: &[&str], secs: f64, ext
     assert!(out.status.success(), "parprof record on {interp} failed: {}", String::from_utf8_lossy(&out.stderr));
     let text = std::fs::read_to_string(&out_file).expect("read folded output");
     let workers = stdout.lines().filter_map(|l| l.strip_prefix("worker-tid ")?.trim().parse().ok()).collect();
-    Recording { stacks: parse_folded(&text), workers, stdout }
+    Recording { stacks: parse_folded(&text), workers }
 }
 
 /// The function name of a Python frame label `name (file.py:line)`; `None` for other frames.
