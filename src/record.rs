@@ -68,8 +68,8 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
                 if let Some(name) = &s.name {
                     profile.thread_seen(s.tid, name);
                 }
-                resolver.add(s, &mut profile);
             }
+            resolver.add_tick(&batch, &mut profile);
         }
         (profile, resolver.complete_walks, resolver.walks)
     })?;
