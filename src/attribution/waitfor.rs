@@ -10,8 +10,14 @@ use serde::Serialize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Edge {
     pub waiter: i32,
+    #[serde(serialize_with = "hex")]
     pub lock: u64,
     pub holder: i32,
+}
+
+/// Addresses go into JSON as hex strings: JSON numbers lose 64-bit precision.
+pub fn hex<S: serde::Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format!("{v:#x}"))
 }
 
 /// Threads `tids[i]` waits for `locks[i]`, held by `tids[i + 1]` (the last by the first).
