@@ -7,6 +7,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Record(args) => parprof::record::run(args),
+        Command::Dump(args) => parprof::dump::run(args),
     };
     match result {
         Ok(code) => code,

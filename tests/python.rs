@@ -1,7 +1,8 @@
 //! Python stacks on every CPython ≥ 3.11 found on the machine (pyenv's versions, the
 //! `python3`s on PATH) and the free-threaded 3.13 from `scripts/free-threaded-python`,
-//! which the matrix requires. Each test records a fixture from fixtures/python/ with the
-//! real `parprof` binary and checks the Python frames of the threads the fixture announces.
+//! which the matrix requires. Each test starts a fixture from fixtures/python/, records it
+//! with the real `parprof` binary (`record --pid` once its workers run) and checks the
+//! Python frames of the threads the fixture announced.
 
 #[path = "common/python.rs"]
 mod py;
@@ -11,9 +12,10 @@ use std::process::{Command, Stdio};
 
 use py::{Interp, Recording, has_chain, python_function};
 
-/// Record seconds; fixtures run a little longer so they are busy for the whole recording.
+/// Record seconds (after the fixture's workers have started).
 const SECS: f64 = 2.0;
-const FIXTURE_SECS: &str = "3.5";
+/// Fixtures run until stopped by the test, bounded by this in case the test dies.
+const FIXTURE_SECS: &str = "120";
 
 /// Share of `stacks` (weighted by count) that satisfy `pred`, and the total count.
 fn share<'a>(stacks: impl Iterator<Item = &'a py::Stack>, pred: impl Fn(&py::Stack) -> bool) -> (f64, u64) {
@@ -60,15 +62,36 @@ fn chain_share(rec: &Recording, expected_workers: usize, chain: &[&str], min: f6
 #[test]
 fn prime_workers_show_the_full_python_chain() {
     each_interpreter(&py::interpreters(), |interp| {
-        let rec = py::record(interp, "primes.py", &["3", FIXTURE_SECS], SECS, &[]);
+        let rec = py::record(interp, "primes.py", &["3", FIXTURE_SECS], 3, SECS, &[]);
         chain_share(&rec, 3, &["worker", "count_primes_in_range", "is_prime"], 0.9)
+    });
+}
+
+#[test]
+fn merged_stacks_read_from_start_thread_through_the_python_chain() {
+    each_interpreter(&py::interpreters(), |interp| {
+        let rec = py::record(interp, "primes.py", &["2", FIXTURE_SECS], 2, SECS, &[]);
+        let chain = ["worker", "count_primes_in_range", "is_prime"];
+        let leftover = rec.stacks.iter().find(|s| {
+            s.frames.iter().any(|f| python_function(f).is_some()) && s.frames.iter().any(|f| f.starts_with("_PyEval_EvalFrameDefault"))
+        });
+        if let Some(s) = leftover {
+            return Err(format!("an eval-loop frame was not replaced: {}", s.frames.join(";")));
+        }
+        let (frac, n) = share(rec.worker_stacks(), |s| {
+            let root = s.frames.iter().position(|f| f == "start_thread");
+            let first_python = s.frames.iter().position(|f| python_function(f).is_some());
+            matches!((root, first_python), (Some(r), Some(p)) if r < p) && has_chain(&s.frames, &chain)
+        });
+        let msg = format!("{:.1}% of {n} worker samples read start_thread → … → {}", 100.0 * frac, chain.join(" → "));
+        if frac < 0.9 { Err(format!("{msg} (need 90%)")) } else { Ok(msg) }
     });
 }
 
 #[test]
 fn thread_pool_tasks_show_the_executor_chain() {
     each_interpreter(&py::interpreters(), |interp| {
-        let rec = py::record(interp, "pool.py", &["3", FIXTURE_SECS], SECS, &[]);
+        let rec = py::record(interp, "pool.py", &["3", FIXTURE_SECS], 3, SECS, &[]);
         chain_share(&rec, 3, &["_worker", "_WorkItem.run", "task", "crunch"], 0.9)
     });
 }
@@ -76,7 +99,7 @@ fn thread_pool_tasks_show_the_executor_chain() {
 #[test]
 fn python_only_stacks_start_at_the_thread_bootstrap() {
     each_interpreter(&py::interpreters(), |interp| {
-        let rec = py::record(interp, "primes.py", &["2", FIXTURE_SECS], SECS, &["--no-native"]);
+        let rec = py::record(interp, "primes.py", &["2", FIXTURE_SECS], 2, SECS, &["--no-native"]);
         let chain = ["Thread._bootstrap", "Thread._bootstrap_inner", "Thread.run", "worker", "count_primes_in_range", "is_prime"];
         let summary = chain_share(&rec, 2, &chain, 0.9)?;
         let native = rec.stacks.iter().flat_map(|s| &s.frames).find(|f| python_function(f).is_none() && *f != "[truncated]");
@@ -97,7 +120,7 @@ fn is_zlib_frame(label: &str) -> bool {
 #[test]
 fn c_extension_frames_sit_above_the_python_frames_that_called_them() {
     each_interpreter(&py::interpreters(), |interp| {
-        let rec = py::record(interp, "compress.py", &["2", FIXTURE_SECS], SECS, &[]);
+        let rec = py::record(interp, "compress.py", &["2", FIXTURE_SECS], 2, SECS, &[]);
         let chain = chain_share(&rec, 2, &["compress_loop", "compress_block"], 0.9)?;
         let (frac, n) = share(rec.worker_stacks(), |s| {
             let Some(at) = s.frames.iter().position(|f| python_function(f) == Some("compress_block")) else { return false };
@@ -118,7 +141,7 @@ fn numpy_shared_array_sum_shows_python_frames() {
     let ft = py::free_threaded();
     assert!(py::has_module(&ft, "numpy"), "numpy is missing from {ft}; scripts/free-threaded-python installs it");
     each_interpreter(&interps, |interp| {
-        let rec = py::record(interp, "numpy_sum.py", &["3", FIXTURE_SECS], SECS, &[]);
+        let rec = py::record(interp, "numpy_sum.py", &["3", FIXTURE_SECS], 3, SECS, &[]);
         chain_share(&rec, 3, &["worker", "partial_sum"], 0.9)
     });
 }

@@ -31,6 +31,8 @@ struct ThreadMemo {
     name: String,
     /// Fresh captures since the name was last read (threads rename themselves).
     since_name: u32,
+    /// The futex the thread was blocked on at its last fresh capture.
+    futex: Option<u64>,
 }
 
 /// Re-read a thread's name after this many fresh captures.
@@ -57,7 +59,8 @@ impl Sampler {
         }
         let mut out = Vec::with_capacity(tids.len());
         for &tid in &tids {
-            if let Capture::Sample(s) = self.capture(tid, time_ns) {
+            if let Capture::Sample(mut s) = self.capture(tid, time_ns) {
+                s.futex_owner = s.futex_owner.filter(|t| tids.binary_search(t).is_ok());
                 out.push(s);
             }
         }
@@ -68,7 +71,7 @@ impl Sampler {
     fn capture(&mut self, tid: i32, time_ns: u64) -> Capture {
         let Ok(sched) = SchedStat::read(self.pid, tid) else { return Capture::Gone };
         let (pid, is_new) = (self.pid, !self.threads.contains_key(&tid));
-        let memo = self.threads.entry(tid).or_insert_with(|| ThreadMemo { sched, name: String::new(), since_name: NAME_REFRESH });
+        let memo = self.threads.entry(tid).or_insert_with(|| ThreadMemo { sched, name: String::new(), since_name: NAME_REFRESH, futex: None });
         let prev = (!is_new).then_some(memo.sched);
         memo.sched = sched;
         let (run_ns, cpu_wait_ns) = match prev {
@@ -77,7 +80,8 @@ impl Sampler {
         };
         if prev.is_some() && run_ns == 0 && sched.timeslices == prev.map_or(0, |p| p.timeslices) {
             let data = SampleData::Unchanged { cpu_wait_ns };
-            return Capture::Sample(RawSample { tid, time_ns, name: None, data });
+            let futex_owner = memo.futex.and_then(|addr| owner_beside(&self.mem, addr));
+            return Capture::Sample(RawSample { tid, time_ns, name: None, data, futex_owner });
         }
         memo.since_name += 1;
         let name = (memo.since_name >= NAME_REFRESH).then(|| {
@@ -88,8 +92,19 @@ impl Sampler {
             changed.then(|| memo.name.clone())
         });
         let name = name.flatten();
+        let mut futex_owner = None;
         let data = match self.fresh(tid, run_ns, cpu_wait_ns) {
-            Ok(f) => SampleData::Fresh(Box::new(f)),
+            Ok(f) => {
+                let futex = match f.syscall {
+                    Syscall::Blocked { nr: libc::SYS_futex, args, .. } => Some(args[0]),
+                    _ => None,
+                };
+                if let Some(memo) = self.threads.get_mut(&tid) {
+                    memo.futex = futex;
+                }
+                futex_owner = futex.and_then(|a| owner_beside(&self.mem, a));
+                SampleData::Fresh(Box::new(f))
+            }
             Err(CaptureError::Gone) => return Capture::Gone,
             Err(CaptureError::Lost(why)) => {
                 // Forget the thread so the next tick captures it afresh.
@@ -97,7 +112,7 @@ impl Sampler {
                 SampleData::Lost(why)
             }
         };
-        Capture::Sample(RawSample { tid, time_ns, name, data })
+        Capture::Sample(RawSample { tid, time_ns, name, data, futex_owner })
     }
 
     fn fresh(&mut self, tid: i32, run_ns: u64, cpu_wait_ns: u64) -> Result<Fresh, CaptureError> {
@@ -142,6 +157,15 @@ impl Sampler {
 enum CaptureError {
     Gone,
     Lost(String),
+}
+
+/// The int at `futex + 8` (glibc `pthread_mutex_t.__owner`), if readable and plausible.
+fn owner_beside(mem: &ProcessMemory, futex: u64) -> Option<i32> {
+    use crate::target::Memory;
+    if futex % 4 != 0 {
+        return None;
+    }
+    mem.read_i32(futex.checked_add(8)?).ok().filter(|&t| t > 0)
 }
 
 fn copy_stack(mem: &ProcessMemory, sp: u64, max: usize) -> Result<StackSnapshot, CaptureError> {

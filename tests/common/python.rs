@@ -150,27 +150,36 @@ pub fn parse_folded(text: &str) -> Vec<Stack> {
         .collect()
 }
 
-/// `parprof record --threads -d SECS -o X.folded [extra] -- python fixture args...`.
-pub fn record(interp: &Interp, fixture_name: &str, args: &[&str], secs: f64, extra: &[&str]) -> Recording {
+/// Start `python fixture args...`, wait until `workers` threads announce themselves with
+/// `worker-tid N` (so start-up time, long on a loaded machine, is not recorded), then run
+/// `parprof record --threads -d SECS -o X.folded [extra] --pid PID` and stop the fixture.
+pub fn record(interp: &Interp, fixture_name: &str, args: &[&str], workers: usize, secs: f64, extra: &[&str]) -> Recording {
+    use std::io::{BufRead, BufReader};
     let dir = manifest_dir().join("target/python-tests");
     std::fs::create_dir_all(&dir).expect("create target/python-tests");
-    let out_file = dir.join(format!("{}-{}.folded", fixture_name.trim_end_matches(".py"), interp.version));
-    let secs_text = secs.to_string();
-    let out = Command::new(env!("CARGO_BIN_EXE_parprof"))
-        .args(["record", "--threads", "-d", &secs_text, "-o"])
-        .arg(&out_file)
-        .args(extra)
-        .arg("--")
-        .arg(&interp.path)
+    let flags: String = extra.iter().map(|f| f.trim_start_matches('-')).collect::<Vec<_>>().join("-");
+    let out_file = dir.join(format!("{}-{}{flags}.folded", fixture_name.trim_end_matches(".py"), interp.version));
+    let mut child = Command::new(&interp.path)
         .arg(fixture(fixture_name))
         .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {interp}: {e}"));
+    let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+    let announced: Vec<i32> =
+        stdout.lines().map_while(Result::ok).filter_map(|l| l.strip_prefix("worker-tid ")?.trim().parse().ok()).take(workers).collect();
+    let out = Command::new(env!("CARGO_BIN_EXE_parprof"))
+        .args(["record", "--threads", "-d", &secs.to_string(), "-o"])
+        .arg(&out_file)
+        .args(extra)
+        .args(["--pid", &child.id().to_string()])
         .output()
         .expect("run parprof");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let _ = child.kill();
+    let _ = child.wait();
     assert!(out.status.success(), "parprof record on {interp} failed: {}", String::from_utf8_lossy(&out.stderr));
     let text = std::fs::read_to_string(&out_file).expect("read folded output");
-    let workers = stdout.lines().filter_map(|l| l.strip_prefix("worker-tid ")?.trim().parse().ok()).collect();
-    Recording { stacks: parse_folded(&text), workers }
+    Recording { stacks: parse_folded(&text), workers: announced }
 }
 
 /// The function name of a Python frame label `name (file.py:line)`; `None` for other frames.
@@ -181,8 +190,9 @@ pub fn python_function(label: &str) -> Option<&str> {
     line.parse::<u32>().ok().map(|_| name)
 }
 
-/// Whether `frames` contains the Python functions `chain`, consecutive and in order.
+/// Whether the Python frames of `frames` contain `chain` consecutively, in order. Native
+/// frames in between are allowed: they are where C code called back into Python.
 pub fn has_chain(frames: &[String], chain: &[&str]) -> bool {
-    let names: Vec<Option<&str>> = frames.iter().map(|f| python_function(f)).collect();
-    names.windows(chain.len()).any(|w| w.iter().zip(chain).all(|(n, c)| *n == Some(*c)))
+    let names: Vec<&str> = frames.iter().filter_map(|f| python_function(f)).collect();
+    names.windows(chain.len()).any(|w| w == chain)
 }
