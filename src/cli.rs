@@ -17,6 +17,19 @@ pub struct Cli {
 pub enum Command {
     /// Sample every thread of a process and write a flamegraph or folded stacks.
     Record(RecordArgs),
+    /// Every thread's stack and state now, who waits for whom, and any deadlock.
+    Dump(DumpArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DumpArgs {
+    /// The running process to inspect.
+    #[arg(long, short)]
+    pub pid: String,
+
+    /// Write JSON (schema in docs/dump.md) instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -40,6 +53,10 @@ pub struct RecordArgs {
     /// Output format (default: from the output file's extension).
     #[arg(long, short)]
     pub format: Option<Format>,
+
+    /// Also write the per-thread breakdown and contended locks as JSON (docs/summary.md).
+    #[arg(long, value_name = "FILE.json")]
+    pub summary: Option<PathBuf>,
 
     /// Start each stack with its thread (`name tid`).
     #[arg(long)]

@@ -6,6 +6,7 @@
 
 pub mod attribution;
 pub mod cli;
+pub mod dump;
 pub mod frame;
 pub mod output;
 pub mod profile;

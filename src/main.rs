@@ -19,6 +19,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Record(args) => parprof::record::run(args),
+        Command::Dump(args) => parprof::dump::run(args),
     };
     match result {
         Ok(code) => code,

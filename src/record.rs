@@ -68,8 +68,8 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
                 if let Some(name) = &s.name {
                     profile.thread_seen(s.tid, name);
                 }
-                resolver.add(s, &mut profile);
             }
+            resolver.add_tick(&batch, &mut profile);
         }
         (profile, resolver.complete_walks, resolver.walks)
     })?;
@@ -95,6 +95,11 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
         eprintln!("parprof: some running threads could not be stopped to read their registers (permission denied); their samples are marked [truncated]");
     }
     write_output(&profile, format, &args)?;
+    if let Some(path) = &args.summary {
+        let file = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+        let mut out = std::io::BufWriter::new(file);
+        output::summary_json::write(&profile, &mut out).with_context(|| format!("writing {}", path.display()))?;
+    }
     crate::output::text::summary(&profile, reason, complete, walks, &args.output);
     if let Some(mut c) = child {
         if reason != StopReason::TargetExited {

@@ -4,7 +4,8 @@
 
 use std::collections::HashMap;
 
-use crate::attribution::{self, State};
+use crate::attribution::locks::{LockBook, Observed};
+use crate::attribution::{self, Attribution, State, ThreadFacts};
 use crate::frame::Frame;
 use crate::profile::{Profile, StackId};
 use crate::python;
@@ -21,8 +22,9 @@ pub struct Resolver {
     unwinder: Unwinder,
     symbolizer: Symbolizer,
     symbol_cache: HashMap<(u64, bool), Vec<Frame>>,
-    /// Each thread's last stack and state, for samples where it did not run.
-    last: HashMap<i32, (StackId, State)>,
+    /// Each thread's last stack and attribution, for samples where it did not run.
+    last: HashMap<i32, (StackId, Attribution)>,
+    locks: LockBook,
     /// Stack walks that reached the outermost frame, of all walked (for the summary).
     pub complete_walks: u64,
     pub walks: u64,
@@ -39,30 +41,62 @@ impl Resolver {
             symbolizer: Symbolizer::new(),
             symbol_cache: HashMap::new(),
             last: HashMap::new(),
+            locks: LockBook::new(),
             complete_walks: 0,
             walks: 0,
             include_native,
         }
     }
 
-    pub fn add(&mut self, s: &RawSample, profile: &mut Profile) {
-        let (stack, state) = match &s.data {
+    /// Add one tick's samples (every thread at the same moment) to the profile.
+    pub fn add_tick(&mut self, batch: &[RawSample], profile: &mut Profile) {
+        let observed: Vec<Observed> = batch.iter().filter_map(|s| self.add(s, profile)).collect();
+        self.locks.record_tick(&self.maps, profile, &observed);
+    }
+
+    fn add(&mut self, s: &RawSample, profile: &mut Profile) -> Option<Observed> {
+        let (stack, attribution) = match &s.data {
             SampleData::Fresh(f) => {
-                let frames = self.frames(f);
-                let state = attribution::classify(f, &frames);
-                (profile.intern_stack(&frames), state)
+                let (frames, attribution) = self.resolve(s, f);
+                (profile.intern_stack(&frames), attribution)
             }
-            SampleData::Unchanged { cpu_wait_ns } => match self.last.get(&s.tid) {
-                Some(&(stack, state)) => {
-                    let state = if *cpu_wait_ns > 0 && state == State::Compute { State::CpuWait } else { state };
-                    (stack, state)
+            SampleData::Unchanged { cpu_wait_ns } => {
+                let &(stack, mut a) = self.last.get(&s.tid)?;
+                if *cpu_wait_ns > 0 && a.state == State::Compute {
+                    a.state = State::CpuWait;
                 }
-                None => return,
-            },
-            SampleData::Lost(_) => (profile.intern_stack(&[Frame::truncated()]), State::Other),
+                if let Some(w) = a.waiting_on.as_mut() {
+                    w.set_holder(s.futex_owner);
+                }
+                (stack, a)
+            }
+            SampleData::Lost(_) => {
+                let a = Attribution { state: State::Other, waiting_on: None };
+                (profile.intern_stack(&[Frame::truncated()]), a)
+            }
         };
-        self.last.insert(s.tid, (stack, state));
-        profile.add(s.tid, stack, state, s.time_ns, 1);
+        self.last.insert(s.tid, (stack, attribution));
+        profile.add(s.tid, stack, attribution.state, s.time_ns, 1);
+        Some(Observed { tid: s.tid, stack, attribution })
+    }
+
+    /// The stack (root first) and classification of one fresh sample.
+    pub fn resolve(&mut self, s: &RawSample, f: &Fresh) -> (Vec<Frame>, Attribution) {
+        let frames = self.frames(f);
+        let facts = ThreadFacts {
+            os_state: f.os_state,
+            syscall: f.syscall,
+            run_ns: f.run_ns,
+            cpu_wait_ns: f.cpu_wait_ns,
+            futex_owner: s.futex_owner,
+        };
+        let attribution = attribution::classify(&facts, &frames);
+        (frames, attribution)
+    }
+
+    /// The target's memory map as last read (for naming addresses).
+    pub fn maps(&self) -> &Maps {
+        &self.maps
     }
 
     /// The sample's stack, root first.

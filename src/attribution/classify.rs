@@ -1,43 +1,201 @@
-//! Sample → state.
+//! Sample → state, from the thread's OS state, its syscall and the rule the stack matches.
 
 use super::State;
+use super::rules::{self, Role, Rule};
 use crate::frame::Frame;
-use crate::sample::Fresh;
 use crate::target::Syscall;
 
-/// Classify one fresh sample from its OS state, syscall and stack (root first).
-pub fn classify(f: &Fresh, _frames: &[Frame]) -> State {
-    match (f.os_state, f.syscall) {
-        ('R', _) if f.cpu_wait_ns > f.run_ns => State::CpuWait,
-        ('R', _) => State::Compute,
-        (_, Syscall::Blocked { nr, .. }) => syscall_state(nr),
-        _ => State::Other,
+/// What a sample was doing, and what it waited on if it was blocked on a futex.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attribution {
+    pub state: State,
+    pub waiting_on: Option<WaitOn>,
+}
+
+/// A futex a thread was blocked on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WaitOn {
+    /// The futex word (syscall argument 0): the lock's identity.
+    pub address: u64,
+    /// The rule that explains the wait; `None` for a futex wait no rule knows.
+    pub rule: Option<&'static Rule>,
+    /// Index (root first) of the frame the rule matched.
+    pub frame: Option<usize>,
+    /// The thread that holds the lock, when it can be read (glibc mutex `__owner`).
+    pub holder: Option<i32>,
+}
+
+impl WaitOn {
+    pub fn kind(&self) -> &'static str {
+        self.rule.map_or("futex", |r| r.kind)
+    }
+
+    pub fn is_lock(&self) -> bool {
+        self.rule.is_some_and(|r| r.role == Role::Acquire)
+    }
+
+    /// Take the holder from the int read beside the futex word at this tick; only a glibc
+    /// mutex keeps its owner's tid there.
+    pub fn set_holder(&mut self, futex_owner: Option<i32>) {
+        self.holder = futex_owner.filter(|_| self.kind() == "pthread_mutex");
     }
 }
 
+/// The facts about one thread at one tick that classification needs.
+#[derive(Debug, Clone, Copy)]
+pub struct ThreadFacts {
+    /// The `/proc/<tid>/stat` state letter.
+    pub os_state: char,
+    pub syscall: Syscall,
+    /// Nanoseconds on a CPU and queued for one since the previous sample.
+    pub run_ns: u64,
+    pub cpu_wait_ns: u64,
+    /// `__owner` read next to the futex word at the tick (meaningful for glibc mutexes).
+    pub futex_owner: Option<i32>,
+}
+
+/// Classify one sample from its facts and its stack (root first).
+pub fn classify(t: &ThreadFacts, frames: &[Frame]) -> Attribution {
+    let decided = rules::decide(frames);
+    let role = decided.map(|(_, r)| r.role);
+    let state = match (t.os_state, t.syscall) {
+        // Runnable inside an acquire: spinning, or woken by the unlocker and not yet on a
+        // CPU. Either way the time is lost to the lock.
+        ('R', _) if role == Some(Role::Acquire) => State::LockSpin,
+        ('R', _) if t.cpu_wait_ns > t.run_ns => State::CpuWait,
+        ('R', _) => State::Compute,
+        (_, Syscall::Blocked { nr, args, .. }) if is_futex_wait(nr) => {
+            let (rule, frame) = match decided {
+                Some((i, r)) => (Some(r), Some(i)),
+                None => (None, None),
+            };
+            let mut waiting_on = WaitOn { address: args[0], rule, frame, holder: None };
+            waiting_on.set_holder(t.futex_owner);
+            let state = if role == Some(Role::Acquire) { State::Lock } else { State::Wait };
+            return Attribution { state, waiting_on: Some(waiting_on) };
+        }
+        // Locks that back off by sleeping or yielding are still lock waits.
+        (_, Syscall::Blocked { nr, .. }) if role == Some(Role::Acquire) && is_backoff(nr) => State::Lock,
+        (_, Syscall::Blocked { nr, .. }) => syscall_state(nr),
+        _ => State::Other,
+    };
+    Attribution { state, waiting_on: None }
+}
+
+fn is_futex_wait(nr: i64) -> bool {
+    nr == libc::SYS_futex || nr == libc::SYS_futex_waitv
+}
+
+fn is_backoff(nr: i64) -> bool {
+    matches!(nr, libc::SYS_nanosleep | libc::SYS_clock_nanosleep | libc::SYS_sched_yield)
+}
+
+/// The state a blocking syscall implies on its own.
 fn syscall_state(nr: i64) -> State {
     match nr {
-        libc::SYS_futex => State::Wait,
         libc::SYS_nanosleep | libc::SYS_clock_nanosleep => State::Sleep,
+        libc::SYS_wait4 | libc::SYS_waitid | libc::SYS_pause | libc::SYS_rt_sigsuspend | libc::SYS_rt_sigtimedwait => State::Wait,
         libc::SYS_read
         | libc::SYS_write
         | libc::SYS_readv
         | libc::SYS_writev
         | libc::SYS_pread64
         | libc::SYS_pwrite64
+        | libc::SYS_preadv
+        | libc::SYS_pwritev
+        | libc::SYS_preadv2
+        | libc::SYS_pwritev2
         | libc::SYS_recvfrom
         | libc::SYS_recvmsg
+        | libc::SYS_recvmmsg
         | libc::SYS_sendto
         | libc::SYS_sendmsg
+        | libc::SYS_sendmmsg
+        | libc::SYS_sendfile
+        | libc::SYS_splice
         | libc::SYS_poll
         | libc::SYS_ppoll
         | libc::SYS_select
         | libc::SYS_pselect6
         | libc::SYS_epoll_wait
         | libc::SYS_epoll_pwait
+        | libc::SYS_epoll_pwait2
+        | libc::SYS_io_uring_enter
+        | libc::SYS_io_getevents
         | libc::SYS_accept
         | libc::SYS_accept4
-        | libc::SYS_connect => State::Io,
+        | libc::SYS_connect
+        | libc::SYS_fsync
+        | libc::SYS_fdatasync
+        | libc::SYS_open
+        | libc::SYS_openat
+        | libc::SYS_flock
+        | libc::SYS_fcntl => State::Io,
         _ => State::Other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(os_state: char, syscall: Syscall) -> ThreadFacts {
+        ThreadFacts { os_state, syscall, run_ns: 1000, cpu_wait_ns: 0, futex_owner: Some(77) }
+    }
+
+    fn blocked(nr: i64, arg0: u64) -> Syscall {
+        Syscall::Blocked { nr, args: [arg0, 0x80, 2, 0, 0, 0], sp: 0x7ff0, pc: 0x1000 }
+    }
+
+    fn frames(names: &[&str]) -> Vec<Frame> {
+        names.iter().map(|n| Frame::native(*n, "m")).collect()
+    }
+
+    #[test]
+    fn futex_under_mutex_is_lock_with_holder() {
+        let a = classify(&facts('S', blocked(libc::SYS_futex, 0x4040)), &frames(&["main", "w", "pthread_mutex_lock", "__lll_lock_wait"]));
+        assert_eq!(a.state, State::Lock);
+        let w = a.waiting_on.unwrap();
+        assert_eq!((w.address, w.kind(), w.holder, w.frame), (0x4040, "pthread_mutex", Some(77), Some(2)));
+    }
+
+    #[test]
+    fn unknown_futex_is_wait_never_lock() {
+        let a = classify(&facts('S', blocked(libc::SYS_futex, 0x10)), &frames(&["main", "mystery"]));
+        assert_eq!(a.state, State::Wait);
+        let w = a.waiting_on.unwrap();
+        assert_eq!((w.kind(), w.holder, w.is_lock()), ("futex", None, false));
+    }
+
+    #[test]
+    fn condvar_and_join_are_wait_without_holder() {
+        let a = classify(&facts('S', blocked(libc::SYS_futex, 0x10)), &frames(&["w", "pthread_cond_wait"]));
+        assert_eq!((a.state, a.waiting_on.unwrap().holder), (State::Wait, None));
+        let a = classify(&facts('S', blocked(libc::SYS_futex, 0x10)), &frames(&["main", "pthread_join"]));
+        assert_eq!(a.state, State::Wait);
+    }
+
+    #[test]
+    fn running_states() {
+        let spin = classify(&facts('R', Syscall::Running), &frames(&["w", "pthread_spin_lock"]));
+        assert_eq!(spin.state, State::LockSpin);
+        let compute = classify(&facts('R', Syscall::Running), &frames(&["w", "work"]));
+        assert_eq!(compute.state, State::Compute);
+        let mut queued = facts('R', Syscall::Running);
+        queued.cpu_wait_ns = 5000;
+        assert_eq!(classify(&queued, &frames(&["w", "work"])).state, State::CpuWait);
+    }
+
+    #[test]
+    fn syscalls_without_rules() {
+        let f = frames(&["main", "reader"]);
+        assert_eq!(classify(&facts('S', blocked(libc::SYS_read, 3)), &f).state, State::Io);
+        assert_eq!(classify(&facts('S', blocked(libc::SYS_clock_nanosleep, 0)), &f).state, State::Sleep);
+        assert_eq!(classify(&facts('S', blocked(libc::SYS_wait4, 0)), &f).state, State::Wait);
+        assert_eq!(classify(&facts('S', blocked(libc::SYS_getpid, 0)), &f).state, State::Other);
+        assert_eq!(classify(&facts('D', Syscall::BlockedNoSyscall { sp: 1, pc: 2 }), &f).state, State::Other);
+        // A spin lock that backs off by sleeping is still waiting for the lock.
+        let backoff = frames(&["w", "pthread_spin_lock"]);
+        assert_eq!(classify(&facts('S', blocked(libc::SYS_nanosleep, 0)), &backoff).state, State::Lock);
     }
 }

@@ -1,21 +1,75 @@
-//! Flamegraph SVG through inferno, with a title that says what was profiled.
+//! Flamegraph SVG through inferno, with a title that says what was profiled, the state of
+//! each sample as a coloured top frame (`[lock]` red, `[compute]` warm neutral, idle
+//! blue/grey), and a legend for those colours.
 
+use inferno::flamegraph::color::{Color, PaletteMap};
 use inferno::flamegraph::{self, Options};
 
+use crate::attribution::State;
 use crate::profile::Profile;
+
+/// Lock waits hot (red, orange), computing warm and neutral, idle cool (blue, grey).
+pub fn state_colour(s: State) -> (u8, u8, u8) {
+    match s {
+        State::Compute => (222, 190, 140),
+        State::Lock => (220, 30, 30),
+        State::LockSpin => (255, 140, 0),
+        State::Wait => (90, 140, 225),
+        State::Io => (0, 190, 190),
+        State::Sleep => (160, 165, 180),
+        State::CpuWait => (175, 115, 210),
+        State::Other => (205, 205, 205),
+    }
+}
 
 pub fn write(p: &Profile, threads: bool, out: &mut dyn std::io::Write) -> anyhow::Result<()> {
     let lines = super::folded::lines(p, threads);
-    let mut opts = Options::default();
-    opts.title = title(p);
-    opts.count_name = "samples".into();
-    // Same input, same picture: colours derive from names, not from a random seed.
-    opts.deterministic = true;
     if lines.is_empty() {
         anyhow::bail!("no samples were recorded, so there is no flamegraph to draw");
     }
-    flamegraph::from_lines(&mut opts, lines.iter().map(String::as_str), out)?;
+    let mut palette = PaletteMap::default();
+    for s in State::ALL {
+        let (r, g, b) = state_colour(s);
+        palette.insert(s.leaf(), Color { r, g, b });
+    }
+    let mut opts = Options::default();
+    opts.title = title(p);
+    // An empty subtitle reserves the line the legend is drawn on.
+    opts.subtitle = Some(String::new());
+    opts.count_name = "samples".into();
+    // Same input, same picture: colours derive from names, not from a random seed.
+    opts.deterministic = true;
+    opts.palette_map = Some(&mut palette);
+    let font_size = opts.font_size;
+    let mut svg = Vec::new();
+    flamegraph::from_lines(&mut opts, lines.iter().map(String::as_str), &mut svg)?;
+    out.write_all(&with_legend(svg, font_size))?;
     Ok(())
+}
+
+/// Insert a row of coloured boxes naming the states, on the subtitle line.
+fn with_legend(mut svg: Vec<u8>, font_size: usize) -> Vec<u8> {
+    let y = font_size * 3 + 2;
+    let mut g = String::from("<g id=\"parprof-legend\">");
+    for (i, s) in State::ALL.into_iter().enumerate() {
+        let (r, gr, b) = state_colour(s);
+        let x = 10 + i * 120;
+        g += &format!(
+            "<rect x=\"{x}\" y=\"{y}\" width=\"12\" height=\"12\" fill=\"rgb({r},{gr},{b})\"/>\
+             <text x=\"{}\" y=\"{}\" font-size=\"{font_size}\">{}</text>",
+            x + 16,
+            y + 11,
+            s.leaf()
+        );
+    }
+    g += "</g>\n";
+    match svg.windows(6).rposition(|w| w == b"</svg>") {
+        Some(end) => {
+            svg.splice(end..end, g.into_bytes());
+        }
+        None => svg.extend_from_slice(g.as_bytes()),
+    }
+    svg
 }
 
 fn title(p: &Profile) -> String {
@@ -33,4 +87,29 @@ fn title(p: &Profile) -> String {
         p.total_samples(),
         p.threads.len()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::Frame;
+    use crate::profile::Meta;
+
+    #[test]
+    fn state_frames_get_state_colours_and_a_legend() {
+        let mut p = Profile::new(Meta::default(), false);
+        let s = p.intern_stack(&[Frame::native("main", "a"), Frame::native("pthread_mutex_lock", "libc.so.6")]);
+        p.add(1, s, State::Lock, 0, 5);
+        let c = p.intern_stack(&[Frame::native("main", "a"), Frame::native("crunch", "a")]);
+        p.add(1, c, State::Compute, 0, 5);
+        let mut out = Vec::new();
+        write(&p, false, &mut out).unwrap();
+        let svg = String::from_utf8(out).unwrap();
+        assert!(svg.contains("parprof-legend"));
+        assert!(svg.trim_end().ends_with("</svg>"));
+        // The [lock] frame's rectangle is filled red.
+        let lock_at = svg.find("<title>[lock]").unwrap();
+        let rect = &svg[lock_at..lock_at + 400];
+        assert!(rect.contains("rgb(220,30,30)"), "{rect}");
+    }
 }

@@ -2,6 +2,7 @@
 
 pub mod flamegraph;
 pub mod folded;
+pub mod summary_json;
 pub mod text;
 
 use std::path::Path;

@@ -2,8 +2,14 @@
 
 use std::path::Path;
 
+use crate::attribution::State;
 use crate::profile::Profile;
 use crate::sample::StopReason;
+
+use super::summary_json::{self, LockSummary};
+
+/// How many contended locks the end-of-run summary lists.
+const TOP_LOCKS: usize = 5;
 
 pub fn summary(p: &Profile, reason: StopReason, complete_walks: u64, walks: u64, output: &Path) {
     let why = match reason {
@@ -32,4 +38,68 @@ pub fn summary(p: &Profile, reason: StopReason, complete_walks: u64, walks: u64,
             eprintln!("  {:5.1}%  {n:6}  {name}", 100.0 * n as f64 / total);
         }
     }
+    for line in thread_table(p) {
+        eprintln!("{line}");
+    }
+    for line in lock_report(&summary_json::summary(p).locks) {
+        eprintln!("{line}");
+    }
+}
+
+/// The states in the per-thread table, in column order (`other` is what is left).
+const COLUMNS: [(State, &str); 7] = [
+    (State::Compute, "compute"),
+    (State::Lock, "lock"),
+    (State::LockSpin, "spin"),
+    (State::Wait, "wait"),
+    (State::Io, "io"),
+    (State::Sleep, "sleep"),
+    (State::CpuWait, "cpu_wait"),
+];
+
+/// One line per thread: its samples and the share of each state.
+pub fn thread_table(p: &Profile) -> Vec<String> {
+    if p.threads.is_empty() {
+        return Vec::new();
+    }
+    let mut header = format!("  {:>8}  {:<16} {:>7}", "tid", "name", "samples");
+    for (_, name) in COLUMNS {
+        header += &format!(" {:>8}", format!("{name} %"));
+    }
+    let mut lines = vec!["parprof: where each thread's time went:".to_string(), header];
+    for t in p.threads.values() {
+        let states = p.thread_states(t.tid);
+        let total = t.samples.max(1) as f64;
+        let name: String = t.name.chars().take(16).collect();
+        let mut line = format!("  {:>8}  {:<16} {:>7}", t.tid, name, t.samples);
+        for (state, _) in COLUMNS {
+            line += &format!(" {:>8.1}", 100.0 * states.get(&state).copied().unwrap_or(0) as f64 / total);
+        }
+        lines.push(line);
+    }
+    lines
+}
+
+/// The most waited-on locks, who held them and what the holders were doing.
+pub fn lock_report(locks: &[LockSummary]) -> Vec<String> {
+    if locks.is_empty() {
+        return Vec::new();
+    }
+    let mut lines = vec!["parprof: most contended locks (samples of threads blocked acquiring them):".to_string()];
+    for l in locks.iter().take(TOP_LOCKS) {
+        lines.push(format!(
+            "  {:6}  {} [{}] at {}, waited on by {} thread(s)",
+            l.wait_samples,
+            l.name,
+            l.kind,
+            l.address,
+            l.waiters.len()
+        ));
+        if let Some(h) = l.holder_activity.first() {
+            let others = l.holders.len().saturating_sub(1);
+            let more = if others > 0 { format!(" (and {others} other holder(s))") } else { String::new() };
+            lines.push(format!("          held mostly by {} while it was in {} [{}]{more}", h.tid, h.function, h.state));
+        }
+    }
+    lines
 }

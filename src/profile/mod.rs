@@ -2,6 +2,8 @@
 //! (thread, stack, state). Memory grows with distinct stacks, not with samples; per-sample
 //! timestamps are kept only when a timeline output asks for them.
 
+pub mod locks;
+
 use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
@@ -52,6 +54,8 @@ pub struct Profile {
     stacks: Vec<Vec<FrameId>>,
     stack_ids: HashMap<Vec<FrameId>, StackId>,
     pub counts: BTreeMap<(i32, StackId, State), u64>,
+    /// Contended locks by address (the futex word).
+    pub locks: BTreeMap<u64, locks::LockStats>,
     pub timeline: Option<Vec<TimedSample>>,
 }
 

@@ -30,6 +30,10 @@ struct ThreadMemo {
     name: String,
     /// Fresh captures since the name was last read (threads rename themselves).
     since_name: u32,
+    /// The futex the thread was blocked on at its last fresh capture, if the word beside
+    /// it then named a thread (a glibc mutex's owner): re-read while the thread sleeps, as
+    /// the owner can change under a waiter.
+    owned_futex: Option<u64>,
 }
 
 /// Re-read a thread's name after this many fresh captures.
@@ -48,6 +52,7 @@ struct Ran {
     syscall: Syscall,
     run_ns: u64,
     cpu_wait_ns: u64,
+    futex_owner: Option<i32>,
 }
 
 impl Sampler {
@@ -85,12 +90,16 @@ impl Sampler {
                         }
                         Err(e) => self.lost(tid, e),
                     };
-                    out.push(RawSample { tid, time_ns, name: ran.name, data });
+                    out.push(RawSample { tid, time_ns, name: ran.name, data, futex_owner: ran.futex_owner });
                 }
                 _ => running.push(ran),
             }
         }
         self.capture_running(running, time_ns, &mut out);
+        // An owner that is not a thread of the target is not an owner (not a mutex).
+        for s in &mut out {
+            s.futex_owner = s.futex_owner.filter(|t| tids.binary_search(t).is_ok());
+        }
         self.threads.retain(|tid, _| tids.binary_search(tid).is_ok());
         // Threads that vanished this tick are dropped from the list until the next listing.
         self.tids.retain(|tid| self.threads.contains_key(tid));
@@ -115,7 +124,8 @@ impl Sampler {
         if is_new {
             let sched_file = SchedStatFile::open(pid, tid).ok()?;
             let sched = sched_file.read().ok()?;
-            self.threads.insert(tid, ThreadMemo { sched_file, sched, name: String::new(), since_name: NAME_REFRESH });
+            let memo = ThreadMemo { sched_file, sched, name: String::new(), since_name: NAME_REFRESH, owned_futex: None };
+            self.threads.insert(tid, memo);
         }
         let memo = self.threads.get_mut(&tid)?;
         let Ok(sched) = memo.sched_file.read() else {
@@ -126,7 +136,9 @@ impl Sampler {
         let run_ns = sched.run_ns.saturating_sub(prev.run_ns);
         let cpu_wait_ns = sched.wait_ns.saturating_sub(prev.wait_ns);
         if !is_new && run_ns == 0 && sched.timeslices == prev.timeslices {
-            out.push(RawSample { tid, time_ns, name: None, data: SampleData::Unchanged { cpu_wait_ns } });
+            let futex_owner = memo.owned_futex.and_then(|a| owner_beside(&self.mem, a));
+            let data = SampleData::Unchanged { cpu_wait_ns };
+            out.push(RawSample { tid, time_ns, name: None, data, futex_owner });
             return None;
         }
         memo.since_name += 1;
@@ -141,7 +153,13 @@ impl Sampler {
         }
         let stat = ThreadStat::read(pid, tid).ok()?;
         let syscall = Syscall::read(pid, tid).ok()?;
-        Some(Ran { tid, name, stat, syscall, run_ns, cpu_wait_ns })
+        let futex = match syscall {
+            Syscall::Blocked { nr: libc::SYS_futex, args, .. } => Some(args[0]),
+            _ => None,
+        };
+        let futex_owner = futex.and_then(|a| owner_beside(&self.mem, a));
+        memo.owned_futex = futex.filter(|_| futex_owner.is_some());
+        Some(Ran { tid, name, stat, syscall, run_ns, cpu_wait_ns, futex_owner })
     }
 
     /// Stop the running threads together; copy each one's stack (and Python frames) while
@@ -170,7 +188,7 @@ impl Sampler {
                     self.lost(tid, e.to_string())
                 }
             };
-            out.push(RawSample { tid, time_ns, name: ran.name, data });
+            out.push(RawSample { tid, time_ns, name: ran.name, data, futex_owner: ran.futex_owner });
         }
     }
 
@@ -183,6 +201,16 @@ impl Sampler {
     pub fn python_version(&self) -> Option<String> {
         self.python.as_ref().map(|p| p.version())
     }
+}
+
+/// The int at `futex + 8`: in a glibc `pthread_mutex_t` that is `__owner`, the tid holding
+/// the mutex. Attribution decides whether the futex is a mutex.
+fn owner_beside(mem: &ProcessMemory, futex: u64) -> Option<i32> {
+    use crate::target::Memory;
+    if futex % 4 != 0 {
+        return None;
+    }
+    mem.read_i32(futex.checked_add(8)?).ok().filter(|&t| t > 0)
 }
 
 fn fresh(ran: &Ran, regs: Regs, stack: StackSnapshot, python: Option<PyStack>) -> SampleData {

@@ -20,6 +20,10 @@ pub struct RawSample {
     /// The thread's name, when first seen or changed.
     pub name: Option<String>,
     pub data: SampleData,
+    /// For a thread blocked on a futex: the int 8 bytes past the futex word, read at the
+    /// tick, when it is the tid of a thread of the target. In a glibc `pthread_mutex_t`
+    /// that is `__owner`, the tid holding the mutex; attribution decides whether it applies.
+    pub futex_owner: Option<i32>,
 }
 
 #[derive(Debug, Clone)]

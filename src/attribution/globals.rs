@@ -1,0 +1,117 @@
+//! Naming an address in a module's static data: a lock that is a global (`big`, `A`, or
+//! `cond+0x8` inside one) gets the name of the variable. Heap locks have none.
+//!
+//! Function names come from the symbolizer; this only needs the data symbols (`.data`,
+//! `.bss`) of the module whose loaded image covers the address, read once per module.
+
+use std::collections::HashMap;
+
+use object::{Object, ObjectSegment, ObjectSymbol, SymbolKind};
+
+use crate::target::{Mapping, Maps};
+
+/// Data symbols per module, loaded on first use.
+#[derive(Default)]
+pub struct Globals {
+    modules: HashMap<String, Option<ModuleData>>,
+}
+
+struct ModuleData {
+    /// Link-time address ranges of the loaded segments (memory size, so `.bss` counts).
+    loads: Vec<(u64, u64)>,
+    /// Link-time address of the segment mapped at file offset 0.
+    base_vaddr: u64,
+    /// (address, size, name), sorted by address.
+    symbols: Vec<(u64, u64, String)>,
+}
+
+impl Globals {
+    pub fn new() -> Self {
+        Globals::default()
+    }
+
+    /// `name` or `name+0xoff` for an address inside a module's static data.
+    pub fn name(&mut self, maps: &Maps, addr: u64) -> Option<String> {
+        let module = owning_module(maps, addr)?;
+        let load_start = maps.segments_of(module).filter(|m| m.offset == 0).map(|m| m.start).min()?;
+        let data = self.modules.entry(module.path.clone()).or_insert_with(|| ModuleData::load(maps, module)).as_ref()?;
+        let vaddr = addr.checked_sub(load_start)?.checked_add(data.base_vaddr)?;
+        if !data.loads.iter().any(|&(start, end)| vaddr >= start && vaddr < end) {
+            return None;
+        }
+        let i = data.symbols.partition_point(|s| s.0 <= vaddr);
+        let (start, _, name) = data.symbols[..i].iter().rev().find(|s| vaddr < s.0 + s.1.max(1))?;
+        Some(match vaddr - start {
+            0 => name.clone(),
+            off => format!("{name}+{off:#x}"),
+        })
+    }
+}
+
+/// The file-backed mapping an address belongs to: the mapping covering it, or for `.bss`
+/// that spilled into anonymous memory, the file mapping right before it.
+fn owning_module(maps: &Maps, addr: u64) -> Option<&Mapping> {
+    let i = maps.mappings.partition_point(|m| m.start <= addr);
+    let covering = maps.mappings[..i].last().filter(|m| m.contains(addr))?;
+    if covering.is_file() {
+        return Some(covering);
+    }
+    if !covering.path.is_empty() {
+        return None;
+    }
+    maps.mappings[..i - 1].last().filter(|m| m.is_file() && m.end == covering.start)
+}
+
+impl ModuleData {
+    fn load(maps: &Maps, m: &Mapping) -> Option<ModuleData> {
+        let bytes = std::fs::read(maps.file_path(m)).ok()?;
+        let file = object::File::parse(&*bytes).ok()?;
+        let loads: Vec<(u64, u64)> = file.segments().map(|s| (s.address(), s.address() + s.size())).collect();
+        let base_vaddr = file
+            .segments()
+            .find(|s| s.file_range().0 == 0)
+            .map(|s| s.address() & !0xfff)
+            .unwrap_or(0);
+        let mut symbols: Vec<(u64, u64, String)> = file
+            .symbols()
+            .chain(file.dynamic_symbols())
+            .filter(|s| matches!(s.kind(), SymbolKind::Data | SymbolKind::Tls | SymbolKind::Unknown) && s.address() != 0 && !s.is_undefined())
+            .filter_map(|s| Some((s.address(), s.size(), demangle(s.name().ok()?))))
+            .filter(|s| !s.2.is_empty())
+            .collect();
+        symbols.sort();
+        symbols.dedup_by(|a, b| a.0 == b.0);
+        Some(ModuleData { loads, base_vaddr, symbols })
+    }
+}
+
+fn demangle(name: &str) -> String {
+    let name = name.split('@').next().unwrap_or(name);
+    if let Ok(d) = rustc_demangle::try_demangle(name) {
+        return format!("{d:#}");
+    }
+    cpp_demangle::Symbol::new(name)
+        .ok()
+        .and_then(|s| s.demangle().ok())
+        .unwrap_or_else(|| name.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[allow(non_upper_case_globals)]
+    #[unsafe(no_mangle)]
+    static parprof_test_global: [u64; 4] = [1, 2, 3, 4];
+
+    #[test]
+    fn names_a_global_of_this_test_binary() {
+        let maps = Maps::read(std::process::id() as i32).unwrap();
+        let mut g = Globals::new();
+        let addr = std::ptr::addr_of!(parprof_test_global) as u64;
+        assert_eq!(g.name(&maps, addr).as_deref(), Some("parprof_test_global"));
+        assert_eq!(g.name(&maps, addr + 8).as_deref(), Some("parprof_test_global+0x8"));
+        let heap = Box::new(5u64);
+        assert_eq!(g.name(&maps, &*heap as *const u64 as u64), None);
+    }
+}

@@ -1,0 +1,379 @@
+//! The one table that says which frames mean "acquiring a lock" and which mean "waiting
+//! for something to happen". Classification reads it as data; adding a library is adding
+//! rows here, not branches elsewhere.
+//!
+//! A pattern is a glob (`*` matches anything) over the normalised function name (see
+//! [`normalise`]). It matches the whole name, or a path suffix of it at a `::` or `.`
+//! boundary, so `Mutex::lock_contended` matches
+//! `std::sys::sync::mutex::futex::Mutex::lock_contended` whatever module std moves it to.
+//!
+//! Which frame decides: the rule of the highest [`Layer`] found on the stack, and among
+//! rules of that layer the innermost frame. "Innermost wins" alone is wrong for runtimes
+//! built from primitives: CPython's `take_gil` waits in `pthread_cond_timedwait`, which
+//! by itself means an idle condvar wait, but here it is the GIL.
+
+use crate::frame::{Frame, FrameKind};
+
+/// What a frame says the thread is doing when it blocks (or spins) under it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Role {
+    /// Acquiring a lock: blocked → `lock`, on a CPU → `lock_spin`.
+    Acquire,
+    /// Waiting for an event (condvar, channel, join, barrier): blocked → `wait`.
+    Idle,
+}
+
+/// How high-level a rule is; a higher layer outranks a lower one found deeper.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Layer {
+    /// Building blocks that many things wait in: semaphores, parking lots, futex helpers.
+    Primitive,
+    /// A library's lock or wait: pthread mutex, Rust `Mutex`, a channel's `recv`.
+    Library,
+    /// A language runtime's own lock built from the above: the GIL, `threading.Lock`.
+    Runtime,
+    /// Interpreted code whose purpose is known (Python's `Condition.wait`, `Queue.get`).
+    Intent,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rule {
+    pub pattern: &'static str,
+    /// For interpreted frames: the source file the function must come from.
+    pub file: Option<&'static str>,
+    pub role: Role,
+    pub layer: Layer,
+    /// The lock or wait kind reported: `pthread_mutex`, `GIL`, `std channel`…
+    pub kind: &'static str,
+}
+
+const fn acquire(layer: Layer, kind: &'static str, pattern: &'static str) -> Rule {
+    Rule { pattern, file: None, role: Role::Acquire, layer, kind }
+}
+
+const fn idle(layer: Layer, kind: &'static str, pattern: &'static str) -> Rule {
+    Rule { pattern, file: None, role: Role::Idle, layer, kind }
+}
+
+const fn python(role: Role, kind: &'static str, file: &'static str, pattern: &'static str) -> Rule {
+    Rule { pattern, file: Some(file), role, layer: Layer::Intent, kind }
+}
+
+use Layer::{Library, Primitive, Runtime};
+
+pub const RULES: &[Rule] = &[
+    // glibc (C, and C++ std::mutex / std::shared_mutex / std::condition_variable through it).
+    acquire(Library, "pthread_mutex", "*pthread_mutex_lock"),
+    acquire(Library, "pthread_mutex", "*pthread_mutex_lock_full"),
+    acquire(Library, "pthread_mutex", "*pthread_mutex_timedlock"),
+    acquire(Library, "pthread_mutex", "*pthread_mutex_clocklock*"),
+    acquire(Library, "pthread_mutex", "__pthread_mutex_cond_lock*"),
+    acquire(Primitive, "pthread_mutex", "__lll_lock_wait"),
+    acquire(Primitive, "glibc internal lock", "__lll_lock_wait_private"),
+    acquire(Library, "pthread_rwlock", "*pthread_rwlock_*rdlock"),
+    acquire(Library, "pthread_rwlock", "*pthread_rwlock_*wrlock"),
+    acquire(Library, "pthread_spinlock", "*pthread_spin_lock"),
+    acquire(Library, "std::mutex", "std::*mutex::lock"),
+    acquire(Library, "std::shared_mutex", "std::shared_mutex::lock_shared"),
+    idle(Library, "pthread_cond", "*pthread_cond_wait"),
+    idle(Library, "pthread_cond", "*pthread_cond_timedwait"),
+    idle(Library, "pthread_cond", "*pthread_cond_clockwait"),
+    idle(Library, "condition_variable", "std::condition_variable::wait*"),
+    idle(Library, "pthread_barrier", "*pthread_barrier_wait"),
+    idle(Library, "thread join", "*pthread_join"),
+    idle(Library, "thread join", "*pthread_clockjoin_ex"),
+    idle(Library, "thread join", "*pthread_clockjoin_np"),
+    idle(Library, "thread join", "*pthread_timedjoin_np"),
+    idle(Library, "thread join", "std::thread::join"),
+    idle(Primitive, "semaphore", "*sem_wait"),
+    idle(Primitive, "semaphore", "*sem_timedwait"),
+    idle(Primitive, "semaphore", "*sem_clockwait"),
+    idle(Primitive, "semaphore", "__new_sem_wait_slow*"),
+    // Rust std.
+    acquire(Library, "std::sync::Mutex", "std::*Mutex::lock_contended"),
+    acquire(Library, "std::sync::RwLock", "std::*RwLock::read_contended"),
+    acquire(Library, "std::sync::RwLock", "std::*RwLock::write_contended"),
+    idle(Library, "std::sync::Condvar", "std::*Condvar::wait*"),
+    idle(Library, "std channel", "std::sync::mpmc::*recv*"),
+    idle(Library, "std channel", "std::sync::mpmc::*wait_until"),
+    idle(Library, "std channel", "std::sync::mpsc::*recv*"),
+    idle(Library, "std::sync::Barrier", "std::sync::*Barrier::wait"),
+    idle(Library, "thread join", "std::thread::*JoinHandle::join"),
+    idle(Library, "thread join", "std::thread::*JoinInner::join"),
+    idle(Primitive, "thread park", "std::thread::park*"),
+    idle(Primitive, "thread park", "std::sys::*Parker::park*"),
+    // parking_lot.
+    acquire(Library, "parking_lot::Mutex", "parking_lot::*RawMutex::lock_slow"),
+    acquire(Library, "parking_lot::RwLock", "parking_lot::*RawRwLock::lock_*slow"),
+    idle(Library, "parking_lot::Condvar", "parking_lot::*Condvar::wait*"),
+    idle(Primitive, "parking_lot park", "parking_lot_core::*park"),
+    // crossbeam.
+    idle(Library, "crossbeam channel", "crossbeam_channel::*recv*"),
+    idle(Library, "crossbeam channel", "crossbeam_channel::*Context::wait_until"),
+    idle(Library, "crossbeam channel", "crossbeam_channel::*run_select*"),
+    idle(Primitive, "crossbeam park", "crossbeam_utils::*Parker::park*"),
+    // CPython (3.11–3.14, default and free-threaded builds).
+    acquire(Runtime, "GIL", "take_gil"),
+    acquire(Library, "PyMutex", "PyMutex_Lock"),
+    acquire(Library, "PyMutex", "_PyMutex_LockTimed"),
+    acquire(Library, "PyMutex", "_PyMutex_LockSlow"),
+    acquire(Library, "PyMutex", "_PyRawMutex_LockSlow"),
+    acquire(Library, "PyMutex", "_PyRWMutex_*Lock"),
+    acquire(Primitive, "PyMutex", "_PyParkingLot_Park"),
+    idle(Primitive, "PySemaphore", "_PySemaphore_Wait"),
+    idle(Library, "PyEvent", "PyEvent_WaitTimed"),
+    idle(Library, "PyEvent", "PyEvent_Wait"),
+    acquire(Runtime, "threading.Lock", "lock_PyThread_acquire_lock"),
+    acquire(Library, "threading.Lock", "PyThread_acquire_lock_timed"),
+    acquire(Library, "threading.Lock", "acquire_timed"),
+    acquire(Runtime, "threading.RLock", "rlock_acquire"),
+    acquire(Library, "threading.RLock", "_PyRecursiveMutex_LockTimed"),
+    acquire(Runtime, "critical section", "_PyCriticalSection*BeginSlow"),
+    acquire(Runtime, "stop-the-world", "_PyEval_StopTheWorld*"),
+    acquire(Runtime, "stop-the-world", "stop_the_world"),
+    acquire(Runtime, "stop-the-world", "tstate_wait_attach"),
+    // Python code whose purpose is known: waits built on threading.Lock.
+    python(Role::Idle, "threading.Condition", "threading.py", "wait"),
+    python(Role::Idle, "threading.Condition", "threading.py", "wait_for"),
+    python(Role::Acquire, "threading.Condition", "threading.py", "_acquire_restore"),
+    python(Role::Idle, "thread join", "threading.py", "join"),
+    python(Role::Idle, "thread join", "threading.py", "_wait_for_tstate_lock"),
+    python(Role::Idle, "threading.Semaphore", "threading.py", "acquire"),
+    python(Role::Idle, "queue", "queue.py", "get"),
+    python(Role::Idle, "queue", "queue.py", "put"),
+];
+
+/// The deciding rule for a stack (root first) and the index of the frame it matched.
+pub fn decide(frames: &[Frame]) -> Option<(usize, &'static Rule)> {
+    let mut best: Option<(usize, &'static Rule)> = None;
+    for (i, f) in frames.iter().enumerate() {
+        if let Some(rule) = rule_for(f) {
+            // Later (inner) frames win ties: `>=`.
+            if best.is_none_or(|(_, b)| rule.layer >= b.layer) {
+                best = Some((i, rule));
+            }
+        }
+    }
+    best
+}
+
+/// The first rule matching one frame.
+pub fn rule_for(frame: &Frame) -> Option<&'static Rule> {
+    if frame.kind == FrameKind::Truncated {
+        return None;
+    }
+    let name = normalise(&frame.function);
+    RULES.iter().find(|r| {
+        let file_ok = match (r.file, &frame.file) {
+            (None, _) => frame.kind != FrameKind::Python,
+            (Some(want), Some(file)) => frame.kind == FrameKind::Python && file_matches(file, want),
+            (Some(_), None) => false,
+        };
+        file_ok && name_matches(r.pattern, &name)
+    })
+}
+
+fn file_matches(file: &str, want: &str) -> bool {
+    file == want || file.strip_suffix(want).is_some_and(|dir| dir.ends_with('/') || dir.ends_with('\\'))
+}
+
+/// The whole name, or a `::`/`.`-separated suffix of it, matches the glob.
+fn name_matches(pattern: &str, name: &str) -> bool {
+    if glob(pattern.as_bytes(), name.as_bytes()) {
+        return true;
+    }
+    let bytes = name.as_bytes();
+    (1..bytes.len()).any(|i| {
+        let boundary = bytes[i - 1] == b'.' || (i >= 2 && &bytes[i - 2..i] == b"::");
+        boundary && glob(pattern.as_bytes(), &bytes[i..])
+    })
+}
+
+/// `*` matches any run of bytes; everything else matches itself.
+fn glob(p: &[u8], s: &[u8]) -> bool {
+    let (mut pi, mut si) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while si < s.len() {
+        if pi < p.len() && p[pi] == b'*' {
+            star = Some((pi, si));
+            pi += 1;
+        } else if pi < p.len() && p[pi] == s[si] {
+            pi += 1;
+            si += 1;
+        } else if let Some((sp, ss)) = star {
+            pi = sp + 1;
+            si = ss + 1;
+            star = Some((sp, ss + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == b'*')
+}
+
+/// A function name with what varies between builds taken off: symbol versions
+/// (`@@GLIBC_2.2.5`), compiler clone suffixes (`.cold`, `.isra.0`, `.constprop.0`,
+/// `.part.0`, `.llvm.123`), Rust hashes (`::h0123456789abcdef`), generic arguments
+/// (`Channel<T>::recv` → `Channel::recv`) and C++ parameter lists (`lock()` → `lock`).
+pub fn normalise(name: &str) -> String {
+    let mut s = name.split('@').next().unwrap_or(name);
+    for suffix in [".cold", ".isra", ".constprop", ".part", ".lto_priv", ".llvm."] {
+        if let Some(i) = s.find(suffix) {
+            s = &s[..i];
+        }
+    }
+    if let Some(i) = s.rfind("::h") {
+        let hash = &s[i + 3..];
+        if hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            s = &s[..i];
+        }
+    }
+    let s = s.trim_end_matches(" const");
+    strip_params(&strip_generics(s))
+}
+
+/// Remove `<...>` groups that follow a name (`Channel<T>`), keeping qualified-path
+/// brackets that start a segment (`<T as Trait>::f` stays readable).
+fn strip_generics(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut depth = 0usize;
+    let mut prev: Option<char> = None;
+    for c in s.chars() {
+        match c {
+            '<' if depth > 0 || prev.is_some_and(|p| p.is_alphanumeric() || p == '_' || p == '>') => depth += 1,
+            '>' if depth > 0 => depth -= 1,
+            _ if depth > 0 => {}
+            _ => out.push(c),
+        }
+        prev = Some(c);
+    }
+    out
+}
+
+/// Remove a trailing C++ parameter list.
+fn strip_params(s: &str) -> String {
+    if !s.ends_with(')') {
+        return s.to_string();
+    }
+    let mut depth = 0i32;
+    for (i, c) in s.char_indices().rev() {
+        match c {
+            ')' => depth += 1,
+            '(' => {
+                depth -= 1;
+                if depth == 0 {
+                    return s[..i].to_string();
+                }
+            }
+            _ => {}
+        }
+    }
+    s.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stack(names: &[&str]) -> Vec<Frame> {
+        names.iter().map(|n| Frame::native(*n, "m")).collect()
+    }
+
+    fn kind(names: &[&str]) -> Option<(Role, &'static str)> {
+        decide(&stack(names)).map(|(_, r)| (r.role, r.kind))
+    }
+
+    #[test]
+    fn normalises_build_noise() {
+        assert_eq!(normalise("pthread_mutex_lock@@GLIBC_2.2.5"), "pthread_mutex_lock");
+        assert_eq!(normalise("take_gil.cold"), "take_gil");
+        assert_eq!(normalise("acquire_timed.isra.0"), "acquire_timed");
+        assert_eq!(normalise("stop_the_world.constprop.0"), "stop_the_world");
+        assert_eq!(normalise("std::sys::sync::mutex::futex::Mutex::lock_contended::h0123456789abcdef"),
+            "std::sys::sync::mutex::futex::Mutex::lock_contended");
+        assert_eq!(normalise("std::sync::mpmc::list::Channel<T>::recv::{{closure}}"), "std::sync::mpmc::list::Channel::recv::{{closure}}");
+        assert_eq!(normalise("std::mutex::lock()"), "std::mutex::lock");
+        assert_eq!(normalise("foo(int, std::vector<int>)"), "foo");
+    }
+
+    #[test]
+    fn glob_and_suffix_matching() {
+        assert!(name_matches("*pthread_mutex_lock", "___pthread_mutex_lock"));
+        assert!(!name_matches("*pthread_mutex_lock", "pthread_mutex_unlock"));
+        assert!(name_matches("_PyCriticalSection*BeginSlow", "_PyCriticalSection2_BeginSlow"));
+        assert!(name_matches("std::*Mutex::lock_contended", "std::sys::sync::mutex::futex::Mutex::lock_contended"));
+        assert!(name_matches("wait", "Condition.wait"));
+        assert!(!name_matches("take_gil", "my_take_gil"));
+        assert!(!name_matches("*pthread_rwlock_*rdlock", "pthread_rwlock_unlock"));
+    }
+
+    #[test]
+    fn glibc_and_cpp() {
+        assert_eq!(kind(&["main", "worker", "pthread_mutex_lock", "__lll_lock_wait"]), Some((Role::Acquire, "pthread_mutex")));
+        assert_eq!(kind(&["worker", "__pthread_mutex_lock_full"]), Some((Role::Acquire, "pthread_mutex")));
+        assert_eq!(kind(&["worker", "pthread_rwlock_wrlock@@GLIBC_2.34"]), Some((Role::Acquire, "pthread_rwlock")));
+        assert_eq!(kind(&["worker", "pthread_spin_lock"]), Some((Role::Acquire, "pthread_spinlock")));
+        assert_eq!(kind(&["worker", "pthread_cond_wait@@GLIBC_2.3.2"]), Some((Role::Idle, "pthread_cond")));
+        assert_eq!(kind(&["main", "__pthread_clockjoin_ex"]), Some((Role::Idle, "thread join")));
+        assert_eq!(kind(&["main", "pthread_join"]), Some((Role::Idle, "thread join")));
+        assert_eq!(kind(&["w", "pthread_barrier_wait"]), Some((Role::Idle, "pthread_barrier")));
+        assert_eq!(kind(&["w", "sem_wait"]), Some((Role::Idle, "semaphore")));
+        assert_eq!(kind(&["w", "std::mutex::lock()", "pthread_mutex_lock"]), Some((Role::Acquire, "pthread_mutex")));
+        // Waking from a condvar and re-taking its mutex is a lock wait.
+        assert_eq!(kind(&["w", "pthread_cond_wait", "__pthread_mutex_cond_lock", "__lll_lock_wait"]),
+            Some((Role::Acquire, "pthread_mutex")));
+        assert_eq!(kind(&["main", "work", "compute"]), None);
+    }
+
+    #[test]
+    fn rust_libraries() {
+        let m = "std::sys::sync::mutex::futex::Mutex::lock_contended::h1111111111111111";
+        assert_eq!(kind(&["worker", "std::sync::poison::mutex::Mutex<T>::lock", m]), Some((Role::Acquire, "std::sync::Mutex")));
+        assert_eq!(kind(&["w", "std::sys::sync::rwlock::futex::RwLock::write_contended"]), Some((Role::Acquire, "std::sync::RwLock")));
+        assert_eq!(kind(&["w", "std::sync::poison::condvar::Condvar::wait<T>", "std::sys::sync::condvar::futex::Condvar::wait"]),
+            Some((Role::Idle, "std::sync::Condvar")));
+        assert_eq!(kind(&["w", "std::sync::mpsc::Receiver<T>::recv", "std::sync::mpmc::list::Channel<T>::recv",
+            "std::sync::mpmc::context::Context::wait_until"]), Some((Role::Idle, "std channel")));
+        assert_eq!(kind(&["main", "std::thread::JoinHandle<T>::join", "std::thread::JoinInner<T>::join", "pthread_join"]),
+            Some((Role::Idle, "thread join")));
+        assert_eq!(kind(&["w", "parking_lot::raw_mutex::RawMutex::lock_slow", "parking_lot_core::parking_lot::park"]),
+            Some((Role::Acquire, "parking_lot::Mutex")));
+        assert_eq!(kind(&["w", "parking_lot::raw_rwlock::RawRwLock::lock_shared_slow"]), Some((Role::Acquire, "parking_lot::RwLock")));
+        assert_eq!(kind(&["w", "parking_lot::condvar::Condvar::wait_until_internal", "parking_lot_core::parking_lot::park"]),
+            Some((Role::Idle, "parking_lot::Condvar")));
+        assert_eq!(kind(&["w", "crossbeam_channel::channel::Receiver<T>::recv", "crossbeam_channel::context::Context::wait_until"]),
+            Some((Role::Idle, "crossbeam channel")));
+        // Re-taking the mutex on wake-up from a Rust condvar.
+        assert_eq!(kind(&["w", "std::sync::poison::condvar::Condvar::wait", "std::sys::sync::mutex::futex::Mutex::lock_contended"]),
+            Some((Role::Acquire, "std::sync::Mutex")));
+    }
+
+    #[test]
+    fn cpython_runtime_outranks_primitives() {
+        assert_eq!(kind(&["PyEval_RestoreThread", "take_gil", "pthread_cond_timedwait@@GLIBC_2.3.2"]), Some((Role::Acquire, "GIL")));
+        assert_eq!(kind(&["lock_PyThread_acquire_lock", "_PyMutex_LockTimed", "_PyParkingLot_Park", "_PySemaphore_Wait", "sem_clockwait"]),
+            Some((Role::Acquire, "threading.Lock")));
+        assert_eq!(kind(&["rlock_acquire", "acquire_timed.isra.0", "PyThread_acquire_lock_timed", "sem_clockwait"]),
+            Some((Role::Acquire, "threading.RLock")));
+        assert_eq!(kind(&["x", "PyMutex_Lock", "_PyMutex_LockTimed", "_PyParkingLot_Park"]), Some((Role::Acquire, "PyMutex")));
+        assert_eq!(kind(&["x", "_PyCriticalSection2_BeginSlow", "_PyMutex_LockTimed"]), Some((Role::Acquire, "critical section")));
+        assert_eq!(kind(&["gc", "_PyEval_StopTheWorldAll", "stop_the_world", "PyEvent_WaitTimed", "_PyParkingLot_Park"]),
+            Some((Role::Acquire, "stop-the-world")));
+        assert_eq!(kind(&["x", "PyEvent_WaitTimed", "_PyParkingLot_Park", "_PySemaphore_Wait"]), Some((Role::Idle, "PyEvent")));
+    }
+
+    #[test]
+    fn python_frames_give_intent() {
+        let mut cond = Frame::native("Condition.wait", "");
+        cond.kind = FrameKind::Python;
+        cond.file = Some("/usr/lib/python3.13/threading.py".into());
+        let frames = vec![cond.clone(), Frame::native("lock_PyThread_acquire_lock", "python3.13"), Frame::native("_PyMutex_LockTimed", "python3.13")];
+        assert_eq!(decide(&frames).map(|(i, r)| (i, r.role)), Some((0, Role::Idle)));
+        // A user function called `wait` in another file is not the stdlib's.
+        cond.file = Some("/app/mythreading.py".into());
+        let frames = vec![cond, Frame::native("lock_PyThread_acquire_lock", "python3.13")];
+        assert_eq!(decide(&frames).map(|(_, r)| r.kind), Some("threading.Lock"));
+        // Native names never match Python-only rules.
+        assert_eq!(kind(&["wait"]), None);
+    }
+}

@@ -1,0 +1,162 @@
+//! `--summary FILE.json`: the per-thread breakdown and the contended locks, for machines
+//! (CI checks, dashboards). The schema is a contract, documented in docs/summary.md; add
+//! keys, never rename or remove them.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::attribution::State;
+use crate::attribution::locks::display_name;
+use crate::profile::Profile;
+use crate::profile::locks::LockStats;
+
+/// How many waiter stacks each lock lists.
+const TOP_STACKS: usize = 5;
+
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub duration_s: f64,
+    pub rate_hz: f64,
+    pub samples: u64,
+    pub threads: Vec<ThreadSummary>,
+    pub locks: Vec<LockSummary>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ThreadSummary {
+    pub tid: i32,
+    pub name: String,
+    pub samples: u64,
+    /// Samples per state; every state is present, zero or not.
+    pub states: BTreeMap<&'static str, u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LockSummary {
+    /// The futex word's address, as a hex string (JSON numbers lose 64-bit precision).
+    pub address: String,
+    pub kind: String,
+    /// The global variable the lock is (or lies in), or null for heap locks.
+    pub symbol: Option<String>,
+    /// How people are shown the lock: the symbol, else where the first waiter locked it.
+    pub name: String,
+    pub wait_samples: u64,
+    /// Threads seen holding the lock while others waited, most often first.
+    pub holders: Vec<i32>,
+    /// What the holders were doing meanwhile, most often first.
+    pub holder_activity: Vec<HolderActivity>,
+    pub waiters: Vec<ThreadCount>,
+    pub top_stacks: Vec<StackCount>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HolderActivity {
+    pub tid: i32,
+    pub state: &'static str,
+    pub function: String,
+    pub samples: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ThreadCount {
+    pub tid: i32,
+    pub samples: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StackCount {
+    /// Root first.
+    pub frames: Vec<String>,
+    pub samples: u64,
+}
+
+pub fn summary(p: &Profile) -> Summary {
+    let threads = p
+        .threads
+        .values()
+        .map(|t| {
+            let counts = p.thread_states(t.tid);
+            let states = State::ALL.iter().map(|s| (s.name(), counts.get(s).copied().unwrap_or(0))).collect();
+            ThreadSummary { tid: t.tid, name: t.name.clone(), samples: t.samples, states }
+        })
+        .collect();
+    let mut locks: Vec<LockSummary> = p.locks.iter().map(|(&addr, l)| lock_summary(p, addr, l)).collect();
+    locks.sort_by(|a, b| b.wait_samples.cmp(&a.wait_samples).then_with(|| a.address.cmp(&b.address)));
+    Summary {
+        duration_s: p.meta.duration_s,
+        rate_hz: p.meta.rate_hz,
+        samples: p.total_samples(),
+        threads,
+        locks,
+    }
+}
+
+fn lock_summary(p: &Profile, address: u64, l: &LockStats) -> LockSummary {
+    let holders = by_count(&l.holders).into_iter().map(|(tid, _)| tid).collect();
+    let holder_activity = by_count(&l.holder_activity)
+        .into_iter()
+        .map(|((tid, state, function), samples)| HolderActivity { tid, state: state.name(), function, samples })
+        .collect();
+    let waiters = by_count(&l.waiters).into_iter().map(|(tid, samples)| ThreadCount { tid, samples }).collect();
+    let mut top_stacks: Vec<StackCount> = by_count(&l.waiter_stacks)
+        .into_iter()
+        .map(|(stack, samples)| StackCount { frames: p.stack(stack).iter().map(|&f| p.frame(f).label()).collect(), samples })
+        .collect();
+    top_stacks.truncate(TOP_STACKS);
+    LockSummary {
+        address: format!("{address:#x}"),
+        kind: l.kind.clone(),
+        symbol: l.symbol.clone(),
+        name: display_name(address, l.symbol.as_deref(), l.first_waiter.as_deref()),
+        wait_samples: l.wait_samples,
+        holders,
+        holder_activity,
+        waiters,
+        top_stacks,
+    }
+}
+
+/// Entries of a count map, highest count first (ties in key order).
+pub fn by_count<K: Clone + Ord>(m: &BTreeMap<K, u64>) -> Vec<(K, u64)> {
+    let mut v: Vec<(K, u64)> = m.iter().map(|(k, &n)| (k.clone(), n)).collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    v
+}
+
+pub fn write(p: &Profile, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    serde_json::to_writer_pretty(&mut *out, &summary(p))?;
+    writeln!(out)?;
+    out.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::Frame;
+    use crate::profile::Meta;
+
+    #[test]
+    fn every_state_key_and_locks_by_wait() {
+        let mut p = Profile::new(Meta { rate_hz: 100.0, duration_s: 2.0, ..Meta::default() }, false);
+        p.thread_seen(7, "worker");
+        let s = p.intern_stack(&[Frame::native("worker", "a"), Frame::native("pthread_mutex_lock", "libc.so.6")]);
+        p.add(7, s, State::Lock, 0, 3);
+        let mut l = LockStats { kind: "pthread_mutex".into(), symbol: Some("big".into()), wait_samples: 3, ..LockStats::default() };
+        l.holders.insert(8, 3);
+        l.waiter_stacks.insert(s, 3);
+        p.locks.insert(0x4010, l);
+        p.locks.insert(0x5000, LockStats { kind: "std::sync::Mutex".into(), wait_samples: 1, ..LockStats::default() });
+        let v = serde_json::to_value(summary(&p)).unwrap();
+        assert_eq!(v["samples"], 3);
+        assert_eq!(v["threads"][0]["states"].as_object().unwrap().len(), 8);
+        assert_eq!(v["threads"][0]["states"]["lock"], 3);
+        assert_eq!(v["threads"][0]["states"]["cpu_wait"], 0);
+        assert_eq!(v["locks"][0]["address"], "0x4010");
+        assert_eq!(v["locks"][0]["symbol"], "big");
+        assert_eq!(v["locks"][0]["holders"], serde_json::json!([8]));
+        assert_eq!(v["locks"][0]["top_stacks"][0]["frames"][1], "pthread_mutex_lock");
+        assert_eq!(v["locks"][1]["symbol"], serde_json::Value::Null);
+        assert_eq!(v["locks"][1]["name"], "0x5000");
+    }
+}

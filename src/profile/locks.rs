@@ -1,0 +1,30 @@
+//! What the profile keeps about each contended lock: how often threads waited on it, from
+//! which stacks, who held it and what the holder was doing meanwhile.
+
+use std::collections::BTreeMap;
+
+use crate::attribution::State;
+
+use super::StackId;
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LockStats {
+    /// `pthread_mutex`, `std::sync::Mutex`, `GIL`… (from the rule that matched the waiters).
+    pub kind: String,
+    /// The global variable the lock is, or lies in (`big`, `table+0x40`).
+    pub symbol: Option<String>,
+    /// For a lock that is not a global: the function the first waiter called the acquire
+    /// from, a name for heap locks that stays put between runs.
+    pub first_waiter: Option<String>,
+    /// Samples of threads blocked acquiring it.
+    pub wait_samples: u64,
+    /// Wait samples per waiting thread.
+    pub waiters: BTreeMap<i32, u64>,
+    /// Wait samples per waiter stack.
+    pub waiter_stacks: BTreeMap<StackId, u64>,
+    /// Wait samples per holder thread (when the holder could be read).
+    pub holders: BTreeMap<i32, u64>,
+    /// Wait samples per (holder, the holder's state, the holder's leaf function) at the
+    /// same tick: what the holder was doing while others waited.
+    pub holder_activity: BTreeMap<(i32, State, String), u64>,
+}

@@ -1,0 +1,144 @@
+//! Finding CPython in a target: the mapped ELF (the executable or a `libpython`, whatever its
+//! file name, for embedded interpreters) that holds `_PyRuntime`, and where that module is
+//! loaded, so the runtime, `Py_Version` and the type objects can be read from memory.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use memmap2::Mmap;
+use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol};
+
+use super::PyError;
+use super::strings::Types;
+use crate::target::{Mapping, Maps};
+
+/// How long to wait for a process that has just been started: the kernel may still be in
+/// `execve`, or the dynamic loader may not have mapped `libpython` yet.
+const LOADER_WAIT: Duration = Duration::from_secs(2);
+
+/// Addresses (in the target) found in the module that holds the interpreter.
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub module: String,
+    pub runtime: u64,
+    pub py_version: u64,
+    pub types: Types,
+}
+
+/// Symbol addresses of one ELF file, before relocation.
+struct Symbols {
+    runtime: u64,
+    py_version: u64,
+    code: u64,
+    unicode: u64,
+    bytes: u64,
+}
+
+/// The CPython module mapped in `pid`, if any. Modules with "python" in their name are
+/// looked at first; then every other mapped file. A process caught in `execve` or before its
+/// dynamic loader has mapped `libpython` is given a short while to get there.
+pub fn find(pid: i32, maps: &Maps) -> Result<Option<Found>, PyError> {
+    let deadline = Instant::now() + LOADER_WAIT;
+    let mut fresh;
+    let mut maps = maps;
+    loop {
+        if let Some(found) = scan(maps)? {
+            return Ok(Some(found));
+        }
+        if !still_loading(pid, maps) || Instant::now() >= deadline {
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+        let Ok(m) = Maps::read(pid) else { return Ok(None) };
+        fresh = m;
+        maps = &fresh;
+    }
+}
+
+fn scan(maps: &Maps) -> Result<Option<Found>, PyError> {
+    let mut seen = HashSet::new();
+    let mut files: Vec<&Mapping> = maps.mappings.iter().filter(|m| m.is_file() && seen.insert(&m.path)).collect();
+    files.sort_by_key(|m| !m.short_name().contains("python"));
+    for m in files {
+        if let Some(found) = examine(maps, m)? {
+            return Ok(Some(found));
+        }
+    }
+    Ok(None)
+}
+
+/// Whether the executable is not mapped yet (the kernel is still in `execve`), or links a
+/// `libpython` that is not mapped yet (the dynamic loader has not run).
+fn still_loading(pid: i32, maps: &Maps) -> bool {
+    let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) else { return false };
+    let exe = exe.to_string_lossy().into_owned();
+    let Some(m) = maps.mappings.iter().find(|m| m.path == exe) else { return true };
+    let Ok(map) = open(maps, m) else { return false };
+    let Ok(file) = object::File::parse(&*map) else { return false };
+    file.section_by_name(".dynstr")
+        .and_then(|s| s.data().ok())
+        .is_some_and(|d| d.windows(9).any(|w| w == b"libpython"))
+}
+
+fn open(maps: &Maps, m: &Mapping) -> std::io::Result<Mmap> {
+    let f = std::fs::File::open(maps.file_path(m))?;
+    // SAFETY: the map is read-only and only read while the file is open; a file truncated
+    // under us could fault, as with any mapped shared library.
+    unsafe { Mmap::map(&f) }
+}
+
+fn examine(maps: &Maps, m: &Mapping) -> Result<Option<Found>, PyError> {
+    let Ok(map) = open(maps, m) else { return Ok(None) };
+    if map.len() < 4 || &map[..4] != b"\x7fELF" {
+        return Ok(None);
+    }
+    let file = object::File::parse(&*map).map_err(|e| PyError::Elf(m.path.clone(), e.to_string()))?;
+    let Some(syms) = symbols(&file) else { return Ok(None) };
+    let Some(bias) = load_bias(maps, m, &file) else { return Ok(None) };
+    let at = |v: u64| v.wrapping_add(bias);
+    // Caught while the loader maps the file segment by segment: not there yet.
+    let mapped = |v: u64| maps.find(at(v)).is_some_and(|f| f.path == m.path);
+    if !mapped(syms.runtime) || !mapped(syms.py_version) {
+        return Ok(None);
+    }
+    Ok(Some(Found {
+        module: m.short_name().to_string(),
+        runtime: at(syms.runtime),
+        py_version: at(syms.py_version),
+        types: Types { code: at(syms.code), unicode: at(syms.unicode), bytes: at(syms.bytes) },
+    }))
+}
+
+fn symbols(file: &object::File) -> Option<Symbols> {
+    let runtime_section = file.section_by_name(".PyRuntime").map(|s| s.address());
+    let mut s = Symbols { runtime: runtime_section.unwrap_or(0), py_version: 0, code: 0, unicode: 0, bytes: 0 };
+    for sym in file.dynamic_symbols().chain(file.symbols()) {
+        let slot = match sym.name() {
+            Ok("_PyRuntime") => &mut s.runtime,
+            Ok("Py_Version") => &mut s.py_version,
+            Ok("PyCode_Type") => &mut s.code,
+            Ok("PyUnicode_Type") => &mut s.unicode,
+            Ok("PyBytes_Type") => &mut s.bytes,
+            _ => continue,
+        };
+        if *slot == 0 {
+            *slot = sym.address();
+        }
+    }
+    // Py_Version appeared in 3.11, as did the .PyRuntime section: older interpreters and
+    // modules that merely import these symbols are skipped.
+    [s.runtime, s.py_version, s.code, s.unicode, s.bytes].iter().all(|&a| a != 0).then_some(s)
+}
+
+/// Target address minus file virtual address for the module mapped as `m`.
+fn load_bias(maps: &Maps, m: &Mapping, file: &object::File) -> Option<u64> {
+    let lowest = maps.segments_of(m).min_by_key(|s| s.start)?;
+    let segment = file.segments().find(|seg| {
+        let (off, size) = seg.file_range();
+        let page_off = off & !0xfff;
+        lowest.offset >= page_off && lowest.offset < off + size.max(1)
+    })?;
+    let (p_offset, _) = segment.file_range();
+    // The address of file offset O in a segment is p_vaddr + O - p_offset.
+    Some(lowest.start.wrapping_add(p_offset).wrapping_sub(lowest.offset).wrapping_sub(segment.address()))
+}
