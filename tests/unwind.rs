@@ -245,8 +245,9 @@ fn unwind_and_symbolize_speed_on_captured_stacks() {
     let mut tracer = Tracer::default();
     let mut captured = Vec::new();
     while captured.len() < 50 {
-        if let Ok(c) = tracer.with_stopped(busy, |regs| StackSnapshot::capture(&mem, regs.sp(), 64 * 1024)) {
-            captured.push((c.0, c.1.unwrap()));
+        let stopped = tracer.with_stopped(&[busy], |_, regs| StackSnapshot::capture(&mem, regs.sp(), 64 * 1024));
+        if let Some((_, Ok((regs, Ok(stack))))) = stopped.into_iter().next() {
+            captured.push((regs, stack));
         }
         std::thread::sleep(std::time::Duration::from_millis(2));
     }

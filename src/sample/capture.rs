@@ -72,6 +72,9 @@ impl Sampler {
 
     /// Capture every current thread of the target. `Err` when the process is gone.
     pub fn tick(&mut self, time_ns: u64) -> std::io::Result<Vec<RawSample>> {
+        // A thread that did not stop by the last deadline is in its ptrace stop by now:
+        // release it before anything else (it would not look "running" to be stopped again).
+        self.tracer.settle();
         let tids = self.thread_list()?;
         if let Some(py) = self.python.as_mut() {
             py.refresh_threads();
