@@ -212,11 +212,13 @@ fn glob(p: &[u8], s: &[u8]) -> bool {
 }
 
 /// A function name with what varies between builds taken off: symbol versions
-/// (`@@GLIBC_2.2.5`), compiler clone suffixes (`.cold`, `.isra.0`, `.constprop.0`,
+/// (`@@GLIBC_2.2.5`), glibc's `__GI_` alias prefix, compiler clone suffixes (`.cold`, `.isra.0`, `.constprop.0`,
 /// `.part.0`, `.llvm.123`), Rust hashes (`::h0123456789abcdef`), generic arguments
 /// (`Channel<T>::recv` → `Channel::recv`) and C++ parameter lists (`lock()` → `lock`).
 pub fn normalise(name: &str) -> String {
     let mut s = name.split('@').next().unwrap_or(name);
+    // glibc's internal aliases: `__GI___pthread_mutex_lock` is `__pthread_mutex_lock`.
+    s = s.strip_prefix("__GI_").unwrap_or(s);
     for suffix in [".cold", ".isra", ".constprop", ".part", ".lto_priv", ".llvm."] {
         if let Some(i) = s.find(suffix) {
             s = &s[..i];
@@ -287,6 +289,7 @@ mod tests {
     fn normalises_build_noise() {
         assert_eq!(normalise("pthread_mutex_lock@@GLIBC_2.2.5"), "pthread_mutex_lock");
         assert_eq!(normalise("take_gil.cold"), "take_gil");
+        assert_eq!(normalise("__GI___lll_lock_wait"), "__lll_lock_wait");
         assert_eq!(normalise("acquire_timed.isra.0"), "acquire_timed");
         assert_eq!(normalise("stop_the_world.constprop.0"), "stop_the_world");
         assert_eq!(normalise("std::sys::sync::mutex::futex::Mutex::lock_contended::h0123456789abcdef"),

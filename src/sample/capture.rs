@@ -54,6 +54,10 @@ impl Sampler {
     /// Capture every current thread of the target. `Err` when the process is gone.
     pub fn tick(&mut self, time_ns: u64) -> std::io::Result<Vec<RawSample>> {
         let tids = proc::threads(self.pid)?;
+        // Release threads whose stop came after a capture gave up waiting for it. They are
+        // not running, so no later capture would stop them (and settle) again: without this
+        // they would stay stopped for the rest of the recording.
+        self.tracer.settle();
         if let Some(py) = self.python.as_mut() {
             py.refresh_threads();
         }
@@ -78,11 +82,8 @@ impl Sampler {
             Some(p) => (sched.run_ns.saturating_sub(p.run_ns), sched.wait_ns.saturating_sub(p.wait_ns)),
             None => (0, 0),
         };
-        if prev.is_some() && run_ns == 0 && sched.timeslices == prev.map_or(0, |p| p.timeslices) {
-            let data = SampleData::Unchanged { cpu_wait_ns };
-            let futex_owner = memo.futex.and_then(|addr| owner_beside(&self.mem, addr));
-            return Capture::Sample(RawSample { tid, time_ns, name: None, data, futex_owner });
-        }
+        // Every capture counts, idle ones too: a thread that names itself just after it
+        // starts must not keep its inherited name for a whole recording.
         memo.since_name += 1;
         let name = (memo.since_name >= NAME_REFRESH).then(|| {
             memo.since_name = 0;
@@ -92,6 +93,11 @@ impl Sampler {
             changed.then(|| memo.name.clone())
         });
         let name = name.flatten();
+        if prev.is_some() && run_ns == 0 && sched.timeslices == prev.map_or(0, |p| p.timeslices) {
+            let data = SampleData::Unchanged { cpu_wait_ns };
+            let futex_owner = memo.futex.and_then(|addr| owner_beside(&self.mem, addr));
+            return Capture::Sample(RawSample { tid, time_ns, name, data, futex_owner });
+        }
         let mut futex_owner = None;
         let data = match self.fresh(tid, run_ns, cpu_wait_ns) {
             Ok(f) => {
