@@ -234,22 +234,48 @@ pub fn normalise(name: &str) -> String {
     strip_params(&strip_generics(s))
 }
 
-/// Remove `<...>` groups that follow a name (`Channel<T>`), keeping qualified-path
-/// brackets that start a segment (`<T as Trait>::f` stays readable).
+/// Remove generic arguments (`Channel<T>::recv` → `Channel::recv`) and unwrap qualified
+/// paths to the type they name (`<Mutex>::lock_contended` → `Mutex::lock_contended`,
+/// `<RawMutex as lock_api::RawMutex>::lock` → `RawMutex::lock`).
 fn strip_generics(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
-    let mut depth = 0usize;
-    let mut prev: Option<char> = None;
-    for c in s.chars() {
-        match c {
-            '<' if depth > 0 || prev.is_some_and(|p| p.is_alphanumeric() || p == '_' || p == '>') => depth += 1,
-            '>' if depth > 0 => depth -= 1,
-            _ if depth > 0 => {}
-            _ => out.push(c),
+    let mut rest = s;
+    while let Some(i) = rest.find('<') {
+        let (before, from) = rest.split_at(i);
+        out.push_str(before);
+        let Some(len) = matching_close(from) else {
+            out.push_str(from);
+            return out;
+        };
+        let inner = &from[1..len];
+        let at_segment_start = before.is_empty() || before.ends_with("::");
+        if at_segment_start {
+            // A qualified path: keep its type, without the trait it is viewed as.
+            let ty = inner.split(" as ").next().unwrap_or(inner);
+            out.push_str(&strip_generics(ty));
         }
-        prev = Some(c);
+        rest = &from[len + 1..];
     }
+    out.push_str(rest);
     out
+}
+
+/// The index of the `>` that closes the `<` at the start of `s`.
+fn matching_close(s: &str) -> Option<usize> {
+    let mut depth = 0usize;
+    for (i, c) in s.char_indices() {
+        match c {
+            '<' => depth += 1,
+            '>' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(i);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 /// Remove a trailing C++ parameter list.
@@ -296,6 +322,9 @@ mod tests {
             "std::sys::sync::mutex::futex::Mutex::lock_contended");
         assert_eq!(normalise("std::sync::mpmc::list::Channel<T>::recv::{{closure}}"), "std::sync::mpmc::list::Channel::recv::{{closure}}");
         assert_eq!(normalise("std::mutex::lock()"), "std::mutex::lock");
+        assert_eq!(normalise("<std::sys::sync::mutex::futex::Mutex>::lock_contended"), "std::sys::sync::mutex::futex::Mutex::lock_contended");
+        assert_eq!(normalise("<parking_lot::raw_mutex::RawMutex as lock_api::mutex::RawMutex>::lock"), "parking_lot::raw_mutex::RawMutex::lock");
+        assert_eq!(normalise("<std::sync::mpmc::list::Channel<T>>::recv"), "std::sync::mpmc::list::Channel::recv");
         assert_eq!(normalise("foo(int, std::vector<int>)"), "foo");
     }
 

@@ -61,9 +61,18 @@ impl Sampler {
         if let Some(py) = self.python.as_mut() {
             py.refresh_threads();
         }
+        // Every thread's state first, within microseconds and before any thread is stopped:
+        // stopping one thread (say, a lock holder) changes what the others do next, and
+        // reading them after it would over-count waits.
+        let pid = self.pid;
+        let now: HashMap<i32, (ThreadStat, Syscall)> = tids
+            .iter()
+            .filter_map(|&tid| Some((tid, (ThreadStat::read(pid, tid).ok()?, Syscall::read(pid, tid).ok()?))))
+            .collect();
         let mut out = Vec::with_capacity(tids.len());
         for &tid in &tids {
-            if let Capture::Sample(mut s) = self.capture(tid, time_ns) {
+            let Some(&state) = now.get(&tid) else { continue };
+            if let Capture::Sample(mut s) = self.capture(tid, time_ns, state) {
                 s.futex_owner = s.futex_owner.filter(|t| tids.binary_search(t).is_ok());
                 out.push(s);
             }
@@ -72,7 +81,7 @@ impl Sampler {
         Ok(out)
     }
 
-    fn capture(&mut self, tid: i32, time_ns: u64) -> Capture {
+    fn capture(&mut self, tid: i32, time_ns: u64, state: (ThreadStat, Syscall)) -> Capture {
         let Ok(sched) = SchedStat::read(self.pid, tid) else { return Capture::Gone };
         let (pid, is_new) = (self.pid, !self.threads.contains_key(&tid));
         let memo = self.threads.entry(tid).or_insert_with(|| ThreadMemo { sched, name: String::new(), since_name: NAME_REFRESH, futex: None });
@@ -99,7 +108,7 @@ impl Sampler {
             return Capture::Sample(RawSample { tid, time_ns, name, data, futex_owner });
         }
         let mut futex_owner = None;
-        let data = match self.fresh(tid, run_ns, cpu_wait_ns) {
+        let data = match self.fresh(tid, run_ns, cpu_wait_ns, state) {
             Ok(f) => {
                 let futex = match f.syscall {
                     Syscall::Blocked { nr: libc::SYS_futex, args, .. } => Some(args[0]),
@@ -121,19 +130,41 @@ impl Sampler {
         Capture::Sample(RawSample { tid, time_ns, name, data, futex_owner })
     }
 
-    fn fresh(&mut self, tid: i32, run_ns: u64, cpu_wait_ns: u64) -> Result<Fresh, CaptureError> {
-        let stat = ThreadStat::read(self.pid, tid).map_err(|_| CaptureError::Gone)?;
-        let syscall = Syscall::read(self.pid, tid).map_err(|_| CaptureError::Gone)?;
-        let (regs, stack, python) = match syscall {
-            // Blocked: user registers are frozen until the syscall returns; no stop needed.
-            Syscall::Blocked { sp, pc, .. } | Syscall::BlockedNoSyscall { sp, pc } if stat.state != 'R' => {
-                let stack = copy_stack(&self.mem, sp, self.stack_bytes)?;
-                let python = self.python.as_mut().and_then(|p| p.stack(tid));
-                (Regs::from_ip_sp(pc, sp), stack, python)
-            }
-            _ => self.stopped(tid)?,
+    /// `at_tick` is the thread's state read at the start of the tick; it is what the sample
+    /// reports, as long as the stack copied now is still the one it describes.
+    fn fresh(&mut self, tid: i32, run_ns: u64, cpu_wait_ns: u64, at_tick: (ThreadStat, Syscall)) -> Result<Fresh, CaptureError> {
+        let (mut stat, mut syscall) = at_tick;
+        if let Some(blocked) = self.blocked(tid, stat, syscall)? {
+            let (regs, stack, python) = blocked;
+            return Ok(Fresh { os_state: stat.state, syscall, blocked_after_tick: false, run_ns, cpu_wait_ns, regs, stack, python });
+        }
+        if stat.state != 'R' {
+            // It woke up since the tick started: describe it as it is now.
+            stat = ThreadStat::read(self.pid, tid).map_err(|_| CaptureError::Gone)?;
+            syscall = Syscall::read(self.pid, tid).map_err(|_| CaptureError::Gone)?;
+        }
+        let (regs, stack, python) = match self.blocked(tid, stat, syscall)? {
+            Some(b) => b,
+            None => self.stopped(tid)?,
         };
-        Ok(Fresh { os_state: stat.state, syscall, run_ns, cpu_wait_ns, regs, stack, python })
+        let blocked_after_tick = stat.state == 'R' && after_syscall_instruction(&self.mem, regs.ip());
+        Ok(Fresh { os_state: stat.state, syscall, blocked_after_tick, run_ns, cpu_wait_ns, regs, stack, python })
+    }
+
+    /// A thread blocked in the kernel: its user registers are frozen until it returns, so
+    /// its stack is copied without stopping it. `None` when it is running, or when it
+    /// returned before the copy was complete (the copy would not match the registers).
+    fn blocked(&mut self, tid: i32, stat: ThreadStat, syscall: Syscall) -> Result<Option<(Regs, StackSnapshot, Option<PyStack>)>, CaptureError> {
+        let (Syscall::Blocked { sp, pc, .. } | Syscall::BlockedNoSyscall { sp, pc }) = syscall else { return Ok(None) };
+        if stat.state == 'R' {
+            return Ok(None);
+        }
+        let stack = copy_stack(&self.mem, sp, self.stack_bytes)?;
+        if Syscall::read(self.pid, tid).map_err(|_| CaptureError::Gone)? != syscall {
+            return Ok(None);
+        }
+        let python = self.python.as_mut().and_then(|p| p.stack(tid));
+        Ok(Some((Regs::from_ip_sp(pc, sp), stack, python)))
     }
 
     /// Stop a running thread, copy what must be consistent with its registers, release it.
@@ -163,6 +194,14 @@ impl Sampler {
 enum CaptureError {
     Gone,
     Lost(String),
+}
+
+/// Whether `ip` follows a `syscall` instruction (0f 05): a thread stopped there was
+/// interrupted inside a system call rather than while running its own code.
+fn after_syscall_instruction(mem: &ProcessMemory, ip: u64) -> bool {
+    use crate::target::Memory;
+    let mut insn = [0u8; 2];
+    ip.checked_sub(2).is_some_and(|a| mem.read(a, &mut insn).is_ok()) && insn == [0x0f, 0x05]
 }
 
 /// The int at `futex + 8` (glibc `pthread_mutex_t.__owner`), if readable and plausible.
