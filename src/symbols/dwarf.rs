@@ -26,7 +26,10 @@ impl DebugInfo {
         image.section_bytes(".debug_info")?;
         let endian = RunTimeEndian::Little;
         let section = |id: gimli::SectionId| -> Result<Reader, gimli::Error> {
-            Ok(match image.section_bytes(id.name()) {
+            // Location lists and macros are not needed for names and lines; skipping them
+            // spares decompressing megabytes of a large debug file.
+            let wanted = !matches!(id, gimli::SectionId::DebugLoc | gimli::SectionId::DebugLocLists | gimli::SectionId::DebugMacinfo | gimli::SectionId::DebugMacro);
+            Ok(match image.section_bytes(id.name()).filter(|_| wanted) {
                 Some((bytes, range)) => EndianReader::new(bytes, endian).range(range),
                 None => EndianReader::new(SharedBytes::owned(Vec::new()), endian),
             })

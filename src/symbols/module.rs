@@ -121,6 +121,13 @@ impl ElfImage {
         Some(m.start.wrapping_sub(m.offset).wrapping_add(seg.offset).wrapping_sub(seg.vaddr))
     }
 
+    /// The image has section `name` with contents (not a NOBITS placeholder).
+    pub fn has_section(&self, name: &str) -> bool {
+        self.object()
+            .and_then(|f| f.section_by_name(name).map(|s| s.kind() != object::SectionKind::UninitializedData))
+            .unwrap_or(false)
+    }
+
     /// The file range of a section, uncompressed: a slice of the image when stored plainly,
     /// an owned copy when compressed (debug files often are).
     pub fn section_bytes(&self, name: &str) -> Option<(SharedBytes, std::ops::Range<usize>)> {
@@ -135,11 +142,18 @@ impl ElfImage {
             let end = start.checked_add(usize::try_from(range.uncompressed_size).ok()?)?;
             return (end <= self.bytes.len()).then(|| (self.bytes.clone(), start..end));
         }
+        // A corrupt header could claim any size; no real section is near this bound.
+        if range.uncompressed_size > MAX_SECTION {
+            return None;
+        }
         let data = section.uncompressed_data().ok()?.into_owned();
         let len = data.len();
         Some((SharedBytes::owned(data), 0..len))
     }
 }
+
+/// The largest compressed section worth inflating.
+const MAX_SECTION: u64 = 1 << 30;
 
 /// How a module is identified in the caches: the same file mapped by the same path, or for
 /// the vDSO and other images without a file, the address it sits at.
@@ -199,6 +213,43 @@ pub fn debug_file(maps: &Maps, m: &Mapping, image: &ElfImage) -> Option<ElfImage
         // A debuglink can name the file itself (same directory, same name).
         (debug.bytes.len() != own_len || debug.bytes[..] != image.bytes[..]).then_some(debug)
     })
+}
+
+/// Real and damaged ELF images for tests.
+#[cfg(test)]
+pub(crate) mod testdata {
+    use super::*;
+
+    /// A shared library this test process has mapped (found at run time, not named).
+    pub fn some_library() -> ElfImage {
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let path = maps.lines().filter_map(|l| l.split_whitespace().nth(5)).find(|p| p.contains(".so")).expect("a mapped library");
+        ElfImage::open(Path::new(path)).unwrap()
+    }
+
+    /// Address and size of `.text`.
+    pub fn text(image: &ElfImage) -> (u64, u64) {
+        let file = image.object().unwrap();
+        let s = file.section_by_name(".text").unwrap();
+        (s.address(), s.size())
+    }
+
+    /// Copies of `image` cut short, or with a page of garbage written over them, that
+    /// still parse as ELF.
+    pub fn damaged_copies(image: &ElfImage) -> Vec<ElfImage> {
+        let bytes: &[u8] = &image.bytes;
+        let mut out: Vec<Vec<u8>> = [2, 3, 5, 9].iter().map(|d| bytes[..bytes.len() * 2 / d].to_vec()).collect();
+        for start in [bytes.len() / 4, bytes.len() / 2, bytes.len() * 3 / 4, bytes.len() - 4096] {
+            let mut b = bytes.to_vec();
+            for (i, x) in b[start..start + 4096].iter_mut().enumerate() {
+                *x = (i as u8).wrapping_mul(151).wrapping_add(7);
+            }
+            out.push(b);
+        }
+        let images: Vec<ElfImage> = out.into_iter().filter_map(|b| ElfImage::from_bytes(SharedBytes::owned(b)).ok()).collect();
+        assert!(images.len() >= 3, "damage meant to keep the headers readable broke them");
+        images
+    }
 }
 
 #[cfg(test)]

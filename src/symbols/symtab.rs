@@ -58,3 +58,39 @@ impl SymbolTable {
         (e.size == 0 || svma - e.addr < e.size).then_some(&*e.name)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::symbols::module::testdata;
+
+    #[test]
+    fn library_symbols_cover_text_and_damaged_copies_never_panic() {
+        let image = testdata::some_library();
+        let table = SymbolTable::from_images(&[&image]);
+        let (start, size) = testdata::text(&image);
+        let named = (0..64).filter(|i| table.find(start + size * i / 64).is_some()).count();
+        assert!(named > 0, "no symbol covers .text");
+        for damaged in testdata::damaged_copies(&image) {
+            let table = SymbolTable::from_images(&[&damaged]);
+            for i in 0..256 {
+                let _ = table.find(start + size * i / 256);
+            }
+            let _ = super::super::dwarf::DebugInfo::load(&damaged);
+        }
+    }
+
+    #[test]
+    fn sized_symbols_do_not_cover_the_gap_after_them() {
+        let table = SymbolTable {
+            entries: vec![
+                Entry { addr: 0x100, size: 0x10, name: "f".into() },
+                Entry { addr: 0x120, size: 0, name: "asm_label".into() },
+            ],
+        };
+        assert_eq!(table.find(0x10f), Some("f"));
+        assert_eq!(table.find(0x110), None);
+        assert_eq!(table.find(0x150), Some("asm_label"));
+        assert_eq!(table.find(0xff), None);
+    }
+}

@@ -206,3 +206,25 @@ fn compile<'a, S: UnwindSection<Slice<'a>>>(row: &UnwindTableRow<usize>, section
         .collect();
     Some(Rule { cfa, ra, regs, signal })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::symbols::module::testdata;
+
+    #[test]
+    fn library_tables_give_rules_and_damaged_copies_never_panic() {
+        let image = testdata::some_library();
+        let tables = CfiTables::load(&image, None);
+        let (start, size) = testdata::text(&image);
+        let mut ctx = UnwindContext::new();
+        let found = (0..64).filter(|i| tables.rule_at(start + size * i / 64, &mut ctx).is_some()).count();
+        assert!(found > 32, "only {found} of 64 addresses in .text have CFI");
+        for damaged in testdata::damaged_copies(&image) {
+            let tables = CfiTables::load(&damaged, None);
+            for i in 0..256 {
+                let _ = tables.rule_at(start + size * i / 256, &mut ctx);
+            }
+        }
+    }
+}

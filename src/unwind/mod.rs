@@ -11,6 +11,7 @@ pub mod rule;
 mod sigframe;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use gimli::UnwindContext;
 
@@ -43,7 +44,7 @@ pub struct Unwinder {
     /// A mapping (start, end, offset, inode) → its module and load bias.
     placed: HashMap<(u64, u64, u64, u64), Option<(usize, u64)>>,
     /// (module, address in the module) → the compiled rule, or `None` for no CFI.
-    rules: HashMap<(usize, u64), Option<Rule>>,
+    rules: HashMap<(usize, u64), Option<Arc<Rule>>>,
     ctx: Box<UnwindContext<usize>>,
 }
 
@@ -61,7 +62,7 @@ impl Default for Unwinder {
 
 /// What to do for one frame.
 enum Plan {
-    Cfi(Rule),
+    Cfi(Arc<Rule>),
     /// No CFI covers the address: frame pointers, or a sigreturn trampoline.
     NoCfi,
 }
@@ -119,7 +120,7 @@ impl Unwinder {
         let rule = match self.rules.get(&(module, svma)) {
             Some(r) => r.clone(),
             None => {
-                let r = self.modules[module].as_ref().and_then(|t| t.rule_at(svma, &mut self.ctx));
+                let r = self.modules[module].as_ref().and_then(|t| t.rule_at(svma, &mut self.ctx)).map(Arc::new);
                 self.rules.insert((module, svma), r.clone());
                 r
             }
@@ -148,12 +149,10 @@ impl Unwinder {
         let index = match self.by_key.get(&key) {
             Some(&i) => i,
             None => {
-                let mut tables = CfiTables::load(&image, None);
-                if tables.is_empty() {
-                    // Stripped of .eh_frame: .debug_frame may be in the separate debug file.
-                    let debug = module::debug_file(maps, m, &image);
-                    tables = CfiTables::load(&image, debug.as_ref());
-                }
+                // Code built without unwind tables has only .debug_frame, which a stripped
+                // binary keeps in its separate debug file.
+                let debug = (!image.has_section(".debug_frame")).then(|| module::debug_file(maps, m, &image)).flatten();
+                let tables = CfiTables::load(&image, debug.as_ref());
                 self.modules.push((!tables.is_empty()).then_some(tables));
                 self.by_key.insert(key, self.modules.len() - 1);
                 self.modules.len() - 1

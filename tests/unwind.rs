@@ -1,0 +1,310 @@
+//! Native unwinding on real processes. The C fixture (fixtures/unwind/chain.c) is built
+//! with `-O2 -g -fomit-frame-pointer`, plus a stripped copy, started, and recorded with the
+//! real `parprof` binary; the folded stacks must show each thread's known call chain.
+//! A last test drives the unwinder and symbolizer directly on captured stacks and prints
+//! their speed.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+use parprof::symbols::Symbolizer;
+use parprof::target::memory::Layered;
+use parprof::target::ptrace::Tracer;
+use parprof::target::{proc, Maps, ProcessMemory, StackSnapshot};
+use parprof::unwind::Unwinder;
+
+/// The fixture, built three ways.
+struct Fixtures {
+    /// With symbols, DWARF and `.eh_frame`.
+    full: PathBuf,
+    /// The same, stripped: `.eh_frame` but no symbols of its own functions.
+    stripped: PathBuf,
+    /// Built without unwind tables (its CFI is `.debug_frame` only), then split: symbols,
+    /// DWARF and `.debug_frame` live in a separate file found through `.gnu_debuglink`.
+    split: PathBuf,
+}
+
+fn run(cmd: &mut Command) {
+    let status = cmd.status().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(status.success(), "{cmd:?} failed: {status}");
+}
+
+fn fixtures() -> &'static Fixtures {
+    static BUILT: OnceLock<Fixtures> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("unwind");
+        std::fs::create_dir_all(&dir).unwrap();
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/unwind/chain.c");
+        let cc = |out: &Path, extra: &[&str]| {
+            run(Command::new("cc").args(["-O2", "-g", "-fomit-frame-pointer", "-pthread"]).args(extra).arg("-o").arg(out).arg(&src));
+        };
+        let full = dir.join("chain");
+        cc(&full, &[]);
+        let stripped = dir.join("chain-stripped");
+        std::fs::copy(&full, &stripped).unwrap();
+        run(Command::new("strip").arg(&stripped));
+        let split = dir.join("chain-split");
+        cc(&split, &["-fno-asynchronous-unwind-tables", "-fno-unwind-tables"]);
+        let debug = dir.join("chain-split.debug");
+        run(Command::new("objcopy").arg("--only-keep-debug").arg(&split).arg(&debug));
+        run(Command::new("strip").arg(&split));
+        run(Command::new("objcopy").arg("--add-gnu-debuglink").arg(&debug).arg(&split).current_dir(&dir));
+        Fixtures { full, stripped, split }
+    })
+}
+
+/// A running fixture, killed when dropped. Fixtures run one at a time: each keeps four
+/// threads on the CPU, and several at once would starve the sampler on a small machine.
+struct Target {
+    child: Child,
+    _turn: MutexGuard<'static, ()>,
+}
+
+impl Target {
+    /// Start `exe` and wait until it says every thread is in place.
+    fn start(exe: &Path) -> Target {
+        static TURN: Mutex<()> = Mutex::new(());
+        let turn = TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut child = Command::new(exe).stdout(Stdio::piped()).spawn().expect("start fixture");
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "ready");
+        Target { child, _turn: turn }
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One folded line: the thread's name, its frames root first (state dropped), the count.
+#[derive(Debug, Clone)]
+struct Stack {
+    thread: String,
+    frames: Vec<String>,
+    count: u64,
+}
+
+impl Stack {
+    /// A sample whose thread could not be captured at all (not an unwinding outcome).
+    fn lost(&self) -> bool {
+        self.frames.iter().all(|f| f == "[truncated]")
+    }
+
+    fn complete(&self) -> bool {
+        !self.frames.iter().any(|f| f == "[truncated]") && matches!(self.frames.first().map(String::as_str), Some("clone3" | "clone" | "_start"))
+    }
+
+    /// `names` appear in this order (not necessarily adjacent).
+    fn has_in_order(&self, names: &[&str]) -> bool {
+        let mut it = self.frames.iter();
+        names.iter().all(|n| it.any(|f| f == n))
+    }
+}
+
+/// Record the fixture for two seconds with the real binary and parse the folded stacks.
+fn record(pid: i32) -> Vec<Stack> {
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("unwind-{pid}.folded"));
+    let status = Command::new(env!("CARGO_BIN_EXE_parprof"))
+        .args(["record", "--threads", "-d", "2", "--pid", &pid.to_string(), "-o"])
+        .arg(&out)
+        .stderr(Stdio::null())
+        .status()
+        .expect("run parprof");
+    assert!(status.success(), "parprof record failed: {status}");
+    let text = std::fs::read_to_string(&out).unwrap();
+    text.lines()
+        .map(|l| {
+            let (stack, count) = l.rsplit_once(' ').unwrap();
+            let mut frames: Vec<String> = stack.split(';').map(str::to_string).collect();
+            let thread = frames.remove(0).rsplit_once(' ').unwrap().0.to_string();
+            assert!(frames.pop().unwrap().starts_with('['), "state frame last: {l}");
+            Stack { thread, frames, count: count.parse().unwrap() }
+        })
+        .collect()
+}
+
+/// The recording of the unstripped fixture, shared by the tests that read it.
+fn recording() -> &'static Vec<Stack> {
+    static REC: OnceLock<Vec<Stack>> = OnceLock::new();
+    REC.get_or_init(|| {
+        let target = Target::start(&fixtures().full);
+        record(target.pid())
+    })
+}
+
+/// Share of the captured samples of `thread` for which `ok` holds, and how many there were.
+fn share(stacks: &[Stack], thread: &str, ok: impl Fn(&Stack) -> bool) -> (f64, u64) {
+    let captured: Vec<&Stack> = stacks.iter().filter(|s| s.thread == thread && !s.lost()).collect();
+    let total: u64 = captured.iter().map(|s| s.count).sum();
+    let good: u64 = captured.iter().filter(|s| ok(s)).map(|s| s.count).sum();
+    assert!(total >= 10, "too few samples of thread {thread}: {stacks:#?}");
+    (good as f64 / total as f64, total)
+}
+
+#[test]
+fn busy_thread_shows_the_full_chain_from_the_thread_entry() {
+    let stacks = recording();
+    let (ok, n) = share(stacks, "busy", |s| {
+        s.complete() && s.has_in_order(&["start_thread"]) && s.frames.ends_with(&["worker", "a", "b", "c"].map(String::from))
+    });
+    eprintln!("busy thread: {:.1}% of {n} samples carry start_thread → worker → a → b → c", ok * 100.0);
+    assert!(ok >= 0.95, "{stacks:#?}");
+}
+
+#[test]
+fn signal_handler_unwinds_into_the_interrupted_function() {
+    let stacks = recording();
+    let (ok, n) = share(stacks, "inhandler", |s| {
+        s.complete() && s.has_in_order(&["start_thread", "interrupted", "handler", "handler_spin"])
+    });
+    eprintln!("thread in a signal handler: {:.1}% of {n} samples unwind through it", ok * 100.0);
+    assert!(ok >= 0.95, "{stacks:#?}");
+}
+
+#[test]
+fn thread_blocked_in_nanosleep_unwinds_from_ip_and_sp_alone() {
+    let stacks = recording();
+    let (ok, n) = share(stacks, "sleeper", |s| {
+        s.complete()
+            && s.has_in_order(&["start_thread", "sleeper", "s1", "s2"])
+            && s.frames.last().is_some_and(|f| f.contains("nanosleep"))
+    });
+    eprintln!("sleeping thread: {:.1}% of {n} samples complete", ok * 100.0);
+    assert!(ok >= 0.95, "{stacks:#?}");
+}
+
+/// The vDSO's unwind tables come from its image in target memory. Its `clock_gettime`
+/// keeps a frame pointer, so a sample taken with only ip and sp stops there, incomplete
+/// by design; samples with full registers must unwind through it to the thread entry.
+#[test]
+fn thread_in_the_vdso_unwinds_through_it() {
+    let stacks = recording();
+    // t1 → libc's clock_gettime wrapper → the vDSO's clock_gettime.
+    let through_vdso = |s: &Stack| s.complete() && s.frames.windows(3).any(|w| w[0] == "t1" && w[2].contains("clock_gettime"));
+    let n: u64 = stacks.iter().filter(|s| s.thread == "clocker" && through_vdso(s)).map(|s| s.count).sum();
+    eprintln!("thread calling clock_gettime: {n} samples unwound completely from inside the vDSO");
+    assert!(n > 0, "{stacks:#?}");
+}
+
+#[test]
+fn main_thread_is_seen_in_pthread_join_from_start() {
+    let stacks = recording();
+    let main = stacks.iter().filter(|s| s.thread == "chain" && !s.lost());
+    let (mut all, mut good) = (0, 0);
+    for s in main {
+        all += s.count;
+        if s.complete() && s.has_in_order(&["_start", "main"]) && s.frames.iter().any(|f| f.contains("pthread_clockjoin") || f.contains("pthread_join")) {
+            good += s.count;
+        }
+    }
+    assert!(all > 0 && good * 100 >= all * 95, "{stacks:#?}");
+}
+
+#[test]
+fn stripped_binary_gives_module_offsets_and_still_unwinds() {
+    let target = Target::start(&fixtures().stripped);
+    let stacks = record(target.pid());
+    let (ok, n) = share(&stacks, "busy", |s| {
+        let own: Vec<&String> = s.frames.iter().filter(|f| f.starts_with("chain-stripped+0x")).collect();
+        s.complete() && s.has_in_order(&["start_thread"]) && own.len() >= 4
+    });
+    eprintln!("stripped busy thread: {:.1}% of {n} samples complete with module+offset frames", ok * 100.0);
+    assert!(ok >= 0.95, "{stacks:#?}");
+}
+
+#[test]
+fn debug_frame_and_symbols_from_a_separate_debug_file() {
+    let target = Target::start(&fixtures().split);
+    let stacks = record(target.pid());
+    let (ok, n) = share(&stacks, "busy", |s| {
+        s.complete() && s.has_in_order(&["start_thread"]) && s.frames.ends_with(&["worker", "a", "b", "c"].map(String::from))
+    });
+    eprintln!("busy thread, CFI and symbols from a debuglink file: {:.1}% of {n} samples complete", ok * 100.0);
+    assert!(ok >= 0.95, "{stacks:#?}");
+}
+
+/// CPU time of the calling thread, in nanoseconds: unlike wall time, not inflated when
+/// the machine is busy.
+fn thread_cpu_ns() -> u128 {
+    let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec through a valid pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+    t.tv_sec as u128 * 1_000_000_000 + t.tv_nsec as u128
+}
+
+/// Unwind and symbolize stacks captured from the running fixture through the library API,
+/// checking each walk and printing how much CPU the two steps take (run with --nocapture).
+#[test]
+fn unwind_and_symbolize_speed_on_captured_stacks() {
+    let target = Target::start(&fixtures().full);
+    let pid = target.pid();
+    let busy = proc::threads(pid).unwrap().into_iter().find(|&t| proc::thread_name(pid, t) == "busy").expect("busy thread");
+    let mem = ProcessMemory::new(pid);
+    let mut tracer = Tracer::default();
+    let mut captured = Vec::new();
+    while captured.len() < 50 {
+        if let Ok(c) = tracer.with_stopped(busy, |regs| StackSnapshot::capture(&mem, regs.sp(), 64 * 1024)) {
+            captured.push((c.0, c.1.unwrap()));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let maps = Maps::read(pid).unwrap();
+    let (mut unwinder, mut symbolizer) = (Unwinder::new(), Symbolizer::new());
+
+    // The first walk loads the modules: unwind tables, symbol tables, DWARF.
+    let t = thread_cpu_ns();
+    let (regs, stack) = &captured[0];
+    let first = unwinder.unwind(&maps, regs, &Layered { stack, rest: &mem });
+    let cold_unwind = thread_cpu_ns() - t;
+    let t = thread_cpu_ns();
+    for (i, &pc) in first.pcs.iter().enumerate() {
+        symbolizer.symbolize(&maps, &mem, pc, i > 0);
+    }
+    let cold_symbols = thread_cpu_ns() - t;
+    // Every stack is of the same thread, so its modules are loaded: the target can go,
+    // leaving the CPU to this measurement.
+    drop(target);
+
+    const ROUNDS: u32 = 20;
+    let (mut unwind_ns, mut symbol_ns, mut walks, mut frames) = (0u128, 0u128, 0u32, 0u32);
+    for _ in 0..ROUNDS {
+        for (regs, stack) in &captured {
+            let t = thread_cpu_ns();
+            let walk = unwinder.unwind(&maps, regs, &Layered { stack, rest: &mem });
+            unwind_ns += thread_cpu_ns() - t;
+            let t = thread_cpu_ns();
+            let names: Vec<String> = walk
+                .pcs
+                .iter()
+                .enumerate()
+                .flat_map(|(i, &pc)| symbolizer.symbolize(&maps, &mem, pc, i > 0))
+                .map(|f| f.function)
+                .rev()
+                .collect();
+            symbol_ns += thread_cpu_ns() - t;
+            assert!(walk.complete, "incomplete walk: {names:?}");
+            // The leaf is c, or b/a/worker between their calls.
+            assert!(names.starts_with(&["clone3", "start_thread", "worker"].map(String::from)), "{names:?}");
+            walks += 1;
+            frames += walk.pcs.len() as u32;
+        }
+    }
+    eprintln!(
+        "CPU time, first walk loading modules: unwind {:.1} ms, symbolize {:.1} ms; then per stack ({} frames avg): unwind {:.2} µs, symbolize {:.2} µs (no address cache)",
+        cold_unwind as f64 / 1e6,
+        cold_symbols as f64 / 1e6,
+        frames / walks,
+        unwind_ns as f64 / walks as f64 / 1e3,
+        symbol_ns as f64 / walks as f64 / 1e3,
+    );
+}
