@@ -30,7 +30,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
     }
     let format = match args.format.or_else(|| Format::from_path(&args.output)) {
         Some(f) => f,
-        None => bail!("cannot tell the format from '{}': pass --format svg|folded", args.output.display()),
+        None => bail!("cannot tell the format from '{}': pass --format svg|folded|speedscope|pprof|profile", args.output.display()),
     };
     install_stop_handlers();
 
@@ -59,7 +59,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
 
     let (tx, rx) = crossbeam_channel::bounded::<Vec<RawSample>>(1024);
     let include_native = !args.no_native;
-    let keep_timeline = false;
+    let keep_timeline = format.needs_timeline();
     let resolver_thread = std::thread::Builder::new().name("parprof-resolve".into()).spawn(move || {
         let mut resolver = Resolver::new(pid, include_native);
         let mut profile = Profile::new(meta, keep_timeline);
@@ -94,7 +94,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
     if permission_denied {
         eprintln!("parprof: some running threads could not be stopped to read their registers (permission denied); their samples are marked [truncated]");
     }
-    write_output(&profile, format, &args)?;
+    output::write_file(&profile, format, args.threads, &args.output)?;
     crate::output::text::summary(&profile, reason, complete, walks, &args.output);
     if let Some(mut c) = child {
         if reason != StopReason::TargetExited {
@@ -103,18 +103,6 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn write_output(profile: &Profile, format: Format, args: &RecordArgs) -> anyhow::Result<()> {
-    let file = std::fs::File::create(&args.output).with_context(|| format!("cannot create {}", args.output.display()))?;
-    let mut out = std::io::BufWriter::new(file);
-    match format {
-        Format::Svg => output::flamegraph::write(profile, args.threads, &mut out)?,
-        Format::Folded => output::folded::write(profile, args.threads, &mut out)?,
-    }
-    use std::io::Write;
-    out.flush().with_context(|| format!("writing {}", args.output.display()))?;
-    Ok(())
 }
 
 /// Start the command with the terminal's stdin/stdout/stderr, and return once it has

@@ -2,6 +2,8 @@
 //! (thread, stack, state). Memory grows with distinct stacks, not with samples; per-sample
 //! timestamps are kept only when a timeline output asks for them.
 
+pub mod saved;
+
 use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
