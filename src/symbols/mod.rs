@@ -1,10 +1,35 @@
-//! Addresses to function names. (Contract for the symbolizer.)
+//! Addresses to function names: ELF symbol tables, DWARF file:line and inlined frames, the
+//! separate debug file when installed, demangled Rust and C++ names. Each module is loaded
+//! once; an address nothing covers is shown as `module+0xoffset` (file offset, like perf).
 
-use crate::frame::Frame;
-use crate::target::{Maps, Memory};
+mod demangle;
+mod dwarf;
+pub mod module;
+mod symtab;
+
+use std::collections::HashMap;
+
+use crate::frame::{Frame, FrameKind};
+use crate::target::{Mapping, Maps, Memory};
+use dwarf::DebugInfo;
+use module::ModuleKey;
+use symtab::SymbolTable;
+
+pub use demangle::demangle;
+
+/// What is known about one module's symbols.
+struct SymbolModule {
+    symbols: SymbolTable,
+    debug: Option<DebugInfo>,
+}
 
 #[derive(Default)]
-pub struct Symbolizer {}
+pub struct Symbolizer {
+    modules: Vec<Option<SymbolModule>>,
+    by_key: HashMap<ModuleKey, usize>,
+    /// A mapping (start, end, offset, inode) → its module and load bias.
+    placed: HashMap<(u64, u64, u64, u64), Option<(usize, u64)>>,
+}
 
 impl Symbolizer {
     pub fn new() -> Self {
@@ -13,11 +38,78 @@ impl Symbolizer {
 
     /// The frames at `addr`, outermost first (a function, then what was inlined into it).
     /// `return_address` says `addr` is a return address, to be looked up as `addr - 1`.
-    pub fn symbolize(&mut self, maps: &Maps, _mem: &dyn Memory, addr: u64, _return_address: bool) -> Vec<Frame> {
-        let (module, off) = match maps.find(addr) {
-            Some(m) => (m.short_name().to_string(), addr - m.start + m.offset),
-            None => ("[unknown]".to_string(), addr),
+    pub fn symbolize(&mut self, maps: &Maps, mem: &dyn Memory, addr: u64, return_address: bool) -> Vec<Frame> {
+        let probe = if return_address { addr.wrapping_sub(1) } else { addr };
+        let Some(m) = maps.find(probe) else {
+            return vec![Frame::native(format!("[unknown]+{addr:#x}"), "[unknown]")];
         };
-        vec![Frame::native(format!("{module}+{off:#x}"), module)]
+        // Like perf: the offset in the module's file.
+        let fallback = format!("{}+{:#x}", m.short_name(), addr.wrapping_sub(m.start).wrapping_add(m.offset));
+        let frames = self.lookup(maps, mem, m, probe, &fallback).or_else(|| {
+            // A "return address" at the very start of a function is where a signal handler
+            // returns: the signal trampoline (glibc's `__restore_rt`), whose symbol starts
+            // at the address itself, `addr - 1` being the padding before it.
+            (return_address && m.contains(addr)).then(|| self.lookup(maps, mem, m, addr, &fallback)).flatten()
+        });
+        frames.unwrap_or_else(|| vec![Frame::native(fallback, m.short_name())])
+    }
+
+    /// The frames at `probe` in mapping `m`, `None` when nothing covers it. `fallback`
+    /// names a DWARF function that has no name and no symbol.
+    fn lookup(&mut self, maps: &Maps, mem: &dyn Memory, m: &Mapping, probe: u64, fallback: &str) -> Option<Vec<Frame>> {
+        let (index, bias) = self.place(maps, m, mem)?;
+        let module = self.modules[index].as_ref()?;
+        let name = m.short_name();
+        let svma = probe.wrapping_sub(bias);
+        let symbol = module.symbols.find(svma);
+        let from_dwarf = module.debug.as_ref().map(|d| d.frames(svma)).unwrap_or_default();
+        if from_dwarf.is_empty() {
+            return symbol.map(|s| vec![Frame::native(demangle(s), name)]);
+        }
+        let frames = from_dwarf
+            .into_iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let function = f
+                    .function
+                    .or_else(|| (i == 0).then(|| symbol.map(demangle)).flatten())
+                    .unwrap_or_else(|| fallback.to_string());
+                let kind = if i == 0 { FrameKind::Native } else { FrameKind::Inlined };
+                Frame { function, module: name.to_string(), file: f.file, line: f.line, kind }
+            })
+            .collect();
+        Some(frames)
+    }
+
+    /// The module of a mapping and its load bias, loading the module on first use.
+    fn place(&mut self, maps: &Maps, m: &Mapping, mem: &dyn Memory) -> Option<(usize, u64)> {
+        let key = (m.start, m.end, m.offset, m.inode);
+        if let Some(p) = self.placed.get(&key) {
+            return *p;
+        }
+        let placed = self.load(maps, m, mem);
+        self.placed.insert(key, placed);
+        placed
+    }
+
+    fn load(&mut self, maps: &Maps, m: &Mapping, mem: &dyn Memory) -> Option<(usize, u64)> {
+        if !(m.is_file() || m.is_vdso()) {
+            return None;
+        }
+        let image = module::open(maps, m, mem).ok()?;
+        let bias = image.bias(m)?;
+        let key = ModuleKey::of(m);
+        if let Some(&i) = self.by_key.get(&key) {
+            return Some((i, bias));
+        }
+        let debug_image = module::debug_file(maps, m, &image);
+        let images: Vec<_> = std::iter::once(&image).chain(debug_image.as_ref()).collect();
+        let symbols = SymbolTable::from_images(&images);
+        // DWARF from the debug file when there is one, else from the binary itself.
+        let debug = debug_image.as_ref().and_then(DebugInfo::load).or_else(|| DebugInfo::load(&image));
+        let module = (!symbols.is_empty() || debug.is_some()).then_some(SymbolModule { symbols, debug });
+        self.modules.push(module);
+        self.by_key.insert(key, self.modules.len() - 1);
+        Some((self.modules.len() - 1, bias))
     }
 }

@@ -1,6 +1,24 @@
-//! Native unwinding over a captured stack. (Contract for the CFI unwinder.)
+//! Native unwinding over a captured stack: DWARF CFI per module (loaded once, rules cached
+//! per address), frame pointers where no CFI covers the code (JIT or anonymous memory), and
+//! signal frames, through the CFI of the signal trampoline or by recognising
+//! `rt_sigreturn` and reading the saved context.
+//!
+//! The walk never guesses: a register the next frame needs but the sample does not have
+//! (threads blocked in a syscall only give ip and sp) stops it, marked incomplete.
 
-use crate::target::{Maps, Memory, Regs};
+mod cfi;
+pub mod rule;
+mod sigframe;
+
+use std::collections::HashMap;
+
+use gimli::UnwindContext;
+
+use crate::symbols::module::{self, ModuleKey};
+use crate::target::regs::dwarf;
+use crate::target::{Mapping, Maps, Memory, Regs};
+use cfi::CfiTables;
+use rule::{Rule, Step};
 
 /// The result of walking one stack.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -12,16 +30,205 @@ pub struct Unwound {
     pub complete: bool,
 }
 
+/// Deeper stacks are cut: a bound on any walk, whatever the memory holds.
+pub const MAX_DEPTH: usize = 256;
+
+/// Compiled rules kept per address before the cache is emptied and refilled.
+const RULE_CACHE_LIMIT: usize = 1 << 16;
+
 /// Walks stacks with per-module unwind tables loaded once and cached.
-#[derive(Default)]
-pub struct Unwinder {}
+pub struct Unwinder {
+    modules: Vec<Option<CfiTables>>,
+    by_key: HashMap<ModuleKey, usize>,
+    /// A mapping (start, end, offset, inode) → its module and load bias.
+    placed: HashMap<(u64, u64, u64, u64), Option<(usize, u64)>>,
+    /// (module, address in the module) → the compiled rule, or `None` for no CFI.
+    rules: HashMap<(usize, u64), Option<Rule>>,
+    ctx: Box<UnwindContext<usize>>,
+}
+
+impl Default for Unwinder {
+    fn default() -> Self {
+        Unwinder {
+            modules: Vec::new(),
+            by_key: HashMap::new(),
+            placed: HashMap::new(),
+            rules: HashMap::new(),
+            ctx: Box::new(UnwindContext::new()),
+        }
+    }
+}
+
+/// What to do for one frame.
+enum Plan {
+    Cfi(Rule),
+    /// No CFI covers the address: frame pointers, or a sigreturn trampoline.
+    NoCfi,
+}
 
 impl Unwinder {
     pub fn new() -> Self {
         Unwinder::default()
     }
 
-    pub fn unwind(&mut self, _maps: &Maps, regs: &Regs, _mem: &dyn Memory) -> Unwound {
-        Unwound { pcs: vec![regs.ip()], complete: false }
+    pub fn unwind(&mut self, maps: &Maps, regs: &Regs, mem: &dyn Memory) -> Unwound {
+        let mut regs = regs.clone();
+        let mut pcs = vec![regs.ip()];
+        // The first pc, and the pc interrupted by a signal, are not return addresses.
+        let mut exact = true;
+        loop {
+            if pcs.len() >= MAX_DEPTH {
+                return Unwound { pcs, complete: false };
+            }
+            let pc = regs.ip();
+            let lookup = if exact { pc } else { pc.wrapping_sub(1) };
+            let Some(mapping) = maps.find(lookup) else { return Unwound { pcs, complete: false } };
+            let step = match self.plan(maps, mapping, mem, lookup) {
+                Plan::Cfi(rule) => rule::apply(&rule, &regs, mem).map(|s| (s, rule.signal)),
+                Plan::NoCfi => match sigframe::restore(pc, &regs, mem) {
+                    Some(caller) => Ok((Step::Caller(caller), true)),
+                    None => frame_pointer(&regs, mem).map(|s| (s, false)),
+                },
+            };
+            let (caller, signal) = match step {
+                Ok((Step::Caller(c), signal)) => (c, signal),
+                Ok((Step::Outermost, _)) => return Unwound { pcs, complete: true },
+                Err(_) => return Unwound { pcs, complete: false },
+            };
+            if caller.ip() == 0 {
+                return Unwound { pcs, complete: true };
+            }
+            // A call frame's caller has a higher stack pointer; only a signal frame may
+            // switch stacks. This, with the depth bound, ends any cycle.
+            if !signal && caller.sp() <= regs.sp() {
+                return Unwound { pcs, complete: false };
+            }
+            pcs.push(caller.ip());
+            exact = signal;
+            regs = caller;
+        }
+    }
+
+    /// The rule for the frame at `avma` inside `mapping`, from the per-address cache.
+    fn plan(&mut self, maps: &Maps, mapping: &Mapping, mem: &dyn Memory, avma: u64) -> Plan {
+        let Some((module, bias)) = self.place(maps, mapping, mem) else { return Plan::NoCfi };
+        let svma = avma.wrapping_sub(bias);
+        if self.rules.len() >= RULE_CACHE_LIMIT {
+            self.rules.clear();
+        }
+        let rule = match self.rules.get(&(module, svma)) {
+            Some(r) => r.clone(),
+            None => {
+                let r = self.modules[module].as_ref().and_then(|t| t.rule_at(svma, &mut self.ctx));
+                self.rules.insert((module, svma), r.clone());
+                r
+            }
+        };
+        rule.map_or(Plan::NoCfi, Plan::Cfi)
+    }
+
+    /// The module of a mapping and its load bias, loading the module on first use.
+    fn place(&mut self, maps: &Maps, m: &Mapping, mem: &dyn Memory) -> Option<(usize, u64)> {
+        let key = (m.start, m.end, m.offset, m.inode);
+        if let Some(p) = self.placed.get(&key) {
+            return *p;
+        }
+        let placed = self.load(maps, m, mem);
+        self.placed.insert(key, placed);
+        placed
+    }
+
+    fn load(&mut self, maps: &Maps, m: &Mapping, mem: &dyn Memory) -> Option<(usize, u64)> {
+        if !(m.is_file() || m.is_vdso()) {
+            return None;
+        }
+        let image = module::open(maps, m, mem).ok()?;
+        let bias = image.bias(m)?;
+        let key = ModuleKey::of(m);
+        let index = match self.by_key.get(&key) {
+            Some(&i) => i,
+            None => {
+                let mut tables = CfiTables::load(&image, None);
+                if tables.is_empty() {
+                    // Stripped of .eh_frame: .debug_frame may be in the separate debug file.
+                    let debug = module::debug_file(maps, m, &image);
+                    tables = CfiTables::load(&image, debug.as_ref());
+                }
+                self.modules.push((!tables.is_empty()).then_some(tables));
+                self.by_key.insert(key, self.modules.len() - 1);
+                self.modules.len() - 1
+            }
+        };
+        Some((index, bias))
+    }
+}
+
+/// The caller of a frame that keeps a frame pointer: saved rbp at [rbp], return address
+/// at [rbp + 8], caller's sp = rbp + 16. Refused when rbp is unknown or not a plausible
+/// frame address above sp.
+fn frame_pointer(regs: &Regs, mem: &dyn Memory) -> Result<Step, rule::StepError> {
+    let bp = regs.bp().ok_or(rule::StepError::UnknownRegister(dwarf::RBP as u16))?;
+    if bp < regs.sp() || bp % 8 != 0 {
+        return Err(rule::StepError::UnknownRegister(dwarf::RBP as u16));
+    }
+    let mut caller = Regs::default();
+    caller.set(dwarf::RBP, mem.read_u64(bp)?);
+    caller.set(dwarf::RIP, mem.read_u64(bp + 8)?);
+    caller.set(dwarf::RSP, bp + 16);
+    Ok(Step::Caller(caller))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::target::memory::Bytes;
+
+    fn anon(start: u64, end: u64) -> Mapping {
+        Mapping { start, end, offset: 0, readable: true, executable: true, dev: "00:00".into(), inode: 0, path: String::new() }
+    }
+
+    fn words(ws: &[u64]) -> Vec<u8> {
+        ws.iter().flat_map(|w| w.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn frame_pointer_chain_in_anonymous_code_walks_to_a_zero_return() {
+        let maps = Maps { pid: 0, mappings: vec![anon(0x10_0000, 0x20_0000)] };
+        // Two frames: rbp → [saved rbp, ret], then a final frame returning to 0.
+        let base = 0x7000_0000u64;
+        let stack = words(&[0, 0, base + 0x20, 0x10_1111, 0, 0, 0, 0]);
+        let mem = Bytes { base, bytes: &stack };
+        let mut regs = Regs::from_ip_sp(0x10_0010, base);
+        regs.set(dwarf::RBP, base + 0x10);
+        let out = Unwinder::new().unwind(&maps, &regs, &mem);
+        assert_eq!(out, Unwound { pcs: vec![0x10_0010, 0x10_1111], complete: true });
+    }
+
+    #[test]
+    fn frame_pointer_cycle_stops_incomplete() {
+        let maps = Maps { pid: 0, mappings: vec![anon(0x10_0000, 0x20_0000)] };
+        let base = 0x7000_0000u64;
+        // rbp points at itself: the same frame forever.
+        let stack = words(&[base, 0x10_2222]);
+        let mem = Bytes { base, bytes: &stack };
+        let mut regs = Regs::from_ip_sp(0x10_0010, base - 0x10);
+        regs.set(dwarf::RBP, base);
+        let out = Unwinder::new().unwind(&maps, &regs, &mem);
+        assert!(!out.complete);
+        assert!(out.pcs.len() <= 3, "{:?}", out.pcs);
+    }
+
+    #[test]
+    fn ip_and_sp_only_without_cfi_stops_incomplete() {
+        let maps = Maps { pid: 0, mappings: vec![anon(0x10_0000, 0x20_0000)] };
+        let mem = Bytes { base: 0, bytes: &[] };
+        let out = Unwinder::new().unwind(&maps, &Regs::from_ip_sp(0x10_0010, 0x1000), &mem);
+        assert_eq!(out, Unwound { pcs: vec![0x10_0010], complete: false });
+    }
+
+    #[test]
+    fn unmapped_pc_stops_incomplete() {
+        let out = Unwinder::new().unwind(&Maps::default(), &Regs::from_ip_sp(0x1234, 0x1000), &Bytes { base: 0, bytes: &[] });
+        assert_eq!(out, Unwound { pcs: vec![0x1234], complete: false });
     }
 }
