@@ -45,7 +45,8 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let meta = Meta {
-        command: proc::cmdline(pid),
+        // A command just started may not show its arguments in /proc yet: use our own copy.
+        command: if args.command.is_empty() { proc::cmdline(pid) } else { args.command.join(" ") },
         pid,
         start_unix_s: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
         rate_hz: args.rate,
