@@ -23,10 +23,8 @@ struct Input {
 }
 
 pub fn run(args: DiffArgs) -> anyhow::Result<ExitCode> {
-    if let Some(pct) = args.fail_on_regression {
-        if !(pct.is_finite() && pct >= 0.0) {
-            bail!("--fail-on-regression takes percentage points, a number ≥ 0 (got {pct})");
-        }
+    if let Some(pct) = args.fail_on_regression.filter(|p| !(p.is_finite() && *p >= 0.0)) {
+        bail!("--fail-on-regression takes percentage points, a number ≥ 0 (got {pct})");
     }
     let base = load(&args.base)?;
     let new = load(&args.new)?;

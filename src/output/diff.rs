@@ -5,7 +5,7 @@
 //! profile's samples add up to the thread-seconds it observed (samples / rate). A share is
 //! a count over the profile's own total: the fraction of observed thread-time spent in a
 //! state or a function. Shares compare across different durations, rates and thread counts;
-//! deltas are in percentage points. docs/profile-format.md explains why this denominator
+//! deltas are in percentage points. docs/ci.md explains why this denominator
 //! rather than threads × duration.
 
 pub mod markdown;
@@ -78,13 +78,12 @@ fn state_of(leaf: &str) -> Option<State> {
 /// What identifies a function across two runs: its label without a Python line number
 /// (`run (app.py:12)` → `run (app.py)`), since lines move between versions.
 fn function_key(label: &str) -> String {
-    if let Some(open) = label.rfind(" (") {
-        let inner = &label[open + 2..];
-        if let Some((file, line)) = inner.strip_suffix(')').and_then(|s| s.rsplit_once(':')) {
-            if !line.is_empty() && line.bytes().all(|b| b.is_ascii_digit()) {
-                return format!("{} ({})", &label[..open], file);
-            }
-        }
+    if let Some(open) = label.rfind(" (")
+        && let Some((file, line)) = label[open + 2..].strip_suffix(')').and_then(|s| s.rsplit_once(':'))
+        && !line.is_empty()
+        && line.bytes().all(|b| b.is_ascii_digit())
+    {
+        return format!("{} ({})", &label[..open], file);
     }
     label.to_string()
 }

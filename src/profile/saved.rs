@@ -129,8 +129,8 @@ pub fn decode(bytes: &[u8]) -> Result<Profile, SavedError> {
     match u32::from_le_bytes(*version) {
         1 => {
             let mut raw = Vec::new();
-            flate2::read::GzDecoder::new(&body[..]).read_to_end(&mut raw).map_err(|e| corrupt(e))?;
-            let (file, extra) = postcard::take_from_bytes::<FileV1>(&raw).map_err(|e| corrupt(e))?;
+            flate2::read::GzDecoder::new(body).read_to_end(&mut raw).map_err(corrupt)?;
+            let (file, extra) = postcard::take_from_bytes::<FileV1>(&raw).map_err(corrupt)?;
             if !extra.is_empty() {
                 return Err(corrupt(format!("{} unexpected bytes after the tables", extra.len())));
             }
