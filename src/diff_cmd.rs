@@ -45,8 +45,10 @@ pub fn run(args: DiffArgs) -> anyhow::Result<ExitCode> {
     print_summary(&comparison, &base, &new);
     match args.fail_on_regression {
         Some(pct) if !regressions.is_empty() => {
-            let list: Vec<String> = regressions.iter().map(ToString::to_string).collect();
-            println!("parprof: regression past {pct} points: {}", list.join("; "));
+            println!("parprof: regression past {pct} points:");
+            for r in &regressions {
+                println!("  {r}");
+            }
             Ok(ExitCode::from(REGRESSION_EXIT))
         }
         Some(pct) => {

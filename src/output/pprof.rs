@@ -120,6 +120,11 @@ fn build(p: &Profile) -> proto::Profile {
     let mut t = Tables::default();
     let period_ns = if p.meta.rate_hz > 0.0 { (1e9 / p.meta.rate_hz) as i64 } else { 0 };
 
+    // pprof takes mapping[0] for the main binary: the command's own module goes first.
+    let exe = p.meta.command.split_whitespace().next().and_then(|c| c.rsplit('/').next()).unwrap_or("");
+    if p.frames().iter().any(|f| f.module == exe) {
+        t.mapping(&mut s, exe);
+    }
     // Location ids: frame id + 1 for the profile's frames, then one per state.
     for f in p.frames() {
         let mapping = t.mapping(&mut s, &f.module);
