@@ -19,7 +19,7 @@ use serde_json::Value;
 /// One recording shared by the tests of this binary: 4 workers for 2 seconds.
 fn recording() -> &'static (PathBuf, String) {
     static REC: OnceLock<(PathBuf, String)> = OnceLock::new();
-    REC.get_or_init(|| lockscale::record(4, 2, 1))
+    REC.get_or_init(|| lockscale::record(4, 2, 1, 100))
 }
 
 fn decoded() -> Profile {

@@ -10,14 +10,16 @@ pub fn exe() -> PathBuf {
     build("fixtures/artifacts/lockscale.c", &[])
 }
 
-/// Record `lockscale THREADS SECONDS LOCKED_SCALE` from start to exit into a `.parprof`;
-/// returns the file and parprof's stderr.
-pub fn record(threads: u32, seconds: u32, locked_scale: u32) -> (PathBuf, String) {
+/// Record `lockscale THREADS SECONDS LOCKED_SCALE` from start to exit at `rate` Hz into a
+/// `.parprof`; returns the file and parprof's stderr.
+pub fn record(threads: u32, seconds: u32, locked_scale: u32, rate: u32) -> (PathBuf, String) {
     let out = scratch_file(&format!("lockscale-{threads}-{locked_scale}.parprof"));
     let exe = exe();
-    let args = [threads.to_string(), seconds.to_string(), locked_scale.to_string()];
+    let args = [threads.to_string(), seconds.to_string(), locked_scale.to_string(), rate.to_string()];
     let o = run_parprof(&[
         "record",
+        "--rate",
+        &args[3],
         "-o",
         out.to_str().unwrap(),
         "--",
