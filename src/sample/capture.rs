@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use super::{Fresh, RawSample, SampleData};
 use crate::python::{PyStack, PythonReader};
-use crate::target::ptrace::{StopError, Tracer};
+use crate::target::ptrace::{STOP_DEADLINE, StopError, Tracer};
 use crate::target::proc::SchedStatFile;
 use crate::target::{MemError, ProcessMemory, Regs, SchedStat, StackSnapshot, Syscall, ThreadStat, proc};
 
@@ -17,6 +17,8 @@ pub struct Sampler {
     python: Option<PythonReader>,
     stack_bytes: usize,
     threads: HashMap<i32, ThreadMemo>,
+    /// Running threads that had not stopped by the deadline, with the tick they belong to.
+    late: HashMap<i32, (Ran, u64)>,
     /// The thread list and the ticks since it was last read from the task directory.
     tids: Vec<i32>,
     ticks_since_listing: u32,
@@ -45,6 +47,9 @@ const NAME_REFRESH: u32 = 100;
 const RELIST_TICKS: u32 = 10;
 
 /// A thread that ran since its last sample, read from `/proc` but not yet captured.
+/// What is copied while a thread is stopped: its stack, and its Python frames.
+type Copied = (Result<StackSnapshot, String>, Option<PyStack>);
+
 struct Ran {
     tid: i32,
     name: Option<String>,
@@ -64,6 +69,7 @@ impl Sampler {
             python,
             stack_bytes,
             threads: HashMap::new(),
+            late: HashMap::new(),
             tids: Vec::new(),
             ticks_since_listing: 0,
             permission_denied: false,
@@ -72,16 +78,23 @@ impl Sampler {
 
     /// Capture every current thread of the target. `Err` when the process is gone.
     pub fn tick(&mut self, time_ns: u64) -> std::io::Result<Vec<RawSample>> {
-        // A thread that did not stop by the last deadline is in its ptrace stop by now:
-        // release it before anything else (it would not look "running" to be stopped again).
-        self.tracer.settle();
+        // Threads that missed a stop deadline are captured and released first, whatever
+        // else happens: one left stopped while holding a lock would freeze every waiter.
+        let mut out = Vec::new();
+        self.collect_late(&mut out);
         let tids = self.thread_list()?;
         if let Some(py) = self.python.as_mut() {
             py.refresh_threads();
         }
-        let mut out = Vec::with_capacity(tids.len());
+        out.reserve(tids.len());
         let mut running = Vec::new();
         for &tid in &tids {
+            if self.late.contains_key(&tid) {
+                // Seized but still not scheduled since the last tick: still waiting for a CPU.
+                let data = SampleData::Unchanged { cpu_wait_ns: STOP_DEADLINE.as_nanos() as u64 };
+                out.push(RawSample { tid, time_ns, name: None, data, futex_owner: None });
+                continue;
+            }
             let Some(ran) = self.triage(tid, time_ns, &mut out) else { continue };
             match ran.syscall {
                 // Blocked: user registers are frozen until the syscall returns; no stop.
@@ -110,6 +123,7 @@ impl Sampler {
             s.futex_owner = s.futex_owner.filter(|t| tids.binary_search(t).is_ok());
         }
         self.threads.retain(|tid, _| tids.binary_search(tid).is_ok());
+        self.late.retain(|tid, _| tids.binary_search(tid).is_ok());
         // Threads that vanished this tick are dropped from the list until the next listing.
         self.tids.retain(|tid| self.threads.contains_key(tid));
         Ok(out)
@@ -174,7 +188,8 @@ impl Sampler {
     }
 
     /// Stop the running threads together; copy each one's stack (and Python frames) while
-    /// it is stopped, since both change as soon as it runs again.
+    /// it is stopped, since both change as soon as it runs again. A thread that does not
+    /// stop in time is kept for `collect_late`.
     fn capture_running(&mut self, running: Vec<Ran>, time_ns: u64, out: &mut Vec<RawSample>) {
         if running.is_empty() {
             return;
@@ -187,23 +202,52 @@ impl Sampler {
         let mut by_tid: HashMap<i32, Ran> = running.into_iter().map(|r| (r.tid, r)).collect();
         for (tid, result) in results {
             let Some(ran) = by_tid.remove(&tid) else { continue };
-            let data = match result {
-                Ok((regs, (Ok(stack), py))) => {
-                    let blocked_after_tick = ran.stat.state == 'R' && after_syscall_instruction(&mem, regs.ip());
-                    fresh(&ran, regs, stack, py, blocked_after_tick)
+            match result {
+                Err(StopError::Timeout) => {
+                    self.late.insert(tid, (ran, time_ns));
                 }
-                Ok((_, (Err(e), _))) => self.lost(tid, e),
-                Err(StopError::Gone) => {
-                    self.threads.remove(&tid);
-                    continue;
-                }
-                Err(e) => {
-                    self.permission_denied |= e == StopError::Permission;
-                    self.lost(tid, e.to_string())
-                }
-            };
-            out.push(RawSample { tid, time_ns, name: ran.name, data, futex_owner: ran.futex_owner });
+                result => self.finish(ran, time_ns, result, out),
+            }
         }
+    }
+
+    /// Capture the threads that missed an earlier tick's stop deadline and have stopped
+    /// since, as samples of that tick. They were runnable but had no CPU the whole time.
+    fn collect_late(&mut self, out: &mut Vec<RawSample>) {
+        if self.late.is_empty() {
+            return;
+        }
+        let (mem, bytes, python) = (self.mem, self.stack_bytes, &mut self.python);
+        let results = self.tracer.collect_late(|tid, regs| {
+            (copy_stack(&mem, regs.sp(), bytes), python.as_mut().and_then(|p| p.stack(tid)))
+        });
+        for (tid, result) in results {
+            let Some((mut ran, time_ns)) = self.late.remove(&tid) else { continue };
+            ran.run_ns = 0;
+            ran.cpu_wait_ns = ran.cpu_wait_ns.max(STOP_DEADLINE.as_nanos() as u64);
+            self.finish(ran, time_ns, result, out);
+        }
+    }
+
+    /// Turn a stop's result into a sample.
+    fn finish(&mut self, ran: Ran, time_ns: u64, result: Result<(Regs, Copied), StopError>, out: &mut Vec<RawSample>) {
+        let tid = ran.tid;
+        let data = match result {
+            Ok((regs, (Ok(stack), py))) => {
+                let blocked_after_tick = ran.stat.state == 'R' && after_syscall_instruction(&self.mem, regs.ip());
+                fresh(&ran, regs, stack, py, blocked_after_tick)
+            }
+            Ok((_, (Err(e), _))) => self.lost(tid, e),
+            Err(StopError::Gone) => {
+                self.threads.remove(&tid);
+                return;
+            }
+            Err(e) => {
+                self.permission_denied |= e == StopError::Permission;
+                self.lost(tid, e.to_string())
+            }
+        };
+        out.push(RawSample { tid, time_ns, name: ran.name, data, futex_owner: ran.futex_owner });
     }
 
     /// A thread that could not be captured: forget it so the next tick starts afresh.
