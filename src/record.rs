@@ -78,6 +78,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
     let progress = crate::progress::Progress::new();
     let started = Instant::now();
     let duration = args.duration.map(Duration::from_secs_f64);
+    crate::sample::priority::sample_on_time();
     let reason = run_ticks(&mut sampler, args.rate, duration, &STOP, |samples, threads| {
         progress.tick(pid, samples, threads);
         alive(pid, &mut child)

@@ -17,8 +17,8 @@ pub struct Sampler {
     python: Option<PythonReader>,
     stack_bytes: usize,
     threads: HashMap<i32, ThreadMemo>,
-    /// Running threads that had not stopped by the deadline, with the tick they belong to.
-    late: HashMap<i32, (Ran, u64)>,
+    /// Running threads that had not stopped by the deadline, with the ticks they missed.
+    late: HashMap<i32, (Ran, Vec<u64>)>,
     /// The thread list and the ticks since it was last read from the task directory.
     tids: Vec<i32>,
     ticks_since_listing: u32,
@@ -89,10 +89,10 @@ impl Sampler {
         out.reserve(tids.len());
         let mut running = Vec::new();
         for &tid in &tids {
-            if self.late.contains_key(&tid) {
-                // Seized but still not scheduled since the last tick: still waiting for a CPU.
-                let data = SampleData::Unchanged { cpu_wait_ns: STOP_DEADLINE.as_nanos() as u64 };
-                out.push(RawSample { tid, time_ns, name: None, data, futex_owner: None });
+            if let Some((_, ticks)) = self.late.get_mut(&tid) {
+                // Seized and still not scheduled: it has not run, so this tick's sample is the
+                // one it will give when it stops.
+                ticks.push(time_ns);
                 continue;
             }
             let Some(ran) = self.triage(tid, time_ns, &mut out) else { continue };
@@ -204,7 +204,7 @@ impl Sampler {
             let Some(ran) = by_tid.remove(&tid) else { continue };
             match result {
                 Err(StopError::Timeout) => {
-                    self.late.insert(tid, (ran, time_ns));
+                    self.late.insert(tid, (ran, vec![time_ns]));
                 }
                 result => self.finish(ran, time_ns, result, out),
             }
@@ -222,10 +222,15 @@ impl Sampler {
             (copy_stack(&mem, regs.sp(), bytes), python.as_mut().and_then(|p| p.stack(tid)))
         });
         for (tid, result) in results {
-            let Some((mut ran, time_ns)) = self.late.remove(&tid) else { continue };
+            let Some((mut ran, ticks)) = self.late.remove(&tid) else { continue };
+            let wait_ns = STOP_DEADLINE.as_nanos() as u64;
             ran.run_ns = 0;
-            ran.cpu_wait_ns = ran.cpu_wait_ns.max(STOP_DEADLINE.as_nanos() as u64);
-            self.finish(ran, time_ns, result, out);
+            ran.cpu_wait_ns = ran.cpu_wait_ns.max(wait_ns);
+            self.finish(ran, ticks[0], result, out);
+            for &time_ns in &ticks[1..] {
+                let data = SampleData::Unchanged { cpu_wait_ns: wait_ns };
+                out.push(RawSample { tid, time_ns, name: None, data, futex_owner: None });
+            }
         }
     }
 
@@ -234,7 +239,7 @@ impl Sampler {
         let tid = ran.tid;
         let data = match result {
             Ok((regs, (Ok(stack), py))) => {
-                let blocked_after_tick = ran.stat.state == 'R' && after_syscall_instruction(&self.mem, regs.ip());
+                let blocked_after_tick = ran.stat.state == 'R' && interrupted_syscall(&self.mem, &regs);
                 fresh(&ran, regs, stack, py, blocked_after_tick)
             }
             Ok((_, (Err(e), _))) => self.lost(tid, e),
@@ -261,12 +266,18 @@ impl Sampler {
     }
 }
 
-/// Whether `ip` follows a `syscall` instruction (0f 05): a thread that was runnable at the
-/// tick and is stopped there had blocked in a system call in between.
-fn after_syscall_instruction(mem: &ProcessMemory, ip: u64) -> bool {
+/// Whether the thread was stopped inside a blocking system call that our interrupt cut
+/// short: `ip` follows a `syscall` instruction (0f 05) and `rax` holds one of the kernel's
+/// restart codes. A thread runnable at the tick and found so had blocked in between. A
+/// woken thread still on its way out of a syscall (a lock handed to it) returns a real
+/// value instead, and is classified by its stack like any running thread.
+fn interrupted_syscall(mem: &ProcessMemory, regs: &Regs) -> bool {
     use crate::target::Memory;
+    use crate::target::regs::dwarf::RAX;
+    const RESTART_CODES: [i64; 4] = [-512, -513, -514, -516]; // ERESTARTSYS, NOINTR, NOHAND, _RESTARTBLOCK
+    let restarting = regs.get(RAX).is_some_and(|ax| RESTART_CODES.contains(&(ax as i64)));
     let mut insn = [0u8; 2];
-    ip.checked_sub(2).is_some_and(|a| mem.read(a, &mut insn).is_ok()) && insn == [0x0f, 0x05]
+    restarting && regs.ip().checked_sub(2).is_some_and(|a| mem.read(a, &mut insn).is_ok()) && insn == [0x0f, 0x05]
 }
 
 /// The int at `futex + 8`: in a glibc `pthread_mutex_t` that is `__owner`, the tid holding
