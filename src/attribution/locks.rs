@@ -40,7 +40,6 @@ impl LockBook {
                 let stats = LockStats {
                     kind: w.kind().to_string(),
                     symbol: self.globals.name(maps, w.address),
-                    first_waiter: caller_of_acquire(profile, o.stack, &w),
                     ..LockStats::default()
                 };
                 profile.locks.insert(w.address, stats);
@@ -50,7 +49,12 @@ impl LockBook {
                 let (state, function) = doing.unwrap_or((State::Other, String::from("?")));
                 (h, state, function)
             });
+            let caller = caller_of_acquire(profile, o.stack, &w);
             let Some(stats) = profile.locks.get_mut(&w.address) else { continue };
+            // A first waiter seen with a cut-short stack names no caller; a later one may.
+            if stats.first_waiter.is_none() {
+                stats.first_waiter = caller;
+            }
             stats.wait_samples += 1;
             *stats.waiters.entry(o.tid).or_default() += 1;
             *stats.waiter_stacks.entry(o.stack).or_default() += 1;
@@ -62,11 +66,12 @@ impl LockBook {
     }
 }
 
-/// The frame that called the acquire (just outside the frame the rule matched).
+/// The frame that called the acquire (just outside the frame the rule matched), unless the
+/// stack was cut short there.
 fn caller_of_acquire(p: &Profile, stack: StackId, w: &WaitOn) -> Option<String> {
     let frames = p.stack(stack);
     let i = w.frame?.checked_sub(1)?;
-    frames.get(i).map(|&f| p.frame(f).label())
+    frames.get(i).map(|&f| p.frame(f)).filter(|f| f.kind != crate::frame::FrameKind::Truncated).map(|f| f.label())
 }
 
 fn leaf(p: &Profile, stack: StackId) -> String {
