@@ -54,7 +54,8 @@ impl Resolver {
             }
             SampleData::Unchanged { cpu_wait_ns } => match self.last.get(&s.tid) {
                 Some(&(stack, state)) => {
-                    let state = if *cpu_wait_ns > 0 && state == State::Compute { State::CpuWait } else { state };
+                    // Waiting for a CPU without having run: runnable now, whatever it was doing.
+                    let state = if *cpu_wait_ns > 0 { State::CpuWait } else { state };
                     (stack, state)
                 }
                 None => return,

@@ -1,9 +1,11 @@
-//! Capturing threads: read each thread's state from `/proc` first (never stop a thread to
-//! learn it was asleep), reuse the last sample of a thread that has not run, read blocked
-//! threads without stopping them, and stop only the running ones — all together.
+//! Capturing threads: learn which threads ran since the last tick (from the kernel's
+//! context-switch records, or by polling each thread's schedstat where those are not
+//! permitted), reuse the last sample of a thread that has not run, read blocked threads
+//! from `/proc` without stopping them, and stop only the running ones — all together.
 
 use std::collections::HashMap;
 
+use super::switches::{Activity, SwitchLog};
 use super::{Fresh, RawSample, SampleData};
 use crate::python::{PyStack, PythonReader};
 use crate::target::ptrace::{StopError, Tracer};
@@ -17,9 +19,12 @@ pub struct Sampler {
     python: Option<PythonReader>,
     stack_bytes: usize,
     threads: HashMap<i32, ThreadMemo>,
-    /// The thread list and the ticks since it was last read from the task directory.
+    /// The thread list (sorted) and the ticks since it was last read from the task directory.
     tids: Vec<i32>,
     ticks_since_listing: u32,
+    /// Context-switch records, when permitted; `None` means schedstat polling.
+    switches: Option<SwitchLog>,
+    last_tick_ns: u64,
     /// Whether any thread could not be stopped for lack of permission (reported once).
     pub permission_denied: bool,
 }
@@ -30,15 +35,22 @@ struct ThreadMemo {
     name: String,
     /// Fresh captures since the name was last read (threads rename themselves).
     since_name: u32,
+    /// Runnable (state R) when last captured. Such a thread cannot block without running,
+    /// so until it runs again it is waiting for a CPU — which no switch record tells.
+    runnable: bool,
 }
 
 /// Re-read a thread's name after this many fresh captures.
 const NAME_REFRESH: u32 = 100;
 
-/// Listing `/proc/<pid>/task` costs a directory walk per thread; it is redone when the
-/// process's thread count changes, and at least this often (a thread that started and
-/// another that exited between two ticks leave the count unchanged).
+/// When polling: listing `/proc/<pid>/task` costs a directory walk per thread; it is redone
+/// when the process's thread count changes, and at least this often (a thread that started
+/// and another that exited between two ticks leave the count unchanged).
 const RELIST_TICKS: u32 = 10;
+
+/// Set to `poll` to sample by polling every thread's schedstat even where context-switch
+/// records are available (to compare the two).
+pub const SAMPLING_ENV: &str = "PARPROF_SAMPLING";
 
 /// A thread that ran since its last sample, read from `/proc` but not yet captured.
 struct Ran {
@@ -50,8 +62,32 @@ struct Ran {
     cpu_wait_ns: u64,
 }
 
+/// What the tick knows of a thread before reading its counters.
+#[derive(Clone, Copy)]
+enum Hint {
+    /// No switch records this tick: read the counters to find out.
+    Unknown,
+    /// The switch records say it ran.
+    Ran,
+}
+
 impl Sampler {
+    /// A sampler for `pid`. Opens the context-switch rings unless `PARPROF_SAMPLING=poll`;
+    /// when they cannot be opened, says why once on stderr and polls instead.
     pub fn new(pid: i32, python: Option<PythonReader>, stack_bytes: usize) -> Self {
+        let mut switches = if std::env::var(SAMPLING_ENV).is_ok_and(|v| v == "poll") {
+            None
+        } else {
+            SwitchLog::open(pid)
+                .inspect_err(|e| eprintln!("parprof: {e}; polling every thread's schedstat instead (costlier with many threads)"))
+                .ok()
+        };
+        // Listed after the rings are open, so a thread created meanwhile is in the list or
+        // in a fork record, never in neither.
+        let tids = proc::threads(pid).unwrap_or_default();
+        if let Some(s) = switches.as_mut() {
+            s.reset_threads(&tids);
+        }
         Sampler {
             pid,
             mem: ProcessMemory::new(pid),
@@ -59,22 +95,47 @@ impl Sampler {
             python,
             stack_bytes,
             threads: HashMap::new(),
-            tids: Vec::new(),
+            tids,
             ticks_since_listing: 0,
+            switches,
+            last_tick_ns: 0,
             permission_denied: false,
         }
     }
 
     /// Capture every current thread of the target. `Err` when the process is gone.
     pub fn tick(&mut self, time_ns: u64) -> std::io::Result<Vec<RawSample>> {
-        let tids = self.thread_list()?;
+        let interval_ns = time_ns.saturating_sub(self.last_tick_ns).max(1);
+        self.last_tick_ns = time_ns;
+        let activity = self.switches.as_mut().map(SwitchLog::drain).filter(|a| !a.lost);
+        let tids = match &activity {
+            Some(a) => self.apply_births(a)?,
+            None => self.thread_list()?,
+        };
         if let Some(py) = self.python.as_mut() {
             py.refresh_threads();
         }
         let mut out = Vec::with_capacity(tids.len());
         let mut running = Vec::new();
+        let mut gone = Vec::new();
         for &tid in &tids {
-            let Some(ran) = self.triage(tid, time_ns, &mut out) else { continue };
+            let hint = match (&activity, self.threads.get(&tid)) {
+                (Some(a), Some(memo)) if !memo.runnable && !a.ran.contains(&tid) => {
+                    let cpu_wait_ns = a.woken_waiting.get(&tid).copied().unwrap_or(0);
+                    out.push(RawSample { tid, time_ns, name: None, data: SampleData::Unchanged { cpu_wait_ns } });
+                    continue;
+                }
+                (Some(a), _) if a.ran.contains(&tid) => Hint::Ran,
+                _ => Hint::Unknown,
+            };
+            let ran = match self.triage(tid, hint, time_ns, interval_ns, &mut out) {
+                Triage::Unchanged => continue,
+                Triage::Gone => {
+                    gone.push(tid);
+                    continue;
+                }
+                Triage::Ran(ran) => ran,
+            };
             match ran.syscall {
                 // Blocked: user registers are frozen until the syscall returns; no stop.
                 Syscall::Blocked { sp, pc, .. } | Syscall::BlockedNoSyscall { sp, pc } if ran.stat.state != 'R' => {
@@ -90,44 +151,81 @@ impl Sampler {
                 _ => running.push(ran),
             }
         }
-        self.capture_running(running, time_ns, &mut out);
-        self.threads.retain(|tid, _| tids.binary_search(tid).is_ok());
-        // Threads that vanished this tick are dropped from the list until the next listing.
-        self.tids.retain(|tid| self.threads.contains_key(tid));
+        self.capture_running(running, time_ns, &mut out, &mut gone);
+        for tid in gone {
+            self.forget(tid);
+        }
         Ok(out)
     }
 
-    fn thread_list(&mut self) -> std::io::Result<Vec<i32>> {
-        let count = ThreadStat::read(self.pid, self.pid)?.num_threads as usize;
-        self.ticks_since_listing += 1;
-        if count != self.tids.len() || self.ticks_since_listing >= RELIST_TICKS {
+    /// With switch records: the thread list follows their births and exits.
+    fn apply_births(&mut self, a: &Activity) -> std::io::Result<Vec<i32>> {
+        for tid in &a.exited {
+            self.forget(*tid);
+        }
+        for &tid in &a.born {
+            if let Err(i) = self.tids.binary_search(&tid) {
+                self.tids.insert(i, tid);
+            }
+        }
+        if self.tids.is_empty() {
+            // Every thread exited: is the process gone?
             self.tids = proc::threads(self.pid)?;
-            self.ticks_since_listing = 0;
         }
         Ok(self.tids.clone())
     }
 
-    /// Read a thread's counters; push an `Unchanged` sample and return `None` when it has
-    /// not run since its previous sample, else return what is needed to capture it.
-    fn triage(&mut self, tid: i32, time_ns: u64, out: &mut Vec<RawSample>) -> Option<Ran> {
+    /// Without switch records: the task directory, re-read when the thread count changes.
+    fn thread_list(&mut self) -> std::io::Result<Vec<i32>> {
+        let count = ThreadStat::read(self.pid, self.pid)?.num_threads as usize;
+        self.ticks_since_listing += 1;
+        if count != self.tids.len() || self.ticks_since_listing >= RELIST_TICKS || self.switches.is_some() {
+            self.tids = proc::threads(self.pid)?;
+            self.ticks_since_listing = 0;
+            let tids = &self.tids;
+            self.threads.retain(|tid, _| tids.binary_search(tid).is_ok());
+            if let Some(s) = self.switches.as_mut() {
+                // Records were lost: the list from the switch log may be stale too.
+                s.reset_threads(&self.tids);
+            }
+        }
+        Ok(self.tids.clone())
+    }
+
+    fn forget(&mut self, tid: i32) {
+        self.threads.remove(&tid);
+        if let Ok(i) = self.tids.binary_search(&tid) {
+            self.tids.remove(i);
+        }
+        if let Some(s) = self.switches.as_mut() {
+            s.forget(tid);
+        }
+    }
+
+    /// Read a thread's counters; push an `Unchanged` sample when it has not run since its
+    /// previous sample, else return what is needed to capture it.
+    fn triage(&mut self, tid: i32, hint: Hint, time_ns: u64, interval_ns: u64, out: &mut Vec<RawSample>) -> Triage {
         let pid = self.pid;
         let is_new = !self.threads.contains_key(&tid);
         if is_new {
-            let sched_file = SchedStatFile::open(pid, tid).ok()?;
-            let sched = sched_file.read().ok()?;
-            self.threads.insert(tid, ThreadMemo { sched_file, sched, name: String::new(), since_name: NAME_REFRESH });
+            let Ok(sched_file) = SchedStatFile::open(pid, tid) else { return Triage::Gone };
+            let Ok(sched) = sched_file.read() else { return Triage::Gone };
+            let memo = ThreadMemo { sched_file, sched, name: String::new(), since_name: NAME_REFRESH, runnable: false };
+            self.threads.insert(tid, memo);
         }
-        let memo = self.threads.get_mut(&tid)?;
-        let Ok(sched) = memo.sched_file.read() else {
-            self.threads.remove(&tid);
-            return None;
-        };
+        let Some(memo) = self.threads.get_mut(&tid) else { return Triage::Gone };
+        let Ok(sched) = memo.sched_file.read() else { return Triage::Gone };
         let prev = std::mem::replace(&mut memo.sched, sched);
         let run_ns = sched.run_ns.saturating_sub(prev.run_ns);
-        let cpu_wait_ns = sched.wait_ns.saturating_sub(prev.wait_ns);
-        if !is_new && run_ns == 0 && sched.timeslices == prev.timeslices {
+        let mut cpu_wait_ns = sched.wait_ns.saturating_sub(prev.wait_ns);
+        let ran = is_new || run_ns > 0 || sched.timeslices != prev.timeslices || matches!(hint, Hint::Ran);
+        if !ran {
+            if memo.runnable {
+                // Runnable at its last capture and has not run since: it waited all along.
+                cpu_wait_ns = cpu_wait_ns.max(interval_ns);
+            }
             out.push(RawSample { tid, time_ns, name: None, data: SampleData::Unchanged { cpu_wait_ns } });
-            return None;
+            return Triage::Unchanged;
         }
         memo.since_name += 1;
         let mut name = None;
@@ -139,14 +237,14 @@ impl Sampler {
                 name = Some(now);
             }
         }
-        let stat = ThreadStat::read(pid, tid).ok()?;
-        let syscall = Syscall::read(pid, tid).ok()?;
-        Some(Ran { tid, name, stat, syscall, run_ns, cpu_wait_ns })
+        let (Ok(stat), Ok(syscall)) = (ThreadStat::read(pid, tid), Syscall::read(pid, tid)) else { return Triage::Gone };
+        memo.runnable = stat.state == 'R';
+        Triage::Ran(Ran { tid, name, stat, syscall, run_ns, cpu_wait_ns })
     }
 
     /// Stop the running threads together; copy each one's stack (and Python frames) while
     /// it is stopped, since both change as soon as it runs again.
-    fn capture_running(&mut self, running: Vec<Ran>, time_ns: u64, out: &mut Vec<RawSample>) {
+    fn capture_running(&mut self, running: Vec<Ran>, time_ns: u64, out: &mut Vec<RawSample>, gone: &mut Vec<i32>) {
         if running.is_empty() {
             return;
         }
@@ -162,7 +260,7 @@ impl Sampler {
                 Ok((regs, (Ok(stack), py))) => fresh(&ran, regs, stack, py),
                 Ok((_, (Err(e), _))) => self.lost(tid, e),
                 Err(StopError::Gone) => {
-                    self.threads.remove(&tid);
+                    gone.push(tid);
                     continue;
                 }
                 Err(e) => {
@@ -174,7 +272,8 @@ impl Sampler {
         }
     }
 
-    /// A thread that could not be captured: forget it so the next tick starts afresh.
+    /// A thread that could not be captured: forget its counters so the next tick captures
+    /// it afresh.
     fn lost(&mut self, tid: i32, why: impl ToString) -> SampleData {
         self.threads.remove(&tid);
         SampleData::Lost(why.to_string())
@@ -183,6 +282,12 @@ impl Sampler {
     pub fn python_version(&self) -> Option<String> {
         self.python.as_ref().map(|p| p.version())
     }
+}
+
+enum Triage {
+    Unchanged,
+    Gone,
+    Ran(Ran),
 }
 
 fn fresh(ran: &Ran, regs: Regs, stack: StackSnapshot, python: Option<PyStack>) -> SampleData {

@@ -3,9 +3,10 @@
 //! samples to the processing thread. Nothing slow happens here: no unwinding, no symbols.
 
 mod capture;
+mod switches;
 mod ticker;
 
-pub use capture::Sampler;
+pub use capture::{SAMPLING_ENV, Sampler};
 pub use ticker::{StopReason, run_ticks};
 
 use crate::python::PyStack;
