@@ -105,6 +105,9 @@ impl Sampler {
 
     /// Capture every current thread of the target. `Err` when the process is gone.
     pub fn tick(&mut self, time_ns: u64) -> std::io::Result<Vec<RawSample>> {
+        // A thread that reached its stop after the deadline of an earlier tick stays stopped
+        // until released; it is not running, so no later stop would release it.
+        self.tracer.settle();
         let interval_ns = time_ns.saturating_sub(self.last_tick_ns).max(1);
         self.last_tick_ns = time_ns;
         let activity = self.switches.as_mut().map(SwitchLog::drain).filter(|a| !a.lost);
