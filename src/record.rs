@@ -59,10 +59,13 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
     let mut sampler = Sampler::new(pid, python, args.stack_bytes);
 
     let (tx, rx) = crossbeam_channel::bounded::<Vec<RawSample>>(1024);
+    let (full_regs_tx, full_regs_rx) = crossbeam_channel::unbounded();
+    sampler.take_full_register_requests(full_regs_rx);
     let include_native = !args.no_native;
     let keep_timeline = format.needs_timeline();
     let resolver_thread = std::thread::Builder::new().name("parprof-resolve".into()).spawn(move || {
         let mut resolver = Resolver::new(pid, include_native);
+        resolver.ask_full_registers_on(full_regs_tx);
         let mut profile = Profile::new(meta, keep_timeline);
         for batch in rx {
             for s in &batch {

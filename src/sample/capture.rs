@@ -1,9 +1,13 @@
-//! Capturing threads: read each thread's state from `/proc` first (never stop a thread to
-//! learn it was asleep), reuse the last sample of a thread that has not run, read blocked
-//! threads without stopping them, and stop only the running ones — all together.
+//! Capturing threads: learn which threads ran since the last tick (from the kernel's
+//! context-switch records, or by polling each thread's schedstat where those are not
+//! permitted), reuse the last sample of a thread that has not run, read blocked threads
+//! from `/proc` without stopping them, and stop only the running ones — all together.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
+use crossbeam_channel::Receiver;
+
+use super::switches::{Activity, SwitchLog};
 use super::{Fresh, RawSample, SampleData};
 use crate::python::{PyStack, PythonReader};
 use crate::target::ptrace::{STOP_DEADLINE, StopError, Tracer};
@@ -19,9 +23,16 @@ pub struct Sampler {
     threads: HashMap<i32, ThreadMemo>,
     /// Running threads that had not stopped by the deadline, with the ticks they missed.
     late: HashMap<i32, (Ran, Vec<u64>)>,
-    /// The thread list and the ticks since it was last read from the task directory.
+    /// Futex waiters to stop for all their registers rather than read from `/proc`, as
+    /// asked by the resolver (`Resolver::ask_full_registers_on`).
+    full_regs: HashSet<i32>,
+    full_regs_asks: Option<Receiver<i32>>,
+    /// The thread list (sorted) and the ticks since it was last read from the task directory.
     tids: Vec<i32>,
     ticks_since_listing: u32,
+    /// Context-switch records, when permitted; `None` means schedstat polling.
+    switches: Option<SwitchLog>,
+    last_tick_ns: u64,
     /// Whether any thread could not be stopped for lack of permission (reported once).
     pub permission_denied: bool,
 }
@@ -36,20 +47,24 @@ struct ThreadMemo {
     /// it then named a thread (a glibc mutex's owner): re-read while the thread sleeps, as
     /// the owner can change under a waiter.
     owned_futex: Option<u64>,
+    /// Runnable (state R) when last captured. Such a thread cannot block without running,
+    /// so until it runs again it is waiting for a CPU — which no switch record tells.
+    runnable: bool,
 }
 
-/// Re-read a thread's name after this many fresh captures.
+/// Re-read a thread's name after this many captures.
 const NAME_REFRESH: u32 = 100;
 
-/// Listing `/proc/<pid>/task` costs a directory walk per thread; it is redone when the
-/// process's thread count changes, and at least this often (a thread that started and
-/// another that exited between two ticks leave the count unchanged).
+/// When polling: listing `/proc/<pid>/task` costs a directory walk per thread; it is redone
+/// when the process's thread count changes, and at least this often (a thread that started
+/// and another that exited between two ticks leave the count unchanged).
 const RELIST_TICKS: u32 = 10;
 
-/// A thread that ran since its last sample, read from `/proc` but not yet captured.
-/// What is copied while a thread is stopped: its stack, and its Python frames.
-type Copied = (Result<StackSnapshot, String>, Option<PyStack>);
+/// Set to `poll` to sample by polling every thread's schedstat even where context-switch
+/// records are available (to compare the two).
+pub const SAMPLING_ENV: &str = "PARPROF_SAMPLING";
 
+/// A thread that ran since its last sample, read from `/proc` but not yet captured.
 struct Ran {
     tid: i32,
     name: Option<String>,
@@ -60,8 +75,35 @@ struct Ran {
     futex_owner: Option<i32>,
 }
 
+/// What is copied while a thread is stopped: its stack, and its Python frames.
+type Copied = (Result<StackSnapshot, String>, Option<PyStack>);
+
+/// What the tick knows of a thread before reading its counters.
+#[derive(Clone, Copy)]
+enum Hint {
+    /// No switch records this tick: read the counters to find out.
+    Unknown,
+    /// The switch records say it ran.
+    Ran,
+}
+
 impl Sampler {
+    /// A sampler for `pid`. Opens the context-switch rings unless `PARPROF_SAMPLING=poll`;
+    /// when they cannot be opened, says why once on stderr and polls instead.
     pub fn new(pid: i32, python: Option<PythonReader>, stack_bytes: usize) -> Self {
+        let mut switches = if std::env::var(SAMPLING_ENV).is_ok_and(|v| v == "poll") {
+            None
+        } else {
+            SwitchLog::open(pid)
+                .inspect_err(|e| eprintln!("parprof: {e}; polling every thread's schedstat instead (costlier with many threads)"))
+                .ok()
+        };
+        // Listed after the rings are open, so a thread created meanwhile is in the list or
+        // in a fork record, never in neither.
+        let tids = proc::threads(pid).unwrap_or_default();
+        if let Some(s) = switches.as_mut() {
+            s.reset_threads(&tids);
+        }
         Sampler {
             pid,
             mem: ProcessMemory::new(pid),
@@ -70,10 +112,19 @@ impl Sampler {
             stack_bytes,
             threads: HashMap::new(),
             late: HashMap::new(),
-            tids: Vec::new(),
+            full_regs: HashSet::new(),
+            full_regs_asks: None,
+            tids,
             ticks_since_listing: 0,
+            switches,
+            last_tick_ns: 0,
             permission_denied: false,
         }
+    }
+
+    /// Take the resolver's requests for threads to stop for all their registers.
+    pub fn take_full_register_requests(&mut self, rx: Receiver<i32>) {
+        self.full_regs_asks = Some(rx);
     }
 
     /// Capture every current thread of the target. `Err` when the process is gone.
@@ -82,12 +133,22 @@ impl Sampler {
         // else happens: one left stopped while holding a lock would freeze every waiter.
         let mut out = Vec::new();
         self.collect_late(&mut out);
-        let tids = self.thread_list()?;
+        if let Some(rx) = &self.full_regs_asks {
+            self.full_regs.extend(rx.try_iter());
+        }
+        let interval_ns = time_ns.saturating_sub(self.last_tick_ns).max(1);
+        self.last_tick_ns = time_ns;
+        let activity = self.switches.as_mut().map(SwitchLog::drain).filter(|a| !a.lost);
+        let tids = match &activity {
+            Some(a) => self.apply_births(a)?,
+            None => self.thread_list()?,
+        };
         if let Some(py) = self.python.as_mut() {
             py.refresh_threads();
         }
         out.reserve(tids.len());
         let mut running = Vec::new();
+        let mut gone = Vec::new();
         for &tid in &tids {
             if let Some((_, ticks)) = self.late.get_mut(&tid) {
                 // Seized and still not scheduled: it has not run, so this tick's sample is the
@@ -95,10 +156,31 @@ impl Sampler {
                 ticks.push(time_ns);
                 continue;
             }
-            let Some(ran) = self.triage(tid, time_ns, &mut out) else { continue };
+            let hint = match (&activity, self.threads.get_mut(&tid)) {
+                (Some(a), Some(memo)) if !memo.runnable && !a.ran.contains(&tid) => {
+                    let cpu_wait_ns = a.woken_waiting.get(&tid).copied().unwrap_or(0);
+                    let futex_owner = memo.owned_futex.and_then(|f| owner_beside(&self.mem, f));
+                    let data = SampleData::Unchanged { cpu_wait_ns };
+                    out.push(RawSample { tid, time_ns, name: None, data, futex_owner });
+                    continue;
+                }
+                (Some(a), _) if a.ran.contains(&tid) => Hint::Ran,
+                _ => Hint::Unknown,
+            };
+            let ran = match self.triage(tid, hint, time_ns, interval_ns, &mut out) {
+                Triage::Unchanged => continue,
+                Triage::Gone => {
+                    gone.push(tid);
+                    continue;
+                }
+                Triage::Ran(ran) => ran,
+            };
+            let futex_waiter = ran.syscall.number() == Some(libc::SYS_futex);
             match ran.syscall {
                 // Blocked: user registers are frozen until the syscall returns; no stop.
-                Syscall::Blocked { sp, pc, .. } | Syscall::BlockedNoSyscall { sp, pc } if ran.stat.state != 'R' => {
+                Syscall::Blocked { sp, pc, .. } | Syscall::BlockedNoSyscall { sp, pc }
+                    if ran.stat.state != 'R' && !(futex_waiter && self.full_regs.contains(&tid)) =>
+                {
                     let data = match copy_stack(&self.mem, sp, self.stack_bytes) {
                         // It returned before the copy was complete: the copy may not match
                         // the registers, so capture it as a running thread instead.
@@ -117,47 +199,89 @@ impl Sampler {
                 _ => running.push(ran),
             }
         }
-        self.capture_running(running, time_ns, &mut out);
+        self.capture_running(running, time_ns, &mut out, &mut gone);
+        for tid in gone {
+            self.forget(tid);
+        }
         // An owner that is not a thread of the target is not an owner (not a mutex).
         for s in &mut out {
-            s.futex_owner = s.futex_owner.filter(|t| tids.binary_search(t).is_ok());
+            s.futex_owner = s.futex_owner.filter(|t| self.tids.binary_search(t).is_ok());
         }
-        self.threads.retain(|tid, _| tids.binary_search(tid).is_ok());
-        self.late.retain(|tid, _| tids.binary_search(tid).is_ok());
-        // Threads that vanished this tick are dropped from the list until the next listing.
-        self.tids.retain(|tid| self.threads.contains_key(tid));
         Ok(out)
     }
 
-    fn thread_list(&mut self) -> std::io::Result<Vec<i32>> {
-        let count = ThreadStat::read(self.pid, self.pid)?.num_threads as usize;
-        self.ticks_since_listing += 1;
-        if count != self.tids.len() || self.ticks_since_listing >= RELIST_TICKS {
+    /// With switch records: the thread list follows their births and exits.
+    fn apply_births(&mut self, a: &Activity) -> std::io::Result<Vec<i32>> {
+        for tid in &a.exited {
+            self.forget(*tid);
+        }
+        for &tid in &a.born {
+            if let Err(i) = self.tids.binary_search(&tid) {
+                self.tids.insert(i, tid);
+            }
+        }
+        if self.tids.is_empty() {
+            // Every thread exited: is the process gone?
             self.tids = proc::threads(self.pid)?;
-            self.ticks_since_listing = 0;
         }
         Ok(self.tids.clone())
     }
 
-    /// Read a thread's counters; push an `Unchanged` sample and return `None` when it has
-    /// not run since its previous sample, else return what is needed to capture it.
-    fn triage(&mut self, tid: i32, time_ns: u64, out: &mut Vec<RawSample>) -> Option<Ran> {
+    /// Without switch records: the task directory, re-read when the thread count changes.
+    fn thread_list(&mut self) -> std::io::Result<Vec<i32>> {
+        let count = ThreadStat::read(self.pid, self.pid)?.num_threads as usize;
+        self.ticks_since_listing += 1;
+        if count != self.tids.len() || self.ticks_since_listing >= RELIST_TICKS || self.switches.is_some() {
+            self.tids = proc::threads(self.pid)?;
+            self.ticks_since_listing = 0;
+            let tids = &self.tids;
+            self.threads.retain(|tid, _| tids.binary_search(tid).is_ok());
+            if let Some(s) = self.switches.as_mut() {
+                // Records were lost: the list from the switch log may be stale too.
+                s.reset_threads(&self.tids);
+            }
+        }
+        Ok(self.tids.clone())
+    }
+
+    fn forget(&mut self, tid: i32) {
+        self.threads.remove(&tid);
+        self.late.remove(&tid);
+        self.full_regs.remove(&tid);
+        if let Ok(i) = self.tids.binary_search(&tid) {
+            self.tids.remove(i);
+        }
+        if let Some(s) = self.switches.as_mut() {
+            s.forget(tid);
+        }
+    }
+
+    /// Read a thread's counters; push an `Unchanged` sample when it has not run since its
+    /// previous sample, else return what is needed to capture it.
+    fn triage(&mut self, tid: i32, hint: Hint, time_ns: u64, interval_ns: u64, out: &mut Vec<RawSample>) -> Triage {
         let pid = self.pid;
         let is_new = !self.threads.contains_key(&tid);
         if is_new {
-            let sched_file = SchedStatFile::open(pid, tid).ok()?;
-            let sched = sched_file.read().ok()?;
-            let memo = ThreadMemo { sched_file, sched, name: String::new(), since_name: NAME_REFRESH, owned_futex: None };
+            let Ok(sched_file) = SchedStatFile::open(pid, tid) else { return Triage::Gone };
+            let Ok(sched) = sched_file.read() else { return Triage::Gone };
+            let memo = ThreadMemo { sched_file, sched, name: String::new(), since_name: NAME_REFRESH, runnable: false, owned_futex: None };
             self.threads.insert(tid, memo);
         }
-        let memo = self.threads.get_mut(&tid)?;
-        let Ok(sched) = memo.sched_file.read() else {
-            self.threads.remove(&tid);
-            return None;
-        };
+        let Some(memo) = self.threads.get_mut(&tid) else { return Triage::Gone };
+        let Ok(sched) = memo.sched_file.read() else { return Triage::Gone };
         let prev = std::mem::replace(&mut memo.sched, sched);
         let run_ns = sched.run_ns.saturating_sub(prev.run_ns);
-        let cpu_wait_ns = sched.wait_ns.saturating_sub(prev.wait_ns);
+        let mut cpu_wait_ns = sched.wait_ns.saturating_sub(prev.wait_ns);
+        let ran = is_new || run_ns > 0 || sched.timeslices != prev.timeslices || matches!(hint, Hint::Ran);
+        if !ran {
+            if memo.runnable {
+                // Runnable at its last capture and has not run since: it waited all along.
+                cpu_wait_ns = cpu_wait_ns.max(interval_ns);
+            }
+            let futex_owner = memo.owned_futex.and_then(|f| owner_beside(&self.mem, f));
+            out.push(RawSample { tid, time_ns, name: None, data: SampleData::Unchanged { cpu_wait_ns }, futex_owner });
+            return Triage::Unchanged;
+        }
         memo.since_name += 1;
         let mut name = None;
         if memo.since_name >= NAME_REFRESH {
@@ -168,29 +292,21 @@ impl Sampler {
                 name = Some(now);
             }
         }
-        // Idle captures count too: a thread that names itself right after it starts and
-        // then blocks must not keep its inherited name for a whole recording.
-        if !is_new && run_ns == 0 && sched.timeslices == prev.timeslices {
-            let futex_owner = memo.owned_futex.and_then(|a| owner_beside(&self.mem, a));
-            let data = SampleData::Unchanged { cpu_wait_ns };
-            out.push(RawSample { tid, time_ns, name, data, futex_owner });
-            return None;
-        }
-        let stat = ThreadStat::read(pid, tid).ok()?;
-        let syscall = Syscall::read(pid, tid).ok()?;
+        let (Ok(stat), Ok(syscall)) = (ThreadStat::read(pid, tid), Syscall::read(pid, tid)) else { return Triage::Gone };
+        memo.runnable = stat.state == 'R';
         let futex = match syscall {
             Syscall::Blocked { nr: libc::SYS_futex, args, .. } => Some(args[0]),
             _ => None,
         };
         let futex_owner = futex.and_then(|a| owner_beside(&self.mem, a));
         memo.owned_futex = futex.filter(|_| futex_owner.is_some());
-        Some(Ran { tid, name, stat, syscall, run_ns, cpu_wait_ns, futex_owner })
+        Triage::Ran(Ran { tid, name, stat, syscall, run_ns, cpu_wait_ns, futex_owner })
     }
 
     /// Stop the running threads together; copy each one's stack (and Python frames) while
     /// it is stopped, since both change as soon as it runs again. A thread that does not
     /// stop in time is kept for `collect_late`.
-    fn capture_running(&mut self, running: Vec<Ran>, time_ns: u64, out: &mut Vec<RawSample>) {
+    fn capture_running(&mut self, running: Vec<Ran>, time_ns: u64, out: &mut Vec<RawSample>, gone: &mut Vec<i32>) {
         if running.is_empty() {
             return;
         }
@@ -206,13 +322,16 @@ impl Sampler {
                 Err(StopError::Timeout) => {
                     self.late.insert(tid, (ran, vec![time_ns]));
                 }
+                Err(StopError::Gone) => gone.push(tid),
                 result => self.finish(ran, time_ns, result, out),
             }
         }
     }
 
     /// Capture the threads that missed an earlier tick's stop deadline and have stopped
-    /// since, as samples of that tick. They were runnable but had no CPU the whole time.
+    /// since, as samples of the ticks they missed. A thread reaches its stop before running
+    /// any of its own code, so what it shows is what it was at those ticks: runnable, with
+    /// no CPU the whole time.
     fn collect_late(&mut self, out: &mut Vec<RawSample>) {
         if self.late.is_empty() {
             return;
@@ -226,6 +345,10 @@ impl Sampler {
             let wait_ns = STOP_DEADLINE.as_nanos() as u64;
             ran.run_ns = 0;
             ran.cpu_wait_ns = ran.cpu_wait_ns.max(wait_ns);
+            if matches!(result, Err(StopError::Gone)) {
+                self.forget(tid);
+                continue;
+            }
             self.finish(ran, ticks[0], result, out);
             for &time_ns in &ticks[1..] {
                 let data = SampleData::Unchanged { cpu_wait_ns: wait_ns };
@@ -243,10 +366,6 @@ impl Sampler {
                 fresh(&ran, regs, stack, py, blocked_after_tick)
             }
             Ok((_, (Err(e), _))) => self.lost(tid, e),
-            Err(StopError::Gone) => {
-                self.threads.remove(&tid);
-                return;
-            }
             Err(e) => {
                 self.permission_denied |= e == StopError::Permission;
                 self.lost(tid, e.to_string())
@@ -255,7 +374,8 @@ impl Sampler {
         out.push(RawSample { tid, time_ns, name: ran.name, data, futex_owner: ran.futex_owner });
     }
 
-    /// A thread that could not be captured: forget it so the next tick starts afresh.
+    /// A thread that could not be captured: forget its counters so the next tick captures
+    /// it afresh.
     fn lost(&mut self, tid: i32, why: impl ToString) -> SampleData {
         self.threads.remove(&tid);
         SampleData::Lost(why.to_string())
@@ -264,6 +384,12 @@ impl Sampler {
     pub fn python_version(&self) -> Option<String> {
         self.python.as_ref().map(|p| p.version())
     }
+}
+
+enum Triage {
+    Unchanged,
+    Gone,
+    Ran(Ran),
 }
 
 /// Whether the thread was stopped inside a blocking system call that our interrupt cut

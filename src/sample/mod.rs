@@ -4,9 +4,10 @@
 
 mod capture;
 pub mod priority;
+mod switches;
 mod ticker;
 
-pub use capture::Sampler;
+pub use capture::{SAMPLING_ENV, Sampler};
 pub use ticker::{StopReason, run_ticks};
 
 use crate::python::PyStack;

@@ -1,0 +1,228 @@
+#!/usr/bin/env bash
+# parprof's overhead beside perf and py-spy (issue 6). One command, from the repository:
+#
+#     benches/overhead.sh
+#
+# Builds parprof (release) and the fixtures, installs py-spy into a venv under target/bench
+# and inferno's CLI under target/bench/cargo when they are not on PATH, then prints:
+#   a. target slowdown on fixed work (fixtures/bench/parked.c, 0 parked + 2 or 8 busy
+#      threads; fixtures/bench/pywork.py on python3): parprof vs perf / py-spy vs nothing;
+#   b. parprof's own CPU with 1000 parked + 4 busy threads at 100 Hz (switch records, and
+#      schedstat polling for comparison);
+#   c. post-processing of a POST_SECS 8-thread recording to SVG: parprof's end-of-recording
+#      write vs `perf script | inferno-collapse-perf | inferno-flamegraph`;
+#   d. parprof's peak RSS recording 100 threads, extrapolated to 10 minutes.
+# Each scenario runs ROUNDS times, interleaved; figures are medians. Must run as root (or
+# with ptrace and perf permissions). Knobs (environment):
+#   ROUNDS=5 SECS=4 RATES="100 1000" BUSY="2 8" POST_SECS=60 POST_ROUNDS=3 MEM_SECS="30 120"
+#   ONLY="a b c d" (a subset of scenarios)
+set -euo pipefail
+
+ROUNDS=${ROUNDS:-5}
+SECS=${SECS:-4}
+RATES=${RATES:-100 1000}
+BUSY=${BUSY:-2 8}
+POST_SECS=${POST_SECS:-60}
+POST_ROUNDS=${POST_ROUNDS:-3}
+MEM_SECS=${MEM_SECS:-30 120}
+ONLY=${ONLY:-a b c d}
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+work=$repo/target/bench
+tmp=$work/tmp
+mkdir -p "$work" "$tmp"
+say() { printf '%s\n' "$*" >&2; }
+median() { sort -g | awk '{v[NR] = $1} END {if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
+wants() { [[ " $ONLY " == *" $1 "* ]]; }
+
+# --- tools ---------------------------------------------------------------------------
+say "building parprof (release) and fixtures..."
+cargo build --release --quiet --manifest-path "$repo/Cargo.toml"
+PARPROF=$repo/target/release/parprof
+cc -O2 -g -pthread "$repo/fixtures/bench/parked.c" -o "$work/parked"
+PARKED=$work/parked
+PYTHON=$(command -v python3)
+PYWORK=$repo/fixtures/bench/pywork.py
+RUSAGE=("$PYTHON" "$repo/benches/rusage.py")
+
+PERF=$(command -v perf || true)
+if [[ -n $PERF ]] && ! "$PERF" record -q -o "$tmp/probe.data" -- true >/dev/null 2>&1; then
+    say "skipping perf: 'perf record' does not work here"; PERF=
+elif [[ -z $PERF ]]; then
+    say "skipping perf: not installed (apt-get install linux-perf)"
+fi
+
+PYSPY=$(command -v py-spy || true)
+if [[ -z $PYSPY ]]; then
+    if [[ ! -x $work/venv/bin/py-spy ]]; then
+        say "installing py-spy into $work/venv..."
+        "$PYTHON" -m venv "$work/venv" && "$work/venv/bin/pip" install -q py-spy >&2 || true
+    fi
+    if [[ -x $work/venv/bin/py-spy ]]; then PYSPY=$work/venv/bin/py-spy; else say "skipping py-spy: could not be installed"; fi
+fi
+
+INFERNO_BIN=
+if wants c; then
+    INFERNO_BIN=$(dirname "$(command -v inferno-flamegraph || echo "$work/cargo/bin/x")")
+    if [[ ! -x $INFERNO_BIN/inferno-flamegraph ]]; then
+        say "installing inferno's CLI into $work/cargo..."
+        cargo install --quiet --locked inferno --root "$work/cargo" >&2 || true
+        INFERNO_BIN=$work/cargo/bin
+    fi
+    [[ -x $INFERNO_BIN/inferno-flamegraph ]] || { say "skipping inferno: could not be installed"; INFERNO_BIN=; }
+fi
+
+# Start a fixture in the background; sets FX_PID once it printed "ready".
+start_fixture() {
+    local out=$tmp/fixture.out
+    : >"$out"
+    "$@" >"$out" 2>/dev/null &
+    FX_PID=$!
+    until grep -q '^ready' "$out" 2>/dev/null; do sleep 0.05; done
+}
+stop_fixture() { kill "$FX_PID" 2>/dev/null || true; wait "$FX_PID" 2>/dev/null || true; }
+work_of() { awk '/^work/ {print $2}'; }
+
+# --- a. target slowdown on fixed work ----------------------------------------------------
+# One run of the native fixture under TOOL at HZ with BUSY threads: prints its work count.
+native_run() {
+    local tool=$1 hz=$2 busy=$3
+    local cmd=("$PARKED" "$SECS" 0 "$busy")
+    case $tool in
+        none) "${cmd[@]}" ;;
+        parprof) "$PARPROF" record --rate "$hz" -o "$tmp/a.folded" -- "${cmd[@]}" 2>/dev/null ;;
+        perf) "$PERF" record -q --call-graph dwarf -F "$hz" -o "$tmp/a.data" -- "${cmd[@]}" 2>/dev/null ;;
+    esac | work_of
+}
+
+python_run() {
+    local tool=$1 hz=$2
+    local cmd=("$PYTHON" "$PYWORK" "$SECS" 2)
+    case $tool in
+        none) "${cmd[@]}" ;;
+        parprof) "$PARPROF" record --rate "$hz" -o "$tmp/py.folded" -- "${cmd[@]}" 2>/dev/null ;;
+        py-spy) "$PYSPY" record -r "$hz" -f raw -o "$tmp/py.txt" -- "${cmd[@]}" 2>/dev/null ;;
+    esac | work_of
+}
+
+mean() { awk -v a="$1" -v b="$2" 'BEGIN {if (a == "" || b == "") print a b; else print (a + b) / 2}'; }
+
+# Slowdown in percent of the run's work against the same round's unprofiled work.
+slowdown() { awk -v w="$1" -v base="$2" 'BEGIN {if (w == "" || base == "" || base == 0) print "nan"; else printf "%.2f\n", (1 - w / base) * 100}'; }
+
+if wants a; then
+    say "a. target slowdown: $ROUNDS rounds of ${SECS}s runs..."
+    declare -A A
+    native_tools=(parprof); [[ -n $PERF ]] && native_tools+=(perf)
+    py_tools=(parprof); [[ -n $PYSPY ]] && py_tools+=(py-spy)
+    for ((r = 1; r <= ROUNDS; r++)); do
+        # Each profiled run is compared with unprofiled runs just before and after it (their
+        # mean), so the load other processes put on the machine cancels out as far as it can.
+        for busy in $BUSY; do
+            before=$(native_run none 0 "$busy")
+            for hz in $RATES; do
+                for tool in "${native_tools[@]}"; do
+                    w=$(native_run "$tool" "$hz" "$busy")
+                    after=$(native_run none 0 "$busy")
+                    A["$busy $hz $tool"]+="$(slowdown "$w" "$(mean "$before" "$after")") "
+                    before=$after
+                done
+            done
+        done
+        for hz in $RATES; do
+            before=$(python_run none 0)
+            for tool in "${py_tools[@]}"; do
+                w=$(python_run "$tool" "$hz")
+                after=$(python_run none 0)
+                A["py $hz $tool"]+="$(slowdown "$w" "$(mean "$before" "$after")") "
+                before=$after
+            done
+        done
+        say "  round $r done"
+    done
+    echo
+    echo "a. target slowdown on fixed work (median % of work lost vs no profiler, $ROUNDS interleaved rounds of ${SECS}s)"
+    printf '   %-28s %10s %10s\n' "workload @ rate" parprof "perf/py-spy"
+    for busy in $BUSY; do
+        for hz in $RATES; do
+            p=$(tr ' ' '\n' <<<"${A["$busy $hz parprof"]}" | awk NF | median)
+            o=$( [[ -n $PERF ]] && tr ' ' '\n' <<<"${A["$busy $hz perf"]}" | awk NF | median || echo "skipped")
+            printf '   %-28s %9s%% %9s%%   (perf record --call-graph dwarf)\n' "C, $busy busy @ $hz Hz" "$p" "$o"
+        done
+    done
+    for hz in $RATES; do
+        p=$(tr ' ' '\n' <<<"${A["py $hz parprof"]}" | awk NF | median)
+        o=$( [[ -n $PYSPY ]] && tr ' ' '\n' <<<"${A["py $hz py-spy"]}" | awk NF | median || echo "skipped")
+        printf '   %-28s %9s%% %9s%%   (py-spy record)\n' "Python 2 threads @ $hz Hz" "$p" "$o"
+    done
+fi
+
+# --- b. parprof's own CPU with 1000 parked threads ------------------------------------------
+if wants b; then
+    say "b. own CPU, 1000 parked + 4 busy @ 100 Hz: $ROUNDS rounds of 10 s..."
+    declare -A B
+    for ((r = 1; r <= ROUNDS; r++)); do
+        for mode in switch poll; do
+            start_fixture "$PARKED" 13 1000 4
+            PARPROF_SAMPLING=$mode "${RUSAGE[@]}" "$tmp/b.rusage" "$PARPROF" record --pid "$FX_PID" --rate 100 --duration 10 -o "$tmp/b.folded" || true
+            stop_fixture
+            B[$mode]+="$(awk '{printf "%.2f", $1 / $2 * 100}' "$tmp/b.rusage") "
+        done
+    done
+    echo
+    echo "b. parprof's own CPU, 1000 parked + 4 busy threads @ 100 Hz (median % of one core, $ROUNDS rounds of 10 s)"
+    printf '   %-28s %9s%%\n' "context-switch records" "$(tr ' ' '\n' <<<"${B[switch]}" | awk NF | median)"
+    printf '   %-28s %9s%%\n' "schedstat polling" "$(tr ' ' '\n' <<<"${B[poll]}" | awk NF | median)"
+fi
+
+# --- c. post-processing to SVG -----------------------------------------------------------------
+if wants c; then
+    say "c. post-processing: $POST_ROUNDS rounds of ${POST_SECS}s recordings of 8 busy threads..."
+    declare -A C
+    for ((r = 1; r <= POST_ROUNDS; r++)); do
+        start_fixture "$PARKED" $((POST_SECS + 15)) 0 8
+        "${RUSAGE[@]}" "$tmp/c.rusage" "$PARPROF" record --pid "$FX_PID" --rate 100 --duration "$POST_SECS" -o "$tmp/c.svg" || true
+        stop_fixture
+        # Wall time past the recording's duration: draining the resolver and writing the SVG.
+        C[parprof]+="$(awk -v d="$POST_SECS" '{printf "%.2f", $2 - d}' "$tmp/c.rusage") "
+        if [[ -n $PERF && -n $INFERNO_BIN ]]; then
+            start_fixture "$PARKED" $((POST_SECS + 15)) 0 8
+            "$PERF" record -q --call-graph dwarf -F 100 -p "$FX_PID" -o "$tmp/c.data" -- sleep "$POST_SECS" 2>/dev/null >/dev/null
+            stop_fixture
+            start=$(date +%s.%N)
+            "$PERF" script -i "$tmp/c.data" 2>/dev/null | "$INFERNO_BIN/inferno-collapse-perf" | "$INFERNO_BIN/inferno-flamegraph" >"$tmp/c-perf.svg"
+            C[perf]+="$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN {printf "%.2f", e - s}') "
+        fi
+    done
+    echo
+    echo "c. post-processing of a ${POST_SECS}s 8-thread recording @ 100 Hz to SVG (median s, $POST_ROUNDS rounds)"
+    printf '   %-52s %8ss\n' "parprof (end of recording until the SVG is written)" "$(tr ' ' '\n' <<<"${C[parprof]}" | awk NF | median)"
+    if [[ -n ${C[perf]:-} ]]; then
+        printf '   %-52s %8ss\n' "perf script | inferno-collapse-perf | inferno-flamegraph" "$(tr ' ' '\n' <<<"${C[perf]}" | awk NF | median)"
+    else
+        echo "   perf + inferno: skipped (see above)"
+    fi
+fi
+
+# --- d. memory on a long recording -------------------------------------------------------------
+if wants d; then
+    say "d. memory: 100 threads @ 100 Hz for $MEM_SECS s..."
+    echo
+    echo "d. parprof's peak RSS recording 100 threads (96 parked + 4 busy) @ 100 Hz"
+    points=()
+    for secs in $MEM_SECS; do
+        start_fixture "$PARKED" $((secs + 10)) 96 4
+        "${RUSAGE[@]}" "$tmp/d.rusage" "$PARPROF" record --pid "$FX_PID" --rate 100 --duration "$secs" -o "$tmp/d.folded" || true
+        stop_fixture
+        kib=$(awk '{print $3}' "$tmp/d.rusage")
+        printf '   %6s s: %8.1f MiB\n' "$secs" "$(awk -v k="$kib" 'BEGIN {print k / 1024}')"
+        points+=("$secs $kib")
+    done
+    if ((${#points[@]} >= 2)); then
+        printf '%s\n' "${points[@]}" | awk 'NR == 1 {t1 = $1; k1 = $2} {t2 = $1; k2 = $2}
+            END {slope = (t2 > t1) ? (k2 - k1) / (t2 - t1) : 0; if (slope < 0) slope = 0
+                 printf "   600 s (extrapolated linearly from the runs above): %.1f MiB (%.1f KiB/s growth)\n", (k2 + slope * (600 - t2)) / 1024, slope}'
+    fi
+fi
+echo
+echo "machine: $(nproc) CPUs, $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo), kernel $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -1,0 +1,441 @@
+//! Which of the target's threads ran since the last tick, told by the kernel instead of
+//! asked of every thread: one perf ring per CPU receives that CPU's context-switch records
+//! (`PERF_RECORD_SWITCH_CPU_WIDE`), thread creations and exits (`task`), and the
+//! `sched:sched_wakeup` tracepoint. A tick then costs a few reads per CPU plus work for the
+//! threads that actually ran, however many threads sit parked.
+//!
+//! Why CPU-wide rings rather than one event per thread: per-thread events cost a file
+//! descriptor and a ring per thread (a thousand threads, a thousand mmaps), miss threads
+//! created between listing and opening, and put perf's per-task context switch on every
+//! target switch; CPU-wide rings cost O(CPUs) whatever the thread count, at the price of
+//! also receiving (and discarding) other processes' switches — a few thousand small records
+//! per second on a busy machine. They need CAP_PERFMON (or root, or
+//! `perf_event_paranoid` ≤ 0); without it the sampler polls schedstat instead.
+
+use std::collections::{HashMap, HashSet};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use perf_event_open_sys as sys;
+use perf_event_open_sys::bindings as pb;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SwitchError {
+    #[error("not permitted to read context-switch records (needs CAP_PERFMON or perf_event_paranoid <= 0)")]
+    Permission,
+    #[error("perf_event_open failed: {0}")]
+    Open(std::io::Error),
+    #[error("cannot map the perf ring: {0}")]
+    Mmap(std::io::Error),
+    #[error("cannot read the online CPUs: {0}")]
+    Cpus(std::io::Error),
+}
+
+/// What happened to the target's threads between two drains.
+#[derive(Debug, Default)]
+pub struct Activity {
+    /// Threads that were on a CPU at some moment since the previous drain.
+    pub ran: HashSet<i32>,
+    /// Threads woken since they last slept that have not had a CPU since: nanoseconds of
+    /// the interval they spent runnable but waiting.
+    pub woken_waiting: HashMap<i32, u64>,
+    /// Threads created and exited since the previous drain.
+    pub born: Vec<i32>,
+    pub exited: Vec<i32>,
+    /// Records were dropped (a ring overflowed): this interval's facts are incomplete.
+    pub lost: bool,
+}
+
+/// Per-CPU perf rings delivering context switches, wakeups and thread births/exits.
+pub struct SwitchLog {
+    pid: i32,
+    rings: Vec<Ring>,
+    /// Where the woken thread's id sits in a `sched_wakeup` raw record, when the
+    /// tracepoint could be opened.
+    wakee_offset: Option<usize>,
+    /// The target thread each CPU is running (by its latest switch record), if any.
+    on_cpu: Vec<Option<i32>>,
+    /// The target's threads, kept up to date from fork and exit records.
+    threads: HashSet<i32>,
+    /// Threads woken and not yet switched in: when they were woken (CLOCK_MONOTONIC ns).
+    waking: HashMap<i32, u64>,
+    last_drain_ns: u64,
+    /// Records gathered from all rings, reused each drain.
+    scratch: Vec<Record>,
+    buf: Vec<u8>,
+}
+
+/// Pages per ring (a power of two): 256 KiB holds ~5000 switch records, a 10 ms tick's
+/// worth at half a million context switches per second.
+const RING_PAGES: usize = 64;
+
+#[derive(Debug, Clone, Copy)]
+enum Event {
+    SwitchIn,
+    SwitchOut,
+    Wakeup(i32),
+    Fork,
+    Exit,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Record {
+    time: u64,
+    cpu: usize,
+    pid: i32,
+    tid: i32,
+    event: Event,
+}
+
+impl SwitchLog {
+    /// Open the rings for every online CPU, for `pid`; its threads are then told with
+    /// `reset_threads`.
+    pub fn open(pid: i32) -> Result<SwitchLog, SwitchError> {
+        let cpus = online_cpus().map_err(SwitchError::Cpus)?;
+        let wakeup = wakeup_tracepoint();
+        let mut rings = Vec::with_capacity(cpus.len());
+        let mut wakee_offset = wakeup.map(|(_, off)| off);
+        for &cpu in &cpus {
+            let mut ring = Ring::open(cpu)?;
+            if let Some((id, _)) = wakeup {
+                // Without the tracepoint, woken threads that wait for a CPU keep their
+                // previous state until they run: a loss of detail, not of correctness.
+                if ring.add_wakeups(id).is_err() {
+                    wakee_offset = None;
+                }
+            }
+            rings.push(ring);
+        }
+        let max_cpu = cpus.iter().max().map_or(0, |c| c + 1);
+        Ok(SwitchLog {
+            pid,
+            rings,
+            wakee_offset,
+            on_cpu: vec![None; max_cpu],
+            threads: HashSet::new(),
+            waking: HashMap::new(),
+            last_drain_ns: monotonic_ns(),
+            scratch: Vec::new(),
+            buf: Vec::new(),
+        })
+    }
+
+    /// Everything recorded since the previous drain.
+    pub fn drain(&mut self) -> Activity {
+        let now = monotonic_ns();
+        let mut act = Activity::default();
+        let mut records = std::mem::take(&mut self.scratch);
+        records.clear();
+        for ring in &mut self.rings {
+            act.lost |= ring.read(&mut self.buf, self.wakee_offset, &mut records);
+        }
+        // Rings are per CPU; a wakeup on one CPU and the switch-in it causes on another
+        // must be seen in the order they happened.
+        records.sort_by_key(|r| r.time);
+        for cpu in self.on_cpu.iter().flatten() {
+            act.ran.insert(*cpu);
+        }
+        for r in &records {
+            self.apply(r, &mut act);
+        }
+        for cpu in self.on_cpu.iter().flatten() {
+            act.ran.insert(*cpu);
+        }
+        let since = self.last_drain_ns;
+        for (&tid, &woken) in &self.waking {
+            if !act.ran.contains(&tid) {
+                act.woken_waiting.insert(tid, now.saturating_sub(woken.max(since)).max(1));
+            }
+        }
+        self.last_drain_ns = now;
+        self.scratch = records;
+        act
+    }
+
+    fn apply(&mut self, r: &Record, act: &mut Activity) {
+        let ours = r.pid == self.pid;
+        match r.event {
+            Event::SwitchIn => {
+                self.on_cpu[r.cpu] = ours.then_some(r.tid);
+                if ours {
+                    act.ran.insert(r.tid);
+                    self.waking.remove(&r.tid);
+                }
+            }
+            Event::SwitchOut => {
+                self.on_cpu[r.cpu] = None;
+                if ours {
+                    act.ran.insert(r.tid);
+                }
+            }
+            Event::Wakeup(wakee) => {
+                if self.threads.contains(&wakee) && !self.on_cpu.contains(&Some(wakee)) {
+                    self.waking.entry(wakee).or_insert(r.time);
+                }
+            }
+            Event::Fork if ours && r.tid != r.pid && self.threads.insert(r.tid) => act.born.push(r.tid),
+            Event::Exit if ours && self.threads.remove(&r.tid) => {
+                self.waking.remove(&r.tid);
+                act.exited.push(r.tid);
+            }
+            Event::Fork | Event::Exit => {}
+        }
+    }
+
+    /// Forget a thread the sampler found gone (its exit record may have been lost).
+    pub fn forget(&mut self, tid: i32) {
+        self.threads.remove(&tid);
+        self.waking.remove(&tid);
+    }
+
+    /// Start from a thread list (at open, and after lost records).
+    pub fn reset_threads(&mut self, tids: &[i32]) {
+        self.threads = tids.iter().copied().collect();
+        self.waking.retain(|tid, _| self.threads.contains(tid));
+    }
+}
+
+/// One CPU's ring: the dummy switch/task event, with the wakeup tracepoint's output
+/// redirected into it.
+struct Ring {
+    cpu: usize,
+    fd: OwnedFd,
+    wakeup_fd: Option<OwnedFd>,
+    base: *mut u8,
+    len: usize,
+}
+
+// SAFETY: the mapping is owned by the Ring and only touched through `&mut self`.
+unsafe impl Send for Ring {}
+
+impl Ring {
+    fn open(cpu: usize) -> Result<Ring, SwitchError> {
+        let mut attr = base_attr();
+        attr.type_ = pb::PERF_TYPE_SOFTWARE;
+        attr.config = pb::PERF_COUNT_SW_DUMMY as u64;
+        attr.set_context_switch(1);
+        attr.set_task(1);
+        let fd = perf_open(&mut attr, cpu)?;
+        let page = page_size();
+        let len = page * (1 + RING_PAGES);
+        // SAFETY: a fresh shared read-write mapping of the perf fd, as perf_event_open(2) describes.
+        let base = unsafe {
+            libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd.as_raw_fd(), 0)
+        };
+        if base == libc::MAP_FAILED {
+            return Err(SwitchError::Mmap(std::io::Error::last_os_error()));
+        }
+        Ok(Ring { cpu, fd, wakeup_fd: None, base: base.cast(), len })
+    }
+
+    fn add_wakeups(&mut self, tracepoint_id: u64) -> Result<(), SwitchError> {
+        let mut attr = base_attr();
+        attr.type_ = pb::PERF_TYPE_TRACEPOINT;
+        attr.config = tracepoint_id;
+        attr.sample_period = 1;
+        attr.sample_type |= pb::PERF_SAMPLE_RAW as u64;
+        let fd = perf_open(&mut attr, self.cpu)?;
+        // SAFETY: both descriptors are perf events on the same CPU with the same clock.
+        if unsafe { sys::ioctls::SET_OUTPUT(fd.as_raw_fd(), self.fd.as_raw_fd()) } != 0 {
+            return Err(SwitchError::Open(std::io::Error::last_os_error()));
+        }
+        self.wakeup_fd = Some(fd);
+        Ok(())
+    }
+
+    fn header(&self) -> *mut pb::perf_event_mmap_page {
+        self.base.cast()
+    }
+
+    /// Append this ring's new records to `out`; true if the kernel dropped some.
+    fn read(&mut self, buf: &mut Vec<u8>, wakee_offset: Option<usize>, out: &mut Vec<Record>) -> bool {
+        let h = self.header();
+        // SAFETY: the header page is mapped for the ring's lifetime; data_head is written by
+        // the kernel and read with acquire ordering, data_tail is ours.
+        let (head, tail, offset, size) = unsafe {
+            let head = AtomicU64::from_ptr(&raw mut (*h).data_head).load(Ordering::Acquire);
+            let tail = (*h).data_tail;
+            let offset = match (*h).data_offset { 0 => page_size() as u64, o => o };
+            let size = match (*h).data_size { 0 => (RING_PAGES * page_size()) as u64, s => s };
+            (head, tail, offset as usize, size as usize)
+        };
+        buf.clear();
+        let data = unsafe { std::slice::from_raw_parts(self.base.add(offset), size) };
+        let start = (tail % size as u64) as usize;
+        let avail = (head - tail) as usize;
+        let first = avail.min(size - start);
+        buf.extend_from_slice(&data[start..start + first]);
+        buf.extend_from_slice(&data[..avail - first]);
+        // SAFETY: as above; release so the kernel sees our reads done before reusing space.
+        unsafe { AtomicU64::from_ptr(&raw mut (*h).data_tail).store(head, Ordering::Release) };
+        parse_records(buf, self.cpu, wakee_offset, out)
+    }
+}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        // SAFETY: unmapping the mapping made in `open`; the fds close after.
+        unsafe { libc::munmap(self.base.cast(), self.len) };
+    }
+}
+
+/// Parse a ring's records; returns whether a `LOST` record was among them.
+fn parse_records(buf: &[u8], cpu: usize, wakee_offset: Option<usize>, out: &mut Vec<Record>) -> bool {
+    let u16_at = |b: &[u8], o: usize| b.get(o..o + 2).map(|s| u16::from_ne_bytes([s[0], s[1]]));
+    let u32_at = |b: &[u8], o: usize| b.get(o..o + 4).map(|s| u32::from_ne_bytes(s.try_into().unwrap_or_default()));
+    let u64_at = |b: &[u8], o: usize| b.get(o..o + 8).map(|s| u64::from_ne_bytes(s.try_into().unwrap_or_default()));
+    let mut lost = false;
+    let mut at = 0;
+    while let (Some(kind), Some(misc), Some(size)) = (u32_at(buf, at), u16_at(buf, at + 4), u16_at(buf, at + 6)) {
+        let size = size as usize;
+        let Some(rec) = buf.get(at..at + size).filter(|_| size >= 8) else { break };
+        at += size;
+        // Every record ends with the sample id (pid, tid, time); samples start with it.
+        let trailer = |r: &[u8]| Some((u32_at(r, r.len() - 16)? as i32, u32_at(r, r.len() - 12)? as i32, u64_at(r, r.len() - 8)?));
+        let parsed = match kind {
+            pb::PERF_RECORD_SWITCH_CPU_WIDE if rec.len() >= 32 => trailer(rec).map(|(pid, tid, time)| {
+                let out = misc as u32 & sys::bindings::PERF_RECORD_MISC_SWITCH_OUT != 0;
+                Record { time, cpu, pid, tid, event: if out { Event::SwitchOut } else { Event::SwitchIn } }
+            }),
+            pb::PERF_RECORD_FORK | pb::PERF_RECORD_EXIT if rec.len() >= 32 => (|| {
+                let (pid, tid, time) = (u32_at(rec, 8)? as i32, u32_at(rec, 16)? as i32, u64_at(rec, 24)?);
+                let event = if kind == pb::PERF_RECORD_FORK { Event::Fork } else { Event::Exit };
+                Some(Record { time, cpu, pid, tid, event })
+            })(),
+            pb::PERF_RECORD_SAMPLE => (|| {
+                // pid, tid, time, then the raw tracepoint data (u32 size, bytes).
+                let (pid, tid, time) = (u32_at(rec, 8)? as i32, u32_at(rec, 12)? as i32, u64_at(rec, 16)?);
+                let wakee = u32_at(rec, 28 + wakee_offset?)? as i32;
+                Some(Record { time, cpu, pid, tid, event: Event::Wakeup(wakee) })
+            })(),
+            pb::PERF_RECORD_LOST | pb::PERF_RECORD_LOST_SAMPLES => {
+                lost = true;
+                None
+            }
+            _ => None,
+        };
+        out.extend(parsed);
+    }
+    lost
+}
+
+fn base_attr() -> pb::perf_event_attr {
+    let mut attr = pb::perf_event_attr {
+        size: std::mem::size_of::<pb::perf_event_attr>() as u32,
+        sample_type: (pb::PERF_SAMPLE_TID | pb::PERF_SAMPLE_TIME) as u64,
+        clockid: libc::CLOCK_MONOTONIC,
+        ..Default::default()
+    };
+    attr.set_sample_id_all(1);
+    attr.set_use_clockid(1);
+    attr
+}
+
+fn perf_open(attr: &mut pb::perf_event_attr, cpu: usize) -> Result<OwnedFd, SwitchError> {
+    // SAFETY: `attr` is a fully initialised attribute block of the size it declares.
+    let fd = unsafe { sys::perf_event_open(attr, -1, cpu as i32, -1, pb::PERF_FLAG_FD_CLOEXEC as libc::c_ulong) };
+    if fd < 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(match e.raw_os_error() {
+            Some(libc::EACCES) | Some(libc::EPERM) => SwitchError::Permission,
+            _ => SwitchError::Open(e),
+        });
+    }
+    // SAFETY: a descriptor just returned by the kernel, owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The `sched:sched_wakeup` tracepoint's id and the offset of the woken thread's id in its
+/// raw record, from tracefs.
+fn wakeup_tracepoint() -> Option<(u64, usize)> {
+    ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"].iter().find_map(|root| {
+        let dir = format!("{root}/events/sched/sched_wakeup");
+        let id = std::fs::read_to_string(format!("{dir}/id")).ok()?.trim().parse().ok()?;
+        let format = std::fs::read_to_string(format!("{dir}/format")).ok()?;
+        Some((id, field_offset(&format, "pid")?))
+    })
+}
+
+/// The offset of `field` in a tracefs event format (`field:pid_t pid;\toffset:24;...`).
+fn field_offset(format: &str, field: &str) -> Option<usize> {
+    format.lines().find_map(|line| {
+        let mut parts = line.trim().split(';');
+        let decl = parts.next()?.strip_prefix("field:")?;
+        if decl.rsplit(' ').next()? != field {
+            return None;
+        }
+        parts.next()?.trim().strip_prefix("offset:")?.parse().ok()
+    })
+}
+
+/// Online CPUs from `/sys/devices/system/cpu/online` (`0-3,6,8-9`).
+fn online_cpus() -> std::io::Result<Vec<usize>> {
+    let text = std::fs::read_to_string("/sys/devices/system/cpu/online")?;
+    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, format!("unreadable CPU list {text:?}"));
+    let mut cpus = Vec::new();
+    for part in text.trim().split(',').filter(|p| !p.is_empty()) {
+        let (a, b) = part.split_once('-').unwrap_or((part, part));
+        let (a, b): (usize, usize) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+        cpus.extend(a..=b);
+    }
+    Ok(cpus)
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds, the clock the records are stamped with.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wakeup_format_offset() {
+        let f = "\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\tfield:char comm[16];\toffset:8;\tsize:16;\tsigned:0;\n\tfield:pid_t pid;\toffset:24;\tsize:4;\tsigned:1;\n";
+        assert_eq!(field_offset(f, "pid"), Some(24));
+        assert_eq!(field_offset(f, "prio"), None);
+    }
+
+    #[test]
+    fn switch_and_task_records() {
+        let mut buf = Vec::new();
+        // SWITCH_CPU_WIDE out: header, next_prev pid/tid, sample id (pid, tid, time).
+        buf.extend(15u32.to_ne_bytes());
+        buf.extend((pb::PERF_RECORD_MISC_SWITCH_OUT as u16).to_ne_bytes());
+        buf.extend(32u16.to_ne_bytes());
+        buf.extend([7u32.to_ne_bytes(), 8u32.to_ne_bytes(), 100u32.to_ne_bytes(), 101u32.to_ne_bytes()].concat());
+        buf.extend(5u64.to_ne_bytes());
+        // EXIT: header, pid, ppid, tid, ptid, time, sample id.
+        buf.extend(4u32.to_ne_bytes());
+        buf.extend(0u16.to_ne_bytes());
+        buf.extend(48u16.to_ne_bytes());
+        buf.extend([100u32, 1, 102, 100].map(u32::to_ne_bytes).concat());
+        buf.extend(9u64.to_ne_bytes());
+        buf.extend([100u32, 102].map(u32::to_ne_bytes).concat());
+        buf.extend(9u64.to_ne_bytes());
+        // LOST.
+        buf.extend(2u32.to_ne_bytes());
+        buf.extend(0u16.to_ne_bytes());
+        buf.extend(24u16.to_ne_bytes());
+        buf.extend([0u64, 3].map(u64::to_ne_bytes).concat());
+        let mut out = Vec::new();
+        assert!(parse_records(&buf, 1, Some(24), &mut out));
+        assert_eq!(out.len(), 2);
+        assert!(matches!(out[0], Record { pid: 100, tid: 101, time: 5, cpu: 1, event: Event::SwitchOut }));
+        assert!(matches!(out[1], Record { pid: 100, tid: 102, time: 9, event: Event::Exit, .. }));
+    }
+
+    #[test]
+    fn cpu_list() {
+        assert!(online_cpus().is_ok_and(|c| !c.is_empty()));
+    }
+}

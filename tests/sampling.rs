@@ -1,0 +1,107 @@
+//! The two ways of knowing which threads ran — context-switch records and schedstat
+//! polling — give the same profile: parked threads keep one stack and state, busy threads
+//! are captured afresh (and seen waiting for a CPU when they share one), threads started
+//! after attaching appear, and no thread is left stopped or traced.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::*;
+
+/// The environment variable that forces polling (`parprof::sample::SAMPLING_ENV`).
+const SAMPLING_ENV: &str = "PARPROF_SAMPLING";
+
+/// A profile's threads by role (thread name) and each thread's set of (stack, state).
+struct Run {
+    stacks: Vec<Stack>,
+    stderr: String,
+}
+
+impl Run {
+    fn threads(&self, role: &str) -> Vec<(String, BTreeSet<Vec<String>>)> {
+        let mut by_thread = std::collections::BTreeMap::<String, BTreeSet<Vec<String>>>::new();
+        for s in thread_stacks(&self.stacks, &format!("{role} ")) {
+            by_thread.entry(s.frames[0].clone()).or_default().insert(s.frames[1..].to_vec());
+        }
+        by_thread.into_iter().collect()
+    }
+
+    fn states(&self, role: &str) -> BTreeSet<String> {
+        thread_stacks(&self.stacks, &format!("{role} ")).iter().map(|s| s.state().to_string()).collect()
+    }
+
+    fn samples_in(&self, role: &str, state: &str) -> u64 {
+        thread_stacks(&self.stacks, &format!("{role} ")).iter().filter(|s| s.state() == state).map(|s| s.count).sum()
+    }
+}
+
+/// Start the fixture pinned to one CPU (so its busy threads queue for it), record it for
+/// 2 s with `mode` ("poll" or the default), and check nothing is left stopped.
+fn record(mode: Option<&str>) -> Run {
+    let exe = build("fixtures/bench/parked.c", &[]);
+    // 20 idle, 3 busy, 4 late threads (started 0.5 s after ready), 6 s in all.
+    let args = ["-c", "0", exe.to_str().unwrap(), "6", "20", "3", "4"];
+    let fx = Fixture::start(std::path::Path::new("taskset"), &args);
+    let out = scratch_file("sampling.folded");
+    let mut cmd = parprof();
+    cmd.args(["record", "--pid", &fx.pid().to_string(), "-d", "2", "--threads", "-o", out.to_str().unwrap()]);
+    match mode {
+        Some(m) => cmd.env(SAMPLING_ENV, m),
+        None => cmd.env_remove(SAMPLING_ENV),
+    };
+    let res = cmd.output().expect("run parprof");
+    let stderr = String::from_utf8_lossy(&res.stderr).into_owned();
+    assert!(res.status.success(), "parprof failed: {stderr}");
+    let left = stopped_or_traced(fx.pid());
+    assert!(left.is_empty(), "threads left stopped or traced: {left:?}");
+    let stacks = parse_folded(&std::fs::read_to_string(&out).expect("folded output"));
+    Run { stacks, stderr }
+}
+
+/// Switch records are expected where perf allows CPU-wide events: as root, or with
+/// `perf_event_paranoid` at most 0.
+fn switch_records_allowed() -> bool {
+    let paranoid = std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok());
+    // /proc/self belongs to the process's effective user.
+    let root = std::fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0);
+    root || paranoid.is_some_and(|p| p <= 0)
+}
+
+/// Every idle and late thread has one stack and state, and they all share it.
+fn parked_stack(run: &Run) -> Vec<String> {
+    let idle = run.threads("idle");
+    let late = run.threads("late");
+    assert_eq!(idle.len(), 20, "idle threads seen: {idle:?}");
+    assert_eq!(late.len(), 4, "threads started after attaching, seen: {late:?}");
+    let all: BTreeSet<_> = idle.iter().chain(&late).flat_map(|(_, set)| set.iter().cloned()).collect();
+    for (thread, set) in idle.iter().chain(&late) {
+        assert_eq!(set.len(), 1, "{thread} has several stacks or states: {set:?}");
+    }
+    assert_eq!(all.len(), 1, "parked threads disagree: {all:?}");
+    all.into_iter().next().unwrap()
+}
+
+fn check_busy(run: &Run) {
+    assert_eq!(run.threads("busy").len(), 3);
+    let states = run.states("busy");
+    assert!(states.iter().all(|s| ["[compute]", "[cpu_wait]", "[other]"].contains(&s.as_str())), "busy threads in {states:?}");
+    // Three busy threads share one CPU: each runs and each waits for it.
+    assert!(run.samples_in("busy", "[compute]") > 0, "no compute samples: {states:?}");
+    assert!(run.samples_in("busy", "[cpu_wait]") > 0, "no cpu_wait samples: {states:?}");
+}
+
+#[test]
+fn switch_records_and_polling_agree() {
+    let switched = record(None);
+    let polled = record(Some("poll"));
+    if switch_records_allowed() {
+        assert!(!switched.stderr.contains("polling"), "switch records were expected: {}", switched.stderr);
+    }
+    for run in [&switched, &polled] {
+        check_busy(run);
+    }
+    assert_eq!(parked_stack(&switched), parked_stack(&polled), "the two paths see parked threads differently");
+}
