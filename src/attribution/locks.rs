@@ -4,7 +4,9 @@
 
 use std::collections::HashMap;
 
+use super::rules::{LockId, RULES};
 use super::{Attribution, Globals, State, WaitOn};
+use crate::frame::{Frame, FrameKind};
 use crate::profile::locks::LockStats;
 use crate::profile::{Profile, StackId};
 use crate::target::Maps;
@@ -22,6 +24,9 @@ pub struct Observed {
 #[derive(Default)]
 pub struct LockBook {
     globals: Globals,
+    /// For kinds that are one lock per process: the address first seen, which stands
+    /// for every later wait of that kind.
+    per_process: HashMap<&'static str, u64>,
 }
 
 impl LockBook {
@@ -33,14 +38,19 @@ impl LockBook {
     pub fn record_tick(&mut self, maps: &Maps, profile: &mut Profile, tick: &[Observed]) {
         let by_tid: HashMap<i32, &Observed> = tick.iter().map(|o| (o.tid, o)).collect();
         for o in tick {
-            let Some(w) = o.attribution.waiting_on.filter(|w| w.is_lock() && o.attribution.state == State::Lock) else {
+            let Some(mut w) = o.attribution.waiting_on.filter(|w| w.is_lock() && o.attribution.state == State::Lock) else {
                 continue;
             };
+            if is_per_process(w.kind()) {
+                w.address = *self.per_process.entry(w.kind()).or_insert(w.address);
+            }
             if !profile.locks.contains_key(&w.address) {
+                let frames: Vec<&Frame> = profile.stack(o.stack).iter().map(|&f| profile.frame(f)).collect();
                 let stats = LockStats {
                     kind: w.kind().to_string(),
                     symbol: self.globals.name(maps, w.address),
-                    first_waiter: caller_of_acquire(profile, o.stack, &w),
+                    first_waiter: caller_of_acquire(&frames, &w),
+                    site: python_site(&frames, &w),
                     ..LockStats::default()
                 };
                 profile.locks.insert(w.address, stats);
@@ -63,22 +73,40 @@ impl LockBook {
 }
 
 /// The frame that called the acquire (just outside the frame the rule matched).
-fn caller_of_acquire(p: &Profile, stack: StackId, w: &WaitOn) -> Option<String> {
-    let frames = p.stack(stack);
+pub fn caller_of_acquire(frames: &[&Frame], w: &WaitOn) -> Option<String> {
     let i = w.frame?.checked_sub(1)?;
-    frames.get(i).map(|&f| p.frame(f).label())
+    frames.get(i).map(|f| f.label())
+}
+
+/// `file.py:LINE` of the innermost Python frame outside the acquire: where Python code
+/// took the lock.
+pub fn python_site(frames: &[&Frame], w: &WaitOn) -> Option<String> {
+    let outside = frames.get(..w.frame?)?;
+    let f = outside.iter().rev().find(|f| f.kind == FrameKind::Python)?;
+    let file = f.file.as_deref()?;
+    Some(format!("{}:{}", file.rsplit('/').next().unwrap_or(file), f.line?))
+}
+
+/// Kinds that are one lock per process (or interpreter): the GIL, stop-the-world pauses.
+/// They are named by their kind.
+pub fn is_per_process(kind: &str) -> bool {
+    RULES.iter().any(|r| r.kind == kind && matches!(r.lock, LockId::Gil | LockId::PerProcess))
 }
 
 fn leaf(p: &Profile, stack: StackId) -> String {
     p.stack(stack).last().map(|&f| p.frame(f).label()).unwrap_or_default()
 }
 
-/// How a lock is shown to people: its symbol, else "lock taken in CALLER", else its address.
-pub fn display_name(address: u64, symbol: Option<&str>, first_waiter: Option<&str>) -> String {
-    match (symbol, first_waiter) {
-        (Some(s), _) => s.to_string(),
-        (None, Some(f)) => format!("{address:#x} (from {f})"),
-        (None, None) => format!("{address:#x}"),
+/// How a lock is shown to people: the kind for one-per-process locks (`GIL`), else its
+/// symbol, else "KIND at file.py:LINE" for locks Python code took, else "ADDRESS (from
+/// CALLER)", else its address.
+pub fn display_name(address: u64, kind: &str, symbol: Option<&str>, site: Option<&str>, first_waiter: Option<&str>) -> String {
+    match (symbol, site, first_waiter) {
+        _ if is_per_process(kind) => kind.to_string(),
+        (Some(s), _, _) => s.to_string(),
+        (None, Some(site), _) => format!("{kind} at {site}"),
+        (None, None, Some(f)) => format!("{address:#x} (from {f})"),
+        (None, None, None) => format!("{address:#x}"),
     }
 }
 
@@ -108,6 +136,6 @@ mod tests {
         assert_eq!(l.first_waiter.as_deref(), Some("worker"));
         assert_eq!(l.holders.get(&2), Some(&2));
         assert_eq!(l.holder_activity.get(&(2, State::Compute, "crunch".to_string())), Some(&2));
-        assert_eq!(display_name(0x1000, None, l.first_waiter.as_deref()), "0x1000 (from worker)");
+        assert_eq!(display_name(0x1000, &l.kind, None, l.site.as_deref(), l.first_waiter.as_deref()), "0x1000 (from worker)");
     }
 }

@@ -79,6 +79,7 @@ impl Sampler {
         if let Some(py) = self.python.as_mut() {
             py.refresh_threads();
         }
+        let gil = self.python.as_mut().and_then(|p| p.gil());
         let mut out = Vec::with_capacity(tids.len());
         let mut running = Vec::new();
         for &tid in &tids {
@@ -99,7 +100,7 @@ impl Sampler {
                         }
                         Err(e) => self.lost(tid, e),
                     };
-                    out.push(RawSample { tid, time_ns, name: ran.name, data, futex_owner: ran.futex_owner });
+                    out.push(RawSample { tid, time_ns, name: ran.name, data, futex_owner: ran.futex_owner, gil: None });
                 }
                 _ => running.push(ran),
             }
@@ -108,6 +109,7 @@ impl Sampler {
         // An owner that is not a thread of the target is not an owner (not a mutex).
         for s in &mut out {
             s.futex_owner = s.futex_owner.filter(|t| tids.binary_search(t).is_ok());
+            s.gil = gil;
         }
         self.threads.retain(|tid, _| tids.binary_search(tid).is_ok());
         // Threads that vanished this tick are dropped from the list until the next listing.
@@ -159,7 +161,7 @@ impl Sampler {
         if !is_new && run_ns == 0 && sched.timeslices == prev.timeslices {
             let futex_owner = memo.owned_futex.and_then(|a| owner_beside(&self.mem, a));
             let data = SampleData::Unchanged { cpu_wait_ns };
-            out.push(RawSample { tid, time_ns, name, data, futex_owner });
+            out.push(RawSample { tid, time_ns, name, data, futex_owner, gil: None });
             return None;
         }
         let stat = ThreadStat::read(pid, tid).ok()?;
@@ -202,7 +204,7 @@ impl Sampler {
                     self.lost(tid, e.to_string())
                 }
             };
-            out.push(RawSample { tid, time_ns, name: ran.name, data, futex_owner: ran.futex_owner });
+            out.push(RawSample { tid, time_ns, name: ran.name, data, futex_owner: ran.futex_owner, gil: None });
         }
     }
 
