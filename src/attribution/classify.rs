@@ -102,12 +102,15 @@ pub fn classify(t: &ThreadFacts, frames: &[Frame]) -> Attribution {
         ('R', _) => State::Compute,
         (_, Syscall::Blocked { nr, args, .. }) if is_futex_wait(nr) => {
             let (rule, frame) = match decided {
+                _ if t.gil.is_some_and(|g| g.contains(args[0])) && decided.is_none_or(|(_, r)| r.lock != LockId::Gil) => {
+                    (Some(&rules::GIL), None)
+                }
                 Some((i, r)) => (Some(r), Some(i)),
                 None => (None, None),
             };
             let mut waiting_on = WaitOn { address: args[0], rule, frame, holder: None };
             waiting_on.set_holder(t.futex_owner, t.gil);
-            let state = if role == Some(Role::Acquire) { State::Lock } else { State::Wait };
+            let state = if waiting_on.is_lock() { State::Lock } else { State::Wait };
             return Attribution { state, waiting_on: Some(waiting_on) };
         }
         // Locks that back off by sleeping or yielding are still lock waits.

@@ -151,7 +151,7 @@ pub const RULES: &[Rule] = &[
     //         PyThread_acquire_lock_timed → sem_clockwait; 3.13t: lock_PyThread_acquire_lock
     //         → _PyMutex_LockTimed → _Py_yield → sched_yield (spinning) or
     //         _PyParkingLot_Park → _PySemaphore_Wait → sem_clockwait.
-    with(acquire(Runtime, "GIL", "take_gil"), Gil),
+    GIL,
     // The thread that was asked to drop the GIL waits until the requester has taken it
     // (FORCE_SWITCHING): time lost to the GIL hand-over.
     with(acquire(Runtime, "GIL", "drop_gil"), Gil),
@@ -184,6 +184,10 @@ pub const RULES: &[Rule] = &[
     python(Role::Idle, "queue", "queue.py", "get"),
     python(Role::Idle, "queue", "queue.py", "put"),
 ];
+
+/// Waiting for the GIL. Also applied to any futex wait inside the GIL's structure: distro
+/// builds without debug symbols do not name the static `take_gil`.
+pub const GIL: Rule = with(acquire(Runtime, "GIL", "take_gil"), LockId::Gil);
 
 /// The deciding rule for a stack (root first) and the index of the frame it matched.
 pub fn decide(frames: &[Frame]) -> Option<(usize, &'static Rule)> {

@@ -112,9 +112,21 @@ impl PythonReader {
         let address = self.walker.gil_address(&*self.mem, self.main_interp)?;
         let tstate = self.walker.gil_holder_tstate(&*self.mem, address);
         let holder = tstate.and_then(|ts| self.threads.values().find(|t| t.tstate == ts).map(|t| t.tid));
-        Some(GilState { address, holder })
+        let size = GIL_SIZE + if self.free_threaded() { 8 } else { 0 };
+        Some(GilState { address, size, holder })
     }
 }
+
+impl GilState {
+    pub fn contains(&self, address: u64) -> bool {
+        address >= self.address && address - self.address < self.size
+    }
+}
+
+/// `sizeof(struct _gil_runtime_state)` on x86_64, 3.11–3.14 default builds: interval,
+/// last_holder, locked, switch_number (32 bytes), then cond (48), mutex (40), switch_cond
+/// (48) and switch_mutex (40). Free-threaded builds add an `enabled` int in front.
+const GIL_SIZE: u64 = 208;
 
 /// The GIL at one tick.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,6 +134,8 @@ pub struct GilState {
     /// The GIL structure: the identity of every GIL wait, whichever of its condition
     /// variables or mutex the waiter sleeps on.
     pub address: u64,
+    /// Its size: a futex wait inside it is a GIL wait, symbols or not.
+    pub size: u64,
     /// The OS thread holding it.
     pub holder: Option<i32>,
 }
