@@ -245,4 +245,48 @@ mod tests {
         let backoff = frames(&["w", "pthread_spin_lock"]);
         assert_eq!(classify(&facts('S', blocked(libc::SYS_nanosleep, 0)), &backoff).state, State::Lock);
     }
+
+    #[test]
+    fn futex_inside_the_gil_is_a_gil_wait_with_its_holder() {
+        let gil = GilState { address: 0x5000, size: 208, holder: Some(9) };
+        let mut t = facts('S', blocked(libc::SYS_futex, 0x5000 + 48));
+        t.gil = Some(gil);
+        // No symbol for take_gil (a stripped distro build): the address says GIL.
+        let a = classify(&t, &frames(&["worker", "python3.11+0xf94ee", "pthread_cond_timedwait"]));
+        let w = a.waiting_on.unwrap();
+        assert_eq!((a.state, w.kind(), w.address, w.holder), (State::Lock, "GIL", 0x5000, Some(9)));
+        // With symbols, the take_gil frame is kept as the deciding frame.
+        let a = classify(&t, &frames(&["worker", "take_gil", "pthread_cond_timedwait"]));
+        assert_eq!(a.waiting_on.unwrap().frame, Some(1));
+        // A futex just past the GIL is not the GIL.
+        let mut t = facts('S', blocked(libc::SYS_futex, 0x5000 + 208));
+        t.gil = Some(gil);
+        assert_eq!(classify(&t, &frames(&["w", "mystery"])).state, State::Wait);
+    }
+
+    #[test]
+    fn yielding_inside_an_acquire_is_spinning() {
+        let mut t = facts('R', Syscall::Running);
+        t.blocked_after_tick = true;
+        let f = frames(&["w", "lock_PyThread_acquire_lock", "_PyMutex_LockTimed", "_Py_yield", "__GI_sched_yield"]);
+        assert_eq!(classify(&t, &f).state, State::LockSpin);
+    }
+
+    #[test]
+    fn parking_lot_waits_are_named_by_the_parked_address() {
+        use crate::target::memory::Bytes;
+        // wait_entry { park_arg, addr, sema } on the waiter's stack at 0x7000.
+        let mut bytes = vec![0u8; 32];
+        bytes[8..16].copy_from_slice(&0x02cc_6600_01b0_u64.to_le_bytes());
+        let mem = Bytes { base: 0x7000, bytes: &bytes };
+        let f = frames(&["worker", "lock_PyThread_acquire_lock", "_PyMutex_LockTimed", "_PyParkingLot_Park", "_PySemaphore_Wait", "sem_clockwait"]);
+        let mut w = classify(&facts('S', blocked(libc::SYS_futex, 0x7010)), &f).waiting_on.unwrap();
+        w.identify_parked(&f, &mem);
+        assert_eq!((w.kind(), w.address), ("threading.Lock", 0x02cc_6600_01b0));
+        // A semaphore-based lock (3.11, 3.12): the futex is the lock.
+        let f = frames(&["worker", "lock_PyThread_acquire_lock", "acquire_timed", "PyThread_acquire_lock_timed", "sem_clockwait"]);
+        let mut w = classify(&facts('S', blocked(libc::SYS_futex, 0x7010)), &f).waiting_on.unwrap();
+        w.identify_parked(&f, &mem);
+        assert_eq!(w.address, 0x7010);
+    }
 }

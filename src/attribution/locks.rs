@@ -138,4 +138,44 @@ mod tests {
         assert_eq!(l.holder_activity.get(&(2, State::Compute, "crunch".to_string())), Some(&2));
         assert_eq!(display_name(0x1000, &l.kind, None, l.site.as_deref(), l.first_waiter.as_deref()), "0x1000 (from worker)");
     }
+
+    fn python_frame(function: &str, file: &str, line: u32) -> Frame {
+        Frame { function: function.into(), module: String::new(), file: Some(file.into()), line: Some(line), kind: FrameKind::Python }
+    }
+
+    #[test]
+    fn python_locks_are_named_by_the_acquiring_line_and_process_wide_ones_by_kind() {
+        let stack = [
+            python_frame("worker", "/app/app.py", 30),
+            Frame::native("method_vectorcall_VARARGS_KEYWORDS", "python3.13t"),
+            Frame::native("lock_PyThread_acquire_lock", "python3.13t"),
+        ];
+        let refs: Vec<&Frame> = stack.iter().collect();
+        let w = WaitOn { address: 0x10, rule: rule_for(&stack[2]), frame: Some(2), holder: None };
+        let site = python_site(&refs, &w);
+        assert_eq!(site.as_deref(), Some("app.py:30"));
+        let caller = caller_of_acquire(&refs, &w);
+        assert_eq!(display_name(0x10, w.kind(), None, site.as_deref(), caller.as_deref()), "threading.Lock at app.py:30");
+        assert_eq!(display_name(0x10, "GIL", Some("_PyRuntime+0x168"), None, None), "GIL");
+        assert_eq!(display_name(0x10, "stop-the-world", None, Some("app.py:3"), None), "stop-the-world");
+    }
+
+    #[test]
+    fn stop_the_world_waits_are_one_lock() {
+        let mut p = Profile::new(Meta::default(), false);
+        let frames = [Frame::native("_PyThreadState_Attach", "python3.13t"), Frame::native("tstate_wait_attach", "python3.13t")];
+        let stack = p.intern_stack(&frames);
+        let paused = |tid: i32, address: u64| Observed {
+            tid,
+            stack,
+            attribution: Attribution {
+                state: State::Lock,
+                waiting_on: Some(WaitOn { address, rule: rule_for(&frames[1]), frame: Some(1), holder: None }),
+            },
+        };
+        // Each paused thread parks on its own state word.
+        LockBook::new().record_tick(&Maps::default(), &mut p, &[paused(1, 0x100), paused(2, 0x200)]);
+        assert_eq!(p.locks.len(), 1);
+        assert_eq!(p.locks.values().next().unwrap().waiters.len(), 2);
+    }
 }

@@ -438,6 +438,14 @@ mod tests {
         assert_eq!(kind(&["gc", "_PyEval_StopTheWorldAll", "stop_the_world", "PyEvent_WaitTimed", "_PyParkingLot_Park"]),
             Some((Role::Acquire, "stop-the-world")));
         assert_eq!(kind(&["x", "PyEvent_WaitTimed", "_PyParkingLot_Park", "_PySemaphore_Wait"]), Some((Role::Idle, "PyEvent")));
+        // Stacks recorded on real interpreters.
+        assert_eq!(kind(&["is_prime", "_Py_HandlePending", "drop_gil", "pthread_cond_wait"]), Some((Role::Acquire, "GIL")));
+        assert_eq!(kind(&["lock_PyThread_acquire_lock", "acquire_timed", "PyThread_acquire_lock_timed_with_retries",
+            "PyThread_acquire_lock_timed", "__new_sem_wait_slow64"]), Some((Role::Acquire, "threading.Lock")));
+        assert_eq!(kind(&["list_pop", "_PyCriticalSection_BeginSlow", "_PyMutex_Lock", "PyMutex_Lock", "_PyMutex_LockTimed",
+            "_PyParkingLot_Park"]), Some((Role::Acquire, "critical section")));
+        assert_eq!(kind(&["_Py_HandlePending", "_PyThreadState_Attach", "tstate_wait_attach", "_PyParkingLot_Park"]),
+            Some((Role::Acquire, "stop-the-world")));
     }
 
     #[test]
