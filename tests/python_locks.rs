@@ -4,7 +4,9 @@
 //! takes the lock and measured against the script's own clock, and the waits only
 //! free-threaded builds have (per-object critical sections, stop-the-world pauses).
 
+// Shared with tests/python.rs; this file uses part of it.
 #[path = "common/python.rs"]
+#[allow(dead_code)]
 mod py;
 
 use std::io::{BufRead, BufReader};
