@@ -2,7 +2,9 @@
 //! captured stack, symbolises it (cached per address), merges Python frames, classifies
 //! the sample and adds it to the profile. Runs on its own thread so the tick stays on time.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+
+use crossbeam_channel::Sender;
 
 use crate::attribution::locks::{LockBook, Observed};
 use crate::attribution::{self, Attribution, State, ThreadFacts};
@@ -29,6 +31,10 @@ pub struct Resolver {
     pub complete_walks: u64,
     pub walks: u64,
     pub include_native: bool,
+    /// Tells the sampler which blocked threads to stop for all their registers (see
+    /// `native_frames`), each once.
+    full_regs: Option<Sender<i32>>,
+    asked_full_regs: HashSet<i32>,
 }
 
 impl Resolver {
@@ -45,7 +51,14 @@ impl Resolver {
             complete_walks: 0,
             walks: 0,
             include_native,
+            full_regs: None,
+            asked_full_regs: HashSet::new(),
         }
+    }
+
+    /// Where to ask for blocked threads to be stopped rather than read from `/proc`.
+    pub fn ask_full_registers_on(&mut self, tx: Sender<i32>) {
+        self.full_regs = Some(tx);
     }
 
     /// Add one tick's samples (every thread at the same moment) to the profile.
@@ -58,6 +71,9 @@ impl Resolver {
         let (stack, attribution) = match &s.data {
             SampleData::Fresh(f) => {
                 let (frames, attribution) = self.resolve(s, f);
+                if frames.first().is_some_and(|f| f.kind == crate::frame::FrameKind::Truncated) {
+                    self.want_full_registers(s.tid, f);
+                }
                 (profile.intern_stack(&frames), attribution)
             }
             SampleData::Unchanged { cpu_wait_ns } => {
@@ -97,6 +113,20 @@ impl Resolver {
             w.identify_parked(&frames, &Layered { stack: &f.stack, rest: &self.mem });
         }
         (frames, attribution)
+    }
+
+    /// A thread blocked in a futex is read from `/proc` with only its stack and instruction
+    /// pointers. Code that keeps its frame in `rbp` (Rust's std, frame-pointer builds) needs
+    /// `rbp` to be unwound past, so such a walk stops early. From then on the sampler stops
+    /// that thread for all its registers; a futex wait restarts transparently after the
+    /// stop (unlike, say, `epoll_wait`, which would see EINTR — so only futex waits).
+    fn want_full_registers(&mut self, tid: i32, f: &Fresh) {
+        let futex = f.syscall.number() == Some(libc::SYS_futex);
+        if futex && f.regs.bp().is_none() && self.asked_full_regs.insert(tid) {
+            if let Some(tx) = &self.full_regs {
+                let _ = tx.send(tid);
+            }
+        }
     }
 
     /// The target's memory map as last read (for naming addresses).

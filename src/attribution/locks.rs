@@ -44,23 +44,27 @@ impl LockBook {
             if is_per_process(w.kind()) {
                 w.address = *self.per_process.entry(w.kind()).or_insert(w.address);
             }
-            if !profile.locks.contains_key(&w.address) {
+            let (caller, site) = {
                 let frames: Vec<&Frame> = profile.stack(o.stack).iter().map(|&f| profile.frame(f)).collect();
-                let stats = LockStats {
-                    kind: w.kind().to_string(),
-                    symbol: self.globals.name(maps, w.address),
-                    first_waiter: caller_of_acquire(&frames, &w),
-                    site: python_site(&frames, &w),
-                    ..LockStats::default()
-                };
-                profile.locks.insert(w.address, stats);
-            }
+                (caller_of_acquire(&frames, &w), python_site(&frames, &w))
+            };
             let activity = w.holder.filter(|&h| h != o.tid).map(|h| {
                 let doing = by_tid.get(&h).map(|holder| (holder.attribution.state, leaf(profile, holder.stack)));
                 let (state, function) = doing.unwrap_or((State::Other, String::from("?")));
                 (h, state, function)
             });
-            let Some(stats) = profile.locks.get_mut(&w.address) else { continue };
+            let stats = profile.locks.entry(w.address).or_insert_with(|| LockStats {
+                kind: w.kind().to_string(),
+                symbol: self.globals.name(maps, w.address),
+                ..LockStats::default()
+            });
+            // A first waiter seen with a cut-short stack names no caller; a later one may.
+            if stats.first_waiter.is_none() {
+                stats.first_waiter = caller;
+            }
+            if stats.site.is_none() {
+                stats.site = site;
+            }
             stats.wait_samples += 1;
             *stats.waiters.entry(o.tid).or_default() += 1;
             *stats.waiter_stacks.entry(o.stack).or_default() += 1;
@@ -72,10 +76,11 @@ impl LockBook {
     }
 }
 
-/// The frame that called the acquire (just outside the frame the rule matched).
+/// The frame that called the acquire (just outside the frame the rule matched), unless the
+/// stack was cut short there.
 pub fn caller_of_acquire(frames: &[&Frame], w: &WaitOn) -> Option<String> {
     let i = w.frame?.checked_sub(1)?;
-    frames.get(i).map(|f| f.label())
+    frames.get(i).filter(|f| f.kind != FrameKind::Truncated).map(|f| f.label())
 }
 
 /// `file.py:LINE` of the innermost Python frame outside the acquire: where Python code

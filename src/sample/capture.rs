@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use super::{Fresh, RawSample, SampleData};
 use crate::python::{PyStack, PythonReader};
-use crate::target::ptrace::{StopError, Tracer};
+use crate::target::ptrace::{STOP_DEADLINE, StopError, Tracer};
 use crate::target::proc::SchedStatFile;
 use crate::target::{MemError, ProcessMemory, Regs, SchedStat, StackSnapshot, Syscall, ThreadStat, proc};
 
@@ -17,6 +17,8 @@ pub struct Sampler {
     python: Option<PythonReader>,
     stack_bytes: usize,
     threads: HashMap<i32, ThreadMemo>,
+    /// Running threads that had not stopped by the deadline, with the ticks they missed.
+    late: HashMap<i32, (Ran, Vec<u64>)>,
     /// The thread list and the ticks since it was last read from the task directory.
     tids: Vec<i32>,
     ticks_since_listing: u32,
@@ -45,6 +47,9 @@ const NAME_REFRESH: u32 = 100;
 const RELIST_TICKS: u32 = 10;
 
 /// A thread that ran since its last sample, read from `/proc` but not yet captured.
+/// What is copied while a thread is stopped: its stack, and its Python frames.
+type Copied = (Result<StackSnapshot, String>, Option<PyStack>);
+
 struct Ran {
     tid: i32,
     name: Option<String>,
@@ -64,6 +69,7 @@ impl Sampler {
             python,
             stack_bytes,
             threads: HashMap::new(),
+            late: HashMap::new(),
             tids: Vec::new(),
             ticks_since_listing: 0,
             permission_denied: false,
@@ -72,17 +78,24 @@ impl Sampler {
 
     /// Capture every current thread of the target. `Err` when the process is gone.
     pub fn tick(&mut self, time_ns: u64) -> std::io::Result<Vec<RawSample>> {
-        // A thread that did not stop by the last deadline is in its ptrace stop by now:
-        // release it before anything else (it would not look "running" to be stopped again).
-        self.tracer.settle();
+        // Threads that missed a stop deadline are captured and released first, whatever
+        // else happens: one left stopped while holding a lock would freeze every waiter.
+        let mut out = Vec::new();
+        self.collect_late(&mut out);
         let tids = self.thread_list()?;
         if let Some(py) = self.python.as_mut() {
             py.refresh_threads();
         }
         let gil = self.python.as_mut().and_then(|p| p.gil());
-        let mut out = Vec::with_capacity(tids.len());
+        out.reserve(tids.len());
         let mut running = Vec::new();
         for &tid in &tids {
+            if let Some((_, ticks)) = self.late.get_mut(&tid) {
+                // Seized and still not scheduled: it has not run, so this tick's sample is the
+                // one it will give when it stops.
+                ticks.push(time_ns);
+                continue;
+            }
             let Some(ran) = self.triage(tid, time_ns, &mut out) else { continue };
             match ran.syscall {
                 // Blocked: user registers are frozen until the syscall returns; no stop.
@@ -112,6 +125,7 @@ impl Sampler {
             s.gil = gil;
         }
         self.threads.retain(|tid, _| tids.binary_search(tid).is_ok());
+        self.late.retain(|tid, _| tids.binary_search(tid).is_ok());
         // Threads that vanished this tick are dropped from the list until the next listing.
         self.tids.retain(|tid| self.threads.contains_key(tid));
         Ok(out)
@@ -176,7 +190,8 @@ impl Sampler {
     }
 
     /// Stop the running threads together; copy each one's stack (and Python frames) while
-    /// it is stopped, since both change as soon as it runs again.
+    /// it is stopped, since both change as soon as it runs again. A thread that does not
+    /// stop in time is kept for `collect_late`.
     fn capture_running(&mut self, running: Vec<Ran>, time_ns: u64, out: &mut Vec<RawSample>) {
         if running.is_empty() {
             return;
@@ -189,23 +204,57 @@ impl Sampler {
         let mut by_tid: HashMap<i32, Ran> = running.into_iter().map(|r| (r.tid, r)).collect();
         for (tid, result) in results {
             let Some(ran) = by_tid.remove(&tid) else { continue };
-            let data = match result {
-                Ok((regs, (Ok(stack), py))) => {
-                    let blocked_after_tick = ran.stat.state == 'R' && after_syscall_instruction(&mem, regs.ip());
-                    fresh(&ran, regs, stack, py, blocked_after_tick)
+            match result {
+                Err(StopError::Timeout) => {
+                    self.late.insert(tid, (ran, vec![time_ns]));
                 }
-                Ok((_, (Err(e), _))) => self.lost(tid, e),
-                Err(StopError::Gone) => {
-                    self.threads.remove(&tid);
-                    continue;
-                }
-                Err(e) => {
-                    self.permission_denied |= e == StopError::Permission;
-                    self.lost(tid, e.to_string())
-                }
-            };
-            out.push(RawSample { tid, time_ns, name: ran.name, data, futex_owner: ran.futex_owner, gil: None });
+                result => self.finish(ran, time_ns, result, out),
+            }
         }
+    }
+
+    /// Capture the threads that missed an earlier tick's stop deadline and have stopped
+    /// since, as samples of that tick. They were runnable but had no CPU the whole time.
+    fn collect_late(&mut self, out: &mut Vec<RawSample>) {
+        if self.late.is_empty() {
+            return;
+        }
+        let (mem, bytes, python) = (self.mem, self.stack_bytes, &mut self.python);
+        let results = self.tracer.collect_late(|tid, regs| {
+            (copy_stack(&mem, regs.sp(), bytes), python.as_mut().and_then(|p| p.stack(tid)))
+        });
+        for (tid, result) in results {
+            let Some((mut ran, ticks)) = self.late.remove(&tid) else { continue };
+            let wait_ns = STOP_DEADLINE.as_nanos() as u64;
+            ran.run_ns = 0;
+            ran.cpu_wait_ns = ran.cpu_wait_ns.max(wait_ns);
+            self.finish(ran, ticks[0], result, out);
+            for &time_ns in &ticks[1..] {
+                let data = SampleData::Unchanged { cpu_wait_ns: wait_ns };
+                out.push(RawSample { tid, time_ns, name: None, data, futex_owner: None, gil: None });
+            }
+        }
+    }
+
+    /// Turn a stop's result into a sample.
+    fn finish(&mut self, ran: Ran, time_ns: u64, result: Result<(Regs, Copied), StopError>, out: &mut Vec<RawSample>) {
+        let tid = ran.tid;
+        let data = match result {
+            Ok((regs, (Ok(stack), py))) => {
+                let blocked_after_tick = ran.stat.state == 'R' && interrupted_syscall(&self.mem, &regs);
+                fresh(&ran, regs, stack, py, blocked_after_tick)
+            }
+            Ok((_, (Err(e), _))) => self.lost(tid, e),
+            Err(StopError::Gone) => {
+                self.threads.remove(&tid);
+                return;
+            }
+            Err(e) => {
+                self.permission_denied |= e == StopError::Permission;
+                self.lost(tid, e.to_string())
+            }
+        };
+        out.push(RawSample { tid, time_ns, name: ran.name, data, futex_owner: ran.futex_owner, gil: None });
     }
 
     /// A thread that could not be captured: forget it so the next tick starts afresh.
@@ -219,12 +268,18 @@ impl Sampler {
     }
 }
 
-/// Whether `ip` follows a `syscall` instruction (0f 05): a thread that was runnable at the
-/// tick and is stopped there had blocked in a system call in between.
-fn after_syscall_instruction(mem: &ProcessMemory, ip: u64) -> bool {
+/// Whether the thread was stopped inside a blocking system call that our interrupt cut
+/// short: `ip` follows a `syscall` instruction (0f 05) and `rax` holds one of the kernel's
+/// restart codes. A thread runnable at the tick and found so had blocked in between. A
+/// woken thread still on its way out of a syscall (a lock handed to it) returns a real
+/// value instead, and is classified by its stack like any running thread.
+fn interrupted_syscall(mem: &ProcessMemory, regs: &Regs) -> bool {
     use crate::target::Memory;
+    use crate::target::regs::dwarf::RAX;
+    const RESTART_CODES: [i64; 4] = [-512, -513, -514, -516]; // ERESTARTSYS, NOINTR, NOHAND, _RESTARTBLOCK
+    let restarting = regs.get(RAX).is_some_and(|ax| RESTART_CODES.contains(&(ax as i64)));
     let mut insn = [0u8; 2];
-    ip.checked_sub(2).is_some_and(|a| mem.read(a, &mut insn).is_ok()) && insn == [0x0f, 0x05]
+    restarting && regs.ip().checked_sub(2).is_some_and(|a| mem.read(a, &mut insn).is_ok()) && insn == [0x0f, 0x05]
 }
 
 /// The int at `futex + 8`: in a glibc `pthread_mutex_t` that is `__owner`, the tid holding

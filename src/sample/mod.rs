@@ -3,6 +3,7 @@
 //! samples to the processing thread. Nothing slow happens here: no unwinding, no symbols.
 
 mod capture;
+pub mod priority;
 mod ticker;
 
 pub use capture::Sampler;

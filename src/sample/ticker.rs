@@ -1,5 +1,9 @@
-//! Ticks at a fixed rate on absolute deadlines (a late tick does not shift the ones after
-//! it), until told to stop, the duration is up, or the target is gone.
+//! Ticks at a fixed average rate until told to stop, the duration is up, or the target is
+//! gone. Tick k falls at a random instant inside the k-th period (stratified sampling):
+//! the rate stays exact and a late tick does not shift the ones after it, but a workload
+//! whose cycle is a multiple of the period cannot alias with it. A fixed 10 ms tick on
+//! two threads alternating through a lock every 5 ms sampled the same phase of their
+//! cycle again and again, and overstated one thread's lock share by 6 points.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -28,6 +32,7 @@ pub fn run_ticks(
 ) -> StopReason {
     let period = Duration::from_secs_f64(1.0 / rate_hz);
     let start = Instant::now();
+    let mut slot = start;
     let mut next = start;
     let (mut samples, mut threads) = (0u64, 0usize);
     loop {
@@ -50,13 +55,15 @@ pub fn run_ticks(
             }
             Err(_) => return StopReason::TargetExited,
         }
-        next += period;
+        slot += period;
         let now = Instant::now();
+        if slot + period <= now {
+            // Fell behind (a slow tick): skip the missed periods rather than burst.
+            slot = now;
+        }
+        next = (slot + period.mul_f64(fastrand::f64())).max(next);
         if next > now {
             std::thread::sleep(next - now);
-        } else {
-            // Fell behind (a slow tick): skip the missed ticks rather than burst.
-            next = now;
         }
     }
 }

@@ -32,12 +32,12 @@ pub enum StopError {
 /// How long to wait for a running thread to reach the interrupt stop. A thread that is
 /// running stops within microseconds; one that just went into uninterruptible sleep may
 /// not, and is then read from `/proc` instead on the next tick.
-const STOP_DEADLINE: Duration = Duration::from_millis(20);
+pub const STOP_DEADLINE: Duration = Duration::from_millis(20);
 
 /// Stops threads, reads their registers, and lets them go. Threads are interrupted
 /// together and released one by one as soon as their registers and stack are copied, so a
 /// tick costs about one scheduling delay, not one per thread. A thread that had not
-/// stopped by the deadline is remembered and detached by `Tracer::settle` or on drop.
+/// stopped by the deadline is remembered, and captured and released by `collect_late` (or on drop).
 #[derive(Default)]
 pub struct Tracer {
     pending: Vec<i32>,
@@ -46,7 +46,8 @@ pub struct Tracer {
 impl Tracer {
     /// Stop every thread of `tids`, and for each, read its registers, run `while_stopped`
     /// (to copy what must be consistent with them: the stack, interpreter frames), then
-    /// release it. One result per tid, in the order they stopped.
+    /// release it. One result per tid, in the order they stopped; a thread that has not
+    /// stopped by the deadline gets `Timeout` and is left to `collect_late`.
     pub fn with_stopped<T>(
         &mut self,
         tids: &[i32],
@@ -63,26 +64,7 @@ impl Tracer {
         let deadline = Instant::now() + STOP_DEADLINE;
         let mut rounds = 0u32;
         while !waiting.is_empty() {
-            waiting.retain(|&tid| {
-                let pid = Pid::from_raw(tid);
-                let signal = match wait_for_stop_now(pid) {
-                    Ok(Some(sig)) => sig,
-                    Ok(None) => return true,
-                    Err(e) => {
-                        results.push((tid, Err(e)));
-                        return false;
-                    }
-                };
-                let read = ptrace::getregs(pid).map(|u| {
-                    let regs = Regs::from_user_regs(&u);
-                    let extra = while_stopped(tid, &regs);
-                    (regs, extra)
-                });
-                // A signal that arrived while the thread was ours is handed back on detach.
-                let _ = ptrace::detach(pid, signal);
-                results.push((tid, read.map_err(errno_error)));
-                false
-            });
+            waiting.retain(|&tid| !read_if_stopped(tid, &mut while_stopped, &mut results));
             if Instant::now() >= deadline {
                 for &tid in &waiting {
                     results.push((tid, Err(StopError::Timeout)));
@@ -100,27 +82,49 @@ impl Tracer {
         results
     }
 
-    /// Detach threads left seized by a timed-out stop, once they have stopped.
-    pub fn settle(&mut self) {
-        self.pending.retain(|&tid| {
-            let pid = Pid::from_raw(tid);
-            match wait_for_stop_now(pid) {
-                Ok(Some(sig)) => {
-                    let _ = ptrace::detach(pid, sig);
-                    false
-                }
-                Ok(None) => true,
-                Err(_) => false,
-            }
-        });
+    /// Threads that missed an earlier deadline and have stopped since. They were waiting
+    /// for a CPU; a thread reaches its ptrace stop before running any of its own code, so
+    /// its registers are still those it had at the tick, and it is captured like the
+    /// others, late. Each is released at once.
+    pub fn collect_late<T>(&mut self, mut while_stopped: impl FnMut(i32, &Regs) -> T) -> Vec<(i32, Result<(Regs, T), StopError>)> {
+        let mut results = Vec::new();
+        self.pending.retain(|&tid| !read_if_stopped(tid, &mut while_stopped, &mut results));
+        results
     }
+}
+
+/// If `tid` is in its ptrace stop: read its registers, run `while_stopped`, detach it, push
+/// the result and return true. False while it has not stopped yet.
+fn read_if_stopped<T>(
+    tid: i32,
+    while_stopped: &mut impl FnMut(i32, &Regs) -> T,
+    results: &mut Vec<(i32, Result<(Regs, T), StopError>)>,
+) -> bool {
+    let pid = Pid::from_raw(tid);
+    let signal = match wait_for_stop_now(pid) {
+        Ok(Some(sig)) => sig,
+        Ok(None) => return false,
+        Err(e) => {
+            results.push((tid, Err(e)));
+            return true;
+        }
+    };
+    let read = ptrace::getregs(pid).map(|u| {
+        let regs = Regs::from_user_regs(&u);
+        let extra = while_stopped(tid, &regs);
+        (regs, extra)
+    });
+    // A signal that arrived while the thread was ours is handed back on detach.
+    let _ = ptrace::detach(pid, signal);
+    results.push((tid, read.map_err(errno_error)));
+    true
 }
 
 impl Drop for Tracer {
     fn drop(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(1);
         while !self.pending.is_empty() && Instant::now() < deadline {
-            self.settle();
+            self.collect_late(|_, _| ());
             std::thread::sleep(Duration::from_millis(1));
         }
         // Whatever is left is detached by the kernel when parprof exits.
