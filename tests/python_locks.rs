@@ -146,8 +146,10 @@ fn cpu_bound_threads_wait_for_the_gil_held_by_another_worker() {
             100.0 * known_holder,
             100.0 * holder_running
         );
-        if known_holder < 0.9 || holder_running < 0.9 {
-            return Err(format!("{msg} (need 90% each); {activity:?}"));
+        // Between a drop and the next take nobody holds the GIL, so some waits have no
+        // holder; most must.
+        if known_holder < 2.0 / 3.0 || holder_running < 0.9 {
+            return Err(format!("{msg} (need a holder for two thirds of the waits, running for 90% of those); {activity:?}"));
         }
         Ok(msg)
     });
@@ -236,7 +238,9 @@ fn threading_lock_waits_are_named_by_the_line_that_takes_the_lock() {
 fn free_threaded_critical_sections_and_stop_the_world_pauses_are_their_own_kinds() {
     let ft = py::free_threaded();
     each_interpreter(&[ft], |interp| {
-        let (_, critical) = record_summary(interp, "ft_waits.py", &["critical", "3", FIXTURE_SECS], 3)?;
+        // Two threads: with more threads than cores a waiter mostly spins (yields) and
+        // seldom parks, and only parked waits name their lock.
+        let (_, critical) = record_summary(interp, "ft_waits.py", &["critical", "2", FIXTURE_SECS], 2)?;
         let site = locks_of_kind(&critical, "critical section").next().ok_or(format!("no critical-section waits: {:#?}", critical["locks"]))?;
         let name = site["name"].as_str().unwrap_or("");
         if !name.starts_with("critical section at ft_waits.py:") {
