@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use serde::Serialize;
 
-use crate::attribution::locks::display_name;
+use crate::attribution::locks::{caller_of_acquire, display_name, python_site};
 use crate::attribution::waitfor::{self, Edge};
 use crate::attribution::{Attribution, Globals, State};
 use crate::cli::DumpArgs;
@@ -102,11 +102,12 @@ pub fn capture(pid: i32) -> anyhow::Result<Dump> {
         let name = s.name.clone().unwrap_or_else(|| proc::thread_name(pid, s.tid));
         let waiting_on = a.waiting_on.map(|w| {
             let symbol = globals.name(resolver.maps(), w.address);
-            let caller = w.frame.and_then(|i| i.checked_sub(1)).and_then(|i| frames.get(i)).map(Frame::label);
+            let frames: Vec<&Frame> = frames.iter().collect();
+            let (caller, site) = (caller_of_acquire(&frames, &w), python_site(&frames, &w));
             WaitingOn {
                 address: w.address,
                 kind: w.kind(),
-                name: display_name(w.address, symbol.as_deref(), caller.as_deref()),
+                name: display_name(w.address, w.kind(), symbol.as_deref(), site.as_deref(), caller.as_deref()),
                 symbol,
                 lock: w.is_lock(),
                 holder: w.holder,

@@ -82,7 +82,7 @@ impl Resolver {
                     a.state = State::CpuWait;
                 }
                 if let Some(w) = a.waiting_on.as_mut() {
-                    w.set_holder(s.futex_owner);
+                    w.set_holder(s.futex_owner, s.gil);
                 }
                 (stack, a)
             }
@@ -106,8 +106,12 @@ impl Resolver {
             run_ns: f.run_ns,
             cpu_wait_ns: f.cpu_wait_ns,
             futex_owner: s.futex_owner,
+            gil: s.gil,
         };
-        let attribution = attribution::classify(&facts, &frames);
+        let mut attribution = attribution::classify(&facts, &frames);
+        if let Some(w) = attribution.waiting_on.as_mut() {
+            w.identify_parked(&frames, &Layered { stack: &f.stack, rest: &self.mem });
+        }
         (frames, attribution)
     }
 

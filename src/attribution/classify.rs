@@ -1,9 +1,10 @@
 //! Sample → state, from the thread's OS state, its syscall and the rule the stack matches.
 
 use super::State;
-use super::rules::{self, Role, Rule};
+use super::rules::{self, LockId, Role, Rule};
 use crate::frame::Frame;
-use crate::target::Syscall;
+use crate::python::GilState;
+use crate::target::{Memory, Syscall};
 
 /// What a sample was doing, and what it waited on if it was blocked on a futex.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,7 +16,8 @@ pub struct Attribution {
 /// A futex a thread was blocked on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WaitOn {
-    /// The futex word (syscall argument 0): the lock's identity.
+    /// The lock's identity: the futex word (syscall argument 0), or what the rule's
+    /// [`LockId`] says stands for the lock (the GIL, the address a parking lot parks on).
     pub address: u64,
     /// The rule that explains the wait; `None` for a futex wait no rule knows.
     pub rule: Option<&'static Rule>,
@@ -34,12 +36,38 @@ impl WaitOn {
         self.rule.is_some_and(|r| r.role == Role::Acquire)
     }
 
-    /// Take the holder from the int read beside the futex word at this tick; only a glibc
-    /// mutex keeps its owner's tid there.
-    pub fn set_holder(&mut self, futex_owner: Option<i32>) {
-        self.holder = futex_owner.filter(|_| self.kind() == "pthread_mutex");
+    /// Take what was read at this tick about the lock: the int beside the futex word (a
+    /// glibc mutex's `__owner`) and the CPython GIL (its address and holder).
+    pub fn set_holder(&mut self, futex_owner: Option<i32>, gil: Option<GilState>) {
+        self.holder = match self.rule.map(|r| r.lock) {
+            Some(LockId::MutexOwner) => futex_owner,
+            Some(LockId::Gil) => gil.and_then(|g| {
+                self.address = g.address;
+                g.holder
+            }),
+            _ => None,
+        };
+    }
+
+    /// For a wait inside CPython's parking lot, name the lock by the address parked on
+    /// (the futex is the waiter's own semaphore). `mem` should read the waiter's stack as
+    /// captured at the tick: the `wait_entry` lives there.
+    pub fn identify_parked(&mut self, frames: &[Frame], mem: &dyn Memory) {
+        let from = self.frame.unwrap_or(0);
+        let parked = frames.get(from..).unwrap_or_default().iter().any(|f| rules::rule_for(f).is_some_and(|r| r.lock == LockId::Parked));
+        if !parked {
+            return;
+        }
+        // `wait_entry { park_arg, addr, sema }`: `addr` is the word before the semaphore.
+        let addr = self.address.checked_sub(8).and_then(|a| mem.read_u64(a).ok());
+        if let Some(addr) = addr.filter(|&a| a != 0 && a < USER_SPACE_END) {
+            self.address = addr;
+        }
     }
 }
+
+/// Addresses at or above this are not user-space pointers on x86_64.
+const USER_SPACE_END: u64 = 0x0000_8000_0000_0000;
 
 /// The facts about one thread at one tick that classification needs.
 #[derive(Debug, Clone, Copy)]
@@ -54,6 +82,8 @@ pub struct ThreadFacts {
     pub cpu_wait_ns: u64,
     /// `__owner` read next to the futex word at the tick (meaningful for glibc mutexes).
     pub futex_owner: Option<i32>,
+    /// The CPython GIL at the tick.
+    pub gil: Option<GilState>,
 }
 
 /// Classify one sample from its facts and its stack (root first).
@@ -63,7 +93,8 @@ pub fn classify(t: &ThreadFacts, frames: &[Frame]) -> Attribution {
     let state = match (t.os_state, t.syscall) {
         // Its stack is from after it blocked (say, in the lock it reached after the tick):
         // what it ran at the tick is unknown, and guessing from that stack over-counts locks.
-        ('R', _) if t.blocked_after_tick => State::Other,
+        // A yield does not block: a lock that spins by yielding is still spinning.
+        ('R', _) if t.blocked_after_tick && !is_yielding(frames) => State::Other,
         // Runnable inside an acquire: spinning, or woken by the unlocker and not yet on a
         // CPU. Either way the time is lost to the lock.
         ('R', _) if role == Some(Role::Acquire) => State::LockSpin,
@@ -71,12 +102,15 @@ pub fn classify(t: &ThreadFacts, frames: &[Frame]) -> Attribution {
         ('R', _) => State::Compute,
         (_, Syscall::Blocked { nr, args, .. }) if is_futex_wait(nr) => {
             let (rule, frame) = match decided {
+                _ if t.gil.is_some_and(|g| g.contains(args[0])) && decided.is_none_or(|(_, r)| r.lock != LockId::Gil) => {
+                    (Some(&rules::GIL), None)
+                }
                 Some((i, r)) => (Some(r), Some(i)),
                 None => (None, None),
             };
             let mut waiting_on = WaitOn { address: args[0], rule, frame, holder: None };
-            waiting_on.set_holder(t.futex_owner);
-            let state = if role == Some(Role::Acquire) { State::Lock } else { State::Wait };
+            waiting_on.set_holder(t.futex_owner, t.gil);
+            let state = if waiting_on.is_lock() { State::Lock } else { State::Wait };
             return Attribution { state, waiting_on: Some(waiting_on) };
         }
         // Locks that back off by sleeping or yielding are still lock waits.
@@ -85,6 +119,11 @@ pub fn classify(t: &ThreadFacts, frames: &[Frame]) -> Attribution {
         _ => State::Other,
     };
     Attribution { state, waiting_on: None }
+}
+
+/// The leaf frame is `sched_yield` (CPython's PyMutex spins with `_Py_yield`).
+fn is_yielding(frames: &[Frame]) -> bool {
+    frames.last().is_some_and(|f| rules::normalise(&f.function) == "sched_yield")
 }
 
 fn is_futex_wait(nr: i64) -> bool {
@@ -145,7 +184,7 @@ mod tests {
     use super::*;
 
     fn facts(os_state: char, syscall: Syscall) -> ThreadFacts {
-        ThreadFacts { os_state, syscall, blocked_after_tick: false, run_ns: 1000, cpu_wait_ns: 0, futex_owner: Some(77) }
+        ThreadFacts { os_state, syscall, blocked_after_tick: false, run_ns: 1000, cpu_wait_ns: 0, futex_owner: Some(77), gil: None }
     }
 
     fn blocked(nr: i64, arg0: u64) -> Syscall {
@@ -205,5 +244,49 @@ mod tests {
         // A spin lock that backs off by sleeping is still waiting for the lock.
         let backoff = frames(&["w", "pthread_spin_lock"]);
         assert_eq!(classify(&facts('S', blocked(libc::SYS_nanosleep, 0)), &backoff).state, State::Lock);
+    }
+
+    #[test]
+    fn futex_inside_the_gil_is_a_gil_wait_with_its_holder() {
+        let gil = GilState { address: 0x5000, size: 208, holder: Some(9) };
+        let mut t = facts('S', blocked(libc::SYS_futex, 0x5000 + 48));
+        t.gil = Some(gil);
+        // No symbol for take_gil (a stripped distro build): the address says GIL.
+        let a = classify(&t, &frames(&["worker", "python3.11+0xf94ee", "pthread_cond_timedwait"]));
+        let w = a.waiting_on.unwrap();
+        assert_eq!((a.state, w.kind(), w.address, w.holder), (State::Lock, "GIL", 0x5000, Some(9)));
+        // With symbols, the take_gil frame is kept as the deciding frame.
+        let a = classify(&t, &frames(&["worker", "take_gil", "pthread_cond_timedwait"]));
+        assert_eq!(a.waiting_on.unwrap().frame, Some(1));
+        // A futex just past the GIL is not the GIL.
+        let mut t = facts('S', blocked(libc::SYS_futex, 0x5000 + 208));
+        t.gil = Some(gil);
+        assert_eq!(classify(&t, &frames(&["w", "mystery"])).state, State::Wait);
+    }
+
+    #[test]
+    fn yielding_inside_an_acquire_is_spinning() {
+        let mut t = facts('R', Syscall::Running);
+        t.blocked_after_tick = true;
+        let f = frames(&["w", "lock_PyThread_acquire_lock", "_PyMutex_LockTimed", "_Py_yield", "__GI_sched_yield"]);
+        assert_eq!(classify(&t, &f).state, State::LockSpin);
+    }
+
+    #[test]
+    fn parking_lot_waits_are_named_by_the_parked_address() {
+        use crate::target::memory::Bytes;
+        // wait_entry { park_arg, addr, sema } on the waiter's stack at 0x7000.
+        let mut bytes = vec![0u8; 32];
+        bytes[8..16].copy_from_slice(&0x02cc_6600_01b0_u64.to_le_bytes());
+        let mem = Bytes { base: 0x7000, bytes: &bytes };
+        let f = frames(&["worker", "lock_PyThread_acquire_lock", "_PyMutex_LockTimed", "_PyParkingLot_Park", "_PySemaphore_Wait", "sem_clockwait"]);
+        let mut w = classify(&facts('S', blocked(libc::SYS_futex, 0x7010)), &f).waiting_on.unwrap();
+        w.identify_parked(&f, &mem);
+        assert_eq!((w.kind(), w.address), ("threading.Lock", 0x02cc_6600_01b0));
+        // A semaphore-based lock (3.11, 3.12): the futex is the lock.
+        let f = frames(&["worker", "lock_PyThread_acquire_lock", "acquire_timed", "PyThread_acquire_lock_timed", "sem_clockwait"]);
+        let mut w = classify(&facts('S', blocked(libc::SYS_futex, 0x7010)), &f).waiting_on.unwrap();
+        w.identify_parked(&f, &mem);
+        assert_eq!(w.address, 0x7010);
     }
 }

@@ -4,7 +4,9 @@
 
 use std::collections::HashMap;
 
+use super::rules::{LockId, RULES};
 use super::{Attribution, Globals, State, WaitOn};
+use crate::frame::{Frame, FrameKind};
 use crate::profile::locks::LockStats;
 use crate::profile::{Profile, StackId};
 use crate::target::Maps;
@@ -22,6 +24,9 @@ pub struct Observed {
 #[derive(Default)]
 pub struct LockBook {
     globals: Globals,
+    /// For kinds that are one lock per process: the address first seen, which stands
+    /// for every later wait of that kind.
+    per_process: HashMap<&'static str, u64>,
 }
 
 impl LockBook {
@@ -33,27 +38,32 @@ impl LockBook {
     pub fn record_tick(&mut self, maps: &Maps, profile: &mut Profile, tick: &[Observed]) {
         let by_tid: HashMap<i32, &Observed> = tick.iter().map(|o| (o.tid, o)).collect();
         for o in tick {
-            let Some(w) = o.attribution.waiting_on.filter(|w| w.is_lock() && o.attribution.state == State::Lock) else {
+            let Some(mut w) = o.attribution.waiting_on.filter(|w| w.is_lock() && o.attribution.state == State::Lock) else {
                 continue;
             };
-            if !profile.locks.contains_key(&w.address) {
-                let stats = LockStats {
-                    kind: w.kind().to_string(),
-                    symbol: self.globals.name(maps, w.address),
-                    ..LockStats::default()
-                };
-                profile.locks.insert(w.address, stats);
+            if is_per_process(w.kind()) {
+                w.address = *self.per_process.entry(w.kind()).or_insert(w.address);
             }
+            let (caller, site) = {
+                let frames: Vec<&Frame> = profile.stack(o.stack).iter().map(|&f| profile.frame(f)).collect();
+                (caller_of_acquire(&frames, &w), python_site(&frames, &w))
+            };
             let activity = w.holder.filter(|&h| h != o.tid).map(|h| {
                 let doing = by_tid.get(&h).map(|holder| (holder.attribution.state, leaf(profile, holder.stack)));
                 let (state, function) = doing.unwrap_or((State::Other, String::from("?")));
                 (h, state, function)
             });
-            let caller = caller_of_acquire(profile, o.stack, &w);
-            let Some(stats) = profile.locks.get_mut(&w.address) else { continue };
+            let stats = profile.locks.entry(w.address).or_insert_with(|| LockStats {
+                kind: w.kind().to_string(),
+                symbol: self.globals.name(maps, w.address),
+                ..LockStats::default()
+            });
             // A first waiter seen with a cut-short stack names no caller; a later one may.
             if stats.first_waiter.is_none() {
                 stats.first_waiter = caller;
+            }
+            if stats.site.is_none() {
+                stats.site = site;
             }
             stats.wait_samples += 1;
             *stats.waiters.entry(o.tid).or_default() += 1;
@@ -68,22 +78,40 @@ impl LockBook {
 
 /// The frame that called the acquire (just outside the frame the rule matched), unless the
 /// stack was cut short there.
-fn caller_of_acquire(p: &Profile, stack: StackId, w: &WaitOn) -> Option<String> {
-    let frames = p.stack(stack);
+pub fn caller_of_acquire(frames: &[&Frame], w: &WaitOn) -> Option<String> {
     let i = w.frame?.checked_sub(1)?;
-    frames.get(i).map(|&f| p.frame(f)).filter(|f| f.kind != crate::frame::FrameKind::Truncated).map(|f| f.label())
+    frames.get(i).filter(|f| f.kind != FrameKind::Truncated).map(|f| f.label())
+}
+
+/// `file.py:LINE` of the innermost Python frame outside the acquire: where Python code
+/// took the lock.
+pub fn python_site(frames: &[&Frame], w: &WaitOn) -> Option<String> {
+    let outside = frames.get(..w.frame?)?;
+    let f = outside.iter().rev().find(|f| f.kind == FrameKind::Python)?;
+    let file = f.file.as_deref()?;
+    Some(format!("{}:{}", file.rsplit('/').next().unwrap_or(file), f.line?))
+}
+
+/// Kinds that are one lock per process (or interpreter): the GIL, stop-the-world pauses.
+/// They are named by their kind.
+pub fn is_per_process(kind: &str) -> bool {
+    RULES.iter().any(|r| r.kind == kind && matches!(r.lock, LockId::Gil | LockId::PerProcess))
 }
 
 fn leaf(p: &Profile, stack: StackId) -> String {
     p.stack(stack).last().map(|&f| p.frame(f).label()).unwrap_or_default()
 }
 
-/// How a lock is shown to people: its symbol, else "lock taken in CALLER", else its address.
-pub fn display_name(address: u64, symbol: Option<&str>, first_waiter: Option<&str>) -> String {
-    match (symbol, first_waiter) {
-        (Some(s), _) => s.to_string(),
-        (None, Some(f)) => format!("{address:#x} (from {f})"),
-        (None, None) => format!("{address:#x}"),
+/// How a lock is shown to people: the kind for one-per-process locks (`GIL`), else its
+/// symbol, else "KIND at file.py:LINE" for locks Python code took, else "ADDRESS (from
+/// CALLER)", else its address.
+pub fn display_name(address: u64, kind: &str, symbol: Option<&str>, site: Option<&str>, first_waiter: Option<&str>) -> String {
+    match (symbol, site, first_waiter) {
+        _ if is_per_process(kind) => kind.to_string(),
+        (Some(s), _, _) => s.to_string(),
+        (None, Some(site), _) => format!("{kind} at {site}"),
+        (None, None, Some(f)) => format!("{address:#x} (from {f})"),
+        (None, None, None) => format!("{address:#x}"),
     }
 }
 
@@ -113,6 +141,46 @@ mod tests {
         assert_eq!(l.first_waiter.as_deref(), Some("worker"));
         assert_eq!(l.holders.get(&2), Some(&2));
         assert_eq!(l.holder_activity.get(&(2, State::Compute, "crunch".to_string())), Some(&2));
-        assert_eq!(display_name(0x1000, None, l.first_waiter.as_deref()), "0x1000 (from worker)");
+        assert_eq!(display_name(0x1000, &l.kind, None, l.site.as_deref(), l.first_waiter.as_deref()), "0x1000 (from worker)");
+    }
+
+    fn python_frame(function: &str, file: &str, line: u32) -> Frame {
+        Frame { function: function.into(), module: String::new(), file: Some(file.into()), line: Some(line), kind: FrameKind::Python }
+    }
+
+    #[test]
+    fn python_locks_are_named_by_the_acquiring_line_and_process_wide_ones_by_kind() {
+        let stack = [
+            python_frame("worker", "/app/app.py", 30),
+            Frame::native("method_vectorcall_VARARGS_KEYWORDS", "python3.13t"),
+            Frame::native("lock_PyThread_acquire_lock", "python3.13t"),
+        ];
+        let refs: Vec<&Frame> = stack.iter().collect();
+        let w = WaitOn { address: 0x10, rule: rule_for(&stack[2]), frame: Some(2), holder: None };
+        let site = python_site(&refs, &w);
+        assert_eq!(site.as_deref(), Some("app.py:30"));
+        let caller = caller_of_acquire(&refs, &w);
+        assert_eq!(display_name(0x10, w.kind(), None, site.as_deref(), caller.as_deref()), "threading.Lock at app.py:30");
+        assert_eq!(display_name(0x10, "GIL", Some("_PyRuntime+0x168"), None, None), "GIL");
+        assert_eq!(display_name(0x10, "stop-the-world", None, Some("app.py:3"), None), "stop-the-world");
+    }
+
+    #[test]
+    fn stop_the_world_waits_are_one_lock() {
+        let mut p = Profile::new(Meta::default(), false);
+        let frames = [Frame::native("_PyThreadState_Attach", "python3.13t"), Frame::native("tstate_wait_attach", "python3.13t")];
+        let stack = p.intern_stack(&frames);
+        let paused = |tid: i32, address: u64| Observed {
+            tid,
+            stack,
+            attribution: Attribution {
+                state: State::Lock,
+                waiting_on: Some(WaitOn { address, rule: rule_for(&frames[1]), frame: Some(1), holder: None }),
+            },
+        };
+        // Each paused thread parks on its own state word.
+        LockBook::new().record_tick(&Maps::default(), &mut p, &[paused(1, 0x100), paused(2, 0x200)]);
+        assert_eq!(p.locks.len(), 1);
+        assert_eq!(p.locks.values().next().unwrap().waiters.len(), 2);
     }
 }

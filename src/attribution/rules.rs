@@ -45,30 +45,58 @@ pub struct Rule {
     pub layer: Layer,
     /// The lock or wait kind reported: `pthread_mutex`, `GIL`, `std channel`…
     pub kind: &'static str,
+    /// What the futex word says about the lock, and where its holder can be read.
+    pub lock: LockId,
+}
+
+/// How a waiter's lock is identified, beyond "the futex word it sleeps on".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockId {
+    /// The futex word is the lock; its holder cannot be read.
+    Futex,
+    /// A glibc mutex: the futex word is the lock and the int 8 bytes past it (`__owner`)
+    /// is the holder's tid.
+    MutexOwner,
+    /// CPython's GIL: waiters sleep on one of its condition variables or its mutex; the
+    /// lock is the GIL structure and its holder is read from it at the tick.
+    Gil,
+    /// CPython's parking lot: the futex is the waiter's own semaphore, inside a
+    /// `wait_entry { park_arg, addr, sema, … }` on its stack; the lock is `addr`, the
+    /// word just before the semaphore. Applies to every wait under the matching frame.
+    Parked,
+    /// One lock per process whatever address each waiter sleeps on (a stop-the-world
+    /// pause parks each thread on its own state word): merged and named by kind.
+    PerProcess,
 }
 
 const fn acquire(layer: Layer, kind: &'static str, pattern: &'static str) -> Rule {
-    Rule { pattern, file: None, role: Role::Acquire, layer, kind }
+    Rule { pattern, file: None, role: Role::Acquire, layer, kind, lock: LockId::Futex }
 }
 
 const fn idle(layer: Layer, kind: &'static str, pattern: &'static str) -> Rule {
-    Rule { pattern, file: None, role: Role::Idle, layer, kind }
+    Rule { pattern, file: None, role: Role::Idle, layer, kind, lock: LockId::Futex }
 }
 
 const fn python(role: Role, kind: &'static str, file: &'static str, pattern: &'static str) -> Rule {
-    Rule { pattern, file: Some(file), role, layer: Layer::Intent, kind }
+    Rule { pattern, file: Some(file), role, layer: Layer::Intent, kind, lock: LockId::Futex }
+}
+
+/// A rule whose lock is identified as `lock` says.
+const fn with(rule: Rule, lock: LockId) -> Rule {
+    Rule { lock, ..rule }
 }
 
 use Layer::{Library, Primitive, Runtime};
+use LockId::{Gil, MutexOwner, Parked, PerProcess};
 
 pub const RULES: &[Rule] = &[
     // glibc (C, and C++ std::mutex / std::shared_mutex / std::condition_variable through it).
-    acquire(Library, "pthread_mutex", "*pthread_mutex_lock"),
-    acquire(Library, "pthread_mutex", "*pthread_mutex_lock_full"),
-    acquire(Library, "pthread_mutex", "*pthread_mutex_timedlock"),
-    acquire(Library, "pthread_mutex", "*pthread_mutex_clocklock*"),
-    acquire(Library, "pthread_mutex", "__pthread_mutex_cond_lock*"),
-    acquire(Primitive, "pthread_mutex", "__lll_lock_wait"),
+    with(acquire(Library, "pthread_mutex", "*pthread_mutex_lock"), MutexOwner),
+    with(acquire(Library, "pthread_mutex", "*pthread_mutex_lock_full"), MutexOwner),
+    with(acquire(Library, "pthread_mutex", "*pthread_mutex_timedlock"), MutexOwner),
+    with(acquire(Library, "pthread_mutex", "*pthread_mutex_clocklock*"), MutexOwner),
+    with(acquire(Library, "pthread_mutex", "__pthread_mutex_cond_lock*"), MutexOwner),
+    with(acquire(Primitive, "pthread_mutex", "__lll_lock_wait"), MutexOwner),
     acquire(Primitive, "glibc internal lock", "__lll_lock_wait_private"),
     acquire(Library, "pthread_rwlock", "*pthread_rwlock_*rdlock"),
     acquire(Library, "pthread_rwlock", "*pthread_rwlock_*wrlock"),
@@ -112,26 +140,40 @@ pub const RULES: &[Rule] = &[
     idle(Library, "crossbeam channel", "crossbeam_channel::*Context::wait_until"),
     idle(Library, "crossbeam channel", "crossbeam_channel::*run_select*"),
     idle(Primitive, "crossbeam park", "crossbeam_utils::*Parker::park*"),
-    // CPython (3.11–3.14, default and free-threaded builds).
-    acquire(Runtime, "GIL", "take_gil"),
+    // CPython (3.11–3.14, default and free-threaded builds). Stacks seen on real
+    // interpreters (3.11.7, 3.12.1, 3.13.0, 3.13t), innermost last:
+    //   GIL:  eval_frame_handle_pending (3.11) | _Py_HandlePending (3.12) |
+    //         _Py_HandlePending → _PyThreadState_Attach (3.13), or PyEval_RestoreThread
+    //         after a blocking call → take_gil → pthread_cond_timedwait (sometimes
+    //         __pthread_mutex_cond_lock → __lll_lock_wait on the GIL's mutex).
+    //   threading.Lock, 3.11–3.13 default builds: lock_PyThread_acquire_lock →
+    //         acquire_timed → [PyThread_acquire_lock_timed_with_retries (3.13)] →
+    //         PyThread_acquire_lock_timed → sem_clockwait; 3.13t: lock_PyThread_acquire_lock
+    //         → _PyMutex_LockTimed → _Py_yield → sched_yield (spinning) or
+    //         _PyParkingLot_Park → _PySemaphore_Wait → sem_clockwait.
+    GIL,
+    // The thread that was asked to drop the GIL waits until the requester has taken it
+    // (FORCE_SWITCHING): time lost to the GIL hand-over.
+    with(acquire(Runtime, "GIL", "drop_gil"), Gil),
     acquire(Library, "PyMutex", "PyMutex_Lock"),
     acquire(Library, "PyMutex", "_PyMutex_LockTimed"),
     acquire(Library, "PyMutex", "_PyMutex_LockSlow"),
     acquire(Library, "PyMutex", "_PyRawMutex_LockSlow"),
     acquire(Library, "PyMutex", "_PyRWMutex_*Lock"),
-    acquire(Primitive, "PyMutex", "_PyParkingLot_Park"),
+    with(acquire(Primitive, "PyMutex", "_PyParkingLot_Park"), Parked),
     idle(Primitive, "PySemaphore", "_PySemaphore_Wait"),
     idle(Library, "PyEvent", "PyEvent_WaitTimed"),
     idle(Library, "PyEvent", "PyEvent_Wait"),
     acquire(Runtime, "threading.Lock", "lock_PyThread_acquire_lock"),
     acquire(Library, "threading.Lock", "PyThread_acquire_lock_timed"),
+    acquire(Library, "threading.Lock", "PyThread_acquire_lock_timed_with_retries"),
     acquire(Library, "threading.Lock", "acquire_timed"),
     acquire(Runtime, "threading.RLock", "rlock_acquire"),
     acquire(Library, "threading.RLock", "_PyRecursiveMutex_LockTimed"),
     acquire(Runtime, "critical section", "_PyCriticalSection*BeginSlow"),
-    acquire(Runtime, "stop-the-world", "_PyEval_StopTheWorld*"),
-    acquire(Runtime, "stop-the-world", "stop_the_world"),
-    acquire(Runtime, "stop-the-world", "tstate_wait_attach"),
+    with(acquire(Runtime, "stop-the-world", "_PyEval_StopTheWorld*"), PerProcess),
+    with(acquire(Runtime, "stop-the-world", "stop_the_world"), PerProcess),
+    with(acquire(Runtime, "stop-the-world", "tstate_wait_attach"), PerProcess),
     // Python code whose purpose is known: waits built on threading.Lock.
     python(Role::Idle, "threading.Condition", "threading.py", "wait"),
     python(Role::Idle, "threading.Condition", "threading.py", "wait_for"),
@@ -142,6 +184,10 @@ pub const RULES: &[Rule] = &[
     python(Role::Idle, "queue", "queue.py", "get"),
     python(Role::Idle, "queue", "queue.py", "put"),
 ];
+
+/// Waiting for the GIL. Also applied to any futex wait inside the GIL's structure: distro
+/// builds without debug symbols do not name the static `take_gil`.
+pub const GIL: Rule = with(acquire(Runtime, "GIL", "take_gil"), LockId::Gil);
 
 /// The deciding rule for a stack (root first) and the index of the frame it matched.
 pub fn decide(frames: &[Frame]) -> Option<(usize, &'static Rule)> {
@@ -392,6 +438,14 @@ mod tests {
         assert_eq!(kind(&["gc", "_PyEval_StopTheWorldAll", "stop_the_world", "PyEvent_WaitTimed", "_PyParkingLot_Park"]),
             Some((Role::Acquire, "stop-the-world")));
         assert_eq!(kind(&["x", "PyEvent_WaitTimed", "_PyParkingLot_Park", "_PySemaphore_Wait"]), Some((Role::Idle, "PyEvent")));
+        // Stacks recorded on real interpreters.
+        assert_eq!(kind(&["is_prime", "_Py_HandlePending", "drop_gil", "pthread_cond_wait"]), Some((Role::Acquire, "GIL")));
+        assert_eq!(kind(&["lock_PyThread_acquire_lock", "acquire_timed", "PyThread_acquire_lock_timed_with_retries",
+            "PyThread_acquire_lock_timed", "__new_sem_wait_slow64"]), Some((Role::Acquire, "threading.Lock")));
+        assert_eq!(kind(&["list_pop", "_PyCriticalSection_BeginSlow", "_PyMutex_Lock", "PyMutex_Lock", "_PyMutex_LockTimed",
+            "_PyParkingLot_Park"]), Some((Role::Acquire, "critical section")));
+        assert_eq!(kind(&["_Py_HandlePending", "_PyThreadState_Attach", "tstate_wait_attach", "_PyParkingLot_Park"]),
+            Some((Role::Acquire, "stop-the-world")));
     }
 
     #[test]

@@ -108,7 +108,7 @@ fn lock_summary(p: &Profile, address: u64, l: &LockStats) -> LockSummary {
         address: format!("{address:#x}"),
         kind: l.kind.clone(),
         symbol: l.symbol.clone(),
-        name: display_name(address, l.symbol.as_deref(), l.first_waiter.as_deref()),
+        name: display_name(address, &l.kind, l.symbol.as_deref(), l.site.as_deref(), l.first_waiter.as_deref()),
         wait_samples: l.wait_samples,
         holders,
         holder_activity,

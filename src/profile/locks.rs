@@ -16,6 +16,9 @@ pub struct LockStats {
     /// For a lock that is not a global: the function the first waiter called the acquire
     /// from, a name for heap locks that stays put between runs.
     pub first_waiter: Option<String>,
+    /// Where the first waiter's Python code took the lock: `file.py:LINE` of its innermost
+    /// Python frame (Python locks have no symbol; this is how people find them).
+    pub site: Option<String>,
     /// Samples of threads blocked acquiring it.
     pub wait_samples: u64,
     /// Wait samples per waiting thread.

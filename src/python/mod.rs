@@ -56,7 +56,7 @@ pub struct PythonReader {
     walker: Walker,
     /// Thread states by OS thread id, as of the last [`PythonReader::refresh_threads`].
     threads: HashMap<i32, ThreadState>,
-    /// The main interpreter (the oldest), whose GIL [`PythonReader::gil_holder`] reports.
+    /// The main interpreter (the oldest), whose GIL [`PythonReader::gil`] reports.
     main_interp: u64,
 }
 
@@ -105,9 +105,37 @@ impl PythonReader {
         Some(self.walker.stack(&*self.mem, t.tstate))
     }
 
-    /// The thread holding the GIL, on builds that have one enabled.
-    pub fn gil_holder(&mut self) -> Option<i32> {
-        let tstate = self.walker.gil_holder_tstate(&*self.mem, self.main_interp)?;
-        self.threads.values().find(|t| t.tstate == tstate).map(|t| t.tid)
+    /// The main interpreter's GIL now: where it is, and which thread holds it (on builds
+    /// that have one enabled). Read once per tick, so every waiter of that tick is given
+    /// the same holder.
+    pub fn gil(&mut self) -> Option<GilState> {
+        let address = self.walker.gil_address(&*self.mem, self.main_interp)?;
+        let tstate = self.walker.gil_holder_tstate(&*self.mem, address);
+        let holder = tstate.and_then(|ts| self.threads.values().find(|t| t.tstate == ts).map(|t| t.tid));
+        let size = GIL_SIZE + if self.free_threaded() { 8 } else { 0 };
+        Some(GilState { address, size, holder })
     }
+}
+
+impl GilState {
+    pub fn contains(&self, address: u64) -> bool {
+        address >= self.address && address - self.address < self.size
+    }
+}
+
+/// `sizeof(struct _gil_runtime_state)` on x86_64, 3.11–3.14 default builds: interval,
+/// last_holder, locked, switch_number (32 bytes), then cond (48), mutex (40), switch_cond
+/// (48) and switch_mutex (40). Free-threaded builds add an `enabled` int in front.
+const GIL_SIZE: u64 = 208;
+
+/// The GIL at one tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GilState {
+    /// The GIL structure: the identity of every GIL wait, whichever of its condition
+    /// variables or mutex the waiter sleeps on.
+    pub address: u64,
+    /// Its size: a futex wait inside it is a GIL wait, symbols or not.
+    pub size: u64,
+    /// The OS thread holding it.
+    pub holder: Option<i32>,
 }

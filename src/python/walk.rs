@@ -238,14 +238,18 @@ impl Walker {
         Ok(info)
     }
 
-    /// The thread state holding the GIL of the main interpreter (`main_interp`), when the
-    /// build has a GIL and it is enabled and taken.
-    pub fn gil_holder_tstate(&self, mem: &dyn Memory, main_interp: u64) -> Option<u64> {
+    /// The address of the GIL the main interpreter (`main_interp`) uses.
+    pub fn gil_address(&self, mem: &dyn Memory, main_interp: u64) -> Option<u64> {
+        match self.layout.gil {
+            GilAt::Runtime(off) => Some(self.runtime.wrapping_add(off)),
+            GilAt::InterpPointer(off) => mem.read_u64(main_interp.wrapping_add(off)).ok().filter(|&g| g != 0),
+        }
+    }
+
+    /// The thread state holding the GIL at `gil`, when the build has a GIL and it is
+    /// enabled and taken.
+    pub fn gil_holder_tstate(&self, mem: &dyn Memory, gil: u64) -> Option<u64> {
         let l = &self.layout;
-        let gil = match l.gil {
-            GilAt::Runtime(off) => self.runtime.wrapping_add(off),
-            GilAt::InterpPointer(off) => mem.read_u64(main_interp.wrapping_add(off)).ok().filter(|&g| g != 0)?,
-        };
         if let Some(enabled) = l.gil_enabled
             && mem.read_i32(gil.wrapping_add(enabled)).ok()? == 0
         {
@@ -308,7 +312,7 @@ mod tests {
             let types = Types { code: base + 0x100, unicode: base + 0x200, bytes: base + 0x300 };
             let mut reader = PythonReader::new(Box::new(noise(seed, base, 1 << 16)), base, version, types).unwrap();
             reader.refresh_threads();
-            let _ = reader.gil_holder();
+            let _ = reader.gil();
             let mut walker = Walker::new(reader.walker.layout, types, base);
             for addr in (base..base + (1 << 16)).step_by(8 * 97) {
                 let stack = walker.stack(&mem, addr);

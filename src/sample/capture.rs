@@ -146,6 +146,7 @@ impl Sampler {
         if let Some(py) = self.python.as_mut() {
             py.refresh_threads();
         }
+        let gil = self.python.as_mut().and_then(|p| p.gil());
         out.reserve(tids.len());
         let mut running = Vec::new();
         let mut gone = Vec::new();
@@ -161,7 +162,7 @@ impl Sampler {
                     let cpu_wait_ns = a.woken_waiting.get(&tid).copied().unwrap_or(0);
                     let futex_owner = memo.owned_futex.and_then(|f| owner_beside(&self.mem, f));
                     let data = SampleData::Unchanged { cpu_wait_ns };
-                    out.push(RawSample { tid, time_ns, name: None, data, futex_owner });
+                    out.push(RawSample { tid, time_ns, name: None, data, futex_owner, gil: None });
                     continue;
                 }
                 (Some(a), _) if a.ran.contains(&tid) => Hint::Ran,
@@ -194,7 +195,7 @@ impl Sampler {
                         }
                         Err(e) => self.lost(tid, e),
                     };
-                    out.push(RawSample { tid, time_ns, name: ran.name, data, futex_owner: ran.futex_owner });
+                    out.push(RawSample { tid, time_ns, name: ran.name, data, futex_owner: ran.futex_owner, gil: None });
                 }
                 _ => running.push(ran),
             }
@@ -206,6 +207,7 @@ impl Sampler {
         // An owner that is not a thread of the target is not an owner (not a mutex).
         for s in &mut out {
             s.futex_owner = s.futex_owner.filter(|t| self.tids.binary_search(t).is_ok());
+            s.gil = gil;
         }
         Ok(out)
     }
@@ -279,7 +281,7 @@ impl Sampler {
                 cpu_wait_ns = cpu_wait_ns.max(interval_ns);
             }
             let futex_owner = memo.owned_futex.and_then(|f| owner_beside(&self.mem, f));
-            out.push(RawSample { tid, time_ns, name: None, data: SampleData::Unchanged { cpu_wait_ns }, futex_owner });
+            out.push(RawSample { tid, time_ns, name: None, data: SampleData::Unchanged { cpu_wait_ns }, futex_owner, gil: None });
             return Triage::Unchanged;
         }
         memo.since_name += 1;
@@ -352,7 +354,7 @@ impl Sampler {
             self.finish(ran, ticks[0], result, out);
             for &time_ns in &ticks[1..] {
                 let data = SampleData::Unchanged { cpu_wait_ns: wait_ns };
-                out.push(RawSample { tid, time_ns, name: None, data, futex_owner: None });
+                out.push(RawSample { tid, time_ns, name: None, data, futex_owner: None, gil: None });
             }
         }
     }
@@ -371,7 +373,7 @@ impl Sampler {
                 self.lost(tid, e.to_string())
             }
         };
-        out.push(RawSample { tid, time_ns, name: ran.name, data, futex_owner: ran.futex_owner });
+        out.push(RawSample { tid, time_ns, name: ran.name, data, futex_owner: ran.futex_owner, gil: None });
     }
 
     /// A thread that could not be captured: forget its counters so the next tick captures

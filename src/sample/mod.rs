@@ -10,7 +10,7 @@ mod ticker;
 pub use capture::{SAMPLING_ENV, Sampler};
 pub use ticker::{StopReason, run_ticks};
 
-use crate::python::PyStack;
+use crate::python::{GilState, PyStack};
 use crate::target::{Regs, StackSnapshot, Syscall};
 
 /// One thread at one tick, as captured.
@@ -26,6 +26,8 @@ pub struct RawSample {
     /// tick, when it is the tid of a thread of the target. In a glibc `pthread_mutex_t`
     /// that is `__owner`, the tid holding the mutex; attribution decides whether it applies.
     pub futex_owner: Option<i32>,
+    /// The CPython GIL at this tick (read once per tick, the same in every sample of it).
+    pub gil: Option<GilState>,
 }
 
 #[derive(Debug, Clone)]

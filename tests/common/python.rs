@@ -157,7 +157,7 @@ pub fn record(interp: &Interp, fixture_name: &str, args: &[&str], workers: usize
     use std::io::{BufRead, BufReader};
     let dir = manifest_dir().join("target/python-tests");
     std::fs::create_dir_all(&dir).expect("create target/python-tests");
-    let flags: String = extra.iter().map(|f| f.trim_start_matches('-')).collect::<Vec<_>>().join("-");
+    let flags: String = extra.iter().filter(|f| f.starts_with('-')).map(|f| f.trim_start_matches('-')).collect::<Vec<_>>().join("-");
     let out_file = dir.join(format!("{}-{}{flags}.folded", fixture_name.trim_end_matches(".py"), interp.version));
     let mut child = Command::new(&interp.path)
         .arg(fixture(fixture_name))

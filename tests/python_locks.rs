@@ -1,0 +1,259 @@
+//! CPython's own locks on real interpreters (the matrix of tests/python.rs: pyenv's
+//! versions, the `python3`s on PATH and the free-threaded 3.13t, which is required): GIL
+//! waits with the thread holding the GIL, `threading.Lock` waits named by the line that
+//! takes the lock and measured against the script's own clock, and the waits only
+//! free-threaded builds have (per-object critical sections, stop-the-world pauses).
+
+// Shared with tests/python.rs; this file uses part of it.
+#[path = "common/python.rs"]
+#[allow(dead_code)]
+mod py;
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use py::Interp;
+use serde_json::Value;
+
+/// Record seconds (after the fixture's workers have started).
+const SECS: f64 = 2.0;
+/// Fixtures run until stopped by the test, bounded by this in case the test dies.
+const FIXTURE_SECS: &str = "120";
+
+fn state(t: &Value, name: &str) -> u64 {
+    t["states"][name].as_u64().unwrap_or(0)
+}
+
+/// Samples whose state at the tick parprof knows: all but `other` (a thread runnable at
+/// the tick and blocked by the time it was stopped; see tests/attribution.rs).
+fn known(t: &Value) -> u64 {
+    t["samples"].as_u64().unwrap_or(0) - state(t, "other")
+}
+
+fn thread(summary: &Value, tid: i32) -> Option<&Value> {
+    summary["threads"].as_array()?.iter().find(|t| t["tid"] == tid)
+}
+
+fn locks_of_kind<'a>(summary: &'a Value, kind: &'a str) -> impl Iterator<Item = &'a Value> {
+    summary["locks"].as_array().into_iter().flatten().filter(move |l| l["kind"] == kind)
+}
+
+fn tids(v: &Value) -> Vec<i32> {
+    v.as_array().into_iter().flatten().filter_map(|t| t.as_i64()).map(|t| t as i32).collect()
+}
+
+fn summary_path(name: &str, interp: &Interp) -> PathBuf {
+    let dir = py::manifest_dir().join("target/python-tests");
+    std::fs::create_dir_all(&dir).expect("create target/python-tests");
+    dir.join(format!("{name}-{}.json", interp.version))
+}
+
+fn read_summary(path: &PathBuf) -> Result<Value, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Record `fixture` with `--summary` once its workers announced themselves.
+fn record_summary(interp: &Interp, fixture: &str, args: &[&str], workers: usize) -> Result<(py::Recording, Value), String> {
+    let path = summary_path(&format!("{}-{}", fixture.trim_end_matches(".py"), args[0]), interp);
+    let summary = path.to_str().ok_or("non-UTF-8 path")?;
+    let rec = py::record(interp, fixture, args, workers, SECS, &["--summary", summary]);
+    if rec.workers.len() != workers {
+        return Err(format!("expected {workers} workers to announce themselves, got {:?}", rec.workers));
+    }
+    Ok((rec, read_summary(&path)?))
+}
+
+/// Run `check` on each interpreter, print one line per interpreter, fail with all failures.
+fn each_interpreter(interps: &[Interp], mut check: impl FnMut(&Interp) -> Result<String, String>) {
+    let _turn = py::serial();
+    let mut failures = Vec::new();
+    for interp in interps {
+        match check(interp) {
+            Ok(figures) => eprintln!("{interp}: {figures}"),
+            Err(why) => {
+                eprintln!("{interp}: FAILED {why}");
+                failures.push(format!("{interp}: {why}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The line of `fixture` marked with `marker`, as `file.py:LINE`.
+fn marked_line(fixture: &str, marker: &str) -> String {
+    let text = std::fs::read_to_string(py::fixture(fixture)).expect("read fixture");
+    let line = text.lines().position(|l| l.contains(marker)).expect("marker in fixture") + 1;
+    format!("{fixture}:{line}")
+}
+
+#[test]
+fn cpu_bound_threads_wait_for_the_gil_held_by_another_worker() {
+    each_interpreter(&py::interpreters(), |interp| {
+        let (rec, summary) = record_summary(interp, "primes.py", &["3", FIXTURE_SECS], 3)?;
+        let gil: Vec<&Value> = locks_of_kind(&summary, "GIL").collect();
+        let take_gil = rec.stacks.iter().any(|s| s.frames.iter().any(|f| f == "take_gil"));
+        if interp.free_threaded {
+            // No GIL: no GIL waits, not even under another name.
+            return match (gil.first(), take_gil) {
+                (None, false) => Ok("no GIL waits".into()),
+                (Some(l), _) => Err(format!("a free-threaded build shows a GIL wait: {l}")),
+                (None, true) => Err("a free-threaded build shows take_gil frames".into()),
+            };
+        }
+        // One GIL, named as such, waited on by the workers.
+        let [lock] = gil[..] else { return Err(format!("expected one GIL lock, got {}: {:#?}", gil.len(), summary["locks"])) };
+        if lock["name"] != "GIL" {
+            return Err(format!("the GIL is shown as {}", lock["name"]));
+        }
+        // Every worker waits for it (the main thread may too, when it wakes from join's
+        // wait and needs the GIL back).
+        let waiters: Vec<i32> = lock["waiters"].as_array().into_iter().flatten().filter_map(|w| w["tid"].as_i64()).map(|t| t as i32).collect();
+        if rec.workers.iter().any(|w| !waiters.contains(w)) {
+            return Err(format!("GIL waiters {waiters:?}, workers {:?}", rec.workers));
+        }
+        // Three CPU-bound threads share one GIL: each can run Python at most a third of
+        // the time, so GIL waits are at least a large part of what they do.
+        let (mut waited, mut all) = (0, 0);
+        for &w in &rec.workers {
+            let t = thread(&summary, w).ok_or(format!("worker {w} missing from the summary"))?;
+            waited += lock["waiters"].as_array().into_iter().flatten().find(|x| x["tid"] == w).map_or(0, |x| x["samples"].as_u64().unwrap_or(0));
+            all += known(t);
+        }
+        let share = waited as f64 / all.max(1) as f64;
+        if share < 1.0 / 3.0 {
+            return Err(format!("GIL waits are {:.1}% of worker samples (need a third)", 100.0 * share));
+        }
+        // The holder, read from the GIL at the same tick, is another worker, running
+        // (holders are listed most often first; a waiter is never its own holder).
+        let holders = tids(&lock["holders"]);
+        if holders.first().is_none_or(|h| !rec.workers.contains(h)) || holders.iter().any(|&h| thread(&summary, h).is_none()) {
+            return Err(format!("GIL holders {holders:?}, workers {:?}", rec.workers));
+        }
+        let activity = lock["holder_activity"].as_array().cloned().unwrap_or_default();
+        let with_holder: u64 = activity.iter().map(|a| a["samples"].as_u64().unwrap_or(0)).sum();
+        let running: u64 = activity
+            .iter()
+            .filter(|a| ["compute", "cpu_wait", "lock_spin", "other"].contains(&a["state"].as_str().unwrap_or("")))
+            .map(|a| a["samples"].as_u64().unwrap_or(0))
+            .sum();
+        let wait_samples = lock["wait_samples"].as_u64().unwrap_or(0);
+        let (known_holder, holder_running) = (with_holder as f64 / wait_samples.max(1) as f64, running as f64 / with_holder.max(1) as f64);
+        let msg = format!(
+            "GIL waits {:.1}% of worker samples; holder known in {:.1}% of {wait_samples} waits, running Python in {:.1}% of those",
+            100.0 * share,
+            100.0 * known_holder,
+            100.0 * holder_running
+        );
+        // Between a drop and the next take nobody holds the GIL, so some waits have no
+        // holder; most must.
+        if known_holder < 2.0 / 3.0 || holder_running < 0.9 {
+            return Err(format!("{msg} (need a holder for two thirds of the waits, running for 90% of those); {activity:?}"));
+        }
+        Ok(msg)
+    });
+}
+
+/// Start `lock_counter.py` on `interp`, record it until it exits, and return the
+/// summary and the script's own `acquire-share` figures per thread.
+fn run_lock_counter(interp: &Interp, threads: usize, seconds: &str) -> Result<(Value, Vec<(i32, f64)>), String> {
+    let path = summary_path("lock_counter", interp);
+    let mut child = Command::new(&interp.path)
+        .arg(py::fixture("lock_counter.py"))
+        .args([&threads.to_string(), seconds])
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start {interp}: {e}"))?;
+    let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines().map_while(Result::ok);
+    let announced = lines.by_ref().take(threads).filter(|l| l.starts_with("worker-tid ")).count();
+    // Recorded until the script exits, so both clocks cover the same stretch.
+    let out = Command::new(env!("CARGO_BIN_EXE_parprof"))
+        .args(["record", "--threads", "-o"])
+        .arg(path.with_extension("folded"))
+        .arg("--summary")
+        .arg(&path)
+        .args(["--pid", &child.id().to_string()])
+        .output()
+        .map_err(|e| e.to_string())?;
+    let own: Vec<(i32, f64)> = lines
+        .filter_map(|l| {
+            let mut w = l.strip_prefix("acquire-share ")?.split_whitespace();
+            Some((w.next()?.parse().ok()?, w.next()?.parse().ok()?))
+        })
+        .collect();
+    let _ = child.wait();
+    if !out.status.success() {
+        return Err(format!("parprof record failed: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    if announced != threads || own.len() != threads {
+        return Err(format!("{announced} workers announced, {} reported their acquire time (expected {threads})", own.len()));
+    }
+    Ok((read_summary(&path)?, own))
+}
+
+#[test]
+fn threading_lock_share_matches_the_scripts_own_clock_on_free_threaded_python() {
+    let ft = py::free_threaded();
+    each_interpreter(&[ft], |interp| {
+        let (summary, own) = run_lock_counter(interp, 3, "4")?;
+        let mut lines = Vec::new();
+        let mut worst = 0f64;
+        for (tid, fixture_share) in own {
+            let t = thread(&summary, tid).ok_or(format!("worker {tid} missing from the summary"))?;
+            let ours = (state(t, "lock") + state(t, "lock_spin")) as f64 / known(t).max(1) as f64;
+            worst = worst.max((ours - fixture_share).abs());
+            lines.push(format!("tid {tid}: script {:.1}% parprof {:.1}% ({} samples)", 100.0 * fixture_share, 100.0 * ours, t["samples"]));
+        }
+        let msg = format!("time in threading.Lock.acquire: {}; worst error {:.1} points", lines.join(", "), 100.0 * worst);
+        if worst > 0.08 {
+            return Err(format!("{msg} (allowed 8)"));
+        }
+        Ok(msg)
+    });
+}
+
+#[test]
+fn threading_lock_waits_are_named_by_the_line_that_takes_the_lock() {
+    let site = marked_line("lock_counter.py", "# ACQUIRE_LINE");
+    let expected = format!("threading.Lock at {site}");
+    each_interpreter(&py::interpreters(), |interp| {
+        let (rec, summary) = record_summary(interp, "lock_counter.py", &["3", FIXTURE_SECS], 3)?;
+        let locks: Vec<&Value> = locks_of_kind(&summary, "threading.Lock").collect();
+        // One lock object, so one entry, whichever semaphore or parking-lot entry each
+        // waiter sleeps on.
+        let [lock] = locks[..] else { return Err(format!("expected one threading.Lock, got {}: {:#?}", locks.len(), summary["locks"])) };
+        if lock["name"] != expected.as_str() {
+            return Err(format!("the lock is shown as {}, expected {expected}", lock["name"]));
+        }
+        let waiters: Vec<i32> = lock["waiters"].as_array().into_iter().flatten().filter_map(|w| w["tid"].as_i64()).map(|t| t as i32).collect();
+        if waiters.len() < 2 || waiters.iter().any(|w| !rec.workers.contains(w)) {
+            return Err(format!("waiters {waiters:?}, workers {:?}", rec.workers));
+        }
+        Ok(format!("{} ({} wait samples from {} workers)", lock["name"], lock["wait_samples"], waiters.len()))
+    });
+}
+
+#[test]
+fn free_threaded_critical_sections_and_stop_the_world_pauses_are_their_own_kinds() {
+    let ft = py::free_threaded();
+    each_interpreter(&[ft], |interp| {
+        // Two threads: with more threads than cores a waiter mostly spins (yields) and
+        // seldom parks, and only parked waits name their lock.
+        let (_, critical) = record_summary(interp, "ft_waits.py", &["critical", "2", FIXTURE_SECS], 2)?;
+        let site = locks_of_kind(&critical, "critical section").next().ok_or(format!("no critical-section waits: {:#?}", critical["locks"]))?;
+        let name = site["name"].as_str().unwrap_or("");
+        if !name.starts_with("critical section at ft_waits.py:") {
+            return Err(format!("the contended list's lock is shown as {name}"));
+        }
+        let (rec, stw) = record_summary(interp, "ft_waits.py", &["stw", "3", FIXTURE_SECS], 3)?;
+        let pauses: Vec<&Value> = locks_of_kind(&stw, "stop-the-world").collect();
+        // Every thread parks on its own state word: still one stop-the-world "lock".
+        let [pause] = pauses[..] else { return Err(format!("expected one stop-the-world entry, got {}: {:#?}", pauses.len(), stw["locks"])) };
+        let waiters = pause["waiters"].as_array().map_or(0, |w| w.len());
+        if pause["name"] != "stop-the-world" || waiters < 2 {
+            return Err(format!("stop-the-world entry {pause}, workers {:?}", rec.workers));
+        }
+        Ok(format!("{name} ({} samples); stop-the-world ({} samples, {waiters} threads)", site["wait_samples"], pause["wait_samples"]))
+    });
+}
