@@ -29,22 +29,6 @@ fn share<'a>(stacks: impl Iterator<Item = &'a py::Stack>, pred: impl Fn(&py::Sta
     (if all == 0 { 0.0 } else { hit as f64 / all as f64 }, all)
 }
 
-/// Run `check` on every interpreter, print one line per interpreter, fail with all failures.
-fn each_interpreter(interps: &[Interp], mut check: impl FnMut(&Interp) -> Result<String, String>) {
-    let _turn = py::serial();
-    let mut failures = Vec::new();
-    for interp in interps {
-        match check(interp) {
-            Ok(figures) => eprintln!("{interp}: {figures}"),
-            Err(why) => {
-                eprintln!("{interp}: FAILED {why}");
-                failures.push(format!("{interp}: {why}"));
-            }
-        }
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
-}
-
 /// The share of announced worker samples showing `chain`, required to be at least `min`.
 fn chain_share(rec: &Recording, expected_workers: usize, chain: &[&str], min: f64) -> Result<String, String> {
     if rec.workers.len() != expected_workers {
@@ -61,7 +45,7 @@ fn chain_share(rec: &Recording, expected_workers: usize, chain: &[&str], min: f6
 
 #[test]
 fn prime_workers_show_the_full_python_chain() {
-    each_interpreter(&py::interpreters(), |interp| {
+    py::each_interpreter(&py::interpreters(), |interp| {
         let rec = py::record(interp, "primes.py", &["3", FIXTURE_SECS], 3, SECS, &[]);
         chain_share(&rec, 3, &["worker", "count_primes_in_range", "is_prime"], 0.9)
     });
@@ -69,7 +53,7 @@ fn prime_workers_show_the_full_python_chain() {
 
 #[test]
 fn merged_stacks_read_from_start_thread_through_the_python_chain() {
-    each_interpreter(&py::interpreters(), |interp| {
+    py::each_interpreter(&py::interpreters(), |interp| {
         let rec = py::record(interp, "primes.py", &["2", FIXTURE_SECS], 2, SECS, &[]);
         let chain = ["worker", "count_primes_in_range", "is_prime"];
         let leftover = rec.stacks.iter().find(|s| {
@@ -90,7 +74,7 @@ fn merged_stacks_read_from_start_thread_through_the_python_chain() {
 
 #[test]
 fn thread_pool_tasks_show_the_executor_chain() {
-    each_interpreter(&py::interpreters(), |interp| {
+    py::each_interpreter(&py::interpreters(), |interp| {
         let rec = py::record(interp, "pool.py", &["3", FIXTURE_SECS], 3, SECS, &[]);
         chain_share(&rec, 3, &["_worker", "_WorkItem.run", "task", "crunch"], 0.9)
     });
@@ -98,7 +82,7 @@ fn thread_pool_tasks_show_the_executor_chain() {
 
 #[test]
 fn python_only_stacks_start_at_the_thread_bootstrap() {
-    each_interpreter(&py::interpreters(), |interp| {
+    py::each_interpreter(&py::interpreters(), |interp| {
         let rec = py::record(interp, "primes.py", &["2", FIXTURE_SECS], 2, SECS, &["--no-native"]);
         let chain = ["Thread._bootstrap", "Thread._bootstrap_inner", "Thread.run", "worker", "count_primes_in_range", "is_prime"];
         let summary = chain_share(&rec, 2, &chain, 0.9)?;
@@ -119,7 +103,7 @@ fn is_zlib_frame(label: &str) -> bool {
 
 #[test]
 fn c_extension_frames_sit_above_the_python_frames_that_called_them() {
-    each_interpreter(&py::interpreters(), |interp| {
+    py::each_interpreter(&py::interpreters(), |interp| {
         let rec = py::record(interp, "compress.py", &["2", FIXTURE_SECS], 2, SECS, &[]);
         let chain = chain_share(&rec, 2, &["compress_loop", "compress_block"], 0.9)?;
         let (frac, n) = share(rec.worker_stacks(), |s| {
@@ -140,7 +124,7 @@ fn numpy_shared_array_sum_shows_python_frames() {
     let interps: Vec<Interp> = py::interpreters().into_iter().filter(|i| i.free_threaded || py::has_module(i, "numpy")).collect();
     let ft = py::free_threaded();
     assert!(py::has_module(&ft, "numpy"), "numpy is missing from {ft}; scripts/free-threaded-python installs it");
-    each_interpreter(&interps, |interp| {
+    py::each_interpreter(&interps, |interp| {
         let rec = py::record(interp, "numpy_sum.py", &["3", FIXTURE_SECS], 3, SECS, &[]);
         chain_share(&rec, 3, &["worker", "partial_sum"], 0.9)
     });
@@ -206,7 +190,7 @@ fn python_frames_match_py_spy_on_a_paused_process() {
     let gil: Vec<Interp> = py::interpreters().into_iter().filter(|i| !i.free_threaded).collect();
     assert!(!gil.is_empty(), "no GIL build of CPython >= 3.11 found");
     let py_spy = py_spy(&gil);
-    each_interpreter(&gil, |interp| {
+    py::each_interpreter(&gil, |interp| {
         let mut child = Command::new(&interp.path)
             .arg(py::fixture("primes.py"))
             .args(["2", "60"])

@@ -65,22 +65,6 @@ fn record_summary(interp: &Interp, fixture: &str, args: &[&str], workers: usize)
     Ok((rec, read_summary(&path)?))
 }
 
-/// Run `check` on each interpreter, print one line per interpreter, fail with all failures.
-fn each_interpreter(interps: &[Interp], mut check: impl FnMut(&Interp) -> Result<String, String>) {
-    let _turn = py::serial();
-    let mut failures = Vec::new();
-    for interp in interps {
-        match check(interp) {
-            Ok(figures) => eprintln!("{interp}: {figures}"),
-            Err(why) => {
-                eprintln!("{interp}: FAILED {why}");
-                failures.push(format!("{interp}: {why}"));
-            }
-        }
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
-}
-
 /// The line of `fixture` marked with `marker`, as `file.py:LINE`.
 fn marked_line(fixture: &str, marker: &str) -> String {
     let text = std::fs::read_to_string(py::fixture(fixture)).expect("read fixture");
@@ -90,7 +74,7 @@ fn marked_line(fixture: &str, marker: &str) -> String {
 
 #[test]
 fn cpu_bound_threads_wait_for_the_gil_held_by_another_worker() {
-    each_interpreter(&py::interpreters(), |interp| {
+    py::each_interpreter(&py::interpreters(), |interp| {
         let (rec, summary) = record_summary(interp, "primes.py", &["3", FIXTURE_SECS], 3)?;
         let gil: Vec<&Value> = locks_of_kind(&summary, "GIL").collect();
         let take_gil = rec.stacks.iter().any(|s| s.frames.iter().any(|f| f == "take_gil"));
@@ -195,7 +179,7 @@ fn run_lock_counter(interp: &Interp, threads: usize, seconds: &str) -> Result<(V
 #[test]
 fn threading_lock_share_matches_the_scripts_own_clock_on_free_threaded_python() {
     let ft = py::free_threaded();
-    each_interpreter(&[ft], |interp| {
+    py::each_interpreter(&[ft], |interp| {
         let (summary, own) = run_lock_counter(interp, 3, "4")?;
         let mut lines = Vec::new();
         let mut worst = 0f64;
@@ -217,7 +201,7 @@ fn threading_lock_share_matches_the_scripts_own_clock_on_free_threaded_python() 
 fn threading_lock_waits_are_named_by_the_line_that_takes_the_lock() {
     let site = marked_line("lock_counter.py", "# ACQUIRE_LINE");
     let expected = format!("threading.Lock at {site}");
-    each_interpreter(&py::interpreters(), |interp| {
+    py::each_interpreter(&py::interpreters(), |interp| {
         let (rec, summary) = record_summary(interp, "lock_counter.py", &["3", FIXTURE_SECS], 3)?;
         let locks: Vec<&Value> = locks_of_kind(&summary, "threading.Lock").collect();
         // One lock object, so one entry, whichever semaphore or parking-lot entry each
@@ -237,7 +221,7 @@ fn threading_lock_waits_are_named_by_the_line_that_takes_the_lock() {
 #[test]
 fn free_threaded_critical_sections_and_stop_the_world_pauses_are_their_own_kinds() {
     let ft = py::free_threaded();
-    each_interpreter(&[ft], |interp| {
+    py::each_interpreter(&[ft], |interp| {
         // Two threads: with more threads than cores a waiter mostly spins (yields) and
         // seldom parks, and only parked waits name their lock.
         let (_, critical) = record_summary(interp, "ft_waits.py", &["critical", "2", FIXTURE_SECS], 2)?;

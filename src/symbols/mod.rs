@@ -7,12 +7,10 @@ mod dwarf;
 pub mod module;
 mod symtab;
 
-use std::collections::HashMap;
-
 use crate::frame::{Frame, FrameKind};
 use crate::target::{Mapping, Maps, Memory};
 use dwarf::DebugInfo;
-use module::ModuleKey;
+use module::ModuleCache;
 use symtab::SymbolTable;
 
 pub use demangle::demangle;
@@ -23,12 +21,21 @@ struct SymbolModule {
     debug: Option<DebugInfo>,
 }
 
+impl SymbolModule {
+    /// Symbols from the binary and its separate debug file; DWARF from the debug file when
+    /// there is one, else from the binary itself. `None` when there is neither.
+    fn load(maps: &Maps, m: &Mapping, image: &module::ElfImage) -> Option<SymbolModule> {
+        let debug_image = module::debug_file(maps, m, image);
+        let images: Vec<_> = std::iter::once(image).chain(debug_image.as_ref()).collect();
+        let symbols = SymbolTable::from_images(&images);
+        let debug = debug_image.as_ref().and_then(DebugInfo::load).or_else(|| DebugInfo::load(image));
+        (!symbols.is_empty() || debug.is_some()).then_some(SymbolModule { symbols, debug })
+    }
+}
+
 #[derive(Default)]
 pub struct Symbolizer {
-    modules: Vec<Option<SymbolModule>>,
-    by_key: HashMap<ModuleKey, usize>,
-    /// A mapping (start, end, offset, inode) → its module and load bias.
-    placed: HashMap<(u64, u64, u64, u64), Option<(usize, u64)>>,
+    modules: ModuleCache<SymbolModule>,
 }
 
 impl Symbolizer {
@@ -57,8 +64,8 @@ impl Symbolizer {
     /// The frames at `probe` in mapping `m`, `None` when nothing covers it. `fallback`
     /// names a DWARF function that has no name and no symbol.
     fn lookup(&mut self, maps: &Maps, mem: &dyn Memory, m: &Mapping, probe: u64, fallback: &str) -> Option<Vec<Frame>> {
-        let (index, bias) = self.place(maps, m, mem)?;
-        let module = self.modules[index].as_ref()?;
+        let (index, bias) = self.modules.place(maps, m, mem, |image| SymbolModule::load(maps, m, image))?;
+        let module = self.modules.get(index)?;
         let name = m.short_name();
         let svma = probe.wrapping_sub(bias);
         let symbol = module.symbols.find(svma);
@@ -81,35 +88,4 @@ impl Symbolizer {
         Some(frames)
     }
 
-    /// The module of a mapping and its load bias, loading the module on first use.
-    fn place(&mut self, maps: &Maps, m: &Mapping, mem: &dyn Memory) -> Option<(usize, u64)> {
-        let key = (m.start, m.end, m.offset, m.inode);
-        if let Some(p) = self.placed.get(&key) {
-            return *p;
-        }
-        let placed = self.load(maps, m, mem);
-        self.placed.insert(key, placed);
-        placed
-    }
-
-    fn load(&mut self, maps: &Maps, m: &Mapping, mem: &dyn Memory) -> Option<(usize, u64)> {
-        if !(m.is_file() || m.is_vdso()) {
-            return None;
-        }
-        let image = module::open(maps, m, mem).ok()?;
-        let bias = image.bias(m)?;
-        let key = ModuleKey::of(m);
-        if let Some(&i) = self.by_key.get(&key) {
-            return Some((i, bias));
-        }
-        let debug_image = module::debug_file(maps, m, &image);
-        let images: Vec<_> = std::iter::once(&image).chain(debug_image.as_ref()).collect();
-        let symbols = SymbolTable::from_images(&images);
-        // DWARF from the debug file when there is one, else from the binary itself.
-        let debug = debug_image.as_ref().and_then(DebugInfo::load).or_else(|| DebugInfo::load(&image));
-        let module = (!symbols.is_empty() || debug.is_some()).then_some(SymbolModule { symbols, debug });
-        self.modules.push(module);
-        self.by_key.insert(key, self.modules.len() - 1);
-        Some((self.modules.len() - 1, bias))
-    }
 }

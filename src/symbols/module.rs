@@ -6,6 +6,7 @@
 //! Nothing here trusts the file: a truncated, corrupt or stripped ELF gives an error or an
 //! image without the sections asked for, never a panic.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
@@ -281,5 +282,54 @@ mod tests {
         for bytes in [vec![], vec![0x7f, b'E', b'L', b'F'], vec![0u8; 64], b"\x7fELF\x02\x01\x01".repeat(20)] {
             assert!(ElfImage::from_bytes(SharedBytes::owned(bytes)).is_err());
         }
+    }
+}
+
+/// Per-module data (unwind tables, symbol tables) loaded once per module, and found for a
+/// mapping together with the mapping's load bias.
+pub struct ModuleCache<T> {
+    modules: Vec<Option<T>>,
+    by_key: HashMap<ModuleKey, usize>,
+    /// A mapping (start, end, offset, inode) → its module and load bias.
+    placed: HashMap<(u64, u64, u64, u64), Option<(usize, u64)>>,
+}
+
+impl<T> Default for ModuleCache<T> {
+    fn default() -> Self {
+        ModuleCache { modules: Vec::new(), by_key: HashMap::new(), placed: HashMap::new() }
+    }
+}
+
+impl<T> ModuleCache<T> {
+    /// The module index and load bias of mapping `m`, opening the module and building its
+    /// data with `load` on first use. `None` for memory no module backs; a module whose
+    /// `load` gave nothing keeps its index, so it is not loaded again.
+    pub fn place(&mut self, maps: &Maps, m: &Mapping, mem: &dyn Memory, load: impl FnOnce(&ElfImage) -> Option<T>) -> Option<(usize, u64)> {
+        let key = (m.start, m.end, m.offset, m.inode);
+        if let Some(p) = self.placed.get(&key) {
+            return *p;
+        }
+        let placed = self.load(maps, m, mem, load);
+        self.placed.insert(key, placed);
+        placed
+    }
+
+    pub fn get(&self, index: usize) -> Option<&T> {
+        self.modules.get(index)?.as_ref()
+    }
+
+    fn load(&mut self, maps: &Maps, m: &Mapping, mem: &dyn Memory, load: impl FnOnce(&ElfImage) -> Option<T>) -> Option<(usize, u64)> {
+        if !(m.is_file() || m.is_vdso()) {
+            return None;
+        }
+        let image = open(maps, m, mem).ok()?;
+        let bias = image.bias(m)?;
+        let key = ModuleKey::of(m);
+        if let Some(&i) = self.by_key.get(&key) {
+            return Some((i, bias));
+        }
+        self.modules.push(load(&image));
+        self.by_key.insert(key, self.modules.len() - 1);
+        Some((self.modules.len() - 1, bias))
     }
 }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use gimli::UnwindContext;
 
-use crate::symbols::module::{self, ModuleKey};
+use crate::symbols::module::{self, ModuleCache};
 use crate::target::regs::dwarf;
 use crate::target::{Mapping, Maps, Memory, Regs};
 use cfi::CfiTables;
@@ -39,10 +39,7 @@ const RULE_CACHE_LIMIT: usize = 1 << 16;
 
 /// Walks stacks with per-module unwind tables loaded once and cached.
 pub struct Unwinder {
-    modules: Vec<Option<CfiTables>>,
-    by_key: HashMap<ModuleKey, usize>,
-    /// A mapping (start, end, offset, inode) → its module and load bias.
-    placed: HashMap<(u64, u64, u64, u64), Option<(usize, u64)>>,
+    modules: ModuleCache<CfiTables>,
     /// (module, address in the module) → the compiled rule, or `None` for no CFI.
     rules: HashMap<(usize, u64), Option<Arc<Rule>>>,
     ctx: Box<UnwindContext<usize>>,
@@ -51,9 +48,7 @@ pub struct Unwinder {
 impl Default for Unwinder {
     fn default() -> Self {
         Unwinder {
-            modules: Vec::new(),
-            by_key: HashMap::new(),
-            placed: HashMap::new(),
+            modules: ModuleCache::default(),
             rules: HashMap::new(),
             ctx: Box::new(UnwindContext::new()),
         }
@@ -112,7 +107,14 @@ impl Unwinder {
 
     /// The rule for the frame at `avma` inside `mapping`, from the per-address cache.
     fn plan(&mut self, maps: &Maps, mapping: &Mapping, mem: &dyn Memory, avma: u64) -> Plan {
-        let Some((module, bias)) = self.place(maps, mapping, mem) else { return Plan::NoCfi };
+        let load = |image: &module::ElfImage| {
+            // Code built without unwind tables has only .debug_frame, which a stripped
+            // binary keeps in its separate debug file.
+            let debug = (!image.has_section(".debug_frame")).then(|| module::debug_file(maps, mapping, image)).flatten();
+            let tables = CfiTables::load(image, debug.as_ref());
+            (!tables.is_empty()).then_some(tables)
+        };
+        let Some((module, bias)) = self.modules.place(maps, mapping, mem, load) else { return Plan::NoCfi };
         let svma = avma.wrapping_sub(bias);
         if self.rules.len() >= RULE_CACHE_LIMIT {
             self.rules.clear();
@@ -120,7 +122,7 @@ impl Unwinder {
         let rule = match self.rules.get(&(module, svma)) {
             Some(r) => r.clone(),
             None => {
-                let r = self.modules[module].as_ref().and_then(|t| t.rule_at(svma, &mut self.ctx)).map(Arc::new);
+                let r = self.modules.get(module).and_then(|t| t.rule_at(svma, &mut self.ctx)).map(Arc::new);
                 self.rules.insert((module, svma), r.clone());
                 r
             }
@@ -128,38 +130,6 @@ impl Unwinder {
         rule.map_or(Plan::NoCfi, Plan::Cfi)
     }
 
-    /// The module of a mapping and its load bias, loading the module on first use.
-    fn place(&mut self, maps: &Maps, m: &Mapping, mem: &dyn Memory) -> Option<(usize, u64)> {
-        let key = (m.start, m.end, m.offset, m.inode);
-        if let Some(p) = self.placed.get(&key) {
-            return *p;
-        }
-        let placed = self.load(maps, m, mem);
-        self.placed.insert(key, placed);
-        placed
-    }
-
-    fn load(&mut self, maps: &Maps, m: &Mapping, mem: &dyn Memory) -> Option<(usize, u64)> {
-        if !(m.is_file() || m.is_vdso()) {
-            return None;
-        }
-        let image = module::open(maps, m, mem).ok()?;
-        let bias = image.bias(m)?;
-        let key = ModuleKey::of(m);
-        let index = match self.by_key.get(&key) {
-            Some(&i) => i,
-            None => {
-                // Code built without unwind tables has only .debug_frame, which a stripped
-                // binary keeps in its separate debug file.
-                let debug = (!image.has_section(".debug_frame")).then(|| module::debug_file(maps, m, &image)).flatten();
-                let tables = CfiTables::load(&image, debug.as_ref());
-                self.modules.push((!tables.is_empty()).then_some(tables));
-                self.by_key.insert(key, self.modules.len() - 1);
-                self.modules.len() - 1
-            }
-        };
-        Some((index, bias))
-    }
 }
 
 /// The caller of a frame that keeps a frame pointer: saved rbp at [rbp], return address

@@ -196,3 +196,19 @@ pub fn has_chain(frames: &[String], chain: &[&str]) -> bool {
     let names: Vec<&str> = frames.iter().filter_map(|f| python_function(f)).collect();
     names.windows(chain.len()).any(|w| w == chain)
 }
+
+/// Run `check` on each interpreter, print one line per interpreter, fail with all failures.
+pub fn each_interpreter(interps: &[Interp], mut check: impl FnMut(&Interp) -> Result<String, String>) {
+    let _turn = serial();
+    let mut failures = Vec::new();
+    for interp in interps {
+        match check(interp) {
+            Ok(figures) => eprintln!("{interp}: {figures}"),
+            Err(why) => {
+                eprintln!("{interp}: FAILED {why}");
+                failures.push(format!("{interp}: {why}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
