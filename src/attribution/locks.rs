@@ -79,8 +79,18 @@ impl LockBook {
 /// The frame that called the acquire (just outside the frame the rule matched), unless the
 /// stack was cut short there.
 pub fn caller_of_acquire(frames: &[&Frame], w: &WaitOn) -> Option<String> {
-    let i = w.frame?.checked_sub(1)?;
-    frames.get(i).filter(|f| f.kind != FrameKind::Truncated).map(|f| f.label())
+    let outside = frames.get(..w.frame?)?;
+    let f = outside.iter().rev().find(|f| !is_lock_plumbing(&f.function))?;
+    (f.kind != FrameKind::Truncated).then(|| f.label())
+}
+
+/// Frames of a lock's own implementation between user code and the frame the rule matched
+/// (`Mutex::lock` above `lock_contended`, glibc's `pthread_mutex_lock` wrappers): the lock
+/// is named after the code that called into them.
+fn is_lock_plumbing(function: &str) -> bool {
+    const PREFIXES: [&str; 8] =
+        ["std::sync::", "<std::sys::sync::", "std::sys::sync::", "lock_api::", "parking_lot::", "<parking_lot::", "pthread_", "__pthread_"];
+    PREFIXES.iter().any(|p| function.starts_with(p))
 }
 
 /// `file.py:LINE` of the innermost Python frame outside the acquire: where Python code
@@ -110,7 +120,7 @@ pub fn display_name(address: u64, kind: &str, symbol: Option<&str>, site: Option
         _ if is_per_process(kind) => kind.to_string(),
         (Some(s), _, _) => s.to_string(),
         (None, Some(site), _) => format!("{kind} at {site}"),
-        (None, None, Some(f)) => format!("{address:#x} (from {f})"),
+        (None, None, Some(f)) => format!("{kind} taken in {f}"),
         (None, None, None) => format!("{address:#x}"),
     }
 }
@@ -141,7 +151,7 @@ mod tests {
         assert_eq!(l.first_waiter.as_deref(), Some("worker"));
         assert_eq!(l.holders.get(&2), Some(&2));
         assert_eq!(l.holder_activity.get(&(2, State::Compute, "crunch".to_string())), Some(&2));
-        assert_eq!(display_name(0x1000, &l.kind, None, l.site.as_deref(), l.first_waiter.as_deref()), "0x1000 (from worker)");
+        assert_eq!(display_name(0x1000, &l.kind, None, l.site.as_deref(), l.first_waiter.as_deref()), "pthread_mutex taken in worker");
     }
 
     fn python_frame(function: &str, file: &str, line: u32) -> Frame {

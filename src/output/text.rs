@@ -88,7 +88,7 @@ pub fn lock_report(locks: &[LockSummary]) -> Vec<String> {
     let mut lines = vec!["parprof: most contended locks (samples of threads blocked acquiring them):".to_string()];
     for l in locks.iter().take(TOP_LOCKS) {
         lines.push(format!(
-            "  {:6}  {} [{}] at {}, waited on by {} thread(s)",
+            "  {:6}  {} ({} at {}), waited on by {} thread(s)",
             l.wait_samples,
             l.name,
             l.kind,
