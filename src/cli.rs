@@ -19,6 +19,10 @@ pub enum Command {
     Record(RecordArgs),
     /// Every thread's stack and state now, who waits for whom, and any deadlock.
     Dump(DumpArgs),
+    /// Render a saved profile (.parprof) to any output format, without the target.
+    Report(ReportArgs),
+    /// Compare two profiles: what grew, a differential flamegraph, and a CI gate.
+    Diff(DiffArgs),
 }
 
 #[derive(Debug, Args)]
@@ -30,6 +34,46 @@ pub struct DumpArgs {
     /// Write JSON (schema in docs/dump.md) instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// A saved profile, written by `parprof record --format profile` (.parprof).
+    pub profile: PathBuf,
+
+    /// Where to write the rendering.
+    #[arg(long, short, default_value = "parprof.svg")]
+    pub output: PathBuf,
+
+    /// Output format (default: from the output file's extension).
+    #[arg(long, short)]
+    pub format: Option<Format>,
+
+    /// Start each stack with its thread (`name tid`).
+    #[arg(long)]
+    pub threads: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The baseline: a saved profile (.parprof) or folded stacks.
+    pub base: PathBuf,
+
+    /// The profile to compare with it, in either form.
+    pub new: PathBuf,
+
+    /// Write a differential flamegraph (SVG) here.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+
+    /// Write the comparison as markdown here (e.g. a CI job summary).
+    #[arg(long)]
+    pub markdown: Option<PathBuf>,
+
+    /// Exit with status 3 when the lock share or any function's self or total share grew
+    /// by more than PCT percentage points.
+    #[arg(long, value_name = "PCT")]
+    pub fail_on_regression: Option<f64>,
 }
 
 #[derive(Debug, Args)]

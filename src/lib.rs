@@ -7,12 +7,14 @@
 pub mod attribution;
 pub mod cli;
 pub mod dump;
+pub mod diff_cmd;
 pub mod frame;
 pub mod output;
 pub mod profile;
 pub mod progress;
 pub mod python;
 pub mod record;
+pub mod report;
 pub mod resolve;
 pub mod sample;
 pub mod symbols;

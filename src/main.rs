@@ -20,6 +20,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Record(args) => parprof::record::run(args),
         Command::Dump(args) => parprof::dump::run(args),
+        Command::Report(args) => parprof::report::run(args),
+        Command::Diff(args) => parprof::diff_cmd::run(args),
     };
     match result {
         Ok(code) => code,

@@ -30,7 +30,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
     }
     let format = match args.format.or_else(|| Format::from_path(&args.output)) {
         Some(f) => f,
-        None => bail!("cannot tell the format from '{}': pass --format svg|folded", args.output.display()),
+        None => bail!("cannot tell the format from '{}': pass --format svg|folded|speedscope|pprof|profile", args.output.display()),
     };
     install_stop_handlers();
 
@@ -45,7 +45,8 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let meta = Meta {
-        command: proc::cmdline(pid),
+        // A command just started may not show its arguments in /proc yet: use our own copy.
+        command: if args.command.is_empty() { proc::cmdline(pid) } else { args.command.join(" ") },
         pid,
         start_unix_s: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
         rate_hz: args.rate,
@@ -59,7 +60,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
 
     let (tx, rx) = crossbeam_channel::bounded::<Vec<RawSample>>(1024);
     let include_native = !args.no_native;
-    let keep_timeline = false;
+    let keep_timeline = format.needs_timeline();
     let resolver_thread = std::thread::Builder::new().name("parprof-resolve".into()).spawn(move || {
         let mut resolver = Resolver::new(pid, include_native);
         let mut profile = Profile::new(meta, keep_timeline);
@@ -94,7 +95,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
     if permission_denied {
         eprintln!("parprof: some running threads could not be stopped to read their registers (permission denied); their samples are marked [truncated]");
     }
-    write_output(&profile, format, &args)?;
+    output::write_file(&profile, format, args.threads, &args.output)?;
     if let Some(path) = &args.summary {
         let file = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
         let mut out = std::io::BufWriter::new(file);
@@ -108,18 +109,6 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn write_output(profile: &Profile, format: Format, args: &RecordArgs) -> anyhow::Result<()> {
-    let file = std::fs::File::create(&args.output).with_context(|| format!("cannot create {}", args.output.display()))?;
-    let mut out = std::io::BufWriter::new(file);
-    match format {
-        Format::Svg => output::flamegraph::write(profile, args.threads, &mut out)?,
-        Format::Folded => output::folded::write(profile, args.threads, &mut out)?,
-    }
-    use std::io::Write;
-    out.flush().with_context(|| format!("writing {}", args.output.display()))?;
-    Ok(())
 }
 
 /// Start the command with the terminal's stdin/stdout/stderr, and return once it has

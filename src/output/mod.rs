@@ -1,26 +1,72 @@
-//! Writing a profile out: folded stacks and flamegraph SVGs.
+//! Writing a profile out: folded stacks, flamegraph SVGs, speedscope, pprof, saved profiles.
 
+pub mod diff;
 pub mod flamegraph;
 pub mod folded;
 pub mod summary_json;
+pub mod pprof;
+pub mod speedscope;
 pub mod text;
 
 use std::path::Path;
+
+use crate::profile::Profile;
 
 /// Output formats, chosen with `--format` or from the output file's extension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
     Svg,
     Folded,
+    /// speedscope JSON: one timeline per thread.
+    Speedscope,
+    /// gzipped pprof profile.proto.
+    Pprof,
+    /// parprof's saved profile, for `parprof report` and `parprof diff`.
+    Profile,
 }
 
 impl Format {
-    /// The format a file name implies: `.svg`, `.folded`/`.txt`.
+    /// The format a file name implies: `.svg`, `.folded`/`.txt`, `.json`, `.pb.gz`, `.parprof`.
     pub fn from_path(path: &Path) -> Option<Format> {
+        if path.to_str()?.ends_with(".pb.gz") {
+            return Some(Format::Pprof);
+        }
         match path.extension()?.to_str()? {
             "svg" => Some(Format::Svg),
             "folded" | "txt" => Some(Format::Folded),
+            "json" => Some(Format::Speedscope),
+            "parprof" => Some(Format::Profile),
             _ => None,
         }
     }
+
+    /// True when the format shows when each sample was taken, so recording must keep
+    /// per-sample timestamps.
+    pub fn needs_timeline(self) -> bool {
+        matches!(self, Format::Speedscope | Format::Profile)
+    }
+}
+
+/// Write `p` in `format`; `threads` starts each stack with its thread where the format has
+/// no other place for it (folded, SVG).
+pub fn write(p: &Profile, format: Format, threads: bool, out: &mut dyn std::io::Write) -> anyhow::Result<()> {
+    match format {
+        Format::Svg => flamegraph::write(p, threads, out)?,
+        Format::Folded => folded::write(p, threads, out)?,
+        Format::Speedscope => speedscope::write(p, out)?,
+        Format::Pprof => pprof::write(p, out)?,
+        Format::Profile => crate::profile::saved::write(p, out)?,
+    }
+    Ok(())
+}
+
+/// Create `path` and write `p` into it in `format`.
+pub fn write_file(p: &Profile, format: Format, threads: bool, path: &Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use std::io::Write;
+    let file = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    write(p, format, threads, &mut out)?;
+    out.flush().with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
 }

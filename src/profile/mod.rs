@@ -3,6 +3,7 @@
 //! timestamps are kept only when a timeline output asks for them.
 
 pub mod locks;
+pub mod saved;
 
 use std::collections::{BTreeMap, HashMap};
 

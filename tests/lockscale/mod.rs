@@ -1,0 +1,56 @@
+//! The lock-scaling fixture (fixtures/artifacts/lockscale.c) recorded to saved profiles,
+//! shared by the artifact and diff tests.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::path::{Path, PathBuf};
+
+use crate::common::{build, run_parprof, scratch_file};
+
+pub fn exe() -> PathBuf {
+    build("fixtures/artifacts/lockscale.c", &[])
+}
+
+/// Record `lockscale THREADS SECONDS LOCKED_SCALE` from start to exit into a `.parprof`;
+/// returns the file and parprof's stderr.
+pub fn record(threads: u32, seconds: u32, locked_scale: u32) -> (PathBuf, String) {
+    let out = scratch_file(&format!("lockscale-{threads}-{locked_scale}.parprof"));
+    let exe = exe();
+    let args = [threads.to_string(), seconds.to_string(), locked_scale.to_string()];
+    let o = run_parprof(&[
+        "record",
+        "-o",
+        out.to_str().unwrap(),
+        "--",
+        exe.to_str().unwrap(),
+        &args[0],
+        &args[1],
+        &args[2],
+    ]);
+    (out, String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+/// `parprof report PROFILE -o OUTPUT [extra...]`; returns OUTPUT's bytes.
+pub fn report(profile: &Path, output_name: &str, extra: &[&str]) -> Vec<u8> {
+    let out = scratch_file(output_name);
+    let mut args = vec!["report", profile.to_str().unwrap(), "-o", out.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    run_parprof(&args);
+    std::fs::read(&out).expect("report wrote its output")
+}
+
+/// The sample count from record's end-of-run summary (`parprof: N samples of ...`).
+pub fn summary_samples(stderr: &str) -> u64 {
+    let line = stderr.lines().find(|l| l.contains(" samples of ")).expect("record printed its summary");
+    let n = line.trim_start_matches("parprof: ").split(' ').next().unwrap();
+    n.parse().expect("sample count")
+}
+
+/// The stderr of a parprof run expected to fail, checked to be one line, with its status.
+pub fn failure(args: &[&str]) -> (Option<i32>, String) {
+    let o = crate::common::parprof().args(args).output().expect("run parprof");
+    assert!(!o.status.success(), "parprof {args:?} succeeded");
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(err.trim_end().lines().count(), 1, "parprof {args:?} printed more than one line:\n{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    (o.status.code(), err)
+}
