@@ -86,6 +86,7 @@ impl Resolver {
         let facts = ThreadFacts {
             os_state: f.os_state,
             syscall: f.syscall,
+            blocked_after_tick: f.blocked_after_tick,
             run_ns: f.run_ns,
             cpu_wait_ns: f.cpu_wait_ns,
             futex_owner: s.futex_owner,

@@ -47,6 +47,8 @@ pub struct ThreadFacts {
     /// The `/proc/<tid>/stat` state letter.
     pub os_state: char,
     pub syscall: Syscall,
+    /// Runnable at the tick, but in a syscall by the time its registers were read.
+    pub blocked_after_tick: bool,
     /// Nanoseconds on a CPU and queued for one since the previous sample.
     pub run_ns: u64,
     pub cpu_wait_ns: u64,
@@ -59,6 +61,9 @@ pub fn classify(t: &ThreadFacts, frames: &[Frame]) -> Attribution {
     let decided = rules::decide(frames);
     let role = decided.map(|(_, r)| r.role);
     let state = match (t.os_state, t.syscall) {
+        // Its stack is from after it blocked (say, in the lock it reached after the tick):
+        // what it ran at the tick is unknown, and guessing from that stack over-counts locks.
+        ('R', _) if t.blocked_after_tick => State::Other,
         // Runnable inside an acquire: spinning, or woken by the unlocker and not yet on a
         // CPU. Either way the time is lost to the lock.
         ('R', _) if role == Some(Role::Acquire) => State::LockSpin,
@@ -140,7 +145,7 @@ mod tests {
     use super::*;
 
     fn facts(os_state: char, syscall: Syscall) -> ThreadFacts {
-        ThreadFacts { os_state, syscall, run_ns: 1000, cpu_wait_ns: 0, futex_owner: Some(77) }
+        ThreadFacts { os_state, syscall, blocked_after_tick: false, run_ns: 1000, cpu_wait_ns: 0, futex_owner: Some(77) }
     }
 
     fn blocked(nr: i64, arg0: u64) -> Syscall {
@@ -184,6 +189,9 @@ mod tests {
         let mut queued = facts('R', Syscall::Running);
         queued.cpu_wait_ns = 5000;
         assert_eq!(classify(&queued, &frames(&["w", "work"])).state, State::CpuWait);
+        let mut late = facts('R', Syscall::Running);
+        late.blocked_after_tick = true;
+        assert_eq!(classify(&late, &frames(&["w", "pthread_mutex_lock"])).state, State::Other);
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 
 use object::{Object, ObjectSegment, ObjectSymbol, SymbolKind};
 
+use crate::symbols::demangle;
 use crate::target::{Mapping, Maps};
 
 /// Data symbols per module, loaded on first use.
@@ -76,24 +77,13 @@ impl ModuleData {
             .symbols()
             .chain(file.dynamic_symbols())
             .filter(|s| matches!(s.kind(), SymbolKind::Data | SymbolKind::Tls | SymbolKind::Unknown) && s.address() != 0 && !s.is_undefined())
-            .filter_map(|s| Some((s.address(), s.size(), demangle(s.name().ok()?))))
+            .filter_map(|s| Some((s.address(), s.size(), demangle(s.name().ok()?.split('@').next()?))))
             .filter(|s| !s.2.is_empty())
             .collect();
         symbols.sort();
         symbols.dedup_by(|a, b| a.0 == b.0);
         Some(ModuleData { loads, base_vaddr, symbols })
     }
-}
-
-fn demangle(name: &str) -> String {
-    let name = name.split('@').next().unwrap_or(name);
-    if let Ok(d) = rustc_demangle::try_demangle(name) {
-        return format!("{d:#}");
-    }
-    cpp_demangle::Symbol::new(name)
-        .ok()
-        .and_then(|s| s.demangle().ok())
-        .unwrap_or_else(|| name.to_string())
 }
 
 #[cfg(test)]

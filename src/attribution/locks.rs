@@ -77,7 +77,7 @@ fn leaf(p: &Profile, stack: StackId) -> String {
 pub fn display_name(address: u64, symbol: Option<&str>, first_waiter: Option<&str>) -> String {
     match (symbol, first_waiter) {
         (Some(s), _) => s.to_string(),
-        (None, Some(f)) => format!("{address:#x} (locked in {f})"),
+        (None, Some(f)) => format!("{address:#x} (from {f})"),
         (None, None) => format!("{address:#x}"),
     }
 }
@@ -108,6 +108,6 @@ mod tests {
         assert_eq!(l.first_waiter.as_deref(), Some("worker"));
         assert_eq!(l.holders.get(&2), Some(&2));
         assert_eq!(l.holder_activity.get(&(2, State::Compute, "crunch".to_string())), Some(&2));
-        assert_eq!(display_name(0x1000, None, l.first_waiter.as_deref()), "0x1000 (locked in worker)");
+        assert_eq!(display_name(0x1000, None, l.first_waiter.as_deref()), "0x1000 (from worker)");
     }
 }

@@ -212,11 +212,13 @@ fn glob(p: &[u8], s: &[u8]) -> bool {
 }
 
 /// A function name with what varies between builds taken off: symbol versions
-/// (`@@GLIBC_2.2.5`), compiler clone suffixes (`.cold`, `.isra.0`, `.constprop.0`,
+/// (`@@GLIBC_2.2.5`), glibc's `__GI_` alias prefix, compiler clone suffixes (`.cold`, `.isra.0`, `.constprop.0`,
 /// `.part.0`, `.llvm.123`), Rust hashes (`::h0123456789abcdef`), generic arguments
 /// (`Channel<T>::recv` → `Channel::recv`) and C++ parameter lists (`lock()` → `lock`).
 pub fn normalise(name: &str) -> String {
     let mut s = name.split('@').next().unwrap_or(name);
+    // glibc's internal aliases: `__GI___pthread_mutex_lock` is `__pthread_mutex_lock`.
+    s = s.strip_prefix("__GI_").unwrap_or(s);
     for suffix in [".cold", ".isra", ".constprop", ".part", ".lto_priv", ".llvm."] {
         if let Some(i) = s.find(suffix) {
             s = &s[..i];
@@ -232,22 +234,48 @@ pub fn normalise(name: &str) -> String {
     strip_params(&strip_generics(s))
 }
 
-/// Remove `<...>` groups that follow a name (`Channel<T>`), keeping qualified-path
-/// brackets that start a segment (`<T as Trait>::f` stays readable).
+/// Remove generic arguments (`Channel<T>::recv` → `Channel::recv`) and unwrap qualified
+/// paths to the type they name (`<Mutex>::lock_contended` → `Mutex::lock_contended`,
+/// `<RawMutex as lock_api::RawMutex>::lock` → `RawMutex::lock`).
 fn strip_generics(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
-    let mut depth = 0usize;
-    let mut prev: Option<char> = None;
-    for c in s.chars() {
-        match c {
-            '<' if depth > 0 || prev.is_some_and(|p| p.is_alphanumeric() || p == '_' || p == '>') => depth += 1,
-            '>' if depth > 0 => depth -= 1,
-            _ if depth > 0 => {}
-            _ => out.push(c),
+    let mut rest = s;
+    while let Some(i) = rest.find('<') {
+        let (before, from) = rest.split_at(i);
+        out.push_str(before);
+        let Some(len) = matching_close(from) else {
+            out.push_str(from);
+            return out;
+        };
+        let inner = &from[1..len];
+        let at_segment_start = before.is_empty() || before.ends_with("::");
+        if at_segment_start {
+            // A qualified path: keep its type, without the trait it is viewed as.
+            let ty = inner.split(" as ").next().unwrap_or(inner);
+            out.push_str(&strip_generics(ty));
         }
-        prev = Some(c);
+        rest = &from[len + 1..];
     }
+    out.push_str(rest);
     out
+}
+
+/// The index of the `>` that closes the `<` at the start of `s`.
+fn matching_close(s: &str) -> Option<usize> {
+    let mut depth = 0usize;
+    for (i, c) in s.char_indices() {
+        match c {
+            '<' => depth += 1,
+            '>' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(i);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 /// Remove a trailing C++ parameter list.
@@ -287,12 +315,16 @@ mod tests {
     fn normalises_build_noise() {
         assert_eq!(normalise("pthread_mutex_lock@@GLIBC_2.2.5"), "pthread_mutex_lock");
         assert_eq!(normalise("take_gil.cold"), "take_gil");
+        assert_eq!(normalise("__GI___lll_lock_wait"), "__lll_lock_wait");
         assert_eq!(normalise("acquire_timed.isra.0"), "acquire_timed");
         assert_eq!(normalise("stop_the_world.constprop.0"), "stop_the_world");
         assert_eq!(normalise("std::sys::sync::mutex::futex::Mutex::lock_contended::h0123456789abcdef"),
             "std::sys::sync::mutex::futex::Mutex::lock_contended");
         assert_eq!(normalise("std::sync::mpmc::list::Channel<T>::recv::{{closure}}"), "std::sync::mpmc::list::Channel::recv::{{closure}}");
         assert_eq!(normalise("std::mutex::lock()"), "std::mutex::lock");
+        assert_eq!(normalise("<std::sys::sync::mutex::futex::Mutex>::lock_contended"), "std::sys::sync::mutex::futex::Mutex::lock_contended");
+        assert_eq!(normalise("<parking_lot::raw_mutex::RawMutex as lock_api::mutex::RawMutex>::lock"), "parking_lot::raw_mutex::RawMutex::lock");
+        assert_eq!(normalise("<std::sync::mpmc::list::Channel<T>>::recv"), "std::sync::mpmc::list::Channel::recv");
         assert_eq!(normalise("foo(int, std::vector<int>)"), "foo");
     }
 

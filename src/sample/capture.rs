@@ -28,7 +28,7 @@ struct ThreadMemo {
     sched_file: SchedStatFile,
     sched: SchedStat,
     name: String,
-    /// Fresh captures since the name was last read (threads rename themselves).
+    /// Captures since the name was last read (threads rename themselves).
     since_name: u32,
     /// The futex the thread was blocked on at its last fresh capture, if the word beside
     /// it then named a thread (a glibc mutex's owner): re-read while the thread sleeps, as
@@ -72,6 +72,9 @@ impl Sampler {
 
     /// Capture every current thread of the target. `Err` when the process is gone.
     pub fn tick(&mut self, time_ns: u64) -> std::io::Result<Vec<RawSample>> {
+        // A thread that did not stop by the last deadline is in its ptrace stop by now:
+        // release it before anything else (it would not look "running" to be stopped again).
+        self.tracer.settle();
         let tids = self.thread_list()?;
         if let Some(py) = self.python.as_mut() {
             py.refresh_threads();
@@ -84,9 +87,15 @@ impl Sampler {
                 // Blocked: user registers are frozen until the syscall returns; no stop.
                 Syscall::Blocked { sp, pc, .. } | Syscall::BlockedNoSyscall { sp, pc } if ran.stat.state != 'R' => {
                     let data = match copy_stack(&self.mem, sp, self.stack_bytes) {
+                        // It returned before the copy was complete: the copy may not match
+                        // the registers, so capture it as a running thread instead.
+                        Ok(_) if Syscall::read(self.pid, tid).ok() != Some(ran.syscall) => {
+                            running.push(ran);
+                            continue;
+                        }
                         Ok(stack) => {
                             let python = self.python.as_mut().and_then(|p| p.stack(tid));
-                            fresh(&ran, Regs::from_ip_sp(pc, sp), stack, python)
+                            fresh(&ran, Regs::from_ip_sp(pc, sp), stack, python, false)
                         }
                         Err(e) => self.lost(tid, e),
                     };
@@ -135,12 +144,6 @@ impl Sampler {
         let prev = std::mem::replace(&mut memo.sched, sched);
         let run_ns = sched.run_ns.saturating_sub(prev.run_ns);
         let cpu_wait_ns = sched.wait_ns.saturating_sub(prev.wait_ns);
-        if !is_new && run_ns == 0 && sched.timeslices == prev.timeslices {
-            let futex_owner = memo.owned_futex.and_then(|a| owner_beside(&self.mem, a));
-            let data = SampleData::Unchanged { cpu_wait_ns };
-            out.push(RawSample { tid, time_ns, name: None, data, futex_owner });
-            return None;
-        }
         memo.since_name += 1;
         let mut name = None;
         if memo.since_name >= NAME_REFRESH {
@@ -150,6 +153,14 @@ impl Sampler {
                 memo.name = now.clone();
                 name = Some(now);
             }
+        }
+        // Idle captures count too: a thread that names itself right after it starts and
+        // then blocks must not keep its inherited name for a whole recording.
+        if !is_new && run_ns == 0 && sched.timeslices == prev.timeslices {
+            let futex_owner = memo.owned_futex.and_then(|a| owner_beside(&self.mem, a));
+            let data = SampleData::Unchanged { cpu_wait_ns };
+            out.push(RawSample { tid, time_ns, name, data, futex_owner });
+            return None;
         }
         let stat = ThreadStat::read(pid, tid).ok()?;
         let syscall = Syscall::read(pid, tid).ok()?;
@@ -177,7 +188,10 @@ impl Sampler {
         for (tid, result) in results {
             let Some(ran) = by_tid.remove(&tid) else { continue };
             let data = match result {
-                Ok((regs, (Ok(stack), py))) => fresh(&ran, regs, stack, py),
+                Ok((regs, (Ok(stack), py))) => {
+                    let blocked_after_tick = ran.stat.state == 'R' && after_syscall_instruction(&mem, regs.ip());
+                    fresh(&ran, regs, stack, py, blocked_after_tick)
+                }
                 Ok((_, (Err(e), _))) => self.lost(tid, e),
                 Err(StopError::Gone) => {
                     self.threads.remove(&tid);
@@ -203,6 +217,14 @@ impl Sampler {
     }
 }
 
+/// Whether `ip` follows a `syscall` instruction (0f 05): a thread that was runnable at the
+/// tick and is stopped there had blocked in a system call in between.
+fn after_syscall_instruction(mem: &ProcessMemory, ip: u64) -> bool {
+    use crate::target::Memory;
+    let mut insn = [0u8; 2];
+    ip.checked_sub(2).is_some_and(|a| mem.read(a, &mut insn).is_ok()) && insn == [0x0f, 0x05]
+}
+
 /// The int at `futex + 8`: in a glibc `pthread_mutex_t` that is `__owner`, the tid holding
 /// the mutex. Attribution decides whether the futex is a mutex.
 fn owner_beside(mem: &ProcessMemory, futex: u64) -> Option<i32> {
@@ -213,10 +235,11 @@ fn owner_beside(mem: &ProcessMemory, futex: u64) -> Option<i32> {
     mem.read_i32(futex.checked_add(8)?).ok().filter(|&t| t > 0)
 }
 
-fn fresh(ran: &Ran, regs: Regs, stack: StackSnapshot, python: Option<PyStack>) -> SampleData {
+fn fresh(ran: &Ran, regs: Regs, stack: StackSnapshot, python: Option<PyStack>, blocked_after_tick: bool) -> SampleData {
     SampleData::Fresh(Box::new(Fresh {
         os_state: ran.stat.state,
         syscall: ran.syscall,
+        blocked_after_tick,
         run_ns: ran.run_ns,
         cpu_wait_ns: ran.cpu_wait_ns,
         regs,

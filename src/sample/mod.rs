@@ -40,6 +40,9 @@ pub struct Fresh {
     /// The `/proc/<tid>/stat` state letter.
     pub os_state: char,
     pub syscall: Syscall,
+    /// Runnable at the tick but found sitting in a syscall when stopped later: it blocked
+    /// in between, so its stack shows where it went, not where it was at the tick.
+    pub blocked_after_tick: bool,
     /// Nanoseconds on a CPU and waiting for one since the thread's previous sample.
     pub run_ns: u64,
     pub cpu_wait_ns: u64,

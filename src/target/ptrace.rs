@@ -52,7 +52,6 @@ impl Tracer {
         tids: &[i32],
         mut while_stopped: impl FnMut(i32, &Regs) -> T,
     ) -> Vec<(i32, Result<(Regs, T), StopError>)> {
-        self.settle();
         let mut results = Vec::with_capacity(tids.len());
         let mut waiting = Vec::with_capacity(tids.len());
         for &tid in tids {
