@@ -211,8 +211,13 @@ fn torn_native_stacks_end_boundedly() {
     let (err, stacks) = record_to_end(fx.pid(), &["--rate", "1000", "--duration", "2"], "torn stacks");
     assert!(err.contains("duration reached"), "{err}");
     assert!(!stacks.is_empty());
-    // The victim's stack, scribbled over while blocked in read(): unwinding stops, marked.
-    assert!(stacks.iter().any(|s| s.has("victim_leaf") || s.frames[0] == "[truncated]"), "{stacks:#?}");
+    // The victim blocked in read() is sampled: the frames below the scribbled memory are
+    // intact, and the walk through the garbage above them ends within the depth bound (inlined
+    // frames may add to the pcs walked).
+    assert!(stacks.iter().any(|s| s.has("victim_leaf")), "the victim thread was not sampled: {stacks:#?}");
+    for s in &stacks {
+        assert!(s.frames.len() <= 4 * parprof::unwind::MAX_DEPTH, "{} frames", s.frames.len());
+    }
 }
 
 #[test]
