@@ -291,3 +291,25 @@ fn fuzz_eh_frame_hdr_pointer_below_eh_frame() {
     // gimli's fde_for_address computed `ptr - eh_frame_ptr` unchecked: overflow panic.
     probe_cfi(fuzz_input("elf-eh-frame-hdr-pointer-below-eh-frame.bin"));
 }
+
+#[test]
+fn fuzz_segment_offset_plus_size_overflows() {
+    // A PT_LOAD whose offset + filesz passes 2^64 made `ElfImage::bias` add with overflow.
+    use parprof::symbols::module::{ElfImage, SharedBytes};
+    let image = ElfImage::from_bytes(SharedBytes::owned(fuzz_input("elf-segment-end-overflows.bin"))).expect("parses as ELF");
+    for s in &image.segments {
+        for executable in [false, true] {
+            let m = parprof::target::Mapping {
+                start: 0x5555_0000_0000,
+                end: 0x5555_0000_1000,
+                offset: s.offset & !0xfff,
+                readable: true,
+                executable,
+                dev: "00:01".into(),
+                inode: 1,
+                path: "/fuzz".into(),
+            };
+            let _ = image.bias(&m);
+        }
+    }
+}
