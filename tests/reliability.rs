@@ -313,3 +313,9 @@ fn fuzz_segment_offset_plus_size_overflows() {
         }
     }
 }
+
+#[test]
+fn fuzz_plt_section_end_overflows() {
+    // A `.plt` whose address + size passes 2^64 made `CfiTables::load` add with overflow.
+    probe_cfi(fuzz_input("elf-plt-section-end-overflows.bin"));
+}

@@ -69,7 +69,7 @@ impl CfiTables {
                 match s.name().unwrap_or("") {
                     ".text" => text = s.address(),
                     ".got" => got = s.address(),
-                    ".plt" | ".plt.sec" | ".plt.got" => plt.push(s.address()..s.address() + s.size()),
+                    ".plt" | ".plt.sec" | ".plt.got" => plt.push(s.address()..s.address().saturating_add(s.size())),
                     _ => {}
                 }
             }
