@@ -9,11 +9,12 @@ mod symtab;
 
 use crate::frame::{Frame, FrameKind};
 use crate::target::{Mapping, Maps, Memory};
-use dwarf::DebugInfo;
 use module::ModuleCache;
-use symtab::SymbolTable;
 
 pub use demangle::demangle;
+/// Public so the fuzz targets can load symbols and DWARF from arbitrary bytes.
+pub use dwarf::DebugInfo;
+pub use symtab::SymbolTable;
 
 /// What is known about one module's symbols.
 struct SymbolModule {

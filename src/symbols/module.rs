@@ -112,7 +112,7 @@ impl ElfImage {
     /// The bias to subtract from a target address inside mapping `m` to get the image's
     /// virtual address: the segment whose file range holds the mapping's offset places it.
     pub fn bias(&self, m: &Mapping) -> Option<u64> {
-        let holds = |s: &&Segment| s.offset & !0xfff <= m.offset && m.offset < s.offset + s.filesz.max(1);
+        let holds = |s: &&Segment| s.offset & !0xfff <= m.offset && m.offset < s.offset.saturating_add(s.filesz.max(1));
         let seg = self
             .segments
             .iter()

@@ -69,7 +69,7 @@ impl CfiTables {
                 match s.name().unwrap_or("") {
                     ".text" => text = s.address(),
                     ".got" => got = s.address(),
-                    ".plt" | ".plt.sec" | ".plt.got" => plt.push(s.address()..s.address() + s.size()),
+                    ".plt" | ".plt.sec" | ".plt.got" => plt.push(s.address()..s.address().saturating_add(s.size())),
                     _ => {}
                 }
             }
@@ -120,7 +120,16 @@ impl CfiTables {
         }
         let hdr = EhFrameHdr::new(self.eh_frame_hdr.as_ref()?.data(), LittleEndian).parse(&self.bases, 8).ok()?;
         let table = hdr.table()?;
-        let fde = table.fde_for_address(&eh, &self.bases, svma, EhFrame::cie_from_offset).ok()?;
+        // gimli's `fde_for_address` subtracts the table's pointer from `eh_frame_ptr`
+        // unchecked, which overflows (a panic in debug builds) on a corrupt table; the
+        // same three steps with the subtraction checked.
+        let fde_ptr = table.lookup(svma, &self.bases).ok()?.direct().ok()?;
+        let offset = fde_ptr.checked_sub(hdr.eh_frame_ptr().direct().ok()?)?;
+        let offset = gimli::EhFrameOffset(usize::try_from(offset).ok()?);
+        let fde = eh.fde_from_offset(&self.bases, offset, EhFrame::cie_from_offset).ok()?;
+        if !fde.contains(svma) {
+            return None;
+        }
         let row = fde.unwind_info_for_address(&eh, &self.bases, ctx, svma).ok()?;
         compile(row, &eh, fde.is_signal_trampoline())
     }

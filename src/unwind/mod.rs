@@ -18,7 +18,8 @@ use gimli::UnwindContext;
 use crate::symbols::module::{self, ModuleCache};
 use crate::target::regs::dwarf;
 use crate::target::{Mapping, Maps, Memory, Regs};
-use cfi::CfiTables;
+/// Public so the fuzz targets can load CFI from arbitrary bytes.
+pub use cfi::CfiTables;
 use rule::{Rule, Step};
 
 /// The result of walking one stack.
