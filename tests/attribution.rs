@@ -126,8 +126,12 @@ fn rust_std_mutex_contention_is_lock() {
     assert_eq!(workers.len(), 3);
     for t in &workers {
         eprintln!("rust-locker: {t}");
-        // Three threads share one lock held 300 of every 350 µs: most of the time is waiting.
-        assert!(lock_share(t) >= 0.3, "{t}");
+        // Three threads share one lock held 300 of every 350 µs: each waits for it most of
+        // the time it is not holding it. On two cores part of that shows as cpu_wait (a
+        // holder preempted, a woken waiter queued), so ask for a clear share, not a majority.
+        assert!(lock_share(t) >= 0.15, "{t}");
+        // And no wait on the mutex is taken for an idle wait.
+        assert!(state(t, "wait") * 10 <= state(t, "lock"), "{t}");
     }
     let lock = &summary["locks"][0];
     assert_eq!(lock["kind"], "std::sync::Mutex", "{lock}");

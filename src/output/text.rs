@@ -57,7 +57,11 @@ const COLUMNS: [(State, &str); 7] = [
     (State::CpuWait, "cpu_wait"),
 ];
 
+/// Rows of the per-thread table at most.
+const TOP_THREADS: usize = 32;
+
 /// One line per thread: its samples and the share of each state.
+
 pub fn thread_table(p: &Profile) -> Vec<String> {
     if p.threads.is_empty() {
         return Vec::new();
@@ -67,7 +71,11 @@ pub fn thread_table(p: &Profile) -> Vec<String> {
         header += &format!(" {:>8}", format!("{name} %"));
     }
     let mut lines = vec!["parprof: where each thread's time went:".to_string(), header];
-    for t in p.threads.values() {
+    // The busiest threads first; a pool that churned through thousands of threads would
+    // otherwise print thousands of lines (all of them are in --summary).
+    let mut threads: Vec<_> = p.threads.values().collect();
+    threads.sort_by_key(|t| (std::cmp::Reverse(t.samples), t.tid));
+    for t in threads.iter().take(TOP_THREADS) {
         let states = p.thread_states(t.tid);
         let total = t.samples.max(1) as f64;
         let name: String = t.name.chars().take(16).collect();
@@ -76,6 +84,9 @@ pub fn thread_table(p: &Profile) -> Vec<String> {
             line += &format!(" {:>8.1}", 100.0 * states.get(&state).copied().unwrap_or(0) as f64 / total);
         }
         lines.push(line);
+    }
+    if threads.len() > TOP_THREADS {
+        lines.push(format!("  … and {} more threads (all are in --summary)", threads.len() - TOP_THREADS));
     }
     lines
 }
