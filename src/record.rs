@@ -88,6 +88,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
     }, &tx);
     let elapsed = started.elapsed();
     let python_version = sampler.python_version();
+    let names = sampler.names_now();
     let permission_denied = sampler.permission_denied;
     drop(sampler);
     drop(tx);
@@ -96,6 +97,11 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
     let (mut profile, complete, walks) = resolver_thread.join().map_err(|_| anyhow::anyhow!("the resolver thread panicked"))?;
     profile.meta.duration_s = elapsed.as_secs_f64();
     profile.meta.python = python_version;
+    for (tid, name) in names {
+        if profile.threads.contains_key(&tid) {
+            profile.thread_seen(tid, &name);
+        }
+    }
     if permission_denied {
         eprintln!("parprof: some running threads could not be stopped to read their registers (permission denied); their samples are marked [truncated]");
     }

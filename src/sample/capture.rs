@@ -383,6 +383,13 @@ impl Sampler {
         SampleData::Lost(why.to_string())
     }
 
+    /// Every live thread's name now. Threads often name themselves just after they start,
+    /// and one that then blocks for good is never captured afresh to have its name read
+    /// again: the names at the end of a recording are the ones to show.
+    pub fn names_now(&self) -> Vec<(i32, String)> {
+        self.tids.iter().map(|&tid| (tid, proc::thread_name(self.pid, tid))).filter(|(_, n)| !n.is_empty()).collect()
+    }
+
     pub fn python_version(&self) -> Option<String> {
         self.python.as_ref().map(|p| p.version())
     }
