@@ -43,6 +43,10 @@ struct ThreadMemo {
     name: String,
     /// Captures since the name was last read (threads rename themselves).
     since_name: u32,
+    /// Ticks left in which the name is read whatever the thread does: threads are often
+    /// named right after they start (by themselves or their creator), often after the
+    /// first capture, and may then block for good.
+    young: u8,
     /// The futex the thread was blocked on at its last fresh capture, if the word beside
     /// it then named a thread (a glibc mutex's owner): re-read while the thread sleeps, as
     /// the owner can change under a waiter.
@@ -55,6 +59,9 @@ struct ThreadMemo {
 /// Re-read a thread's name after this many captures.
 const NAME_REFRESH: u32 = 100;
 
+/// Ticks after a thread is first seen in which its name is read every tick.
+const YOUNG_TICKS: u8 = 10;
+
 /// When polling: listing `/proc/<pid>/task` costs a directory walk per thread; it is redone
 /// when the process's thread count changes, and at least this often (a thread that started
 /// and another that exited between two ticks leave the count unchanged).
@@ -63,6 +70,27 @@ const RELIST_TICKS: u32 = 10;
 /// Set to `poll` to sample by polling every thread's schedstat even where context-switch
 /// records are available (to compare the two).
 pub const SAMPLING_ENV: &str = "PARPROF_SAMPLING";
+
+impl ThreadMemo {
+    /// The thread's name if it changed: read on each of its first ticks, then every
+    /// `NAME_REFRESH` captures in which it ran.
+    fn name_change(&mut self, pid: i32, tid: i32, ran: bool) -> Option<String> {
+        if self.young > 0 {
+            self.young -= 1;
+        } else {
+            self.since_name += ran as u32;
+            if self.since_name < NAME_REFRESH {
+                return None;
+            }
+        }
+        self.since_name = 0;
+        let now = proc::thread_name(pid, tid);
+        (now != self.name && !now.is_empty()).then(|| {
+            self.name = now.clone();
+            now
+        })
+    }
+}
 
 /// A thread that ran since its last sample, read from `/proc` but not yet captured.
 struct Ran {
@@ -161,8 +189,9 @@ impl Sampler {
                 (Some(a), Some(memo)) if !memo.runnable && !a.ran.contains(&tid) => {
                     let cpu_wait_ns = a.woken_waiting.get(&tid).copied().unwrap_or(0);
                     let futex_owner = memo.owned_futex.and_then(|f| owner_beside(&self.mem, f));
+                    let name = memo.name_change(self.pid, tid, false);
                     let data = SampleData::Unchanged { cpu_wait_ns };
-                    out.push(RawSample { tid, time_ns, name: None, data, futex_owner, gil: None });
+                    out.push(RawSample { tid, time_ns, name, data, futex_owner, gil: None });
                     continue;
                 }
                 (Some(a), _) if a.ran.contains(&tid) => Hint::Ran,
@@ -266,7 +295,7 @@ impl Sampler {
         if is_new {
             let Ok(sched_file) = SchedStatFile::open(pid, tid) else { return Triage::Gone };
             let Ok(sched) = sched_file.read() else { return Triage::Gone };
-            let memo = ThreadMemo { sched_file, sched, name: String::new(), since_name: NAME_REFRESH, runnable: false, owned_futex: None };
+            let memo = ThreadMemo { sched_file, sched, name: String::new(), since_name: NAME_REFRESH, young: YOUNG_TICKS, runnable: false, owned_futex: None };
             self.threads.insert(tid, memo);
         }
         let Some(memo) = self.threads.get_mut(&tid) else { return Triage::Gone };
@@ -281,19 +310,11 @@ impl Sampler {
                 cpu_wait_ns = cpu_wait_ns.max(interval_ns);
             }
             let futex_owner = memo.owned_futex.and_then(|f| owner_beside(&self.mem, f));
-            out.push(RawSample { tid, time_ns, name: None, data: SampleData::Unchanged { cpu_wait_ns }, futex_owner, gil: None });
+            let name = memo.name_change(pid, tid, false);
+            out.push(RawSample { tid, time_ns, name, data: SampleData::Unchanged { cpu_wait_ns }, futex_owner, gil: None });
             return Triage::Unchanged;
         }
-        memo.since_name += 1;
-        let mut name = None;
-        if memo.since_name >= NAME_REFRESH {
-            memo.since_name = 0;
-            let now = proc::thread_name(pid, tid);
-            if now != memo.name {
-                memo.name = now.clone();
-                name = Some(now);
-            }
-        }
+        let name = memo.name_change(pid, tid, true);
         let (Ok(stat), Ok(syscall)) = (ThreadStat::read(pid, tid), Syscall::read(pid, tid)) else { return Triage::Gone };
         memo.runnable = stat.state == 'R';
         let futex = match syscall {
