@@ -53,5 +53,5 @@ fuzz_target!(|data: &[u8]| {
     for t in threads.iter().take(64) {
         let _ = reader.stack(t.tid);
     }
-    let _ = reader.gil_holder();
+    let _ = reader.gil();
 });
