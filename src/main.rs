@@ -5,6 +5,7 @@ use clap::error::ErrorKind;
 use parprof::cli::{Cli, Command};
 
 fn main() -> ExitCode {
+    parprof::target::ptrace::block_stop_notices();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => e.exit(),

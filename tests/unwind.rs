@@ -253,7 +253,7 @@ fn unwind_and_symbolize_speed_on_captured_stacks() {
     let mut tracer = Tracer::default();
     let mut captured = Vec::new();
     while captured.len() < 50 {
-        let stopped = tracer.with_stopped(&[busy], |_, regs| StackSnapshot::capture(&mem, regs.sp(), 64 * 1024));
+        let stopped = tracer.with_stopped(&[busy], |_, regs| StackSnapshot::capture(&mem, regs.sp(), &mut vec![0; 64 * 1024]));
         if let Some((_, Ok((regs, Ok(stack))))) = stopped.into_iter().next() {
             captured.push((regs, stack));
         }

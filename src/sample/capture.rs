@@ -19,7 +19,8 @@ pub struct Sampler {
     mem: ProcessMemory,
     tracer: Tracer,
     python: Option<PythonReader>,
-    stack_bytes: usize,
+    /// Where each stack is read before the used part is kept; its size is `--stack-bytes`.
+    scratch: Vec<u8>,
     threads: HashMap<i32, ThreadMemo>,
     /// Running threads that had not stopped by the deadline, with the ticks they missed.
     late: HashMap<i32, (Ran, Vec<u64>)>,
@@ -96,7 +97,8 @@ impl ThreadMemo {
 struct Ran {
     tid: i32,
     name: Option<String>,
-    stat: ThreadStat,
+    /// The scheduler state letter from `/proc` (R, S, D...).
+    state: char,
     syscall: Syscall,
     run_ns: u64,
     cpu_wait_ns: u64,
@@ -137,7 +139,7 @@ impl Sampler {
             mem: ProcessMemory::new(pid),
             tracer: Tracer::default(),
             python,
-            stack_bytes,
+            scratch: vec![0; stack_bytes],
             threads: HashMap::new(),
             late: HashMap::new(),
             full_regs: HashSet::new(),
@@ -209,9 +211,9 @@ impl Sampler {
             match ran.syscall {
                 // Blocked: user registers are frozen until the syscall returns; no stop.
                 Syscall::Blocked { sp, pc, .. } | Syscall::BlockedNoSyscall { sp, pc }
-                    if ran.stat.state != 'R' && !(futex_waiter && self.full_regs.contains(&tid)) =>
+                    if ran.state != 'R' && !(futex_waiter && self.full_regs.contains(&tid)) =>
                 {
-                    let data = match copy_stack(&self.mem, sp, self.stack_bytes) {
+                    let data = match copy_stack(&self.mem, sp, &mut self.scratch) {
                         // It returned before the copy was complete: the copy may not match
                         // the registers, so capture it as a running thread instead.
                         Ok(_) if Syscall::read(self.pid, tid).ok() != Some(ran.syscall) => {
@@ -315,15 +317,24 @@ impl Sampler {
             return Triage::Unchanged;
         }
         let name = memo.name_change(pid, tid, true);
-        let (Ok(stat), Ok(syscall)) = (ThreadStat::read(pid, tid), Syscall::read(pid, tid)) else { return Triage::Gone };
-        memo.runnable = stat.state == 'R';
+        let Ok(syscall) = Syscall::read(pid, tid) else { return Triage::Gone };
+        // The kernel says "running" exactly when the thread's state is R; the stat file is
+        // read only for the other states, which classification tells apart (S, D, T...).
+        let state = match syscall {
+            Syscall::Running => 'R',
+            _ => match ThreadStat::read(pid, tid) {
+                Ok(stat) => stat.state,
+                Err(_) => return Triage::Gone,
+            },
+        };
+        memo.runnable = state == 'R';
         let futex = match syscall {
             Syscall::Blocked { nr: libc::SYS_futex, args, .. } => Some(args[0]),
             _ => None,
         };
         let futex_owner = futex.and_then(|a| owner_beside(&self.mem, a));
         memo.owned_futex = futex.filter(|_| futex_owner.is_some());
-        Triage::Ran(Ran { tid, name, stat, syscall, run_ns, cpu_wait_ns, futex_owner })
+        Triage::Ran(Ran { tid, name, state, syscall, run_ns, cpu_wait_ns, futex_owner })
     }
 
     /// Stop the running threads together; copy each one's stack (and Python frames) while
@@ -334,9 +345,9 @@ impl Sampler {
             return;
         }
         let tids: Vec<i32> = running.iter().map(|r| r.tid).collect();
-        let (mem, bytes, python) = (self.mem, self.stack_bytes, &mut self.python);
+        let (mem, scratch, python) = (self.mem, &mut self.scratch, &mut self.python);
         let results = self.tracer.with_stopped(&tids, |tid, regs| {
-            (copy_stack(&mem, regs.sp(), bytes), python.as_mut().and_then(|p| p.stack(tid)))
+            (copy_stack(&mem, regs.sp(), scratch), python.as_mut().and_then(|p| p.stack(tid)))
         });
         let mut by_tid: HashMap<i32, Ran> = running.into_iter().map(|r| (r.tid, r)).collect();
         for (tid, result) in results {
@@ -359,9 +370,9 @@ impl Sampler {
         if self.late.is_empty() {
             return;
         }
-        let (mem, bytes, python) = (self.mem, self.stack_bytes, &mut self.python);
+        let (mem, scratch, python) = (self.mem, &mut self.scratch, &mut self.python);
         let results = self.tracer.collect_late(|tid, regs| {
-            (copy_stack(&mem, regs.sp(), bytes), python.as_mut().and_then(|p| p.stack(tid)))
+            (copy_stack(&mem, regs.sp(), scratch), python.as_mut().and_then(|p| p.stack(tid)))
         });
         for (tid, result) in results {
             let Some((mut ran, ticks)) = self.late.remove(&tid) else { continue };
@@ -385,7 +396,7 @@ impl Sampler {
         let tid = ran.tid;
         let data = match result {
             Ok((regs, (Ok(stack), py))) => {
-                let blocked_after_tick = ran.stat.state == 'R' && interrupted_syscall(&self.mem, &regs);
+                let blocked_after_tick = ran.state == 'R' && interrupted_syscall(&self.mem, &regs);
                 fresh(&ran, regs, stack, py, blocked_after_tick)
             }
             Ok((_, (Err(e), _))) => self.lost(tid, e),
@@ -448,7 +459,7 @@ fn owner_beside(mem: &ProcessMemory, futex: u64) -> Option<i32> {
 
 fn fresh(ran: &Ran, regs: Regs, stack: StackSnapshot, python: Option<PyStack>, blocked_after_tick: bool) -> SampleData {
     SampleData::Fresh(Box::new(Fresh {
-        os_state: ran.stat.state,
+        os_state: ran.state,
         syscall: ran.syscall,
         blocked_after_tick,
         run_ns: ran.run_ns,
@@ -461,8 +472,8 @@ fn fresh(ran: &Ran, regs: Regs, stack: StackSnapshot, python: Option<PyStack>, b
 
 /// Copy a thread's stack from `sp` up. Only a vanished process is an error: an unreadable
 /// stack still gives the leaf frame.
-fn copy_stack(mem: &ProcessMemory, sp: u64, max: usize) -> Result<StackSnapshot, String> {
-    match StackSnapshot::capture(mem, sp, max) {
+fn copy_stack(mem: &ProcessMemory, sp: u64, scratch: &mut [u8]) -> Result<StackSnapshot, String> {
+    match StackSnapshot::capture(mem, sp, scratch) {
         Ok(s) => Ok(s),
         Err(MemError::ProcessGone) => Err(MemError::ProcessGone.to_string()),
         Err(_) => Ok(StackSnapshot { base: sp, bytes: Vec::new() }),

@@ -92,20 +92,22 @@ pub struct StackSnapshot {
 }
 
 impl StackSnapshot {
-    /// Copy up to `max` bytes of the stack starting at `sp`.
-    pub fn capture(mem: &ProcessMemory, sp: u64, max: usize) -> Result<Self, MemError> {
-        let mut bytes = vec![0u8; max];
+    /// Copy the stack starting at `sp`, as much of it as fits in `scratch` (whose size is
+    /// the most a sample keeps). Reading into a buffer kept from sample to sample and
+    /// keeping only what was read costs a copy of the used part of the stack, which is
+    /// usually a few KiB; a fresh zeroed buffer per sample cost more than the read.
+    pub fn capture(mem: &ProcessMemory, sp: u64, scratch: &mut [u8]) -> Result<Self, MemError> {
         // A stack ends at the end of its mapping; read page by page from there on failure.
-        let n = match mem.read_partial(sp, &mut bytes) {
+        let n = match mem.read_partial(sp, scratch) {
             Ok(n) if n > 0 => n,
             Ok(_) | Err(MemError::Unmapped(_)) => {
                 let to_page_end = (0x1000 - (sp & 0xfff)) as usize;
-                mem.read_partial(sp, &mut bytes[..to_page_end.min(max)])?
+                let len = to_page_end.min(scratch.len());
+                mem.read_partial(sp, &mut scratch[..len])?
             }
             Err(e) => return Err(e),
         };
-        bytes.truncate(n);
-        Ok(StackSnapshot { base: sp, bytes })
+        Ok(StackSnapshot { base: sp, bytes: scratch[..n].to_vec() })
     }
 
     pub fn contains(&self, addr: u64, len: usize) -> bool {

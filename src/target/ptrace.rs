@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::ptrace;
-use nix::sys::signal::Signal;
+use nix::sys::signal::{SigSet, Signal};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
@@ -62,22 +62,20 @@ impl Tracer {
             }
         }
         let deadline = Instant::now() + STOP_DEADLINE;
-        let mut rounds = 0u32;
-        while !waiting.is_empty() {
+        loop {
             waiting.retain(|&tid| !read_if_stopped(tid, &mut while_stopped, &mut results));
-            if Instant::now() >= deadline {
+            let now = Instant::now();
+            if waiting.is_empty() {
+                break;
+            }
+            if now >= deadline {
                 for &tid in &waiting {
                     results.push((tid, Err(StopError::Timeout)));
                 }
                 self.pending.append(&mut waiting);
                 break;
             }
-            rounds += 1;
-            if rounds > 50 {
-                std::thread::sleep(Duration::from_micros(50));
-            } else {
-                std::thread::yield_now();
-            }
+            sleep_until_a_stop(deadline - now);
         }
         results
     }
@@ -90,6 +88,34 @@ impl Tracer {
         let mut results = Vec::new();
         self.pending.retain(|&tid| !read_if_stopped(tid, &mut while_stopped, &mut results));
         results
+    }
+}
+
+/// Block SIGCHLD in the calling thread, and so in every thread it starts afterwards. The
+/// kernel tells a tracer of each tracee stop with a SIGCHLD to the tracer's process; blocked
+/// in every thread, it stays pending until `sleep_until_a_stop` takes it. Unblocked in any
+/// thread, it would be delivered there and dropped (its default action is to ignore it).
+/// Call it first thing in `main`, before any thread starts.
+pub fn block_stop_notices() {
+    let _ = stop_notice().thread_block();
+}
+
+fn stop_notice() -> SigSet {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGCHLD);
+    set
+}
+
+/// Sleep until some tracee stops (or any child changes state), for at most `max`, and at
+/// most a millisecond so that a notice taken by a thread that does not block SIGCHLD costs
+/// a millisecond, not the whole deadline. Waiting asleep matters: the tick thread runs at
+/// real-time priority, and polling there takes a CPU from the very threads it waits for.
+fn sleep_until_a_stop(max: Duration) {
+    let max = max.min(Duration::from_millis(1));
+    let timeout = libc::timespec { tv_sec: 0, tv_nsec: max.subsec_nanos() as libc::c_long };
+    // SAFETY: a valid signal set and timespec; the siginfo pointer may be null.
+    unsafe {
+        libc::sigtimedwait(stop_notice().as_ref(), std::ptr::null_mut(), &timeout);
     }
 }
 
