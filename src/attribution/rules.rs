@@ -12,6 +12,9 @@
 //! built from primitives: CPython's `take_gil` waits in `pthread_cond_timedwait`, which
 //! by itself means an idle condvar wait, but here it is the GIL.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+
 use crate::frame::{Frame, FrameKind};
 
 /// What a frame says the thread is doing when it blocks (or spins) under it.
@@ -203,8 +206,26 @@ pub fn decide(frames: &[Frame]) -> Option<(usize, &'static Rule)> {
     best
 }
 
+thread_local! {
+    /// What each frame matched. Matching (normalising the name, then each rule's glob
+    /// against each `::`/`.` suffix) was the costliest step of classifying a sample, and a
+    /// program shows few distinct frames, so each is matched once.
+    static MATCHED: RefCell<HashMap<Frame, Option<&'static Rule>>> = RefCell::new(HashMap::new());
+}
+
 /// The first rule matching one frame.
 pub fn rule_for(frame: &Frame) -> Option<&'static Rule> {
+    MATCHED.with_borrow_mut(|matched| {
+        if let Some(&rule) = matched.get(frame) {
+            return rule;
+        }
+        let rule = first_match(frame);
+        matched.insert(frame.clone(), rule);
+        rule
+    })
+}
+
+fn first_match(frame: &Frame) -> Option<&'static Rule> {
     if frame.kind == FrameKind::Truncated {
         return None;
     }

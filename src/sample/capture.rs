@@ -120,7 +120,9 @@ enum Hint {
 impl Sampler {
     /// A sampler for `pid`. Opens the context-switch rings unless `PARPROF_SAMPLING=poll`;
     /// when they cannot be opened, says why once on stderr and polls instead.
+    /// Raises parprof's open-file limit (not a command's: it starts before the sampler).
     pub fn new(pid: i32, python: Option<PythonReader>, stack_bytes: usize) -> Self {
+        proc::allow_a_file_per_thread();
         let mut switches = if std::env::var(SAMPLING_ENV).is_ok_and(|v| v == "poll") {
             None
         } else {

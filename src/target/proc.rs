@@ -144,6 +144,20 @@ impl SchedStat {
     }
 }
 
+/// Raise the soft limit on open files to the hard limit. Each sampled thread keeps its
+/// schedstat file open, and the usual soft limit (1024) is below the thread count of the
+/// pools parprof is for; the hard limit is what the administrator allows.
+pub fn allow_a_file_per_thread() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit read and write one valid rlimit struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
 /// A thread's schedstat file kept open: re-reading it with `pread` costs one syscall
 /// instead of three, which matters when a thousand parked threads are checked per tick.
 #[derive(Debug)]
