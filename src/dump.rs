@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde::Serialize;
@@ -24,6 +25,8 @@ use crate::target::{Maps, ProcessMemory, check, proc};
 
 /// Stack bytes copied per thread: more than a recording copies, as this happens once.
 const STACK_BYTES: usize = 256 * 1024;
+/// How long to wait for threads that were waiting for a CPU when they were interrupted.
+const LATE_WAIT: Duration = Duration::from_millis(50);
 
 #[derive(Debug, Serialize)]
 pub struct Dump {
@@ -87,7 +90,10 @@ pub fn capture(pid: i32) -> anyhow::Result<Dump> {
     let python = PythonReader::detect(pid, &maps, ProcessMemory::new(pid)).unwrap_or(None);
     let samples = {
         let mut sampler = Sampler::new(pid, python, STACK_BYTES);
-        sampler.tick(0).with_context(|| format!("pid {pid} exited"))?
+        let mut samples = sampler.tick(0).with_context(|| format!("pid {pid} exited"))?;
+        // Threads that were waiting for a CPU stop when they get one.
+        samples.extend(sampler.collect_late(Instant::now() + LATE_WAIT));
+        samples
         // The sampler is dropped here: any thread still seized is released.
     };
     let mut resolver = Resolver::new(pid, true);

@@ -8,6 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
 
 use parprof::symbols::Symbolizer;
 use parprof::target::memory::Layered;
@@ -253,11 +254,14 @@ fn unwind_and_symbolize_speed_on_captured_stacks() {
     let mut tracer = Tracer::default();
     let mut captured = Vec::new();
     while captured.len() < 50 {
-        let stopped = tracer.with_stopped(&[busy], |_, regs| StackSnapshot::capture(&mem, regs.sp(), &mut vec![0; 64 * 1024]));
-        if let Some((_, Ok((regs, Ok(stack))))) = stopped.into_iter().next() {
+        let copy = |_, regs: &parprof::target::Regs| StackSnapshot::capture(&mem, regs.sp(), &mut vec![0; 64 * 1024]);
+        let mut stopped = tracer.with_stopped(&[busy], copy);
+        // Waiting for a CPU at the interrupt, it stops when it gets one.
+        stopped.extend(tracer.collect_late(Instant::now() + Duration::from_secs(1), copy));
+        if let Some((_, Ok((regs, Ok(stack))))) = stopped.into_iter().find(|(_, r)| r.is_ok()) {
             captured.push((regs, stack));
         }
-        std::thread::sleep(std::time::Duration::from_millis(2));
+        std::thread::sleep(Duration::from_millis(2));
     }
     let maps = Maps::read(pid).unwrap();
     let (mut unwinder, mut symbolizer) = (Unwinder::new(), Symbolizer::new());

@@ -4,6 +4,7 @@
 //! from `/proc` without stopping them, and stop only the running ones — all together.
 
 use std::collections::{HashMap, HashSet};
+use std::time::Instant;
 
 use crossbeam_channel::Receiver;
 
@@ -163,8 +164,7 @@ impl Sampler {
     pub fn tick(&mut self, time_ns: u64) -> std::io::Result<Vec<RawSample>> {
         // Threads that missed a stop deadline are captured and released first, whatever
         // else happens: one left stopped while holding a lock would freeze every waiter.
-        let mut out = Vec::new();
-        self.collect_late(&mut out);
+        let mut out = self.collect_late(Instant::now());
         if let Some(rx) = &self.full_regs_asks {
             self.full_regs.extend(rx.try_iter());
         }
@@ -364,16 +364,18 @@ impl Sampler {
         }
     }
 
-    /// Capture the threads that missed an earlier tick's stop deadline and have stopped
-    /// since, as samples of the ticks they missed. A thread reaches its stop before running
-    /// any of its own code, so what it shows is what it was at those ticks: runnable, with
-    /// no CPU the whole time.
-    fn collect_late(&mut self, out: &mut Vec<RawSample>) {
+    /// Capture the threads that missed a tick's stop deadline, as they stop, until all are
+    /// in or `until`; as samples of the ticks they missed. A thread reaches its stop before
+    /// running any of its own code, so what it shows is what it was at those ticks:
+    /// runnable, waiting for a CPU. `tick` includes those stopped by then; call this between
+    /// ticks so that none stays stopped until the next one.
+    pub fn collect_late(&mut self, until: Instant) -> Vec<RawSample> {
+        let mut out = Vec::new();
         if self.late.is_empty() {
-            return;
+            return out;
         }
         let (mem, scratch, python) = (self.mem, &mut self.scratch, &mut self.python);
-        let results = self.tracer.collect_late(|tid, regs| {
+        let results = self.tracer.collect_late(until, |tid, regs| {
             (copy_stack(&mem, regs.sp(), scratch), python.as_mut().and_then(|p| p.stack(tid)))
         });
         for (tid, result) in results {
@@ -385,12 +387,13 @@ impl Sampler {
                 self.forget(tid);
                 continue;
             }
-            self.finish(ran, ticks[0], result, out);
+            self.finish(ran, ticks[0], result, &mut out);
             for &time_ns in &ticks[1..] {
                 let data = SampleData::Unchanged { cpu_wait_ns: wait_ns };
                 out.push(RawSample { tid, time_ns, name: None, data, futex_owner: None, gil: None });
             }
         }
+        out
     }
 
     /// Turn a stop's result into a sample.

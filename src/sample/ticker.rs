@@ -35,6 +35,8 @@ pub fn run_ticks(
     let mut slot = start;
     let mut next = start;
     let (mut samples, mut threads) = (0u64, 0usize);
+    // Samples of threads captured late, between ticks: they go with the next batch.
+    let mut late = Vec::new();
     loop {
         if stop.load(Ordering::Relaxed) {
             return StopReason::Interrupted;
@@ -46,7 +48,8 @@ pub fn run_ticks(
             return StopReason::TargetExited;
         }
         match sampler.tick(start.elapsed().as_nanos() as u64) {
-            Ok(batch) => {
+            Ok(mut batch) => {
+                batch.append(&mut late);
                 samples += batch.len() as u64;
                 threads = batch.len();
                 if tx.send(batch).is_err() {
@@ -62,6 +65,8 @@ pub fn run_ticks(
             slot = now;
         }
         next = (slot + period.mul_f64(fastrand::f64())).max(next);
+        late.extend(sampler.collect_late(next));
+        let now = Instant::now();
         if next > now {
             std::thread::sleep(next - now);
         }

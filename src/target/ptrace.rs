@@ -29,10 +29,11 @@ pub enum StopError {
     Other(Errno),
 }
 
-/// How long to wait for a running thread to reach the interrupt stop. A thread that is
-/// running stops within microseconds; one that just went into uninterruptible sleep may
-/// not, and is then read from `/proc` instead on the next tick.
-pub const STOP_DEADLINE: Duration = Duration::from_millis(20);
+/// How long a tick waits for its threads to reach the interrupt stop. A thread on a CPU
+/// stops within microseconds; one waiting for a CPU stops only when it gets one, which on
+/// busy cores takes milliseconds (ticks that waited for them lasted up to 20 ms, and 100 Hz
+/// fell to 76). Those are captured late instead, between ticks, as they stop.
+pub const STOP_DEADLINE: Duration = Duration::from_millis(2);
 
 /// Stops threads, reads their registers, and lets them go. Threads are interrupted
 /// together and released one by one as soon as their registers and stack are copied, so a
@@ -80,14 +81,26 @@ impl Tracer {
         results
     }
 
-    /// Threads that missed an earlier deadline and have stopped since. They were waiting
-    /// for a CPU; a thread reaches its ptrace stop before running any of its own code, so
-    /// its registers are still those it had at the tick, and it is captured like the
-    /// others, late. Each is released at once.
-    pub fn collect_late<T>(&mut self, mut while_stopped: impl FnMut(i32, &Regs) -> T) -> Vec<(i32, Result<(Regs, T), StopError>)> {
+    /// Threads that missed an earlier deadline, captured as they stop, until all are in or
+    /// `until` (pass `Instant::now()` for those stopped already). They were waiting for a
+    /// CPU; a thread reaches its ptrace stop before running any of its own code, so its
+    /// registers are still those it had at the tick, and it is captured like the others,
+    /// late. Each is released at once: waiting here between ticks, asleep, keeps a thread
+    /// that stops late from staying stopped until the next tick.
+    pub fn collect_late<T>(
+        &mut self,
+        until: Instant,
+        mut while_stopped: impl FnMut(i32, &Regs) -> T,
+    ) -> Vec<(i32, Result<(Regs, T), StopError>)> {
         let mut results = Vec::new();
-        self.pending.retain(|&tid| !read_if_stopped(tid, &mut while_stopped, &mut results));
-        results
+        loop {
+            self.pending.retain(|&tid| !read_if_stopped(tid, &mut while_stopped, &mut results));
+            let now = Instant::now();
+            if self.pending.is_empty() || now >= until {
+                return results;
+            }
+            sleep_until_a_stop(until - now);
+        }
     }
 }
 
@@ -148,11 +161,7 @@ fn read_if_stopped<T>(
 
 impl Drop for Tracer {
     fn drop(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(1);
-        while !self.pending.is_empty() && Instant::now() < deadline {
-            self.collect_late(|_, _| ());
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        self.collect_late(Instant::now() + Duration::from_secs(1), |_, _| ());
         // Whatever is left is detached by the kernel when parprof exits.
     }
 }
