@@ -86,8 +86,8 @@ pub fn capture(pid: i32) -> anyhow::Result<Dump> {
     let maps = Maps::read(pid).with_context(|| format!("reading the memory map of pid {pid}"))?;
     let python = PythonReader::detect(pid, &maps, ProcessMemory::new(pid)).unwrap_or(None);
     let samples = {
-        let mut sampler = Sampler::new(pid, python, STACK_BYTES);
-        sampler.tick(0).with_context(|| format!("pid {pid} exited"))?
+        let mut sampler = Sampler::new(pid, maps, python, STACK_BYTES);
+        sampler.tick(0).with_context(|| format!("pid {pid} exited"))?.samples
         // The sampler is dropped here: any thread still seized is released.
     };
     let mut resolver = Resolver::new(pid, true);

@@ -5,14 +5,13 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crossbeam_channel::Receiver;
-
 use super::switches::{Activity, SwitchLog};
-use super::{Fresh, RawSample, SampleData};
+use super::{Batch, Fresh, ProcessEvent, RawSample, SampleData};
 use crate::python::{PyStack, PythonReader};
+use crate::target::exec::{ExecWatch, ProcessNow};
 use crate::target::ptrace::{STOP_DEADLINE, StopError, Tracer};
 use crate::target::proc::SchedStatFile;
-use crate::target::{MemError, ProcessMemory, Regs, SchedStat, StackSnapshot, Syscall, ThreadStat, proc};
+use crate::target::{Maps, MemError, ProcessMemory, Regs, SchedStat, StackSnapshot, Syscall, ThreadStat, proc};
 
 pub struct Sampler {
     pub pid: i32,
@@ -27,7 +26,11 @@ pub struct Sampler {
     /// Futex waiters to stop for all their registers rather than read from `/proc`, as
     /// asked by the resolver (`Resolver::ask_full_registers_on`).
     full_regs: HashSet<i32>,
-    full_regs_asks: Option<Receiver<i32>>,
+    /// Tells when the process executes a new program or ends; `None` if it could not be
+    /// opened (the process was already gone).
+    exec_watch: Option<ExecWatch>,
+    /// The memory map given at the start, until the first batch carries it.
+    first_maps: Option<Maps>,
     /// The thread list (sorted) and the ticks since it was last read from the task directory.
     tids: Vec<i32>,
     ticks_since_listing: u32,
@@ -118,16 +121,20 @@ enum Hint {
 }
 
 impl Sampler {
-    /// A sampler for `pid`. Opens the context-switch rings unless `PARPROF_SAMPLING=poll`;
+    /// A sampler for `pid`, whose memory map is `maps` now. Opens the context-switch rings unless `PARPROF_SAMPLING=poll`;
     /// when they cannot be opened, says why once on stderr and polls instead.
     /// Raises parprof's open-file limit (not a command's: it starts before the sampler).
-    pub fn new(pid: i32, python: Option<PythonReader>, stack_bytes: usize) -> Self {
+    pub fn new(pid: i32, maps: Maps, python: Option<PythonReader>, stack_bytes: usize) -> Self {
         proc::allow_a_file_per_thread();
+        // Said once, though every followed process has a sampler of its own.
+        static SAID: std::sync::Once = std::sync::Once::new();
         let mut switches = if std::env::var(SAMPLING_ENV).is_ok_and(|v| v == "poll") {
             None
         } else {
             SwitchLog::open(pid)
-                .inspect_err(|e| eprintln!("parprof: {e}; polling every thread's schedstat instead (costlier with many threads)"))
+                .inspect_err(|e| {
+                    SAID.call_once(|| eprintln!("parprof: {e}; polling every thread's schedstat instead (costlier with many threads)"))
+                })
                 .ok()
         };
         // Listed after the rings are open, so a thread created meanwhile is in the list or
@@ -145,7 +152,8 @@ impl Sampler {
             threads: HashMap::new(),
             late: HashMap::new(),
             full_regs: HashSet::new(),
-            full_regs_asks: None,
+            exec_watch: ExecWatch::open(pid).ok(),
+            first_maps: Some(maps),
             tids,
             ticks_since_listing: 0,
             switches,
@@ -154,20 +162,58 @@ impl Sampler {
         }
     }
 
-    /// Take the resolver's requests for threads to stop for all their registers.
-    pub fn take_full_register_requests(&mut self, rx: Receiver<i32>) {
-        self.full_regs_asks = Some(rx);
+    /// Stop `tid` for all its registers from now on, as the resolver asks (see
+    /// `Resolver::ask_full_registers_on`). False when it is not a thread of this process.
+    pub fn want_full_registers(&mut self, tid: i32) -> bool {
+        let ours = self.tids.binary_search(&tid).is_ok();
+        if ours {
+            self.full_regs.insert(tid);
+        }
+        ours
     }
 
     /// Capture every current thread of the target. `Err` when the process is gone.
-    pub fn tick(&mut self, time_ns: u64) -> std::io::Result<Vec<RawSample>> {
+    pub fn tick(&mut self, time_ns: u64) -> std::io::Result<Batch> {
+        let mut samples = self.capture(time_ns)?;
+        // Checked after the capture: an exec during it flags these samples, so none taken
+        // after an exec is resolved against the old program.
+        let event = match self.exec_watch.as_mut().map(ExecWatch::check) {
+            Some(ProcessNow::Ended) => return Err(std::io::ErrorKind::NotFound.into()),
+            Some(ProcessNow::Exec) => Some(ProcessEvent::Exec(self.program_replaced(&mut samples))),
+            _ => self.first_maps.take().map(ProcessEvent::Started),
+        };
+        Ok(Batch { pid: self.pid, event, samples })
+    }
+
+    /// The process executed a new program: every thread is captured afresh from now on,
+    /// and CPython is looked for again (the program may have become, or stopped being,
+    /// Python). This tick's Python stacks were read through the old reader: dropped.
+    /// Returns the new program's memory map.
+    fn program_replaced(&mut self, samples: &mut [RawSample]) -> Maps {
+        self.first_maps = None;
+        self.threads.clear();
+        self.full_regs.clear();
+        if let Ok(tids) = proc::threads(self.pid) {
+            if let Some(s) = self.switches.as_mut() {
+                s.reset_threads(&tids);
+            }
+            self.tids = tids;
+        }
+        let maps = Maps::read(self.pid).unwrap_or_default();
+        self.python = find_python(self.pid, &maps);
+        for s in samples {
+            if let SampleData::Fresh(f) = &mut s.data {
+                f.python = None;
+            }
+        }
+        maps
+    }
+
+    fn capture(&mut self, time_ns: u64) -> std::io::Result<Vec<RawSample>> {
         // Threads that missed a stop deadline are captured and released first, whatever
         // else happens: one left stopped while holding a lock would freeze every waiter.
         let mut out = Vec::new();
         self.collect_late(&mut out);
-        if let Some(rx) = &self.full_regs_asks {
-            self.full_regs.extend(rx.try_iter());
-        }
         let interval_ns = time_ns.saturating_sub(self.last_tick_ns).max(1);
         self.last_tick_ns = time_ns;
         let activity = self.switches.as_mut().map(SwitchLog::drain).filter(|a| !a.lost);
@@ -424,9 +470,19 @@ impl Sampler {
         self.tids.iter().map(|&tid| (tid, proc::thread_name(self.pid, tid))).filter(|(_, n)| !n.is_empty()).collect()
     }
 
+    /// The thread list as of the last tick (sorted).
+    pub fn tids(&self) -> &[i32] {
+        &self.tids
+    }
+
     pub fn python_version(&self) -> Option<String> {
         self.python.as_ref().map(|p| p.version())
     }
+}
+
+/// The CPython interpreter of a process mapped as `maps`, if it runs one.
+pub fn find_python(pid: i32, maps: &Maps) -> Option<PythonReader> {
+    PythonReader::detect(pid, maps, ProcessMemory::new(pid)).ok().flatten()
 }
 
 enum Triage {

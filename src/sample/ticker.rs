@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
-use super::{RawSample, Sampler};
+use super::{Batch, Processes};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopReason {
@@ -19,16 +19,16 @@ pub enum StopReason {
     TargetExited,
 }
 
-/// Tick until a stop; each tick's samples go down `tx` as one batch.
+/// Tick until a stop; each tick's samples go down `tx`, one batch per process.
 /// `target_alive(samples so far, threads now)` is polled every tick (a child must be
 /// reaped to be seen as gone); it also drives the progress line.
 pub fn run_ticks(
-    sampler: &mut Sampler,
+    processes: &mut Processes,
     rate_hz: f64,
     duration: Option<Duration>,
     stop: &AtomicBool,
     mut target_alive: impl FnMut(u64, usize) -> bool,
-    tx: &Sender<Vec<RawSample>>,
+    tx: &Sender<Batch>,
 ) -> StopReason {
     let period = Duration::from_secs_f64(1.0 / rate_hz);
     let start = Instant::now();
@@ -45,12 +45,14 @@ pub fn run_ticks(
         if !target_alive(samples, threads) {
             return StopReason::TargetExited;
         }
-        match sampler.tick(start.elapsed().as_nanos() as u64) {
-            Ok(batch) => {
-                samples += batch.len() as u64;
-                threads = batch.len();
-                if tx.send(batch).is_err() {
-                    return StopReason::Interrupted;
+        match processes.tick(start.elapsed().as_nanos() as u64) {
+            Ok(batches) => {
+                threads = batches.iter().map(|b| b.samples.len()).sum();
+                samples += threads as u64;
+                for batch in batches {
+                    if tx.send(batch).is_err() {
+                        return StopReason::Interrupted;
+                    }
                 }
             }
             Err(_) => return StopReason::TargetExited,
