@@ -76,21 +76,25 @@ impl Processes {
         Ok(batches)
     }
 
-    /// Start sampling every child of a followed process that is not sampled yet.
+    /// Start sampling every child of a followed process that is not sampled yet. A child
+    /// found is pushed behind the others, so its own children are found in the same pass.
     fn adopt_children(&mut self) {
-        let found: HashSet<i32> = self
-            .samplers
-            .iter()
-            .flat_map(|s| s.tids().iter().flat_map(|&tid| proc::children(s.pid, tid)))
-            .collect();
-        self.ended.retain(|pid| found.contains(pid));
-        for pid in found {
-            if !self.ended.contains(&pid) && !self.samplers.iter().any(|s| s.pid == pid) {
-                let maps = Maps::read(pid).unwrap_or_default();
-                let python = find_python(pid, &maps);
-                self.samplers.push(Sampler::new(pid, maps, python, self.stack_bytes));
+        let mut listed = HashSet::new();
+        let mut i = 0;
+        while i < self.samplers.len() {
+            let s = &self.samplers[i];
+            let children: Vec<i32> = s.tids().iter().flat_map(|&tid| proc::children(s.pid, tid)).collect();
+            for pid in children {
+                listed.insert(pid);
+                if !self.ended.contains(&pid) && !self.samplers.iter().any(|s| s.pid == pid) {
+                    let maps = Maps::read(pid).unwrap_or_default();
+                    let python = find_python(pid, &maps);
+                    self.samplers.push(Sampler::new(pid, maps, python, self.stack_bytes));
+                }
             }
+            i += 1;
         }
+        self.ended.retain(|pid| listed.contains(pid));
     }
 
     /// Every live thread's name now, as `(pid, tid, name)` (see `Sampler::names_now`).

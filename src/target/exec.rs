@@ -3,12 +3,15 @@
 //! unwind rules by address, its CPython interpreter — belongs to one program; after an exec
 //! the same addresses may hold other functions.
 //!
-//! How: `/proc/<pid>/stat` gives the process's memory layout — where its code, data, heap
-//! and stack start, and where its arguments and environment lie. exec builds a new layout:
-//! with address randomisation the stack and heap move on every exec, and without it a
-//! different program or different arguments still move some of these fields. The file is
-//! kept open and re-read with one `pread` per tick (a few µs), so samples taken after an
-//! exec are never resolved against the old program for more than the tick that saw it.
+//! How: the main thread's `stat` gives the process's memory layout — where its code, data,
+//! heap and stack start, and where its arguments and environment lie. exec builds a new
+//! layout: with address randomisation the stack and heap move on every exec, and without it
+//! a different program or different arguments still move some of these fields. The file is
+//! kept open (it follows the pid through an exec from any thread) and re-read with one
+//! `pread` per tick, about 3 µs, so no sample taken after an exec is resolved against the
+//! old program. The thread's file, not the process's: that one sums over every thread.
+//! Missed: an exec of the same program with the same arguments and randomisation off —
+//! which maps the same files at the same addresses, so only CPython state would be stale.
 //!
 //! Why not the alternatives: `/proc/<pid>/exe` does not change when a program re-executes
 //! itself; perf's exec-flagged COMM records would need another event on every CPU ring
@@ -39,7 +42,7 @@ pub struct ExecWatch {
 
 impl ExecWatch {
     pub fn open(pid: i32) -> io::Result<ExecWatch> {
-        let stat = File::open(format!("/proc/{pid}/stat"))?;
+        let stat = File::open(format!("/proc/{pid}/task/{pid}/stat"))?;
         let mut watch = ExecWatch { stat, layout: None };
         watch.check();
         Ok(watch)
@@ -51,6 +54,11 @@ impl ExecWatch {
         let Some((state, threads, layout)) = parse(&buf[..n]) else { return ProcessNow::Ended };
         if matches!(state, 'Z' | 'X') && threads <= 1 {
             return ProcessNow::Ended;
+        }
+        if layout == [0; 10] {
+            // No memory to describe (a main thread that exited before the others), or not
+            // permitted to see it: nothing to compare.
+            return ProcessNow::Same;
         }
         match self.layout.replace(layout) {
             Some(old) if old != layout => ProcessNow::Exec,
