@@ -121,8 +121,9 @@ enum Hint {
 }
 
 impl Sampler {
-    /// A sampler for `pid`, whose memory map is `maps` now. Opens the context-switch rings unless `PARPROF_SAMPLING=poll`;
-    /// when they cannot be opened, says why once on stderr and polls instead.
+    /// A sampler for `pid`, whose memory map is `maps` now (its first batch carries them to
+    /// the resolver). Opens the context-switch rings unless `PARPROF_SAMPLING=poll`; when
+    /// they cannot be opened, says why once on stderr and polls instead.
     /// Raises parprof's open-file limit (not a command's: it starts before the sampler).
     pub fn new(pid: i32, maps: Maps, python: Option<PythonReader>, stack_bytes: usize) -> Self {
         proc::allow_a_file_per_thread();
