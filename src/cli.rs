@@ -110,6 +110,11 @@ pub struct RecordArgs {
     #[arg(long)]
     pub no_native: bool,
 
+    /// Also sample the processes the target forks, and theirs, through their execs; each
+    /// thread is then labelled with its process (`name (pid N)`) when it is not the target's.
+    #[arg(long)]
+    pub subprocesses: bool,
+
     /// Bytes of each thread's stack copied per sample.
     #[arg(long, default_value_t = 64 * 1024, hide = true)]
     pub stack_bytes: usize,

@@ -89,8 +89,8 @@ pub fn capture(pid: i32) -> anyhow::Result<Dump> {
     let maps = Maps::read(pid).with_context(|| format!("reading the memory map of pid {pid}"))?;
     let python = PythonReader::detect(pid, &maps, ProcessMemory::new(pid)).unwrap_or(None);
     let samples = {
-        let mut sampler = Sampler::new(pid, python, STACK_BYTES);
-        let mut samples = sampler.tick(0).with_context(|| format!("pid {pid} exited"))?;
+        let mut sampler = Sampler::new(pid, maps, python, STACK_BYTES);
+        let mut samples = sampler.tick(0).with_context(|| format!("pid {pid} exited"))?.samples;
         // Threads that were waiting for a CPU stop when they get one.
         samples.extend(sampler.collect_late(Instant::now() + LATE_WAIT));
         samples

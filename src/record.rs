@@ -1,18 +1,20 @@
 //! `parprof record`: attach to (or start) a process, tick until a stop, and write the
 //! profile. The tick loop runs on this thread; resolving runs on another, fed by a channel.
 
+use std::collections::HashMap;
 use std::process::{Child, ExitCode};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
+use crossbeam_channel::{Receiver, Sender};
 
 use crate::cli::RecordArgs;
 use crate::output::{self, Format};
 use crate::profile::{Meta, Profile};
 use crate::python::PythonReader;
-use crate::resolve::Resolver;
-use crate::sample::{RawSample, Sampler, StopReason, run_ticks};
+use crate::resolve::{Resolver, SharedModules};
+use crate::sample::{Batch, ProcessEvent, Processes, Sampler, StopReason, run_ticks};
 use crate::target::{check, proc, Maps, ProcessMemory};
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -56,50 +58,39 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
     };
     let maps = Maps::read(pid).with_context(|| format!("reading the memory map of pid {pid}"))?;
     let python = PythonReader::detect(pid, &maps, ProcessMemory::new(pid)).unwrap_or(None);
-    let mut sampler = Sampler::new(pid, python, args.stack_bytes);
+    let mut processes = Processes::new(Sampler::new(pid, maps, python, args.stack_bytes), args.subprocesses, args.stack_bytes);
 
-    let (tx, rx) = crossbeam_channel::bounded::<Vec<RawSample>>(1024);
+    let (tx, rx) = crossbeam_channel::bounded::<Batch>(1024);
     let (full_regs_tx, full_regs_rx) = crossbeam_channel::unbounded();
-    sampler.take_full_register_requests(full_regs_rx);
+    processes.take_full_register_requests(full_regs_rx);
     let include_native = !args.no_native;
-    let keep_timeline = format.needs_timeline();
-    let resolver_thread = std::thread::Builder::new().name("parprof-resolve".into()).spawn(move || {
-        let mut resolver = Resolver::new(pid, include_native);
-        resolver.ask_full_registers_on(full_regs_tx);
-        let mut profile = Profile::new(meta, keep_timeline);
-        for batch in rx {
-            for s in &batch {
-                if let Some(name) = &s.name {
-                    profile.thread_seen(s.tid, name);
-                }
-            }
-            resolver.add_tick(&batch, &mut profile);
-        }
-        (profile, resolver.complete_walks, resolver.walks)
-    })?;
+    let profile = Profile::new(meta, format.needs_timeline());
+    let resolver_thread = std::thread::Builder::new()
+        .name("parprof-resolve".into())
+        .spawn(move || resolve_all(rx, profile, include_native, full_regs_tx))?;
 
     let progress = crate::progress::Progress::new();
     let started = Instant::now();
     let duration = args.duration.map(Duration::from_secs_f64);
     crate::sample::priority::sample_on_time();
-    let reason = run_ticks(&mut sampler, args.rate, duration, &STOP, |samples, threads| {
+    let reason = run_ticks(&mut processes, args.rate, duration, &STOP, |samples, threads| {
         progress.tick(pid, samples, threads);
         alive(pid, &mut child)
     }, &tx);
     let elapsed = started.elapsed();
-    let python_version = sampler.python_version();
-    let names = sampler.names_now();
-    let permission_denied = sampler.permission_denied;
-    drop(sampler);
+    let python_version = processes.python_version();
+    let names = processes.names_now();
+    let permission_denied = processes.permission_denied();
+    drop(processes);
     drop(tx);
     progress.finish();
 
     let (mut profile, complete, walks) = resolver_thread.join().map_err(|_| anyhow::anyhow!("the resolver thread panicked"))?;
     profile.meta.duration_s = elapsed.as_secs_f64();
     profile.meta.python = python_version;
-    for (tid, name) in names {
+    for (process, tid, name) in names {
         if profile.threads.contains_key(&tid) {
-            profile.thread_seen(tid, &name);
+            profile.thread_seen(tid, &thread_label(pid, process, &name));
         }
     }
     if permission_denied {
@@ -119,6 +110,55 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The resolver thread: each batch to its process's resolver (made when the process is first
+/// seen, dropped when it exits), every sample into the one profile. Returns the profile and
+/// the stack walks that were complete, of all walked.
+fn resolve_all(rx: Receiver<Batch>, mut profile: Profile, include_native: bool, full_regs: Sender<i32>) -> (Profile, u64, u64) {
+    let target = profile.meta.pid;
+    let mut resolvers: HashMap<i32, Resolver> = HashMap::new();
+    let modules = SharedModules::default();
+    let (mut complete, mut walks) = (0, 0);
+    let mut count = |r: Resolver| {
+        complete += r.complete_walks;
+        walks += r.walks;
+    };
+    for batch in rx {
+        match batch.event {
+            Some(ProcessEvent::Exited) => {
+                if let Some(r) = resolvers.remove(&batch.pid) {
+                    count(r);
+                }
+                continue;
+            }
+            Some(ProcessEvent::Started(maps) | ProcessEvent::Exec(maps)) => match resolvers.get_mut(&batch.pid) {
+                Some(r) => r.program_mapped(maps),
+                None => {
+                    let mut r = Resolver::with_maps(batch.pid, maps, include_native, modules.clone());
+                    r.ask_full_registers_on(full_regs.clone());
+                    resolvers.insert(batch.pid, r);
+                }
+            },
+            None => {}
+        }
+        // Every sampler's first batch starts its process, so this is always found.
+        let Some(resolver) = resolvers.get_mut(&batch.pid) else { continue };
+        for s in &batch.samples {
+            if let Some(name) = &s.name {
+                profile.thread_seen(s.tid, &thread_label(target, batch.pid, name));
+            }
+        }
+        resolver.add_tick(&batch.samples, &mut profile);
+    }
+    resolvers.into_values().for_each(&mut count);
+    (profile, complete, walks)
+}
+
+/// A thread's name in the profile. A followed child's threads carry their process,
+/// `name (pid N)`, so they stand apart from the target's, whose names are left as they are.
+fn thread_label(target: i32, pid: i32, name: &str) -> String {
+    if pid == target { name.to_string() } else { format!("{name} (pid {pid})") }
 }
 
 /// Start the command with the terminal's stdin/stdout/stderr, and return once it has

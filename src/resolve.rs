@@ -2,7 +2,9 @@
 //! captured stack, symbolises it (cached per address), merges Python frames, classifies
 //! the sample and adds it to the profile. Runs on its own thread so the tick stays on time.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
 
 use crossbeam_channel::Sender;
 
@@ -17,12 +19,24 @@ use crate::target::memory::Layered;
 use crate::target::{Maps, ProcessMemory};
 use crate::unwind::Unwinder;
 
+/// The modules loaded so far — unwind tables and symbols — shared by the resolvers of every
+/// process of a recording. They are keyed by file and by where it is mapped, not by address
+/// alone, so they hold across an exec, and across processes: a forked child maps its
+/// parent's libc, and loading libc's DWARF again took a second or two per process.
+#[derive(Default)]
+pub struct Modules {
+    unwinder: Unwinder,
+    symbolizer: Symbolizer,
+}
+
+/// Resolvers run on one thread; each holds a handle on the recording's modules.
+pub type SharedModules = Rc<RefCell<Modules>>;
+
 pub struct Resolver {
     pid: i32,
     maps: Maps,
     mem: ProcessMemory,
-    unwinder: Unwinder,
-    symbolizer: Symbolizer,
+    modules: SharedModules,
     symbol_cache: HashMap<(u64, bool), Vec<Frame>>,
     /// Each thread's last stack and attribution, for samples where it did not run.
     last: HashMap<i32, (StackId, Attribution)>,
@@ -39,12 +53,17 @@ pub struct Resolver {
 
 impl Resolver {
     pub fn new(pid: i32, include_native: bool) -> Self {
+        Resolver::with_maps(pid, Maps::read(pid).unwrap_or_default(), include_native, SharedModules::default())
+    }
+
+    /// A resolver for `pid`, whose memory map was read as `maps`, loading modules into
+    /// `modules` (shared with the other processes' resolvers).
+    pub fn with_maps(pid: i32, maps: Maps, include_native: bool, modules: SharedModules) -> Self {
         Resolver {
             pid,
-            maps: Maps::read(pid).unwrap_or_default(),
+            maps,
             mem: ProcessMemory::new(pid),
-            unwinder: Unwinder::new(),
-            symbolizer: Symbolizer::new(),
+            modules,
             symbol_cache: HashMap::new(),
             last: HashMap::new(),
             locks: LockBook::new(),
@@ -54,6 +73,18 @@ impl Resolver {
             full_regs: None,
             asked_full_regs: HashSet::new(),
         }
+    }
+
+    /// The samples from now on are of the program mapped as `maps` (the process executed a
+    /// new program): what was known by address of the old one no longer holds — its
+    /// memory map, the symbols cached by pc, where its locks and globals were. (Modules
+    /// stay: another file mapped at the same place is another module.) Threads' last
+    /// stacks stay too: a thread that has not run since is still where it was.
+    pub fn program_mapped(&mut self, maps: Maps) {
+        self.maps = maps;
+        self.symbol_cache.clear();
+        self.locks = LockBook::new();
+        self.asked_full_regs.clear();
     }
 
     /// Where to ask for blocked threads to be stopped rather than read from `/proc`.
@@ -146,12 +177,13 @@ impl Resolver {
 
     fn native_frames(&mut self, f: &Fresh) -> Vec<Frame> {
         let mem = Layered { stack: &f.stack, rest: &self.mem };
-        let mut walk = self.unwinder.unwind(&self.maps, &f.regs, &mem);
+        let mut modules = self.modules.borrow_mut();
+        let mut walk = modules.unwinder.unwind(&self.maps, &f.regs, &mem);
         if walk.pcs.iter().any(|&pc| self.maps.find(pc).is_none()) {
             // A module loaded since the maps were read (dlopen): read them again, once.
             if let Ok(m) = Maps::read(self.pid) {
                 self.maps = m;
-                walk = self.unwinder.unwind(&self.maps, &f.regs, &mem);
+                walk = modules.unwinder.unwind(&self.maps, &f.regs, &mem);
             }
         }
         self.walks += 1;
@@ -163,7 +195,7 @@ impl Resolver {
         for (i, &pc) in walk.pcs.iter().enumerate().rev() {
             let key = (pc, i > 0);
             if !self.symbol_cache.contains_key(&key) {
-                let resolved = self.symbolizer.symbolize(&self.maps, &self.mem, pc, i > 0);
+                let resolved = modules.symbolizer.symbolize(&self.maps, &self.mem, pc, i > 0);
                 self.symbol_cache.insert(key, resolved);
             }
             frames.extend(self.symbol_cache[&key].iter().cloned());

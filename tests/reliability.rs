@@ -80,11 +80,28 @@ fn record(pid: i32, extra: &[&str], out: &Path) -> Child {
 /// Run a recording to its end; checks exit 0 and no panic, returns stderr and the stacks.
 fn record_to_end(pid: i32, extra: &[&str], what: &str) -> (String, Vec<Stack>) {
     let out = scratch_file("rel.folded");
-    let o = wait_bounded(record(pid, extra, &out), Duration::from_secs(60), what);
+    finish(record(pid, extra, &out), &out, what)
+}
+
+/// Wait for a recording into `out` to end; as `record_to_end`.
+fn finish(p: Child, out: &Path, what: &str) -> (String, Vec<Stack>) {
+    let o = wait_bounded(p, Duration::from_secs(60), what);
     let err = String::from_utf8_lossy(&o.stderr).to_string();
     assert!(o.status.success() && !err.contains("panicked"), "{what}: parprof {}:\n{err}", o.status);
-    let text = std::fs::read_to_string(&out).unwrap_or_else(|e| panic!("{what}: no output: {e}"));
+    let text = std::fs::read_to_string(out).unwrap_or_else(|e| panic!("{what}: no output: {e}"));
     (err, parse_folded(&text))
+}
+
+/// The processes `pid`'s main thread forked that are still its children.
+fn children_of(pid: i32) -> Vec<i32> {
+    let list = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    list.split_whitespace().map(|c| c.parse().expect("a pid")).collect()
+}
+
+/// With `--threads`: the process a stack's thread belongs to when it is a followed child
+/// (its label is `name (pid N) tid`), `None` for the target's threads.
+fn child_process(s: &Stack) -> Option<i32> {
+    s.frames[0].rsplit_once(" (pid ")?.1.split_once(')')?.0.parse().ok()
 }
 
 fn signal(p: &Child, sig: Signal) {
@@ -199,10 +216,95 @@ fn forked_children_are_not_sampled() {
     let (_, stacks) = record_to_end(fx.pid(), &["--rate", "500", "--duration", "1.5", "--threads"], "fork");
     assert!(stacks.iter().any(|s| s.has("parent_spin")), "the parent's threads are missing");
     assert!(!stacks.iter().any(|s| s.has("child_only_spin")), "a forked child's stack was sampled");
-    let child = std::fs::read_to_string(format!("/proc/{}/task/{}/children", fx.pid(), fx.pid())).unwrap_or_default();
-    for c in child.split_whitespace() {
+    for c in children_of(fx.pid()) {
         assert!(!stacks.iter().any(|s| s.frames[0].ends_with(&format!(" {c}"))), "child {c} appears as a thread");
     }
+}
+
+/// Where `function` is in the program `exe` (its symbol's address).
+fn symbol_address(exe: &Path, function: &str) -> u64 {
+    use object::{Object, ObjectSymbol};
+    let bytes = std::fs::read(exe).expect("read the fixture");
+    let file = object::File::parse(&*bytes).expect("the fixture is ELF");
+    file.symbols().find(|s| s.name() == Ok(function)).map(|s| s.address()).unwrap_or_else(|| panic!("no {function}"))
+}
+
+#[test]
+fn exec_into_other_code_at_the_same_addresses_names_the_new_code() {
+    let names = ["image_one_spin", "image_two_spin"];
+    let [one, two] = names.map(|n| build("fixtures/reliability/target.c", &["-no-pie", &format!("-DIMAGE_SPIN={n}")]));
+    assert_eq!(symbol_address(&one, names[0]), symbol_address(&two, names[1]), "the two programs' spinners must share an address");
+    let fx = Fixture::start(&one, &["image", "3", two.to_str().unwrap()]);
+    let pid = fx.pid();
+    let (_, stacks) = record_to_end(pid, &["--rate", "500", "--duration", "2.5", "--threads"], "exec into other code");
+    assert_released(pid, "after exec");
+    // Before the exec only the main thread spins; after it, only threads of the new program.
+    let (main, after): (Vec<&Stack>, Vec<&Stack>) = stacks.iter().partition(|s| s.frames[0].ends_with(&format!(" {pid}")));
+    assert!(main.iter().any(|s| s.has(names[0])), "the first program was not sampled before its exec:\n{stacks:#?}");
+    assert!(after.iter().any(|s| s.has(names[1])), "the second program's spinner is not named:\n{stacks:#?}");
+    assert!(!after.iter().any(|s| s.has(names[0])), "threads started after the exec named after the old program:\n{after:#?}");
+}
+
+#[test]
+fn exec_into_python_gives_python_frames() {
+    let script = repo().join("fixtures/reliability/exec_into.py");
+    let fx = Fixture::start(&target(), &["exec_python", "4", script.to_str().unwrap()]);
+    let (_, stacks) = record_to_end(fx.pid(), &["--rate", "200", "--duration", "3"], "exec into python");
+    assert_released(fx.pid(), "after exec into python");
+    let python = |f: &String| f.starts_with("python_after_exec_spin (") && f.contains("exec_into.py:");
+    assert!(stacks.iter().any(|s| s.frames.iter().any(python)), "no Python frame after the exec:\n{stacks:#?}");
+}
+
+/// Kills a process when dropped: a fixture's child outlives the fixture otherwise.
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = kill(Pid::from_raw(self.0), Signal::SIGKILL);
+    }
+}
+
+#[test]
+fn subprocesses_are_followed_through_fork_and_exec() {
+    // Running well past the recording, so the child is there while its samples are resolved.
+    let fx = Fixture::start(&target(), &["fork_exec", "30"]);
+    let [child] = children_of(fx.pid())[..] else { panic!("the fixture has not exactly one child") };
+    let _child = KillOnDrop(child);
+    let extra = ["--rate", "500", "--duration", "2.5", "--threads", "--subprocesses"];
+    let (_, stacks) = record_to_end(fx.pid(), &extra, "subprocesses");
+    assert_released(fx.pid(), "the parent, after following its child");
+    assert_released(child, "the child, after following it");
+    // The child spins in child_only_spin, then execs into after_exec_spin.
+    for function in ["child_only_spin", "after_exec_spin"] {
+        let found: Vec<&Stack> = stacks.iter().filter(|s| s.has(function)).collect();
+        assert!(!found.is_empty(), "{function} was not sampled:\n{stacks:#?}");
+        assert!(found.iter().all(|s| child_process(s) == Some(child)), "{function} not attributed to child {child}:\n{found:#?}");
+    }
+    assert!(stacks.iter().any(|s| s.has("parent_spin") && child_process(s).is_none()), "the parent's threads are missing");
+}
+
+#[test]
+fn subprocesses_of_subprocesses_are_followed() {
+    // sh forks the fixture (`; true` keeps it from exec'ing it in its place), and the
+    // fixture forks a child of its own: parprof's target has a child and a grandchild.
+    let command = format!("{} fork 3; true", target().display());
+    let out = scratch_file("grandchild.folded");
+    let p = parprof()
+        .args(["record", "--subprocesses", "--threads", "--rate", "500", "-f", "folded", "-o", out.to_str().unwrap()])
+        .args(["--", "sh", "-c", &command])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start parprof");
+    let (err, stacks) = finish(p, &out, "grandchild");
+    assert!(err.contains("target exited"), "{err}");
+    let process_of = |function: &str| -> std::collections::BTreeSet<Option<i32>> {
+        stacks.iter().filter(|s| s.has(function)).map(child_process).collect()
+    };
+    let (child, grandchild) = (process_of("parent_spin"), process_of("child_only_spin"));
+    assert!(child.len() == 1 && !child.contains(&None), "the child's spinner: {child:?}");
+    assert!(grandchild.len() == 1 && !grandchild.contains(&None), "the grandchild's spinner: {grandchild:?}");
+    assert_ne!(child, grandchild, "child and grandchild not told apart");
 }
 
 #[test]

@@ -6,14 +6,13 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
-use crossbeam_channel::Receiver;
-
 use super::switches::{Activity, SwitchLog};
-use super::{Fresh, RawSample, SampleData};
+use super::{Batch, Fresh, ProcessEvent, RawSample, SampleData};
 use crate::python::{PyStack, PythonReader};
+use crate::target::exec::{ExecWatch, ProcessNow};
 use crate::target::ptrace::{STOP_DEADLINE, StopError, Tracer};
 use crate::target::proc::SchedStatFile;
-use crate::target::{MemError, ProcessMemory, Regs, SchedStat, StackSnapshot, Syscall, ThreadStat, proc};
+use crate::target::{Maps, MemError, ProcessMemory, Regs, SchedStat, StackSnapshot, Syscall, ThreadStat, proc};
 
 pub struct Sampler {
     pub pid: i32,
@@ -25,10 +24,16 @@ pub struct Sampler {
     threads: HashMap<i32, ThreadMemo>,
     /// Running threads that had not stopped by the deadline, with the ticks they missed.
     late: HashMap<i32, (Ran, Vec<u64>)>,
+    /// Samples of late threads captured between ticks, sent with the next tick's.
+    late_samples: Vec<RawSample>,
     /// Futex waiters to stop for all their registers rather than read from `/proc`, as
     /// asked by the resolver (`Resolver::ask_full_registers_on`).
     full_regs: HashSet<i32>,
-    full_regs_asks: Option<Receiver<i32>>,
+    /// Tells when the process executes a new program or ends; `None` if it could not be
+    /// opened (the process was already gone).
+    exec_watch: Option<ExecWatch>,
+    /// The memory map given at the start, until the first batch carries it.
+    first_maps: Option<Maps>,
     /// The thread list (sorted) and the ticks since it was last read from the task directory.
     tids: Vec<i32>,
     ticks_since_listing: u32,
@@ -119,16 +124,21 @@ enum Hint {
 }
 
 impl Sampler {
-    /// A sampler for `pid`. Opens the context-switch rings unless `PARPROF_SAMPLING=poll`;
-    /// when they cannot be opened, says why once on stderr and polls instead.
+    /// A sampler for `pid`, whose memory map is `maps` now (its first batch carries them to
+    /// the resolver). Opens the context-switch rings unless `PARPROF_SAMPLING=poll`; when
+    /// they cannot be opened, says why once on stderr and polls instead.
     /// Raises parprof's open-file limit (not a command's: it starts before the sampler).
-    pub fn new(pid: i32, python: Option<PythonReader>, stack_bytes: usize) -> Self {
+    pub fn new(pid: i32, maps: Maps, python: Option<PythonReader>, stack_bytes: usize) -> Self {
         proc::allow_a_file_per_thread();
+        // Said once, though every followed process has a sampler of its own.
+        static SAID: std::sync::Once = std::sync::Once::new();
         let mut switches = if std::env::var(SAMPLING_ENV).is_ok_and(|v| v == "poll") {
             None
         } else {
             SwitchLog::open(pid)
-                .inspect_err(|e| eprintln!("parprof: {e}; polling every thread's schedstat instead (costlier with many threads)"))
+                .inspect_err(|e| {
+                    SAID.call_once(|| eprintln!("parprof: {e}; polling every thread's schedstat instead (costlier with many threads)"))
+                })
                 .ok()
         };
         // Listed after the rings are open, so a thread created meanwhile is in the list or
@@ -145,8 +155,10 @@ impl Sampler {
             scratch: vec![0; stack_bytes],
             threads: HashMap::new(),
             late: HashMap::new(),
+            late_samples: Vec::new(),
             full_regs: HashSet::new(),
-            full_regs_asks: None,
+            exec_watch: ExecWatch::open(pid).ok(),
+            first_maps: Some(maps),
             tids,
             ticks_since_listing: 0,
             switches,
@@ -155,19 +167,58 @@ impl Sampler {
         }
     }
 
-    /// Take the resolver's requests for threads to stop for all their registers.
-    pub fn take_full_register_requests(&mut self, rx: Receiver<i32>) {
-        self.full_regs_asks = Some(rx);
+    /// Stop `tid` for all its registers from now on, as the resolver asks (see
+    /// `Resolver::ask_full_registers_on`). False when it is not a thread of this process.
+    pub fn want_full_registers(&mut self, tid: i32) -> bool {
+        let ours = self.tids.binary_search(&tid).is_ok();
+        if ours {
+            self.full_regs.insert(tid);
+        }
+        ours
     }
 
     /// Capture every current thread of the target. `Err` when the process is gone.
-    pub fn tick(&mut self, time_ns: u64) -> std::io::Result<Vec<RawSample>> {
+    pub fn tick(&mut self, time_ns: u64) -> std::io::Result<Batch> {
+        let mut samples = self.capture(time_ns)?;
+        // Checked after the capture: an exec during it flags these samples, so none taken
+        // after an exec is resolved against the old program.
+        let event = match self.exec_watch.as_mut().map(ExecWatch::check) {
+            Some(ProcessNow::Ended) => return Err(std::io::ErrorKind::NotFound.into()),
+            Some(ProcessNow::Exec) => Some(ProcessEvent::Exec(self.program_replaced(&mut samples))),
+            _ => self.first_maps.take().map(ProcessEvent::Started),
+        };
+        Ok(Batch { pid: self.pid, event, samples })
+    }
+
+    /// The process executed a new program: every thread is captured afresh from now on,
+    /// and CPython is looked for again (the program may have become, or stopped being,
+    /// Python). This tick's Python stacks were read through the old reader: dropped.
+    /// Returns the new program's memory map.
+    fn program_replaced(&mut self, samples: &mut [RawSample]) -> Maps {
+        self.first_maps = None;
+        self.threads.clear();
+        self.full_regs.clear();
+        if let Ok(tids) = proc::threads(self.pid) {
+            if let Some(s) = self.switches.as_mut() {
+                s.reset_threads(&tids);
+            }
+            self.tids = tids;
+        }
+        let maps = Maps::read(self.pid).unwrap_or_default();
+        self.python = find_python(self.pid, &maps);
+        for s in samples {
+            if let SampleData::Fresh(f) = &mut s.data {
+                f.python = None;
+            }
+        }
+        maps
+    }
+
+    fn capture(&mut self, time_ns: u64) -> std::io::Result<Vec<RawSample>> {
         // Threads that missed a stop deadline are captured and released first, whatever
         // else happens: one left stopped while holding a lock would freeze every waiter.
-        let mut out = self.collect_late(Instant::now());
-        if let Some(rx) = &self.full_regs_asks {
-            self.full_regs.extend(rx.try_iter());
-        }
+        let mut out = std::mem::take(&mut self.late_samples);
+        out.extend(self.collect_late(Instant::now()));
         let interval_ns = time_ns.saturating_sub(self.last_tick_ns).max(1);
         self.last_tick_ns = time_ns;
         let activity = self.switches.as_mut().map(SwitchLog::drain).filter(|a| !a.lost);
@@ -364,11 +415,18 @@ impl Sampler {
         }
     }
 
+    /// Between ticks: capture and release the late threads that have stopped by now, keeping
+    /// their samples for the next tick. Returns whether some have yet to stop.
+    pub fn release_late(&mut self) -> bool {
+        let samples = self.collect_late(Instant::now());
+        self.late_samples.extend(samples);
+        !self.late.is_empty()
+    }
+
     /// Capture the threads that missed a tick's stop deadline, as they stop, until all are
     /// in or `until`; as samples of the ticks they missed. A thread reaches its stop before
     /// running any of its own code, so what it shows is what it was at those ticks:
-    /// runnable, waiting for a CPU. `tick` includes those stopped by then; call this between
-    /// ticks so that none stays stopped until the next one.
+    /// runnable, waiting for a CPU. `tick` includes those stopped by then.
     pub fn collect_late(&mut self, until: Instant) -> Vec<RawSample> {
         let mut out = Vec::new();
         if self.late.is_empty() {
@@ -427,9 +485,19 @@ impl Sampler {
         self.tids.iter().map(|&tid| (tid, proc::thread_name(self.pid, tid))).filter(|(_, n)| !n.is_empty()).collect()
     }
 
+    /// The thread list as of the last tick (sorted).
+    pub fn tids(&self) -> &[i32] {
+        &self.tids
+    }
+
     pub fn python_version(&self) -> Option<String> {
         self.python.as_ref().map(|p| p.version())
     }
+}
+
+/// The CPython interpreter of a process mapped as `maps`, if it runs one.
+pub fn find_python(pid: i32, maps: &Maps) -> Option<PythonReader> {
+    PythonReader::detect(pid, maps, ProcessMemory::new(pid)).ok().flatten()
 }
 
 enum Triage {

@@ -4,14 +4,38 @@
 
 mod capture;
 pub mod priority;
+mod processes;
 mod switches;
 mod ticker;
 
 pub use capture::{SAMPLING_ENV, Sampler};
+pub use processes::Processes;
 pub use ticker::{StopReason, run_ticks};
 
 use crate::python::{GilState, PyStack};
-use crate::target::{Regs, StackSnapshot, Syscall};
+use crate::target::{Maps, Regs, StackSnapshot, Syscall};
+
+/// One process's samples at one tick.
+#[derive(Debug)]
+pub struct Batch {
+    pub pid: i32,
+    /// What happened to the process, which its resolver must know before these samples.
+    pub event: Option<ProcessEvent>,
+    pub samples: Vec<RawSample>,
+}
+
+/// The memory maps come from the sampler, read when it saw the event: the resolver runs
+/// behind, and by the time it would read them the process may have exec'd or exited.
+#[derive(Debug)]
+pub enum ProcessEvent {
+    /// Sampling of the process began (its first batch), with its memory map then.
+    Started(Maps),
+    /// It executed a new program at or before this batch's samples, mapped as given: what
+    /// was cached about the old one (symbols and unwind rules by address) no longer holds.
+    Exec(Maps),
+    /// A followed child exited; this, its last batch, has no samples.
+    Exited,
+}
 
 /// One thread at one tick, as captured.
 #[derive(Debug, Clone)]

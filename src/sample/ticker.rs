@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
-use super::{RawSample, Sampler};
+use super::{Batch, Processes};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopReason {
@@ -19,24 +19,22 @@ pub enum StopReason {
     TargetExited,
 }
 
-/// Tick until a stop; each tick's samples go down `tx` as one batch.
+/// Tick until a stop; each tick's samples go down `tx`, one batch per process.
 /// `target_alive(samples so far, threads now)` is polled every tick (a child must be
 /// reaped to be seen as gone); it also drives the progress line.
 pub fn run_ticks(
-    sampler: &mut Sampler,
+    processes: &mut Processes,
     rate_hz: f64,
     duration: Option<Duration>,
     stop: &AtomicBool,
     mut target_alive: impl FnMut(u64, usize) -> bool,
-    tx: &Sender<Vec<RawSample>>,
+    tx: &Sender<Batch>,
 ) -> StopReason {
     let period = Duration::from_secs_f64(1.0 / rate_hz);
     let start = Instant::now();
     let mut slot = start;
     let mut next = start;
     let (mut samples, mut threads) = (0u64, 0usize);
-    // Samples of threads captured late, between ticks: they go with the next batch.
-    let mut late = Vec::new();
     loop {
         if stop.load(Ordering::Relaxed) {
             return StopReason::Interrupted;
@@ -47,13 +45,14 @@ pub fn run_ticks(
         if !target_alive(samples, threads) {
             return StopReason::TargetExited;
         }
-        match sampler.tick(start.elapsed().as_nanos() as u64) {
-            Ok(mut batch) => {
-                batch.append(&mut late);
-                samples += batch.len() as u64;
-                threads = batch.len();
-                if tx.send(batch).is_err() {
-                    return StopReason::Interrupted;
+        match processes.tick(start.elapsed().as_nanos() as u64) {
+            Ok(batches) => {
+                threads = batches.iter().map(|b| b.samples.len()).sum();
+                samples += threads as u64;
+                for batch in batches {
+                    if tx.send(batch).is_err() {
+                        return StopReason::Interrupted;
+                    }
                 }
             }
             Err(_) => return StopReason::TargetExited,
@@ -65,7 +64,7 @@ pub fn run_ticks(
             slot = now;
         }
         next = (slot + period.mul_f64(fastrand::f64())).max(next);
-        late.extend(sampler.collect_late(next));
+        processes.collect_late(next);
         let now = Instant::now();
         if next > now {
             std::thread::sleep(next - now);

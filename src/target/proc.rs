@@ -20,6 +20,14 @@ pub fn thread_name(pid: i32, tid: i32) -> String {
         .unwrap_or_default()
 }
 
+/// The processes thread `tid` of `pid` forked that are still its children (a child is
+/// listed under the thread that forked it; needs a kernel with `CONFIG_PROC_CHILDREN`).
+pub fn children(pid: i32, tid: i32) -> Vec<i32> {
+    fs::read_to_string(format!("/proc/{pid}/task/{tid}/children"))
+        .map(|s| s.split_whitespace().filter_map(|c| c.parse().ok()).collect())
+        .unwrap_or_default()
+}
+
 /// The command line of a process, for titles and metadata.
 pub fn cmdline(pid: i32) -> String {
     fs::read(format!("/proc/{pid}/cmdline"))

@@ -123,7 +123,7 @@ fn stop_notice() -> SigSet {
 /// most a millisecond so that a notice taken by a thread that does not block SIGCHLD costs
 /// a millisecond, not the whole deadline. Waiting asleep matters: the tick thread runs at
 /// real-time priority, and polling there takes a CPU from the very threads it waits for.
-fn sleep_until_a_stop(max: Duration) {
+pub fn sleep_until_a_stop(max: Duration) {
     let max = max.min(Duration::from_millis(1));
     let timeout = libc::timespec { tv_sec: 0, tv_nsec: max.subsec_nanos() as libc::c_long };
     // SAFETY: a valid signal set and timespec; the siginfo pointer may be null.

@@ -1,0 +1,128 @@
+//! The processes of one recording: the target and, when following subprocesses, every
+//! process it forks and the ones those fork, through their execs. Each has a sampler of its
+//! own — its own thread list, tracer, memory and CPython reader — and all are ticked
+//! together, each tick giving one batch per process.
+//!
+//! Children are found by reading `/proc/<pid>/task/<tid>/children` of every thread of every
+//! followed process, every `SCAN_EVERY`: one small read per thread, and no permission
+//! beyond the one sampling needs (perf's fork records would need CAP_PERFMON). A process
+//! that forks and exits between two scans leaves its children to be found by nobody.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+
+use super::{Batch, ProcessEvent, Sampler};
+use super::capture::find_python;
+use crate::target::{Maps, proc, ptrace};
+
+/// How often the followed processes are searched for new children.
+const SCAN_EVERY: Duration = Duration::from_millis(100);
+
+pub struct Processes {
+    /// The target first, then followed children in the order found.
+    samplers: Vec<Sampler>,
+    /// Whether children are followed (`--subprocesses`).
+    follow: bool,
+    stack_bytes: usize,
+    next_scan: Instant,
+    /// Children that ended but are still listed (zombies not yet reaped): not adopted again.
+    ended: HashSet<i32>,
+    /// The resolvers' requests for threads to stop for all their registers (any process's).
+    full_regs_asks: Option<Receiver<i32>>,
+}
+
+impl Processes {
+    /// The target's sampler; with `follow`, its descendants are sampled too, each with
+    /// `stack_bytes` of stack copied per sample.
+    pub fn new(target: Sampler, follow: bool, stack_bytes: usize) -> Processes {
+        let next_scan = Instant::now();
+        Processes { samplers: vec![target], follow, stack_bytes, next_scan, ended: HashSet::new(), full_regs_asks: None }
+    }
+
+    /// Take the resolvers' requests for threads to stop for all their registers.
+    pub fn take_full_register_requests(&mut self, rx: Receiver<i32>) {
+        self.full_regs_asks = Some(rx);
+    }
+
+    /// One tick of every process. `Err` when the target is gone; a child that is gone ends
+    /// only its own sampling, with a last batch that says so.
+    pub fn tick(&mut self, time_ns: u64) -> std::io::Result<Vec<Batch>> {
+        if let Some(rx) = &self.full_regs_asks {
+            for tid in rx.try_iter() {
+                self.samplers.iter_mut().any(|s| s.want_full_registers(tid));
+            }
+        }
+        if self.follow && Instant::now() >= self.next_scan {
+            self.adopt_children();
+            self.next_scan = Instant::now() + SCAN_EVERY;
+        }
+        let mut batches = vec![self.samplers[0].tick(time_ns)?];
+        let mut i = 1;
+        while i < self.samplers.len() {
+            match self.samplers[i].tick(time_ns) {
+                Ok(batch) => {
+                    batches.push(batch);
+                    i += 1;
+                }
+                Err(_) => {
+                    let gone = self.samplers.remove(i);
+                    self.ended.insert(gone.pid);
+                    batches.push(Batch { pid: gone.pid, event: Some(ProcessEvent::Exited), samples: Vec::new() });
+                }
+            }
+        }
+        Ok(batches)
+    }
+
+    /// Start sampling every child of a followed process that is not sampled yet. A child
+    /// found is pushed behind the others, so its own children are found in the same pass.
+    fn adopt_children(&mut self) {
+        let mut listed = HashSet::new();
+        let mut i = 0;
+        while i < self.samplers.len() {
+            let s = &self.samplers[i];
+            let children: Vec<i32> = s.tids().iter().flat_map(|&tid| proc::children(s.pid, tid)).collect();
+            for pid in children {
+                listed.insert(pid);
+                if !self.ended.contains(&pid) && !self.samplers.iter().any(|s| s.pid == pid) {
+                    let maps = Maps::read(pid).unwrap_or_default();
+                    let python = find_python(pid, &maps);
+                    self.samplers.push(Sampler::new(pid, maps, python, self.stack_bytes));
+                }
+            }
+            i += 1;
+        }
+        self.ended.retain(|pid| listed.contains(pid));
+    }
+
+    /// Until `until`: capture and release, as they stop, the threads of every process that
+    /// missed their tick's deadline (they were waiting for a CPU), so that none stays
+    /// stopped until the next tick. Sleeps while waiting.
+    pub fn collect_late(&mut self, until: Instant) {
+        loop {
+            let waiting = self.samplers.iter_mut().fold(false, |any, s| s.release_late() | any);
+            let now = Instant::now();
+            if !waiting || now >= until {
+                return;
+            }
+            ptrace::sleep_until_a_stop(until - now);
+        }
+    }
+
+    /// Every live thread's name now, as `(pid, tid, name)` (see `Sampler::names_now`).
+    pub fn names_now(&self) -> Vec<(i32, i32, String)> {
+        self.samplers.iter().flat_map(|s| s.names_now().into_iter().map(|(tid, name)| (s.pid, tid, name))).collect()
+    }
+
+    /// The target's CPython version, if it runs CPython.
+    pub fn python_version(&self) -> Option<String> {
+        self.samplers[0].python_version()
+    }
+
+    /// Whether any thread of any process could not be stopped for lack of permission.
+    pub fn permission_denied(&self) -> bool {
+        self.samplers.iter().any(|s| s.permission_denied)
+    }
+}
