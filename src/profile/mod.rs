@@ -91,18 +91,19 @@ impl Profile {
     }
 
     pub fn thread_seen(&mut self, tid: i32, name: &str) {
-        let t = self.threads.entry(tid).or_insert_with(|| ThreadInfo { tid, ..ThreadInfo::default() });
+        let t = self.thread(tid);
         if !name.is_empty() {
             t.name = name.to_string();
         }
     }
 
+    fn thread(&mut self, tid: i32) -> &mut ThreadInfo {
+        self.threads.entry(tid).or_insert_with(|| ThreadInfo { tid, ..ThreadInfo::default() })
+    }
+
     /// Count `n` samples of thread `tid` on stack `stack` in `state`.
     pub fn add(&mut self, tid: i32, stack: StackId, state: State, time_ns: u64, n: u64) {
-        self.thread_seen(tid, "");
-        if let Some(t) = self.threads.get_mut(&tid) {
-            t.samples += n;
-        }
+        self.thread(tid).samples += n;
         *self.counts.entry((tid, stack, state)).or_default() += n;
         if let Some(tl) = self.timeline.as_mut() {
             tl.push(TimedSample { time_ns, tid, stack, state });

@@ -29,6 +29,13 @@ impl Mapping {
         self.inode != 0 && self.path.starts_with('/')
     }
 
+    /// Whether `file` is the file mapped here: same inode, same device (`major:minor` in hex).
+    pub fn is_backed_by(&self, file: &std::fs::Metadata) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let dev = file.dev();
+        file.ino() == self.inode && self.dev == format!("{:02x}:{:02x}", libc::major(dev), libc::minor(dev))
+    }
+
     pub fn is_vdso(&self) -> bool {
         self.path == "[vdso]"
     }
@@ -63,12 +70,19 @@ impl Maps {
 
     /// Where to open a mapping's file from this process: through the target's root so
     /// that containers work, and through `map_files` when the file was deleted or
-    /// replaced after the target mapped it.
+    /// replaced after the target mapped it. Once the process has exited its root is gone
+    /// (a short-lived child whose samples are resolved after it): then the same path in
+    /// parprof's own namespace, if it is the same file (device and inode).
     pub fn file_path(&self, m: &Mapping) -> PathBuf {
         if m.path.ends_with(" (deleted)") {
             return PathBuf::from(format!("/proc/{}/map_files/{:x}-{:x}", self.pid, m.start, m.end));
         }
-        PathBuf::from(format!("/proc/{}/root{}", self.pid, m.path))
+        let through_root = PathBuf::from(format!("/proc/{}/root{}", self.pid, m.path));
+        let own = PathBuf::from(&m.path);
+        if !through_root.exists() && std::fs::metadata(&own).is_ok_and(|f| m.is_backed_by(&f)) {
+            return own;
+        }
+        through_root
     }
 
     /// All mappings of the same file as `m` (an ELF image is mapped in several segments).
@@ -126,5 +140,17 @@ garbage\n";
         assert!(maps.find(0x7ffd1000).unwrap().is_vdso());
         assert!(maps.find(0x10).is_none());
         assert_eq!(maps.segments_of(exe).count(), 2);
+    }
+
+    #[test]
+    fn files_of_an_exited_process_are_opened_by_path_when_the_same_file() {
+        let own = Maps::read(std::process::id() as i32).unwrap();
+        let exe = own.mappings.iter().find(|m| m.is_file()).unwrap().clone();
+        // A pid that does not exist: its root is gone.
+        let gone = Maps { pid: i32::MAX, mappings: vec![exe.clone()] };
+        assert_eq!(gone.file_path(&exe), PathBuf::from(&exe.path));
+        let other = Mapping { inode: exe.inode + 1, ..exe.clone() };
+        assert!(gone.file_path(&other).starts_with("/proc"), "another file at that path is not used");
+        assert!(own.file_path(&exe).starts_with("/proc"), "a live process's files go through its root");
     }
 }
