@@ -18,10 +18,9 @@ use crate::attribution::waitfor::{self, Edge};
 use crate::attribution::{Attribution, Globals, State};
 use crate::cli::DumpArgs;
 use crate::frame::Frame;
-use crate::python::PythonReader;
 use crate::resolve::Resolver;
 use crate::sample::{SampleData, Sampler};
-use crate::target::{Maps, ProcessMemory, check, proc};
+use crate::target::{Maps, check, proc};
 
 /// Stack bytes copied per thread: more than a recording copies, as this happens once.
 const STACK_BYTES: usize = 256 * 1024;
@@ -87,9 +86,8 @@ pub fn run(args: DumpArgs) -> anyhow::Result<ExitCode> {
 /// Capture every thread of `pid` once and build the wait-for graph.
 pub fn capture(pid: i32) -> anyhow::Result<Dump> {
     let maps = Maps::read(pid).with_context(|| format!("reading the memory map of pid {pid}"))?;
-    let python = PythonReader::detect(pid, &maps, ProcessMemory::new(pid)).unwrap_or(None);
     let samples = {
-        let mut sampler = Sampler::new(pid, maps, python, STACK_BYTES);
+        let mut sampler = Sampler::new(pid, maps, STACK_BYTES);
         let mut samples = sampler.tick(0).with_context(|| format!("pid {pid} exited"))?.samples;
         // Threads that were waiting for a CPU stop when they get one.
         samples.extend(sampler.collect_late(Instant::now() + LATE_WAIT));

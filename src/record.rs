@@ -12,10 +12,9 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::cli::RecordArgs;
 use crate::output::{self, Format};
 use crate::profile::{Meta, Profile};
-use crate::python::PythonReader;
 use crate::resolve::{Resolver, SharedModules};
 use crate::sample::{Batch, ProcessEvent, Processes, Sampler, StopReason, run_ticks};
-use crate::target::{check, proc, Maps, ProcessMemory};
+use crate::target::{check, proc, Maps};
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -57,8 +56,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
         ..Meta::default()
     };
     let maps = Maps::read(pid).with_context(|| format!("reading the memory map of pid {pid}"))?;
-    let python = PythonReader::detect(pid, &maps, ProcessMemory::new(pid)).unwrap_or(None);
-    let mut processes = Processes::new(Sampler::new(pid, maps, python, args.stack_bytes), args.subprocesses, args.stack_bytes);
+    let mut processes = Processes::new(Sampler::new(pid, maps, args.stack_bytes), args.subprocesses, args.stack_bytes);
 
     let (tx, rx) = crossbeam_channel::bounded::<Batch>(1024);
     let (full_regs_tx, full_regs_rx) = crossbeam_channel::unbounded();
@@ -75,7 +73,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
     crate::sample::priority::sample_on_time();
     let reason = run_ticks(&mut processes, args.rate, duration, &STOP, |samples, threads| {
         progress.tick(pid, samples, threads);
-        alive(pid, &mut child)
+        alive(&mut child)
     }, &tx);
     let elapsed = started.elapsed();
     let python_version = processes.python_version();
@@ -181,11 +179,10 @@ fn spawn(command: &[String]) -> anyhow::Result<Child> {
     Ok(child)
 }
 
-fn alive(pid: i32, child: &mut Option<Child>) -> bool {
-    match child {
-        Some(c) => matches!(c.try_wait(), Ok(None)),
-        None => proc::ThreadStat::read(pid, pid).is_ok_and(|s| s.state != 'Z' && s.state != 'X'),
-    }
+/// A started command must be reaped to be seen as gone. A process given by `--pid` is seen
+/// gone by its sampler, which reads its main thread's stat at every tick anyway.
+fn alive(child: &mut Option<Child>) -> bool {
+    child.as_mut().is_none_or(|c| matches!(c.try_wait(), Ok(None)))
 }
 
 fn install_stop_handlers() {

@@ -30,7 +30,7 @@ pub struct Sampler {
     /// asked by the resolver (`Resolver::ask_full_registers_on`).
     full_regs: HashSet<i32>,
     /// Tells when the process executes a new program or ends; `None` if it could not be
-    /// opened (the process was already gone).
+    /// opened: the process was already gone, and the first tick says so.
     exec_watch: Option<ExecWatch>,
     /// The memory map given at the start, until the first batch carries it.
     first_maps: Option<Maps>,
@@ -125,10 +125,10 @@ enum Hint {
 
 impl Sampler {
     /// A sampler for `pid`, whose memory map is `maps` now (its first batch carries them to
-    /// the resolver). Opens the context-switch rings unless `PARPROF_SAMPLING=poll`; when
+    /// the resolver), reading its CPython frames if it runs CPython. Opens the context-switch rings unless `PARPROF_SAMPLING=poll`; when
     /// they cannot be opened, says why once on stderr and polls instead.
     /// Raises parprof's open-file limit (not a command's: it starts before the sampler).
-    pub fn new(pid: i32, maps: Maps, python: Option<PythonReader>, stack_bytes: usize) -> Self {
+    pub fn new(pid: i32, maps: Maps, stack_bytes: usize) -> Self {
         proc::allow_a_file_per_thread();
         // Said once, though every followed process has a sampler of its own.
         static SAID: std::sync::Once = std::sync::Once::new();
@@ -151,7 +151,7 @@ impl Sampler {
             pid,
             mem: ProcessMemory::new(pid),
             tracer: Tracer::default(),
-            python,
+            python: find_python(pid, &maps),
             scratch: vec![0; stack_bytes],
             threads: HashMap::new(),
             late: HashMap::new(),
@@ -182,10 +182,10 @@ impl Sampler {
         let mut samples = self.capture(time_ns)?;
         // Checked after the capture: an exec during it flags these samples, so none taken
         // after an exec is resolved against the old program.
-        let event = match self.exec_watch.as_mut().map(ExecWatch::check) {
-            Some(ProcessNow::Ended) => return Err(std::io::ErrorKind::NotFound.into()),
-            Some(ProcessNow::Exec) => Some(ProcessEvent::Exec(self.program_replaced(&mut samples))),
-            _ => self.first_maps.take().map(ProcessEvent::Started),
+        let event = match self.exec_watch.as_mut().map_or(ProcessNow::Ended, ExecWatch::check) {
+            ProcessNow::Ended => return Err(std::io::ErrorKind::NotFound.into()),
+            ProcessNow::Exec => Some(ProcessEvent::Exec(self.program_replaced(&mut samples))),
+            ProcessNow::Same => self.first_maps.take().map(ProcessEvent::Started),
         };
         Ok(Batch { pid: self.pid, event, samples })
     }
@@ -496,7 +496,7 @@ impl Sampler {
 }
 
 /// The CPython interpreter of a process mapped as `maps`, if it runs one.
-pub fn find_python(pid: i32, maps: &Maps) -> Option<PythonReader> {
+fn find_python(pid: i32, maps: &Maps) -> Option<PythonReader> {
     PythonReader::detect(pid, maps, ProcessMemory::new(pid)).ok().flatten()
 }
 

@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 
 use super::{Batch, ProcessEvent, Sampler};
-use super::capture::find_python;
 use crate::target::{Maps, proc, ptrace};
 
 /// How often the followed processes are searched for new children.
@@ -88,8 +87,7 @@ impl Processes {
                 listed.insert(pid);
                 if !self.ended.contains(&pid) && !self.samplers.iter().any(|s| s.pid == pid) {
                     let maps = Maps::read(pid).unwrap_or_default();
-                    let python = find_python(pid, &maps);
-                    self.samplers.push(Sampler::new(pid, maps, python, self.stack_bytes));
+                    self.samplers.push(Sampler::new(pid, maps, self.stack_bytes));
                 }
             }
             i += 1;

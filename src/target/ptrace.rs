@@ -62,22 +62,11 @@ impl Tracer {
                 Err(e) => results.push((tid, Err(e))),
             }
         }
-        let deadline = Instant::now() + STOP_DEADLINE;
-        loop {
-            waiting.retain(|&tid| !read_if_stopped(tid, &mut while_stopped, &mut results));
-            let now = Instant::now();
-            if waiting.is_empty() {
-                break;
-            }
-            if now >= deadline {
-                for &tid in &waiting {
-                    results.push((tid, Err(StopError::Timeout)));
-                }
-                self.pending.append(&mut waiting);
-                break;
-            }
-            sleep_until_a_stop(deadline - now);
+        read_as_they_stop(&mut waiting, Instant::now() + STOP_DEADLINE, &mut while_stopped, &mut results);
+        for &tid in &waiting {
+            results.push((tid, Err(StopError::Timeout)));
         }
+        self.pending.append(&mut waiting);
         results
     }
 
@@ -93,14 +82,26 @@ impl Tracer {
         mut while_stopped: impl FnMut(i32, &Regs) -> T,
     ) -> Vec<(i32, Result<(Regs, T), StopError>)> {
         let mut results = Vec::new();
-        loop {
-            self.pending.retain(|&tid| !read_if_stopped(tid, &mut while_stopped, &mut results));
-            let now = Instant::now();
-            if self.pending.is_empty() || now >= until {
-                return results;
-            }
-            sleep_until_a_stop(until - now);
+        read_as_they_stop(&mut self.pending, until, &mut while_stopped, &mut results);
+        results
+    }
+}
+
+/// Read and release each thread of `tids` as it stops, asleep in between, until all have
+/// or `until`; those that have not stay in `tids`.
+fn read_as_they_stop<T>(
+    tids: &mut Vec<i32>,
+    until: Instant,
+    while_stopped: &mut impl FnMut(i32, &Regs) -> T,
+    results: &mut Vec<(i32, Result<(Regs, T), StopError>)>,
+) {
+    loop {
+        tids.retain(|&tid| !read_if_stopped(tid, while_stopped, results));
+        let now = Instant::now();
+        if tids.is_empty() || now >= until {
+            return;
         }
+        sleep_until_a_stop(until - now);
     }
 }
 
