@@ -7,7 +7,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::output::Format;
 
 #[derive(Debug, Parser)]
-#[command(name = "parprof", version, about = "Where does each thread's time go: compute, or waiting on a lock?")]
+#[command(
+    name = "parprof",
+    version,
+    about = "Where does each thread's time go: compute, or waiting on a lock?"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -23,23 +23,41 @@ struct Input {
 }
 
 pub fn run(args: DiffArgs) -> anyhow::Result<ExitCode> {
-    if let Some(pct) = args.fail_on_regression.filter(|p| !(p.is_finite() && *p >= 0.0)) {
+    if let Some(pct) = args
+        .fail_on_regression
+        .filter(|p| !(p.is_finite() && *p >= 0.0))
+    {
         bail!("--fail-on-regression takes percentage points, a number ≥ 0 (got {pct})");
     }
     let base = load(&args.base)?;
     let new = load(&args.new)?;
-    let counts = |i: &Input, p: &Path| Counts::from_folded(&i.lines).with_context(|| format!("cannot read {}", p.display()));
+    let counts = |i: &Input, p: &Path| {
+        Counts::from_folded(&i.lines).with_context(|| format!("cannot read {}", p.display()))
+    };
     let comparison = diff::compare(&counts(&base, &args.base)?, &counts(&new, &args.new)?)?;
-    let regressions = args.fail_on_regression.map(|p| comparison.regressions(p)).unwrap_or_default();
+    let regressions = args
+        .fail_on_regression
+        .map(|p| comparison.regressions(p))
+        .unwrap_or_default();
 
     if let Some(path) = &args.output {
-        let title = format!("parprof diff: {} → {}", args.base.display(), args.new.display());
+        let title = format!(
+            "parprof diff: {} → {}",
+            args.base.display(),
+            args.new.display()
+        );
         let mut out = Vec::new();
         diff::flamegraph(&base.lines, &new.lines, &title, &mut out)?;
         std::fs::write(path, out).with_context(|| format!("cannot write {}", path.display()))?;
     }
     if let Some(path) = &args.markdown {
-        let md = markdown::render(&comparison, &base.description, &new.description, args.fail_on_regression, &regressions);
+        let md = markdown::render(
+            &comparison,
+            &base.description,
+            &new.description,
+            args.fail_on_regression,
+            &regressions,
+        );
         std::fs::write(path, md).with_context(|| format!("cannot write {}", path.display()))?;
     }
     print_summary(&comparison, &base, &new);
@@ -74,14 +92,24 @@ fn load(path: &Path) -> anyhow::Result<Input> {
             m.rate_hz,
             m.command.replace('`', "'")
         );
-        return Ok(Input { lines: folded::lines(&p, false), description });
+        return Ok(Input {
+            lines: folded::lines(&p, false),
+            description,
+        });
     }
     let Ok(text) = String::from_utf8(bytes) else {
         bail!("cannot read {name}: neither a parprof profile nor folded stacks");
     };
     let lines: Vec<String> = text.lines().map(str::to_string).collect();
-    let samples = Counts::from_folded(&lines).with_context(|| format!("cannot read {name}: neither a parprof profile nor folded stacks"))?.samples;
-    Ok(Input { lines, description: format!("`{name}`: {samples} samples (folded stacks)") })
+    let samples = Counts::from_folded(&lines)
+        .with_context(|| {
+            format!("cannot read {name}: neither a parprof profile nor folded stacks")
+        })?
+        .samples;
+    Ok(Input {
+        lines,
+        description: format!("`{name}`: {samples} samples (folded stacks)"),
+    })
 }
 
 fn print_summary(c: &Comparison, base: &Input, new: &Input) {
@@ -100,7 +128,15 @@ fn print_summary(c: &Comparison, base: &Input, new: &Input) {
             .iter()
             .take(3)
             .filter(|r| r.delta().abs() >= 0.05)
-            .map(|r| format!("{} {:+.1} ({:.1}% → {:.1}%)", r.name, r.delta(), r.base, r.new))
+            .map(|r| {
+                format!(
+                    "{} {:+.1} ({:.1}% → {:.1}%)",
+                    r.name,
+                    r.delta(),
+                    r.base,
+                    r.new
+                )
+            })
             .collect();
         if !top.is_empty() {
             println!("  largest {what} changes (points): {}", top.join(", "));

@@ -18,9 +18,9 @@ use crate::attribution::waitfor::{self, Edge};
 use crate::attribution::{Attribution, Globals, State};
 use crate::cli::DumpArgs;
 use crate::frame::Frame;
+use crate::process::{Maps, check, proc};
 use crate::resolve::Resolver;
 use crate::sample::{SampleData, Sampler};
-use crate::target::{Maps, check, proc};
 
 /// Stack bytes copied per thread: more than a recording copies, as this happens once.
 const STACK_BYTES: usize = 256 * 1024;
@@ -88,7 +88,10 @@ pub fn capture(pid: i32) -> anyhow::Result<Dump> {
     let maps = Maps::read(pid).with_context(|| format!("reading the memory map of pid {pid}"))?;
     let samples = {
         let mut sampler = Sampler::new(pid, maps, STACK_BYTES);
-        let mut samples = sampler.tick(0).with_context(|| format!("pid {pid} exited"))?.samples;
+        let mut samples = sampler
+            .tick(0)
+            .with_context(|| format!("pid {pid} exited"))?
+            .samples;
         // Threads that were waiting for a CPU stop when they get one.
         samples.extend(sampler.collect_late(Instant::now() + LATE_WAIT));
         samples
@@ -101,9 +104,18 @@ pub fn capture(pid: i32) -> anyhow::Result<Dump> {
         let (frames, a) = match &s.data {
             SampleData::Fresh(f) => resolver.resolve(s, f),
             // Not captured (e.g. it could not be stopped): say so rather than guess.
-            _ => (vec![Frame::truncated()], Attribution { state: State::Other, waiting_on: None }),
+            _ => (
+                vec![Frame::truncated()],
+                Attribution {
+                    state: State::Other,
+                    waiting_on: None,
+                },
+            ),
         };
-        let name = s.name.clone().unwrap_or_else(|| proc::thread_name(pid, s.tid));
+        let name = s
+            .name
+            .clone()
+            .unwrap_or_else(|| proc::thread_name(pid, s.tid));
         let waiting_on = a.waiting_on.map(|w| {
             let symbol = globals.name(resolver.maps(), w.address);
             let frames: Vec<&Frame> = frames.iter().collect();
@@ -111,24 +123,46 @@ pub fn capture(pid: i32) -> anyhow::Result<Dump> {
             WaitingOn {
                 address: w.address,
                 kind: w.kind(),
-                name: display_name(w.address, w.kind(), symbol.as_deref(), site.as_deref(), caller.as_deref()),
+                name: display_name(
+                    w.address,
+                    w.kind(),
+                    symbol.as_deref(),
+                    site.as_deref(),
+                    caller.as_deref(),
+                ),
                 symbol,
                 lock: w.is_lock(),
                 holder: w.holder,
             }
         });
         let frames = frames.iter().map(Frame::label).collect();
-        threads.push(ThreadDump { tid: s.tid, name, state: a.state.name(), frames, waiting_on });
+        threads.push(ThreadDump {
+            tid: s.tid,
+            name,
+            state: a.state.name(),
+            frames,
+            waiting_on,
+        });
     }
     let edges: Vec<Edge> = threads
         .iter()
         .filter_map(|t| {
             let w = t.waiting_on.as_ref().filter(|w| w.lock)?;
-            Some(Edge { waiter: t.tid, lock: w.address, holder: w.holder? })
+            Some(Edge {
+                waiter: t.tid,
+                lock: w.address,
+                holder: w.holder?,
+            })
         })
         .collect();
     let deadlocks = deadlocks(&threads, &edges);
-    Ok(Dump { pid, command: proc::cmdline(pid), threads, edges, deadlocks })
+    Ok(Dump {
+        pid,
+        command: proc::cmdline(pid),
+        threads,
+        edges,
+        deadlocks,
+    })
 }
 
 fn deadlocks(threads: &[ThreadDump], edges: &[Edge]) -> Vec<Deadlock> {
@@ -141,7 +175,11 @@ fn deadlocks(threads: &[ThreadDump], edges: &[Edge]) -> Vec<Deadlock> {
         })
         .collect();
     let thread = |tid: i32| format!("thread {} ({tid})", names.get(&tid).copied().unwrap_or("?"));
-    let lock = |addr: u64| lock_names.get(&addr).map_or_else(|| format!("{addr:#x}"), |n| n.to_string());
+    let lock = |addr: u64| {
+        lock_names
+            .get(&addr)
+            .map_or_else(|| format!("{addr:#x}"), |n| n.to_string())
+    };
     waitfor::cycles(edges)
         .into_iter()
         .map(|c| Deadlock {
@@ -153,16 +191,29 @@ fn deadlocks(threads: &[ThreadDump], edges: &[Edge]) -> Vec<Deadlock> {
 }
 
 fn write_text(d: &Dump, out: &mut dyn std::io::Write) -> std::io::Result<()> {
-    writeln!(out, "process {} ({}): {} threads", d.pid, d.command, d.threads.len())?;
+    writeln!(
+        out,
+        "process {} ({}): {} threads",
+        d.pid,
+        d.command,
+        d.threads.len()
+    )?;
     for t in &d.threads {
         let waiting = match &t.waiting_on {
             Some(w) => {
-                let holder = w.holder.map(|h| format!(", held by {h}")).unwrap_or_default();
+                let holder = w
+                    .holder
+                    .map(|h| format!(", held by {h}"))
+                    .unwrap_or_default();
                 format!(" on {} [{}]{holder}", w.name, w.kind)
             }
             None => String::new(),
         };
-        writeln!(out, "\nthread {} \"{}\": {}{waiting}", t.tid, t.name, t.state)?;
+        writeln!(
+            out,
+            "\nthread {} \"{}\": {}{waiting}",
+            t.tid, t.name, t.state
+        )?;
         for (i, f) in t.frames.iter().rev().enumerate() {
             writeln!(out, "  #{i:<3} {f}")?;
         }
@@ -170,7 +221,12 @@ fn write_text(d: &Dump, out: &mut dyn std::io::Write) -> std::io::Result<()> {
     if !d.edges.is_empty() {
         writeln!(out, "\nwait-for:")?;
         for e in &d.edges {
-            let lock = d.threads.iter().find(|t| t.tid == e.waiter).and_then(|t| t.waiting_on.as_ref()).map_or("?", |w| w.name.as_str());
+            let lock = d
+                .threads
+                .iter()
+                .find(|t| t.tid == e.waiter)
+                .and_then(|t| t.waiting_on.as_ref())
+                .map_or("?", |w| w.name.as_str());
             writeln!(out, "  {} -> {} -> {}", e.waiter, lock, e.holder)?;
         }
     }

@@ -27,11 +27,23 @@ pub struct Frame {
 
 impl Frame {
     pub fn native(function: impl Into<String>, module: impl Into<String>) -> Frame {
-        Frame { function: function.into(), module: module.into(), file: None, line: None, kind: FrameKind::Native }
+        Frame {
+            function: function.into(),
+            module: module.into(),
+            file: None,
+            line: None,
+            kind: FrameKind::Native,
+        }
     }
 
     pub fn truncated() -> Frame {
-        Frame { function: "[truncated]".into(), module: String::new(), file: None, line: None, kind: FrameKind::Truncated }
+        Frame {
+            function: "[truncated]".into(),
+            module: String::new(),
+            file: None,
+            line: None,
+            kind: FrameKind::Truncated,
+        }
     }
 
     /// The name shown in flamegraphs and folded stacks: `function`, and for Python

@@ -1,15 +1,16 @@
 //! parprof: a sampling profiler for multithreaded programs on Linux that tells, per thread,
 //! where the time goes — compute, or waiting on a lock (which lock, held by whom).
 //!
-//! Data flows one way: `target` (reading the process) → `sample` (the tick loop) →
+//! Data flows one way: `process` (reading the process) → `sample` (the tick loop) →
 //! `resolve` (`unwind`, `symbols`, `python`, `attribution`) → `profile` → `output`.
 
 pub mod attribution;
 pub mod cli;
-pub mod dump;
 pub mod diff_cmd;
+pub mod dump;
 pub mod frame;
 pub mod output;
+pub mod process;
 pub mod profile;
 pub mod progress;
 pub mod python;
@@ -18,5 +19,4 @@ pub mod report;
 pub mod resolve;
 pub mod sample;
 pub mod symbols;
-pub mod target;
 pub mod unwind;

@@ -5,15 +5,21 @@ use clap::error::ErrorKind;
 use parprof::cli::{Cli, Command};
 
 fn main() -> ExitCode {
-    parprof::target::ptrace::block_stop_notices();
+    parprof::process::ptrace::block_stop_notices();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => e.exit(),
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            e.exit()
+        }
         Err(e) => {
             // clap's first line says what is wrong; the usage block that follows is noise
             // in a script's log. One line, and where to look.
             let text = e.render().to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: ");
+            let first = text
+                .lines()
+                .next()
+                .unwrap_or("invalid arguments")
+                .trim_start_matches("error: ");
             eprintln!("parprof: {first} (see parprof --help)");
             return ExitCode::from(2);
         }

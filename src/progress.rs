@@ -14,11 +14,17 @@ impl Progress {
     pub fn new() -> Progress {
         let bar = std::io::stderr().is_terminal().then(|| {
             let b = ProgressBar::new_spinner();
-            b.set_style(ProgressStyle::with_template("{spinner} parprof recording {msg}").expect("valid template"));
+            b.set_style(
+                ProgressStyle::with_template("{spinner} parprof recording {msg}")
+                    .expect("valid template"),
+            );
             b.enable_steady_tick(Duration::from_millis(250));
             b
         });
-        Progress { bar, started: Instant::now() }
+        Progress {
+            bar,
+            started: Instant::now(),
+        }
     }
 
     /// Called once per tick; cheap when there is no terminal.

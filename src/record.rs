@@ -11,10 +11,10 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::cli::RecordArgs;
 use crate::output::{self, Format};
+use crate::process::{Maps, check, proc};
 use crate::profile::{Meta, Profile};
 use crate::resolve::{Resolver, SharedModules};
 use crate::sample::{Batch, ProcessEvent, Processes, Sampler, StopReason, run_ticks};
-use crate::target::{check, proc, Maps};
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -24,14 +24,20 @@ extern "C" fn on_stop_signal(_: libc::c_int) {
 
 pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
     if !(args.rate.is_finite() && args.rate > 0.0 && args.rate <= 10_000.0) {
-        bail!("--rate {} is out of range: give samples per second between 1 and 10000 (default 100)", args.rate);
+        bail!(
+            "--rate {} is out of range: give samples per second between 1 and 10000 (default 100)",
+            args.rate
+        );
     }
     if args.duration.is_some_and(|d| !(d.is_finite() && d > 0.0)) {
         bail!("--duration must be a positive number of seconds");
     }
     let format = match args.format.or_else(|| Format::from_path(&args.output)) {
         Some(f) => f,
-        None => bail!("cannot tell the format from '{}': pass --format svg|folded|speedscope|pprof|profile", args.output.display()),
+        None => bail!(
+            "cannot tell the format from '{}': pass --format svg|folded|speedscope|pprof|profile",
+            args.output.display()
+        ),
     };
     install_stop_handlers();
 
@@ -47,16 +53,30 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
     };
     let meta = Meta {
         // A command just started may not show its arguments in /proc yet: use our own copy.
-        command: if args.command.is_empty() { proc::cmdline(pid) } else { args.command.join(" ") },
+        command: if args.command.is_empty() {
+            proc::cmdline(pid)
+        } else {
+            args.command.join(" ")
+        },
         pid,
-        start_unix_s: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        start_unix_s: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
         rate_hz: args.rate,
-        host: std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_string(),
+        host: std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
         parprof_version: env!("CARGO_PKG_VERSION").to_string(),
         ..Meta::default()
     };
     let maps = Maps::read(pid).with_context(|| format!("reading the memory map of pid {pid}"))?;
-    let mut processes = Processes::new(Sampler::new(pid, maps, args.stack_bytes), args.subprocesses, args.stack_bytes);
+    let mut processes = Processes::new(
+        Sampler::new(pid, maps, args.stack_bytes),
+        args.subprocesses,
+        args.stack_bytes,
+    );
 
     let (tx, rx) = crossbeam_channel::bounded::<Batch>(1024);
     let (full_regs_tx, full_regs_rx) = crossbeam_channel::unbounded();
@@ -71,10 +91,17 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let duration = args.duration.map(Duration::from_secs_f64);
     crate::sample::priority::sample_on_time();
-    let reason = run_ticks(&mut processes, args.rate, duration, &STOP, |samples, threads| {
-        progress.tick(pid, samples, threads);
-        alive(&mut child)
-    }, &tx);
+    let reason = run_ticks(
+        &mut processes,
+        args.rate,
+        duration,
+        &STOP,
+        |samples, threads| {
+            progress.tick(pid, samples, threads);
+            alive(&mut child)
+        },
+        &tx,
+    );
     let elapsed = started.elapsed();
     let python_version = processes.python_version();
     let names = processes.names_now();
@@ -83,7 +110,9 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
     drop(tx);
     progress.finish();
 
-    let (mut profile, complete, walks) = resolver_thread.join().map_err(|_| anyhow::anyhow!("the resolver thread panicked"))?;
+    let (mut profile, complete, walks) = resolver_thread
+        .join()
+        .map_err(|_| anyhow::anyhow!("the resolver thread panicked"))?;
     profile.meta.duration_s = elapsed.as_secs_f64();
     profile.meta.python = python_version;
     for (process, tid, name) in names {
@@ -92,20 +121,24 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
         }
     }
     if permission_denied {
-        eprintln!("parprof: some running threads could not be stopped to read their registers (permission denied); their samples are marked [truncated]");
+        eprintln!(
+            "parprof: some running threads could not be stopped to read their registers (permission denied); their samples are marked [truncated]"
+        );
     }
     output::write_file(&profile, format, args.threads, &args.output)?;
     if let Some(path) = &args.summary {
-        let file = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+        let file = std::fs::File::create(path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
         let mut out = std::io::BufWriter::new(file);
-        output::summary_json::write(&profile, &mut out).with_context(|| format!("writing {}", path.display()))?;
+        output::summary_json::write(&profile, &mut out)
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     crate::output::text::summary(&profile, reason, complete, walks, &args.output);
-    if let Some(mut c) = child {
-        if reason != StopReason::TargetExited {
-            // The command goes on running (a --duration stop); wait for it like a shell would.
-            let _ = c.wait();
-        }
+    if let Some(mut c) = child
+        && reason != StopReason::TargetExited
+    {
+        // The command goes on running (a --duration stop); wait for it like a shell would.
+        let _ = c.wait();
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -113,7 +146,12 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
 /// The resolver thread: each batch to its process's resolver (made when the process is first
 /// seen, dropped when it exits), every sample into the one profile. Returns the profile and
 /// the stack walks that were complete, of all walked.
-fn resolve_all(rx: Receiver<Batch>, mut profile: Profile, include_native: bool, full_regs: Sender<i32>) -> (Profile, u64, u64) {
+fn resolve_all(
+    rx: Receiver<Batch>,
+    mut profile: Profile,
+    include_native: bool,
+    full_regs: Sender<i32>,
+) -> (Profile, u64, u64) {
     let target = profile.meta.pid;
     let mut resolvers: HashMap<i32, Resolver> = HashMap::new();
     let modules = SharedModules::default();
@@ -130,18 +168,23 @@ fn resolve_all(rx: Receiver<Batch>, mut profile: Profile, include_native: bool, 
                 }
                 continue;
             }
-            Some(ProcessEvent::Started(maps) | ProcessEvent::Exec(maps)) => match resolvers.get_mut(&batch.pid) {
-                Some(r) => r.program_mapped(maps),
-                None => {
-                    let mut r = Resolver::with_maps(batch.pid, maps, include_native, modules.clone());
-                    r.ask_full_registers_on(full_regs.clone());
-                    resolvers.insert(batch.pid, r);
+            Some(ProcessEvent::Started(maps) | ProcessEvent::Exec(maps)) => {
+                match resolvers.get_mut(&batch.pid) {
+                    Some(r) => r.program_mapped(maps),
+                    None => {
+                        let mut r =
+                            Resolver::with_maps(batch.pid, maps, include_native, modules.clone());
+                        r.ask_full_registers_on(full_regs.clone());
+                        resolvers.insert(batch.pid, r);
+                    }
                 }
-            },
+            }
             None => {}
         }
         // Every sampler's first batch starts its process, so this is always found.
-        let Some(resolver) = resolvers.get_mut(&batch.pid) else { continue };
+        let Some(resolver) = resolvers.get_mut(&batch.pid) else {
+            continue;
+        };
         for s in &batch.samples {
             if let Some(name) = &s.name {
                 profile.thread_seen(s.tid, &thread_label(target, batch.pid, name));
@@ -156,13 +199,19 @@ fn resolve_all(rx: Receiver<Batch>, mut profile: Profile, include_native: bool, 
 /// A thread's name in the profile. A followed child's threads carry their process,
 /// `name (pid N)`, so they stand apart from the target's, whose names are left as they are.
 fn thread_label(target: i32, pid: i32, name: &str) -> String {
-    if pid == target { name.to_string() } else { format!("{name} (pid {pid})") }
+    if pid == target {
+        name.to_string()
+    } else {
+        format!("{name} (pid {pid})")
+    }
 }
 
 /// Start the command with the terminal's stdin/stdout/stderr, and return once it has
 /// executed its program (so the first maps read are the program's, not parprof's).
 fn spawn(command: &[String]) -> anyhow::Result<Child> {
-    let (prog, rest) = command.split_first().context("give a process to profile: --pid PID or -- COMMAND [ARGS...]")?;
+    let (prog, rest) = command
+        .split_first()
+        .context("give a process to profile: --pid PID or -- COMMAND [ARGS...]")?;
     let child = std::process::Command::new(prog)
         .args(rest)
         .spawn()
@@ -182,12 +231,18 @@ fn spawn(command: &[String]) -> anyhow::Result<Child> {
 /// A started command must be reaped to be seen as gone. A process given by `--pid` is seen
 /// gone by its sampler, which reads its main thread's stat at every tick anyway.
 fn alive(child: &mut Option<Child>) -> bool {
-    child.as_mut().is_none_or(|c| matches!(c.try_wait(), Ok(None)))
+    child
+        .as_mut()
+        .is_none_or(|c| matches!(c.try_wait(), Ok(None)))
 }
 
 fn install_stop_handlers() {
     use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
-    let action = SigAction::new(SigHandler::Handler(on_stop_signal), SaFlags::SA_RESTART, SigSet::empty());
+    let action = SigAction::new(
+        SigHandler::Handler(on_stop_signal),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
     for sig in [Signal::SIGINT, Signal::SIGTERM] {
         // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
         unsafe {

@@ -11,11 +11,17 @@ use crate::profile::{Profile, saved};
 
 pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
     let Some(format) = args.format.or_else(|| Format::from_path(&args.output)) else {
-        bail!("cannot tell the format from '{}': pass --format svg|folded|speedscope|pprof|profile", args.output.display());
+        bail!(
+            "cannot tell the format from '{}': pass --format svg|folded|speedscope|pprof|profile",
+            args.output.display()
+        );
     };
     let profile = load(&args.profile)?;
     if format == Format::Speedscope && profile.timeline.is_none() {
-        eprintln!("parprof: {} has no per-sample timestamps; the speedscope timelines are approximate", args.profile.display());
+        eprintln!(
+            "parprof: {} has no per-sample timestamps; the speedscope timelines are approximate",
+            args.profile.display()
+        );
     }
     output::write_file(&profile, format, args.threads, &args.output)?;
     eprintln!(

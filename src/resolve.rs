@@ -11,12 +11,12 @@ use crossbeam_channel::Sender;
 use crate::attribution::locks::{LockBook, Observed};
 use crate::attribution::{self, Attribution, State, ThreadFacts};
 use crate::frame::Frame;
+use crate::process::memory::Layered;
+use crate::process::{Maps, ProcessMemory};
 use crate::profile::{Profile, StackId};
 use crate::python;
 use crate::sample::{Fresh, RawSample, SampleData};
 use crate::symbols::Symbolizer;
-use crate::target::memory::Layered;
-use crate::target::{Maps, ProcessMemory};
 use crate::unwind::Unwinder;
 
 /// The modules loaded so far — unwind tables and symbols — shared by the resolvers of every
@@ -53,7 +53,12 @@ pub struct Resolver {
 
 impl Resolver {
     pub fn new(pid: i32, include_native: bool) -> Self {
-        Resolver::with_maps(pid, Maps::read(pid).unwrap_or_default(), include_native, SharedModules::default())
+        Resolver::with_maps(
+            pid,
+            Maps::read(pid).unwrap_or_default(),
+            include_native,
+            SharedModules::default(),
+        )
     }
 
     /// A resolver for `pid`, whose memory map was read as `maps`, loading modules into
@@ -102,7 +107,10 @@ impl Resolver {
         let (stack, attribution) = match &s.data {
             SampleData::Fresh(f) => {
                 let (frames, attribution) = self.resolve(s, f);
-                if frames.first().is_some_and(|f| f.kind == crate::frame::FrameKind::Truncated) {
+                if frames
+                    .first()
+                    .is_some_and(|f| f.kind == crate::frame::FrameKind::Truncated)
+                {
                     self.want_full_registers(s.tid, f);
                 }
                 (profile.intern_stack(&frames), attribution)
@@ -118,13 +126,20 @@ impl Resolver {
                 (stack, a)
             }
             SampleData::Lost(_) => {
-                let a = Attribution { state: State::Other, waiting_on: None };
+                let a = Attribution {
+                    state: State::Other,
+                    waiting_on: None,
+                };
                 (profile.intern_stack(&[Frame::truncated()]), a)
             }
         };
         self.last.insert(s.tid, (stack, attribution));
         profile.add(s.tid, stack, attribution.state, s.time_ns, 1);
-        Some(Observed { tid: s.tid, stack, attribution })
+        Some(Observed {
+            tid: s.tid,
+            stack,
+            attribution,
+        })
     }
 
     /// The stack (root first) and classification of one fresh sample.
@@ -141,7 +156,13 @@ impl Resolver {
         };
         let mut attribution = attribution::classify(&facts, &frames);
         if let Some(w) = attribution.waiting_on.as_mut() {
-            w.identify_parked(&frames, &Layered { stack: &f.stack, rest: &self.mem });
+            w.identify_parked(
+                &frames,
+                &Layered {
+                    stack: &f.stack,
+                    rest: &self.mem,
+                },
+            );
         }
         (frames, attribution)
     }
@@ -153,10 +174,12 @@ impl Resolver {
     /// stop (unlike, say, `epoll_wait`, which would see EINTR — so only futex waits).
     fn want_full_registers(&mut self, tid: i32, f: &Fresh) {
         let futex = f.syscall.number() == Some(libc::SYS_futex);
-        if futex && f.regs.bp().is_none() && self.asked_full_regs.insert(tid) {
-            if let Some(tx) = &self.full_regs {
-                let _ = tx.send(tid);
-            }
+        if futex
+            && f.regs.bp().is_none()
+            && self.asked_full_regs.insert(tid)
+            && let Some(tx) = &self.full_regs
+        {
+            let _ = tx.send(tid);
         }
     }
 
@@ -167,7 +190,11 @@ impl Resolver {
 
     /// The sample's stack, root first.
     fn frames(&mut self, f: &Fresh) -> Vec<Frame> {
-        let native = if self.include_native || f.python.is_some() { self.native_frames(f) } else { Vec::new() };
+        let native = if self.include_native || f.python.is_some() {
+            self.native_frames(f)
+        } else {
+            Vec::new()
+        };
         match &f.python {
             Some(py) if self.include_native => python::merge(native, py),
             Some(py) => python::python_only(py),
@@ -176,7 +203,10 @@ impl Resolver {
     }
 
     fn native_frames(&mut self, f: &Fresh) -> Vec<Frame> {
-        let mem = Layered { stack: &f.stack, rest: &self.mem };
+        let mem = Layered {
+            stack: &f.stack,
+            rest: &self.mem,
+        };
         let mut modules = self.modules.borrow_mut();
         let mut walk = modules.unwinder.unwind(&self.maps, &f.regs, &mem);
         if walk.pcs.iter().any(|&pc| self.maps.find(pc).is_none()) {
@@ -195,7 +225,9 @@ impl Resolver {
         for (i, &pc) in walk.pcs.iter().enumerate().rev() {
             let key = (pc, i > 0);
             if !self.symbol_cache.contains_key(&key) {
-                let resolved = modules.symbolizer.symbolize(&self.maps, &self.mem, pc, i > 0);
+                let resolved = modules
+                    .symbolizer
+                    .symbolize(&self.maps, &self.mem, pc, i > 0);
                 self.symbol_cache.insert(key, resolved);
             }
             frames.extend(self.symbol_cache[&key].iter().cloned());

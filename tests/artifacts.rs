@@ -40,18 +40,36 @@ fn saved_profile_reports_the_recorded_stacks() {
     let (path, stderr) = recording();
     let p = decoded();
     // Everything the recording counted is in the file, with its timeline and metadata.
-    assert_eq!(p.total_samples(), lockscale::summary_samples(stderr), "{stderr}");
-    assert_eq!(p.timeline.as_ref().map(Vec::len), Some(p.total_samples() as usize));
+    assert_eq!(
+        p.total_samples(),
+        lockscale::summary_samples(stderr),
+        "{stderr}"
+    );
+    assert_eq!(
+        p.timeline.as_ref().map(Vec::len),
+        Some(p.total_samples() as usize)
+    );
     assert!(p.meta.command.contains("lockscale"), "{:?}", p.meta);
-    assert!(p.meta.pid > 0 && p.meta.duration_s > 0.0 && p.meta.rate_hz == 100.0, "{:?}", p.meta);
+    assert!(
+        p.meta.pid > 0 && p.meta.duration_s > 0.0 && p.meta.rate_hz == 100.0,
+        "{:?}",
+        p.meta
+    );
     assert_eq!(p.meta.parprof_version, env!("CARGO_PKG_VERSION"));
-    assert!(p.threads.len() >= 5, "4 workers and main expected: {:?}", p.threads);
+    assert!(
+        p.threads.len() >= 5,
+        "4 workers and main expected: {:?}",
+        p.threads
+    );
 
     for threads in [false, true] {
         let extra: &[&str] = if threads { &["--threads"] } else { &[] };
         let reported = String::from_utf8(lockscale::report(path, "round.folded", extra)).unwrap();
         let direct = parprof::output::folded::lines(&p, threads).join("\n") + "\n";
-        assert_eq!(reported, direct, "report --threads={threads} differs from the decoded profile's folded lines");
+        assert_eq!(
+            reported, direct,
+            "report --threads={threads} differs from the decoded profile's folded lines"
+        );
         let total: u64 = parse_folded(&reported).iter().map(|s| s.count).sum();
         assert_eq!(total, p.total_samples());
     }
@@ -66,25 +84,50 @@ fn pprof_has_the_same_samples_labels_and_locations_as_folded() {
     let folded = String::from_utf8(lockscale::report(path, "pp.folded", &["--threads"])).unwrap();
     let gz = lockscale::report(path, "pp.pb.gz", &[]);
     let mut raw = Vec::new();
-    flate2::read::GzDecoder::new(&gz[..]).read_to_end(&mut raw).expect("the pprof file is gzipped");
-    let pp = proto::Profile::decode(&raw[..]).expect("the pprof file decodes as perftools.profiles.Profile");
+    flate2::read::GzDecoder::new(&gz[..])
+        .read_to_end(&mut raw)
+        .expect("the pprof file is gzipped");
+    let pp = proto::Profile::decode(&raw[..])
+        .expect("the pprof file decodes as perftools.profiles.Profile");
 
     let st = &pp.string_table;
     let s = |i: i64| st[i as usize].as_str();
     assert_eq!(s(0), "");
-    let types: Vec<(&str, &str)> = pp.sample_type.iter().map(|t| (s(t.r#type), s(t.unit))).collect();
+    let types: Vec<(&str, &str)> = pp
+        .sample_type
+        .iter()
+        .map(|t| (s(t.r#type), s(t.unit)))
+        .collect();
     assert_eq!(types, [("samples", "count"), ("wall", "nanoseconds")]);
     assert_eq!(pp.period, 10_000_000, "100 Hz is a 10 ms period");
 
-    let functions: BTreeMap<u64, &proto::Function> = pp.function.iter().map(|f| (f.id, f)).collect();
+    let functions: BTreeMap<u64, &proto::Function> =
+        pp.function.iter().map(|f| (f.id, f)).collect();
     let mappings: BTreeMap<u64, &proto::Mapping> = pp.mapping.iter().map(|m| (m.id, m)).collect();
-    let locations: BTreeMap<u64, &proto::Location> = pp.location.iter().map(|l| (l.id, l)).collect();
-    assert_eq!(functions.len(), pp.function.len(), "function ids are unique");
-    assert_eq!(locations.len(), pp.location.len(), "location ids are unique");
-    assert!(!mappings.contains_key(&0) && !locations.contains_key(&0) && !functions.contains_key(&0));
+    let locations: BTreeMap<u64, &proto::Location> =
+        pp.location.iter().map(|l| (l.id, l)).collect();
+    assert_eq!(
+        functions.len(),
+        pp.function.len(),
+        "function ids are unique"
+    );
+    assert_eq!(
+        locations.len(),
+        pp.location.len(),
+        "location ids are unique"
+    );
+    assert!(
+        !mappings.contains_key(&0) && !locations.contains_key(&0) && !functions.contains_key(&0)
+    );
     let name_of = |loc: &u64| -> &str {
-        let l = locations.get(loc).unwrap_or_else(|| panic!("location {loc} missing"));
-        assert!(l.mapping_id == 0 || mappings.contains_key(&l.mapping_id), "mapping {} missing", l.mapping_id);
+        let l = locations
+            .get(loc)
+            .unwrap_or_else(|| panic!("location {loc} missing"));
+        assert!(
+            l.mapping_id == 0 || mappings.contains_key(&l.mapping_id),
+            "mapping {} missing",
+            l.mapping_id
+        );
         assert_eq!(l.line.len(), 1);
         s(functions[&l.line[0].function_id].name)
     };
@@ -93,13 +136,29 @@ fn pprof_has_the_same_samples_labels_and_locations_as_folded() {
     // thread from the labels; it must equal report's folded output with --threads.
     let mut rebuilt: BTreeMap<String, u64> = BTreeMap::new();
     for sample in &pp.sample {
-        let label = |k: &str| sample.label.iter().find(|l| s(l.key) == k).unwrap_or_else(|| panic!("label {k} missing"));
+        let label = |k: &str| {
+            sample
+                .label
+                .iter()
+                .find(|l| s(l.key) == k)
+                .unwrap_or_else(|| panic!("label {k} missing"))
+        };
         let tid = label(parprof::output::pprof::LABEL_THREAD_ID).num;
         let name = s(label(parprof::output::pprof::LABEL_THREAD_NAME).str);
         let state = s(label(parprof::output::pprof::LABEL_STATE).str);
         let mut frames = vec![format!("{name} {tid}")];
-        frames.extend(sample.location_id.iter().rev().map(|l| name_of(l).to_string()));
-        assert_eq!(frames.last().unwrap(), &format!("[{state}]"), "the state label and the state leaf agree");
+        frames.extend(
+            sample
+                .location_id
+                .iter()
+                .rev()
+                .map(|l| name_of(l).to_string()),
+        );
+        assert_eq!(
+            frames.last().unwrap(),
+            &format!("[{state}]"),
+            "the state label and the state leaf agree"
+        );
         assert_eq!(sample.value.len(), 2);
         assert_eq!(sample.value[1], sample.value[0] * pp.period);
         *rebuilt.entry(frames.join(";")).or_default() += sample.value[0] as u64;
@@ -110,22 +169,49 @@ fn pprof_has_the_same_samples_labels_and_locations_as_folded() {
 #[test]
 fn speedscope_has_one_valid_timeline_per_thread() {
     let path = &recording().0;
-    let json: Value = serde_json::from_slice(&lockscale::report(path, "ss.json", &[])).expect("valid JSON");
+    let json: Value =
+        serde_json::from_slice(&lockscale::report(path, "ss.json", &[])).expect("valid JSON");
     let errors = speedscope_schema_errors(&json);
-    assert!(errors.is_empty(), "speedscope schema violations: {errors:#?}");
+    assert!(
+        errors.is_empty(),
+        "speedscope schema violations: {errors:#?}"
+    );
 
     let p = decoded();
     let profiles = json["profiles"].as_array().unwrap();
-    assert_eq!(profiles.len(), p.threads.values().filter(|t| t.samples > 0).count(), "one profile per thread");
+    assert_eq!(
+        profiles.len(),
+        p.threads.values().filter(|t| t.samples > 0).count(),
+        "one profile per thread"
+    );
     let frames = json["shared"]["frames"].as_array().unwrap();
     let timeline = p.timeline.as_ref().unwrap();
-    for (prof, t) in profiles.iter().zip(p.threads.values().filter(|t| t.samples > 0)) {
-        assert!(prof["name"].as_str().unwrap().contains(&format!("tid {}", t.tid)), "{}", prof["name"]);
+    for (prof, t) in profiles
+        .iter()
+        .zip(p.threads.values().filter(|t| t.samples > 0))
+    {
+        assert!(
+            prof["name"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("tid {}", t.tid)),
+            "{}",
+            prof["name"]
+        );
         let samples = prof["samples"].as_array().unwrap();
         assert_eq!(samples.len() as u64, t.samples);
         // Time order: each sample lasts until the thread's next one.
-        let times: Vec<u64> = timeline.iter().filter(|s| s.tid == t.tid).map(|s| s.time_ns).collect();
-        let weights: Vec<u64> = prof["weights"].as_array().unwrap().iter().map(|w| w.as_u64().unwrap()).collect();
+        let times: Vec<u64> = timeline
+            .iter()
+            .filter(|s| s.tid == t.tid)
+            .map(|s| s.time_ns)
+            .collect();
+        let weights: Vec<u64> = prof["weights"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w.as_u64().unwrap())
+            .collect();
         for (i, w) in times.windows(2).enumerate() {
             assert_eq!(weights[i], w[1] - w[0]);
         }
@@ -133,7 +219,10 @@ fn speedscope_has_one_valid_timeline_per_thread() {
         for s in samples {
             let leaf = s.as_array().unwrap().last().unwrap().as_u64().unwrap() as usize;
             let name = frames[leaf]["name"].as_str().unwrap();
-            assert!(name.starts_with('[') && name.ends_with(']'), "every stack ends with its state: {name}");
+            assert!(
+                name.starts_with('[') && name.ends_with(']'),
+                "every stack ends with its state: {name}"
+            );
         }
     }
 }
@@ -157,7 +246,13 @@ fn report_refuses_bad_files_in_one_line() {
     let newer_path = scratch_file("newer.parprof");
     std::fs::write(&newer_path, &newer).unwrap();
     let (_, err) = lockscale::failure(&["report", newer_path.to_str().unwrap(), "-o", "x.svg"]);
-    assert!(err.contains(&format!("version {} is newer than this parprof supports", saved::VERSION + 1)), "{err}");
+    assert!(
+        err.contains(&format!(
+            "version {} is newer than this parprof supports",
+            saved::VERSION + 1
+        )),
+        "{err}"
+    );
 }
 
 /// The checks of speedscope's file-format schema (its `FileFormat.File` type, from which
@@ -170,14 +265,44 @@ fn speedscope_schema_errors(v: &Value) -> Vec<String> {
             e.push(what)
         }
     };
-    let allowed = |obj: &serde_json::Map<String, Value>, keys: &[&str]| obj.keys().filter(|k| !keys.contains(&k.as_str())).cloned().collect::<Vec<_>>();
-    let Some(file) = v.as_object() else { return vec!["the file is not an object".into()] };
-    need(file.get("$schema").and_then(Value::as_str) == Some("https://www.speedscope.app/file-format-schema.json"), "$schema".into());
-    let extra = allowed(file, &["$schema", "shared", "profiles", "name", "activeProfileIndex", "exporter"]);
+    let allowed = |obj: &serde_json::Map<String, Value>, keys: &[&str]| {
+        obj.keys()
+            .filter(|k| !keys.contains(&k.as_str()))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let Some(file) = v.as_object() else {
+        return vec!["the file is not an object".into()];
+    };
+    need(
+        file.get("$schema").and_then(Value::as_str)
+            == Some("https://www.speedscope.app/file-format-schema.json"),
+        "$schema".into(),
+    );
+    let extra = allowed(
+        file,
+        &[
+            "$schema",
+            "shared",
+            "profiles",
+            "name",
+            "activeProfileIndex",
+            "exporter",
+        ],
+    );
     need(extra.is_empty(), format!("unknown keys {extra:?}"));
-    need(file.get("name").is_none_or(Value::is_string), "name is a string".into());
-    need(file.get("exporter").is_none_or(Value::is_string), "exporter is a string".into());
-    let frames = file.get("shared").and_then(|s| s.get("frames")).and_then(Value::as_array);
+    need(
+        file.get("name").is_none_or(Value::is_string),
+        "name is a string".into(),
+    );
+    need(
+        file.get("exporter").is_none_or(Value::is_string),
+        "exporter is a string".into(),
+    );
+    let frames = file
+        .get("shared")
+        .and_then(|s| s.get("frames"))
+        .and_then(Value::as_array);
     need(frames.is_some(), "shared.frames is an array".into());
     let frames = frames.map(Vec::as_slice).unwrap_or_default();
     for (i, f) in frames.iter().enumerate() {
@@ -185,46 +310,112 @@ fn speedscope_schema_errors(v: &Value) -> Vec<String> {
             need(false, format!("frame {i} is an object"));
             continue;
         };
-        need(f.get("name").is_some_and(Value::is_string), format!("frame {i} has a string name"));
-        need(f.get("file").is_none_or(Value::is_string), format!("frame {i} file is a string"));
+        need(
+            f.get("name").is_some_and(Value::is_string),
+            format!("frame {i} has a string name"),
+        );
+        need(
+            f.get("file").is_none_or(Value::is_string),
+            format!("frame {i} file is a string"),
+        );
         for k in ["line", "col"] {
-            need(f.get(k).is_none_or(Value::is_number), format!("frame {i} {k} is a number"));
+            need(
+                f.get(k).is_none_or(Value::is_number),
+                format!("frame {i} {k} is a number"),
+            );
         }
         let extra = allowed(f, &["name", "file", "line", "col"]);
-        need(extra.is_empty(), format!("frame {i} has unknown keys {extra:?}"));
+        need(
+            extra.is_empty(),
+            format!("frame {i} has unknown keys {extra:?}"),
+        );
     }
     let profiles = file.get("profiles").and_then(Value::as_array);
     need(profiles.is_some(), "profiles is an array".into());
     let profiles = profiles.map(Vec::as_slice).unwrap_or_default();
     if let Some(i) = file.get("activeProfileIndex") {
-        need(i.as_u64().is_some_and(|i| (i as usize) < profiles.len().max(1)), "activeProfileIndex in range".into());
+        need(
+            i.as_u64()
+                .is_some_and(|i| (i as usize) < profiles.len().max(1)),
+            "activeProfileIndex in range".into(),
+        );
     }
-    let units = ["none", "nanoseconds", "microseconds", "milliseconds", "seconds", "bytes"];
+    let units = [
+        "none",
+        "nanoseconds",
+        "microseconds",
+        "milliseconds",
+        "seconds",
+        "bytes",
+    ];
     for (i, p) in profiles.iter().enumerate() {
-        need(p.get("name").is_some_and(Value::is_string), format!("profile {i} has a string name"));
-        need(p.get("unit").and_then(Value::as_str).is_some_and(|u| units.contains(&u)), format!("profile {i} unit"));
+        need(
+            p.get("name").is_some_and(Value::is_string),
+            format!("profile {i} has a string name"),
+        );
+        need(
+            p.get("unit")
+                .and_then(Value::as_str)
+                .is_some_and(|u| units.contains(&u)),
+            format!("profile {i} unit"),
+        );
         let start = p.get("startValue").and_then(Value::as_f64);
         let end = p.get("endValue").and_then(Value::as_f64);
-        need(start.is_some() && end.is_some(), format!("profile {i} start/endValue are numbers"));
+        need(
+            start.is_some() && end.is_some(),
+            format!("profile {i} start/endValue are numbers"),
+        );
         need(start <= end, format!("profile {i} endValue >= startValue"));
         let frame_ok = |x: &Value| x.as_u64().is_some_and(|n| (n as usize) < frames.len());
         match p.get("type").and_then(Value::as_str) {
             Some("sampled") => {
                 let samples = p.get("samples").and_then(Value::as_array);
                 let weights = p.get("weights").and_then(Value::as_array);
-                need(samples.is_some() && weights.is_some(), format!("profile {i} has samples and weights arrays"));
-                let (samples, weights) = (samples.map(Vec::as_slice).unwrap_or_default(), weights.map(Vec::as_slice).unwrap_or_default());
-                need(samples.len() == weights.len(), format!("profile {i}: as many weights as samples"));
-                need(weights.iter().all(Value::is_number), format!("profile {i}: weights are numbers"));
                 need(
-                    samples.iter().all(|s| s.as_array().is_some_and(|s| s.iter().all(frame_ok))),
+                    samples.is_some() && weights.is_some(),
+                    format!("profile {i} has samples and weights arrays"),
+                );
+                let (samples, weights) = (
+                    samples.map(Vec::as_slice).unwrap_or_default(),
+                    weights.map(Vec::as_slice).unwrap_or_default(),
+                );
+                need(
+                    samples.len() == weights.len(),
+                    format!("profile {i}: as many weights as samples"),
+                );
+                need(
+                    weights.iter().all(Value::is_number),
+                    format!("profile {i}: weights are numbers"),
+                );
+                need(
+                    samples
+                        .iter()
+                        .all(|s| s.as_array().is_some_and(|s| s.iter().all(frame_ok))),
                     format!("profile {i}: every sample is an array of frame indices"),
                 );
-                let extra = allowed(p.as_object().unwrap(), &["type", "name", "unit", "startValue", "endValue", "samples", "weights"]);
-                need(extra.is_empty(), format!("profile {i} has unknown keys {extra:?}"));
+                let extra = allowed(
+                    p.as_object().unwrap(),
+                    &[
+                        "type",
+                        "name",
+                        "unit",
+                        "startValue",
+                        "endValue",
+                        "samples",
+                        "weights",
+                    ],
+                );
+                need(
+                    extra.is_empty(),
+                    format!("profile {i} has unknown keys {extra:?}"),
+                );
             }
             Some("evented") => {
-                let events = p.get("events").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+                let events = p
+                    .get("events")
+                    .and_then(Value::as_array)
+                    .map(Vec::as_slice)
+                    .unwrap_or_default();
                 need(
                     events.iter().all(|ev| {
                         matches!(ev.get("type").and_then(Value::as_str), Some("O" | "C"))

@@ -44,13 +44,22 @@ fn lock_share_matches_the_fixtures_own_clock_at_two_contention_levels() {
                 .args(["2", &inside.to_string(), &outside.to_string(), "6"])
                 .arg(&measured),
         );
-        let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&summary_path).unwrap()).unwrap();
+        let summary: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&summary_path).unwrap()).unwrap();
         let text = std::fs::read_to_string(&measured).unwrap();
         let (mut own_lock, mut own_total, mut our_lock, mut our_total) = (0i64, 0i64, 0u64, 0u64);
         for line in text.lines() {
-            let v: Vec<i64> = line.split_whitespace().map(|x| x.parse().unwrap()).collect();
+            let v: Vec<i64> = line
+                .split_whitespace()
+                .map(|x| x.parse().unwrap())
+                .collect();
             let (tid, lock_ns, total_ns) = (v[0], v[1], v[2]);
-            let t = summary["threads"].as_array().unwrap().iter().find(|t| t["tid"] == tid).expect("worker in the summary");
+            let t = summary["threads"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|t| t["tid"] == tid)
+                .expect("worker in the summary");
             eprintln!(
                 "lockshare {inside}/{outside} µs: tid {tid}: fixture {:.1}% parprof {:.1}% ({} samples)",
                 100.0 * lock_ns as f64 / total_ns as f64,
@@ -71,15 +80,28 @@ fn lock_share_matches_the_fixtures_own_clock_at_two_contention_levels() {
         }
         let own = own_lock as f64 / own_total as f64;
         let ours = our_lock as f64 / our_total as f64;
-        eprintln!("lockshare {inside}/{outside} µs: all workers: fixture {:.1}% parprof {:.1}%", own * 100.0, ours * 100.0);
-        assert!((own - ours).abs() <= 0.05, "fixture says {:.1}% in pthread_mutex_lock, parprof {:.1}%", own * 100.0, ours * 100.0);
+        eprintln!(
+            "lockshare {inside}/{outside} µs: all workers: fixture {:.1}% parprof {:.1}%",
+            own * 100.0,
+            ours * 100.0
+        );
+        assert!(
+            (own - ours).abs() <= 0.05,
+            "fixture says {:.1}% in pthread_mutex_lock, parprof {:.1}%",
+            own * 100.0,
+            ours * 100.0
+        );
         // The lock is the global `big`, waited on by both workers, held by them in turn.
         let lock = &summary["locks"][0];
         assert_eq!(lock["symbol"], "big", "{lock}");
         assert_eq!(lock["kind"], "pthread_mutex");
         assert!(!lock["holders"].as_array().unwrap().is_empty(), "{lock}");
         let svg = std::fs::read_to_string(&svg).unwrap();
-        assert!(svg.contains("parprof-legend") && svg.contains("<title>[lock]") && svg.contains("rgb(220,30,30)"));
+        assert!(
+            svg.contains("parprof-legend")
+                && svg.contains("<title>[lock]")
+                && svg.contains("rgb(220,30,30)")
+        );
     }
 }
 
@@ -88,18 +110,35 @@ fn idle_waits_io_and_sleep_are_told_apart() {
     let _serial = serial();
     let exe = build_c("states");
     let summary = record_summary("states", &[], &[exe.to_str().unwrap(), "3"]);
-    for (name, expected) in [("condwait", "wait"), ("joiner", "wait"), ("piperead", "io"), ("sleeper", "sleep")] {
+    for (name, expected) in [
+        ("condwait", "wait"),
+        ("joiner", "wait"),
+        ("piperead", "io"),
+        ("sleeper", "sleep"),
+    ] {
         let threads = threads_named(&summary, name);
         assert_eq!(threads.len(), 1, "one thread named {name} in {summary}");
         let t = threads[0];
         let n = t["samples"].as_u64().unwrap();
         eprintln!("{name}: {t}");
-        assert!(state(t, expected) * 10 >= n * 9, "{name} should be {expected} in 90% of samples: {t}");
+        assert!(
+            state(t, expected) * 10 >= n * 9,
+            "{name} should be {expected} in 90% of samples: {t}"
+        );
         assert_eq!(state(t, "lock"), 0, "{name} never waits for a lock: {t}");
     }
-    assert!(summary["locks"].as_array().unwrap().is_empty(), "no lock is contended: {}", summary["locks"]);
+    assert!(
+        summary["locks"].as_array().unwrap().is_empty(),
+        "no lock is contended: {}",
+        summary["locks"]
+    );
     let folded = std::fs::read_to_string(work_dir().join("states.folded")).unwrap();
-    assert!(folded.lines().any(|l| l.contains("pthread_cond_wait") && l.contains(";[wait] ")), "{folded}");
+    assert!(
+        folded
+            .lines()
+            .any(|l| l.contains("pthread_cond_wait") && l.contains(";[wait] ")),
+        "{folded}"
+    );
 }
 
 #[test]
@@ -111,8 +150,13 @@ fn more_busy_threads_than_cores_wait_for_a_cpu() {
     let summary = record_summary("busy", &[], &[exe.to_str().unwrap(), "3", &busy]);
     let spinners = threads_named(&summary, "spinner");
     assert_eq!(spinners.len(), 2 * cores);
-    let (cpu_wait, total): (u64, u64) = spinners.iter().fold((0, 0), |(w, n), t| (w + state(t, "cpu_wait"), n + t["samples"].as_u64().unwrap()));
-    eprintln!("{} spinners on {cores} cores: cpu_wait {cpu_wait} of {total} samples", 2 * cores);
+    let (cpu_wait, total): (u64, u64) = spinners.iter().fold((0, 0), |(w, n), t| {
+        (w + state(t, "cpu_wait"), n + t["samples"].as_u64().unwrap())
+    });
+    eprintln!(
+        "{} spinners on {cores} cores: cpu_wait {cpu_wait} of {total} samples",
+        2 * cores
+    );
     // Half of the spinners' time is queued in theory; a tenth must show.
     assert!(cpu_wait * 10 >= total, "cpu_wait {cpu_wait} of {total}");
 }
@@ -135,7 +179,16 @@ fn rust_std_mutex_contention_is_lock() {
     }
     let lock = &summary["locks"][0];
     assert_eq!(lock["kind"], "std::sync::Mutex", "{lock}");
-    assert!(lock["symbol"].as_str().is_some_and(|s| s.ends_with("COUNTER")), "{lock}");
+    assert!(
+        lock["symbol"]
+            .as_str()
+            .is_some_and(|s| s.ends_with("COUNTER")),
+        "{lock}"
+    );
     let folded = std::fs::read_to_string(work_dir().join("rust_mutex.folded")).unwrap();
-    assert!(folded.lines().any(|l| l.contains("lock_contended") && l.contains(";[lock] ")));
+    assert!(
+        folded
+            .lines()
+            .any(|l| l.contains("lock_contended") && l.contains(";[lock] "))
+    );
 }

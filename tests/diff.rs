@@ -16,7 +16,12 @@ use parprof::diff_cmd::REGRESSION_EXIT;
 /// a few thousand samples keep sampling noise near one point.
 fn recordings() -> &'static (PathBuf, PathBuf) {
     static REC: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
-    REC.get_or_init(|| (lockscale::record(2, 4, 1, 200).0, lockscale::record(2, 4, 4, 200).0))
+    REC.get_or_init(|| {
+        (
+            lockscale::record(2, 4, 1, 200).0,
+            lockscale::record(2, 4, 4, 200).0,
+        )
+    })
 }
 
 /// The gate's threshold in points: well above sampling noise, well below the fixture's
@@ -24,7 +29,11 @@ fn recordings() -> &'static (PathBuf, PathBuf) {
 const THRESHOLD: &str = "3";
 
 fn diff(args: &[&str]) -> std::process::Output {
-    parprof().arg("diff").args(args).output().expect("run parprof diff")
+    parprof()
+        .arg("diff")
+        .args(args)
+        .output()
+        .expect("run parprof diff")
 }
 
 #[test]
@@ -43,36 +52,79 @@ fn four_times_the_work_under_the_lock_fails_the_gate() {
         THRESHOLD,
     ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(REGRESSION_EXIT as i32), "stdout:\n{stdout}\nstderr:\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains(&format!("regression past {THRESHOLD} points")) && stdout.contains("update_shared (self)"), "{stdout}");
+    assert_eq!(
+        out.status.code(),
+        Some(REGRESSION_EXIT as i32),
+        "stdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("regression past {THRESHOLD} points"))
+            && stdout.contains("update_shared (self)"),
+        "{stdout}"
+    );
 
     let md = std::fs::read_to_string(&md).unwrap();
     assert!(md.contains("❌ regression"), "{md}");
-    let regressions = md.split("### Regressions").nth(1).expect("a regressions section").split("###").next().unwrap();
-    assert!(regressions.contains("update_shared (self)"), "the markdown names the function:\n{md}");
+    let regressions = md
+        .split("### Regressions")
+        .nth(1)
+        .expect("a regressions section")
+        .split("###")
+        .next()
+        .unwrap();
+    assert!(
+        regressions.contains("update_shared (self)"),
+        "the markdown names the function:\n{md}"
+    );
     // The function's row in the self table shows it grew.
-    let row = md.lines().find(|l| l.starts_with("| `update_shared`")).expect("update_shared has a row");
+    let row = md
+        .lines()
+        .find(|l| l.starts_with("| `update_shared`"))
+        .expect("update_shared has a row");
     assert!(row.contains("| +"), "{row}");
 
     let svg = std::fs::read_to_string(&svg).unwrap();
-    assert!(svg.starts_with("<?xml") && svg.contains("update_shared"), "differential flamegraph written");
+    assert!(
+        svg.starts_with("<?xml") && svg.contains("update_shared"),
+        "differential flamegraph written"
+    );
 }
 
 #[test]
 fn a_profile_diffed_with_itself_passes() {
     let base = &recordings().0;
     let md = scratch_file("same.md");
-    let out = diff(&[base.to_str().unwrap(), base.to_str().unwrap(), "--markdown", md.to_str().unwrap(), "--fail-on-regression", "0"]);
+    let out = diff(&[
+        base.to_str().unwrap(),
+        base.to_str().unwrap(),
+        "--markdown",
+        md.to_str().unwrap(),
+        "--fail-on-regression",
+        "0",
+    ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
-    assert!(stdout.contains("no share grew by more than 0 points"), "{stdout}");
+    assert!(
+        stdout.contains("no share grew by more than 0 points"),
+        "{stdout}"
+    );
     assert!(std::fs::read_to_string(&md).unwrap().contains("✅"));
 
     // The same recording as folded stacks compares equal to its saved form.
     let folded = scratch_file("same.folded");
     std::fs::write(&folded, lockscale::report(base, "same.folded", &[])).unwrap();
-    let out = diff(&[base.to_str().unwrap(), folded.to_str().unwrap(), "--fail-on-regression", "0"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = diff(&[
+        base.to_str().unwrap(),
+        folded.to_str().unwrap(),
+        "--fail-on-regression",
+        "0",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 #[test]
@@ -93,8 +145,12 @@ fn garbage_and_truncated_inputs_fail_in_one_line() {
         (&text, "not a folded stack"),
         (&missing, "cannot read"),
     ] {
-        let (code, err) = lockscale::failure(&["diff", base.to_str().unwrap(), bad.to_str().unwrap()]);
+        let (code, err) =
+            lockscale::failure(&["diff", base.to_str().unwrap(), bad.to_str().unwrap()]);
         assert_eq!(code, Some(1), "{err}");
-        assert!(err.starts_with("parprof: cannot read") && err.contains(says), "{bad:?}: {err}");
+        assert!(
+            err.starts_with("parprof: cannot read") && err.contains(says),
+            "{bad:?}: {err}"
+        );
     }
 }

@@ -18,7 +18,10 @@ const SECS: f64 = 2.0;
 const FIXTURE_SECS: &str = "120";
 
 /// Share of `stacks` (weighted by count) that satisfy `pred`, and the total count.
-fn share<'a>(stacks: impl Iterator<Item = &'a py::Stack>, pred: impl Fn(&py::Stack) -> bool) -> (f64, u64) {
+fn share<'a>(
+    stacks: impl Iterator<Item = &'a py::Stack>,
+    pred: impl Fn(&py::Stack) -> bool,
+) -> (f64, u64) {
     let (mut hit, mut all) = (0u64, 0u64);
     for s in stacks {
         all += s.count;
@@ -26,19 +29,45 @@ fn share<'a>(stacks: impl Iterator<Item = &'a py::Stack>, pred: impl Fn(&py::Sta
             hit += s.count;
         }
     }
-    (if all == 0 { 0.0 } else { hit as f64 / all as f64 }, all)
+    (
+        if all == 0 {
+            0.0
+        } else {
+            hit as f64 / all as f64
+        },
+        all,
+    )
 }
 
 /// The share of announced worker samples showing `chain`, required to be at least `min`.
-fn chain_share(rec: &Recording, expected_workers: usize, chain: &[&str], min: f64) -> Result<String, String> {
+fn chain_share(
+    rec: &Recording,
+    expected_workers: usize,
+    chain: &[&str],
+    min: f64,
+) -> Result<String, String> {
     if rec.workers.len() != expected_workers {
-        return Err(format!("expected {expected_workers} workers to announce themselves, got {:?}", rec.workers));
+        return Err(format!(
+            "expected {expected_workers} workers to announce themselves, got {:?}",
+            rec.workers
+        ));
     }
     let (frac, n) = share(rec.worker_stacks(), |s| has_chain(&s.frames, chain));
-    let msg = format!("{:.1}% of {n} worker samples show {}", 100.0 * frac, chain.join(" → "));
+    let msg = format!(
+        "{:.1}% of {n} worker samples show {}",
+        100.0 * frac,
+        chain.join(" → ")
+    );
     if n == 0 || frac < min {
-        let sample: Vec<String> = rec.worker_stacks().take(5).map(|s| s.frames.join(";")).collect();
-        return Err(format!("{msg} (need {:.0}%); e.g. {sample:#?}", 100.0 * min));
+        let sample: Vec<String> = rec
+            .worker_stacks()
+            .take(5)
+            .map(|s| s.frames.join(";"))
+            .collect();
+        return Err(format!(
+            "{msg} (need {:.0}%); e.g. {sample:#?}",
+            100.0 * min
+        ));
     }
     Ok(msg)
 }
@@ -47,7 +76,12 @@ fn chain_share(rec: &Recording, expected_workers: usize, chain: &[&str], min: f6
 fn prime_workers_show_the_full_python_chain() {
     py::each_interpreter(&py::interpreters(), |interp| {
         let rec = py::record(interp, "primes.py", &["3", FIXTURE_SECS], 3, SECS, &[]);
-        chain_share(&rec, 3, &["worker", "count_primes_in_range", "is_prime"], 0.9)
+        chain_share(
+            &rec,
+            3,
+            &["worker", "count_primes_in_range", "is_prime"],
+            0.9,
+        )
     });
 }
 
@@ -57,18 +91,33 @@ fn merged_stacks_read_from_start_thread_through_the_python_chain() {
         let rec = py::record(interp, "primes.py", &["2", FIXTURE_SECS], 2, SECS, &[]);
         let chain = ["worker", "count_primes_in_range", "is_prime"];
         let leftover = rec.stacks.iter().find(|s| {
-            s.frames.iter().any(|f| python_function(f).is_some()) && s.frames.iter().any(|f| f.starts_with("_PyEval_EvalFrameDefault"))
+            s.frames.iter().any(|f| python_function(f).is_some())
+                && s.frames
+                    .iter()
+                    .any(|f| f.starts_with("_PyEval_EvalFrameDefault"))
         });
         if let Some(s) = leftover {
-            return Err(format!("an eval-loop frame was not replaced: {}", s.frames.join(";")));
+            return Err(format!(
+                "an eval-loop frame was not replaced: {}",
+                s.frames.join(";")
+            ));
         }
         let (frac, n) = share(rec.worker_stacks(), |s| {
             let root = s.frames.iter().position(|f| f == "start_thread");
             let first_python = s.frames.iter().position(|f| python_function(f).is_some());
-            matches!((root, first_python), (Some(r), Some(p)) if r < p) && has_chain(&s.frames, &chain)
+            matches!((root, first_python), (Some(r), Some(p)) if r < p)
+                && has_chain(&s.frames, &chain)
         });
-        let msg = format!("{:.1}% of {n} worker samples read start_thread → … → {}", 100.0 * frac, chain.join(" → "));
-        if frac < 0.9 { Err(format!("{msg} (need 90%)")) } else { Ok(msg) }
+        let msg = format!(
+            "{:.1}% of {n} worker samples read start_thread → … → {}",
+            100.0 * frac,
+            chain.join(" → ")
+        );
+        if frac < 0.9 {
+            Err(format!("{msg} (need 90%)"))
+        } else {
+            Ok(msg)
+        }
     });
 }
 
@@ -76,17 +125,40 @@ fn merged_stacks_read_from_start_thread_through_the_python_chain() {
 fn thread_pool_tasks_show_the_executor_chain() {
     py::each_interpreter(&py::interpreters(), |interp| {
         let rec = py::record(interp, "pool.py", &["3", FIXTURE_SECS], 3, SECS, &[]);
-        chain_share(&rec, 3, &["_worker", "_WorkItem.run", "task", "crunch"], 0.9)
+        chain_share(
+            &rec,
+            3,
+            &["_worker", "_WorkItem.run", "task", "crunch"],
+            0.9,
+        )
     });
 }
 
 #[test]
 fn python_only_stacks_start_at_the_thread_bootstrap() {
     py::each_interpreter(&py::interpreters(), |interp| {
-        let rec = py::record(interp, "primes.py", &["2", FIXTURE_SECS], 2, SECS, &["--no-native"]);
-        let chain = ["Thread._bootstrap", "Thread._bootstrap_inner", "Thread.run", "worker", "count_primes_in_range", "is_prime"];
+        let rec = py::record(
+            interp,
+            "primes.py",
+            &["2", FIXTURE_SECS],
+            2,
+            SECS,
+            &["--no-native"],
+        );
+        let chain = [
+            "Thread._bootstrap",
+            "Thread._bootstrap_inner",
+            "Thread.run",
+            "worker",
+            "count_primes_in_range",
+            "is_prime",
+        ];
         let summary = chain_share(&rec, 2, &chain, 0.9)?;
-        let native = rec.stacks.iter().flat_map(|s| &s.frames).find(|f| python_function(f).is_none() && *f != "[truncated]");
+        let native = rec
+            .stacks
+            .iter()
+            .flat_map(|s| &s.frames)
+            .find(|f| python_function(f).is_none() && *f != "[truncated]");
         match native {
             Some(f) => Err(format!("--no-native output has the native frame {f}")),
             None => Ok(summary),
@@ -96,9 +168,18 @@ fn python_only_stacks_start_at_the_thread_bootstrap() {
 
 /// Native frames of zlib's deflate, symbolised or not.
 fn is_zlib_frame(label: &str) -> bool {
-    ["libz.so", "deflate", "longest_match", "fill_window", "_tr_", "compress2", "crc32", "adler32"]
-        .iter()
-        .any(|p| label.contains(p))
+    [
+        "libz.so",
+        "deflate",
+        "longest_match",
+        "fill_window",
+        "_tr_",
+        "compress2",
+        "crc32",
+        "adler32",
+    ]
+    .iter()
+    .any(|p| label.contains(p))
 }
 
 #[test]
@@ -107,12 +188,28 @@ fn c_extension_frames_sit_above_the_python_frames_that_called_them() {
         let rec = py::record(interp, "compress.py", &["2", FIXTURE_SECS], 2, SECS, &[]);
         let chain = chain_share(&rec, 2, &["compress_loop", "compress_block"], 0.9)?;
         let (frac, n) = share(rec.worker_stacks(), |s| {
-            let Some(at) = s.frames.iter().position(|f| python_function(f) == Some("compress_block")) else { return false };
-            s.frames[at + 1..].iter().any(|f| is_zlib_frame(f)) && s.frames[at + 1..].iter().all(|f| python_function(f).is_none())
+            let Some(at) = s
+                .frames
+                .iter()
+                .position(|f| python_function(f) == Some("compress_block"))
+            else {
+                return false;
+            };
+            s.frames[at + 1..].iter().any(|f| is_zlib_frame(f))
+                && s.frames[at + 1..]
+                    .iter()
+                    .all(|f| python_function(f).is_none())
         });
-        let mixed = format!("{:.1}% of {n} worker samples show zlib frames above compress_block", 100.0 * frac);
+        let mixed = format!(
+            "{:.1}% of {n} worker samples show zlib frames above compress_block",
+            100.0 * frac
+        );
         if frac < 0.5 {
-            let sample: Vec<String> = rec.worker_stacks().take(5).map(|s| s.frames.join(";")).collect();
+            let sample: Vec<String> = rec
+                .worker_stacks()
+                .take(5)
+                .map(|s| s.frames.join(";"))
+                .collect();
             return Err(format!("{mixed} (need 50%); e.g. {sample:#?}"));
         }
         Ok(format!("{chain}; {mixed}"))
@@ -121,9 +218,15 @@ fn c_extension_frames_sit_above_the_python_frames_that_called_them() {
 
 #[test]
 fn numpy_shared_array_sum_shows_python_frames() {
-    let interps: Vec<Interp> = py::interpreters().into_iter().filter(|i| i.free_threaded || py::has_module(i, "numpy")).collect();
+    let interps: Vec<Interp> = py::interpreters()
+        .into_iter()
+        .filter(|i| i.free_threaded || py::has_module(i, "numpy"))
+        .collect();
     let ft = py::free_threaded();
-    assert!(py::has_module(&ft, "numpy"), "numpy is missing from {ft}; scripts/free-threaded-python installs it");
+    assert!(
+        py::has_module(&ft, "numpy"),
+        "numpy is missing from {ft}; scripts/free-threaded-python installs it"
+    );
     py::each_interpreter(&interps, |interp| {
         let rec = py::record(interp, "numpy_sum.py", &["3", FIXTURE_SECS], 3, SECS, &[]);
         chain_share(&rec, 3, &["worker", "partial_sum"], 0.9)
@@ -135,10 +238,25 @@ fn py_spy(interps: &[Interp]) -> std::path::PathBuf {
     let venv = py::manifest_dir().join("target/py-spy-venv");
     let bin = venv.join("bin/py-spy");
     if !bin.exists() {
-        let python = interps.iter().find(|i| !i.free_threaded).expect("a GIL interpreter to install py-spy with");
-        let ok = Command::new(&python.path).arg("-m").arg("venv").arg(&venv).status().is_ok_and(|s| s.success())
-            && Command::new(venv.join("bin/pip")).args(["install", "--quiet", "py-spy"]).status().is_ok_and(|s| s.success());
-        assert!(ok && bin.exists(), "could not install py-spy into {}", venv.display());
+        let python = interps
+            .iter()
+            .find(|i| !i.free_threaded)
+            .expect("a GIL interpreter to install py-spy with");
+        let ok = Command::new(&python.path)
+            .arg("-m")
+            .arg("venv")
+            .arg(&venv)
+            .status()
+            .is_ok_and(|s| s.success())
+            && Command::new(venv.join("bin/pip"))
+                .args(["install", "--quiet", "py-spy"])
+                .status()
+                .is_ok_and(|s| s.success());
+        assert!(
+            ok && bin.exists(),
+            "could not install py-spy into {}",
+            venv.display()
+        );
     }
     bin
 }
@@ -168,7 +286,11 @@ fn py_spy_locs(thread: &serde_json::Value) -> Vec<Loc> {
         .map(|f| {
             let file = f["filename"].as_str().unwrap_or("");
             let short = file.rsplit('/').next().unwrap_or(file).to_string();
-            (f["name"].as_str().unwrap_or("").to_string(), short, f["line"].as_u64().unwrap_or(0) as u32)
+            (
+                f["name"].as_str().unwrap_or("").to_string(),
+                short,
+                f["line"].as_u64().unwrap_or(0) as u32,
+            )
         })
         .collect()
 }
@@ -187,7 +309,10 @@ impl Drop for Paused {
 
 #[test]
 fn python_frames_match_py_spy_on_a_paused_process() {
-    let gil: Vec<Interp> = py::interpreters().into_iter().filter(|i| !i.free_threaded).collect();
+    let gil: Vec<Interp> = py::interpreters()
+        .into_iter()
+        .filter(|i| !i.free_threaded)
+        .collect();
     assert!(!gil.is_empty(), "no GIL build of CPython >= 3.11 found");
     let py_spy = py_spy(&gil);
     py::each_interpreter(&gil, |interp| {
@@ -198,15 +323,35 @@ fn python_frames_match_py_spy_on_a_paused_process() {
             .spawn()
             .map_err(|e| e.to_string())?;
         let lines = BufReader::new(child.stdout.take().expect("stdout"));
-        let workers: Vec<i32> = lines.lines().take(2).filter_map(|l| l.ok()?.strip_prefix("worker-tid ")?.parse().ok()).collect();
+        let workers: Vec<i32> = lines
+            .lines()
+            .take(2)
+            .filter_map(|l| l.ok()?.strip_prefix("worker-tid ")?.parse().ok())
+            .collect();
         let pid = child.id() as i32;
         std::thread::sleep(std::time::Duration::from_millis(300));
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGSTOP).map_err(|e| e.to_string())?;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGSTOP,
+        )
+        .map_err(|e| e.to_string())?;
         let paused = Paused(child);
 
-        let out_file = py::manifest_dir().join(format!("target/python-tests/paused-{}.folded", interp.version));
+        let out_file = py::manifest_dir().join(format!(
+            "target/python-tests/paused-{}.folded",
+            interp.version
+        ));
         let status = Command::new(env!("CARGO_BIN_EXE_parprof"))
-            .args(["record", "--threads", "--no-native", "-d", "0.3", "--pid", &pid.to_string(), "-o"])
+            .args([
+                "record",
+                "--threads",
+                "--no-native",
+                "-d",
+                "0.3",
+                "--pid",
+                &pid.to_string(),
+                "-o",
+            ])
             .arg(&out_file)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -215,27 +360,43 @@ fn python_frames_match_py_spy_on_a_paused_process() {
         if !status.success() {
             return Err(format!("parprof record --pid failed: {status}"));
         }
-        let ours = py::parse_folded(&std::fs::read_to_string(&out_file).map_err(|e| e.to_string())?);
+        let ours =
+            py::parse_folded(&std::fs::read_to_string(&out_file).map_err(|e| e.to_string())?);
         let dump = Command::new(&py_spy)
             .args(["dump", "--json", "--nonblocking", "--pid", &pid.to_string()])
             .output()
             .map_err(|e| e.to_string())?;
         drop(paused);
-        let theirs: serde_json::Value = serde_json::from_slice(&dump.stdout)
-            .map_err(|e| format!("py-spy dump gave no JSON ({e}): {}", String::from_utf8_lossy(&dump.stderr)))?;
+        let theirs: serde_json::Value = serde_json::from_slice(&dump.stdout).map_err(|e| {
+            format!(
+                "py-spy dump gave no JSON ({e}): {}",
+                String::from_utf8_lossy(&dump.stderr)
+            )
+        })?;
 
         let mut compared = 0;
         for thread in theirs.as_array().into_iter().flatten() {
-            let Some(tid) = thread["os_thread_id"].as_i64() else { continue };
+            let Some(tid) = thread["os_thread_id"].as_i64() else {
+                continue;
+            };
             let expected = py_spy_locs(thread);
-            let mine: Vec<Vec<Loc>> = ours.iter().filter(|s| i64::from(s.tid) == tid).map(parprof_locs).collect();
+            let mine: Vec<Vec<Loc>> = ours
+                .iter()
+                .filter(|s| i64::from(s.tid) == tid)
+                .map(parprof_locs)
+                .collect();
             if mine.iter().any(|m| *m != expected) || mine.is_empty() {
-                return Err(format!("thread {tid}: py-spy {expected:?}, parprof {mine:?}"));
+                return Err(format!(
+                    "thread {tid}: py-spy {expected:?}, parprof {mine:?}"
+                ));
             }
             compared += 1;
         }
         if compared < workers.len() + 1 {
-            return Err(format!("compared {compared} threads, expected the main thread and {} workers", workers.len()));
+            return Err(format!(
+                "compared {compared} threads, expected the main thread and {} workers",
+                workers.len()
+            ));
         }
         Ok(format!("{compared} threads match py-spy frame for frame"))
     });

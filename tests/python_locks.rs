@@ -32,15 +32,27 @@ fn known(t: &Value) -> u64 {
 }
 
 fn thread(summary: &Value, tid: i32) -> Option<&Value> {
-    summary["threads"].as_array()?.iter().find(|t| t["tid"] == tid)
+    summary["threads"]
+        .as_array()?
+        .iter()
+        .find(|t| t["tid"] == tid)
 }
 
 fn locks_of_kind<'a>(summary: &'a Value, kind: &'a str) -> impl Iterator<Item = &'a Value> {
-    summary["locks"].as_array().into_iter().flatten().filter(move |l| l["kind"] == kind)
+    summary["locks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(move |l| l["kind"] == kind)
 }
 
 fn tids(v: &Value) -> Vec<i32> {
-    v.as_array().into_iter().flatten().filter_map(|t| t.as_i64()).map(|t| t as i32).collect()
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t.as_i64())
+        .map(|t| t as i32)
+        .collect()
 }
 
 fn summary_path(name: &str, interp: &Interp) -> PathBuf {
@@ -55,12 +67,30 @@ fn read_summary(path: &PathBuf) -> Result<Value, String> {
 }
 
 /// Record `fixture` with `--summary` once its workers announced themselves.
-fn record_summary(interp: &Interp, fixture: &str, args: &[&str], workers: usize) -> Result<(py::Recording, Value), String> {
-    let path = summary_path(&format!("{}-{}", fixture.trim_end_matches(".py"), args[0]), interp);
+fn record_summary(
+    interp: &Interp,
+    fixture: &str,
+    args: &[&str],
+    workers: usize,
+) -> Result<(py::Recording, Value), String> {
+    let path = summary_path(
+        &format!("{}-{}", fixture.trim_end_matches(".py"), args[0]),
+        interp,
+    );
     let summary = path.to_str().ok_or("non-UTF-8 path")?;
-    let rec = py::record(interp, fixture, args, workers, SECS, &["--summary", summary]);
+    let rec = py::record(
+        interp,
+        fixture,
+        args,
+        workers,
+        SECS,
+        &["--summary", summary],
+    );
     if rec.workers.len() != workers {
-        return Err(format!("expected {workers} workers to announce themselves, got {:?}", rec.workers));
+        return Err(format!(
+            "expected {workers} workers to announce themselves, got {:?}",
+            rec.workers
+        ));
     }
     Ok((rec, read_summary(&path)?))
 }
@@ -68,7 +98,11 @@ fn record_summary(interp: &Interp, fixture: &str, args: &[&str], workers: usize)
 /// The line of `fixture` marked with `marker`, as `file.py:LINE`.
 fn marked_line(fixture: &str, marker: &str) -> String {
     let text = std::fs::read_to_string(py::fixture(fixture)).expect("read fixture");
-    let line = text.lines().position(|l| l.contains(marker)).expect("marker in fixture") + 1;
+    let line = text
+        .lines()
+        .position(|l| l.contains(marker))
+        .expect("marker in fixture")
+        + 1;
     format!("{fixture}:{line}")
 }
 
@@ -77,7 +111,10 @@ fn cpu_bound_threads_wait_for_the_gil_held_by_another_worker() {
     py::each_interpreter(&py::interpreters(), |interp| {
         let (rec, summary) = record_summary(interp, "primes.py", &["3", FIXTURE_SECS], 3)?;
         let gil: Vec<&Value> = locks_of_kind(&summary, "GIL").collect();
-        let take_gil = rec.stacks.iter().any(|s| s.frames.iter().any(|f| f == "take_gil"));
+        let take_gil = rec
+            .stacks
+            .iter()
+            .any(|s| s.frames.iter().any(|f| f == "take_gil"));
         if interp.free_threaded {
             // No GIL: no GIL waits, not even under another name.
             return match (gil.first(), take_gil) {
@@ -87,43 +124,83 @@ fn cpu_bound_threads_wait_for_the_gil_held_by_another_worker() {
             };
         }
         // One GIL, named as such, waited on by the workers.
-        let [lock] = gil[..] else { return Err(format!("expected one GIL lock, got {}: {:#?}", gil.len(), summary["locks"])) };
+        let [lock] = gil[..] else {
+            return Err(format!(
+                "expected one GIL lock, got {}: {:#?}",
+                gil.len(),
+                summary["locks"]
+            ));
+        };
         if lock["name"] != "GIL" {
             return Err(format!("the GIL is shown as {}", lock["name"]));
         }
         // Every worker waits for it (the main thread may too, when it wakes from join's
         // wait and needs the GIL back).
-        let waiters: Vec<i32> = lock["waiters"].as_array().into_iter().flatten().filter_map(|w| w["tid"].as_i64()).map(|t| t as i32).collect();
+        let waiters: Vec<i32> = lock["waiters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|w| w["tid"].as_i64())
+            .map(|t| t as i32)
+            .collect();
         if rec.workers.iter().any(|w| !waiters.contains(w)) {
-            return Err(format!("GIL waiters {waiters:?}, workers {:?}", rec.workers));
+            return Err(format!(
+                "GIL waiters {waiters:?}, workers {:?}",
+                rec.workers
+            ));
         }
         // Three CPU-bound threads share one GIL: each can run Python at most a third of
         // the time, so GIL waits are at least a large part of what they do.
         let (mut waited, mut all) = (0, 0);
         for &w in &rec.workers {
             let t = thread(&summary, w).ok_or(format!("worker {w} missing from the summary"))?;
-            waited += lock["waiters"].as_array().into_iter().flatten().find(|x| x["tid"] == w).map_or(0, |x| x["samples"].as_u64().unwrap_or(0));
+            waited += lock["waiters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|x| x["tid"] == w)
+                .map_or(0, |x| x["samples"].as_u64().unwrap_or(0));
             all += known(t);
         }
         let share = waited as f64 / all.max(1) as f64;
         if share < 1.0 / 3.0 {
-            return Err(format!("GIL waits are {:.1}% of worker samples (need a third)", 100.0 * share));
+            return Err(format!(
+                "GIL waits are {:.1}% of worker samples (need a third)",
+                100.0 * share
+            ));
         }
         // The holder, read from the GIL at the same tick, is another worker, running
         // (holders are listed most often first; a waiter is never its own holder).
         let holders = tids(&lock["holders"]);
-        if holders.first().is_none_or(|h| !rec.workers.contains(h)) || holders.iter().any(|&h| thread(&summary, h).is_none()) {
-            return Err(format!("GIL holders {holders:?}, workers {:?}", rec.workers));
+        if holders.first().is_none_or(|h| !rec.workers.contains(h))
+            || holders.iter().any(|&h| thread(&summary, h).is_none())
+        {
+            return Err(format!(
+                "GIL holders {holders:?}, workers {:?}",
+                rec.workers
+            ));
         }
-        let activity = lock["holder_activity"].as_array().cloned().unwrap_or_default();
-        let with_holder: u64 = activity.iter().map(|a| a["samples"].as_u64().unwrap_or(0)).sum();
+        let activity = lock["holder_activity"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let with_holder: u64 = activity
+            .iter()
+            .map(|a| a["samples"].as_u64().unwrap_or(0))
+            .sum();
         let running: u64 = activity
             .iter()
-            .filter(|a| ["compute", "cpu_wait", "lock_spin", "other"].contains(&a["state"].as_str().unwrap_or("")))
+            .filter(|a| {
+                ["compute", "cpu_wait", "lock_spin", "other"]
+                    .contains(&a["state"].as_str().unwrap_or(""))
+            })
             .map(|a| a["samples"].as_u64().unwrap_or(0))
             .sum();
         let wait_samples = lock["wait_samples"].as_u64().unwrap_or(0);
-        let (known_holder, holder_running) = (with_holder as f64 / wait_samples.max(1) as f64, running as f64 / with_holder.max(1) as f64);
+        let (known_holder, holder_running) = (
+            with_holder as f64 / wait_samples.max(1) as f64,
+            running as f64 / with_holder.max(1) as f64,
+        );
         let msg = format!(
             "GIL waits {:.1}% of worker samples; holder known in {:.1}% of {wait_samples} waits, running Python in {:.1}% of those",
             100.0 * share,
@@ -133,7 +210,9 @@ fn cpu_bound_threads_wait_for_the_gil_held_by_another_worker() {
         // Between a drop and the next take nobody holds the GIL, so some waits have no
         // holder; most must.
         if known_holder < 2.0 / 3.0 || holder_running < 0.9 {
-            return Err(format!("{msg} (need a holder for two thirds of the waits, running for 90% of those); {activity:?}"));
+            return Err(format!(
+                "{msg} (need a holder for two thirds of the waits, running for 90% of those); {activity:?}"
+            ));
         }
         Ok(msg)
     });
@@ -141,7 +220,11 @@ fn cpu_bound_threads_wait_for_the_gil_held_by_another_worker() {
 
 /// Start `lock_counter.py` on `interp`, record it until it exits, and return the
 /// summary and the script's own `acquire-share` figures per thread.
-fn run_lock_counter(interp: &Interp, threads: usize, seconds: &str) -> Result<(Value, Vec<(i32, f64)>), String> {
+fn run_lock_counter(
+    interp: &Interp,
+    threads: usize,
+    seconds: &str,
+) -> Result<(Value, Vec<(i32, f64)>), String> {
     let path = summary_path("lock_counter", interp);
     let mut child = Command::new(&interp.path)
         .arg(py::fixture("lock_counter.py"))
@@ -149,8 +232,14 @@ fn run_lock_counter(interp: &Interp, threads: usize, seconds: &str) -> Result<(V
         .stdout(Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot start {interp}: {e}"))?;
-    let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines().map_while(Result::ok);
-    let announced = lines.by_ref().take(threads).filter(|l| l.starts_with("worker-tid ")).count();
+    let mut lines = BufReader::new(child.stdout.take().expect("piped stdout"))
+        .lines()
+        .map_while(Result::ok);
+    let announced = lines
+        .by_ref()
+        .take(threads)
+        .filter(|l| l.starts_with("worker-tid "))
+        .count();
     // Recorded until the script exits, so both clocks cover the same stretch.
     let out = Command::new(env!("CARGO_BIN_EXE_parprof"))
         .args(["record", "--threads", "-o"])
@@ -168,10 +257,16 @@ fn run_lock_counter(interp: &Interp, threads: usize, seconds: &str) -> Result<(V
         .collect();
     let _ = child.wait();
     if !out.status.success() {
-        return Err(format!("parprof record failed: {}", String::from_utf8_lossy(&out.stderr)));
+        return Err(format!(
+            "parprof record failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
     }
     if announced != threads || own.len() != threads {
-        return Err(format!("{announced} workers announced, {} reported their acquire time (expected {threads})", own.len()));
+        return Err(format!(
+            "{announced} workers announced, {} reported their acquire time (expected {threads})",
+            own.len()
+        ));
     }
     Ok((read_summary(&path)?, own))
 }
@@ -188,12 +283,22 @@ fn threading_lock_share_matches_the_scripts_own_clock_on_free_threaded_python() 
         let mut lines = Vec::new();
         let mut worst = 0f64;
         for (tid, fixture_share) in own {
-            let t = thread(&summary, tid).ok_or(format!("worker {tid} missing from the summary"))?;
+            let t =
+                thread(&summary, tid).ok_or(format!("worker {tid} missing from the summary"))?;
             let ours = (state(t, "lock") + state(t, "lock_spin")) as f64 / known(t).max(1) as f64;
             worst = worst.max((ours - fixture_share).abs());
-            lines.push(format!("tid {tid}: script {:.1}% parprof {:.1}% ({} samples)", 100.0 * fixture_share, 100.0 * ours, t["samples"]));
+            lines.push(format!(
+                "tid {tid}: script {:.1}% parprof {:.1}% ({} samples)",
+                100.0 * fixture_share,
+                100.0 * ours,
+                t["samples"]
+            ));
         }
-        let msg = format!("time in threading.Lock.acquire: {}; worst error {:.1} points", lines.join(", "), 100.0 * worst);
+        let msg = format!(
+            "time in threading.Lock.acquire: {}; worst error {:.1} points",
+            lines.join(", "),
+            100.0 * worst
+        );
         if worst > 0.10 {
             return Err(format!("{msg} (allowed 10)"));
         }
@@ -210,15 +315,35 @@ fn threading_lock_waits_are_named_by_the_line_that_takes_the_lock() {
         let locks: Vec<&Value> = locks_of_kind(&summary, "threading.Lock").collect();
         // One lock object, so one entry, whichever semaphore or parking-lot entry each
         // waiter sleeps on.
-        let [lock] = locks[..] else { return Err(format!("expected one threading.Lock, got {}: {:#?}", locks.len(), summary["locks"])) };
+        let [lock] = locks[..] else {
+            return Err(format!(
+                "expected one threading.Lock, got {}: {:#?}",
+                locks.len(),
+                summary["locks"]
+            ));
+        };
         if lock["name"] != expected.as_str() {
-            return Err(format!("the lock is shown as {}, expected {expected}", lock["name"]));
+            return Err(format!(
+                "the lock is shown as {}, expected {expected}",
+                lock["name"]
+            ));
         }
-        let waiters: Vec<i32> = lock["waiters"].as_array().into_iter().flatten().filter_map(|w| w["tid"].as_i64()).map(|t| t as i32).collect();
+        let waiters: Vec<i32> = lock["waiters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|w| w["tid"].as_i64())
+            .map(|t| t as i32)
+            .collect();
         if waiters.len() < 2 || waiters.iter().any(|w| !rec.workers.contains(w)) {
             return Err(format!("waiters {waiters:?}, workers {:?}", rec.workers));
         }
-        Ok(format!("{} ({} wait samples from {} workers)", lock["name"], lock["wait_samples"], waiters.len()))
+        Ok(format!(
+            "{} ({} wait samples from {} workers)",
+            lock["name"],
+            lock["wait_samples"],
+            waiters.len()
+        ))
     });
 }
 
@@ -228,8 +353,14 @@ fn free_threaded_critical_sections_and_stop_the_world_pauses_are_their_own_kinds
     py::each_interpreter(&[ft], |interp| {
         // Two threads: with more threads than cores a waiter mostly spins (yields) and
         // seldom parks, and only parked waits name their lock.
-        let (_, critical) = record_summary(interp, "ft_waits.py", &["critical", "2", FIXTURE_SECS], 2)?;
-        let site = locks_of_kind(&critical, "critical section").next().ok_or(format!("no critical-section waits: {:#?}", critical["locks"]))?;
+        let (_, critical) =
+            record_summary(interp, "ft_waits.py", &["critical", "2", FIXTURE_SECS], 2)?;
+        let site = locks_of_kind(&critical, "critical section")
+            .next()
+            .ok_or(format!(
+                "no critical-section waits: {:#?}",
+                critical["locks"]
+            ))?;
         let name = site["name"].as_str().unwrap_or("");
         if !name.starts_with("critical section at ft_waits.py:") {
             return Err(format!("the contended list's lock is shown as {name}"));
@@ -237,11 +368,23 @@ fn free_threaded_critical_sections_and_stop_the_world_pauses_are_their_own_kinds
         let (rec, stw) = record_summary(interp, "ft_waits.py", &["stw", "3", FIXTURE_SECS], 3)?;
         let pauses: Vec<&Value> = locks_of_kind(&stw, "stop-the-world").collect();
         // Every thread parks on its own state word: still one stop-the-world "lock".
-        let [pause] = pauses[..] else { return Err(format!("expected one stop-the-world entry, got {}: {:#?}", pauses.len(), stw["locks"])) };
+        let [pause] = pauses[..] else {
+            return Err(format!(
+                "expected one stop-the-world entry, got {}: {:#?}",
+                pauses.len(),
+                stw["locks"]
+            ));
+        };
         let waiters = pause["waiters"].as_array().map_or(0, |w| w.len());
         if pause["name"] != "stop-the-world" || waiters < 2 {
-            return Err(format!("stop-the-world entry {pause}, workers {:?}", rec.workers));
+            return Err(format!(
+                "stop-the-world entry {pause}, workers {:?}",
+                rec.workers
+            ));
         }
-        Ok(format!("{name} ({} samples); stop-the-world ({} samples, {waiters} threads)", site["wait_samples"], pause["wait_samples"]))
+        Ok(format!(
+            "{name} ({} samples); stop-the-world ({} samples, {waiters} threads)",
+            site["wait_samples"], pause["wait_samples"]
+        ))
     });
 }

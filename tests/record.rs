@@ -15,14 +15,25 @@ fn c_fixture() -> std::path::PathBuf {
 /// Records `pid` for `secs` to folded stacks with thread roots.
 fn record_folded(pid: i32, secs: &str) -> Vec<Stack> {
     let out = scratch_file("rec.folded");
-    run_parprof(&["record", "--pid", &pid.to_string(), "-d", secs, "--threads", "-o", out.to_str().unwrap()]);
+    run_parprof(&[
+        "record",
+        "--pid",
+        &pid.to_string(),
+        "-d",
+        secs,
+        "--threads",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
     parse_folded(&std::fs::read_to_string(&out).expect("folded output written"))
 }
 
 /// A worker sample with the whole chain: thread entry, then the fixture's frames in order.
 fn full_worker_chain(s: &Stack) -> bool {
     let code = s.code();
-    let Some(entry) = code.iter().position(|f| f == "start_thread") else { return false };
+    let Some(entry) = code.iter().position(|f| f == "start_thread") else {
+        return false;
+    };
     let rest = &code[entry + 1..];
     !s.has("[truncated]")
         && code[1..entry].iter().all(|f| f.contains("clone"))
@@ -38,30 +49,64 @@ fn c_threads_all_seen_with_full_chains() {
     let stacks = record_folded(fx.pid(), "3");
 
     for name in ["worker-0", "worker-1", "worker-2", "late", "stopper"] {
-        assert!(!thread_stacks(&stacks, name).is_empty(), "thread {name} missing from the profile");
+        assert!(
+            !thread_stacks(&stacks, name).is_empty(),
+            "thread {name} missing from the profile"
+        );
     }
     let workers = thread_stacks(&stacks, "worker-");
-    let full: u64 = workers.iter().filter(|s| full_worker_chain(s)).map(|s| s.count).sum();
+    let full: u64 = workers
+        .iter()
+        .filter(|s| full_worker_chain(s))
+        .map(|s| s.count)
+        .sum();
     let all = total(&workers);
     assert!(all > 100, "too few worker samples: {all}");
     let share = full as f64 / all as f64;
-    let bad: Vec<_> = workers.iter().filter(|s| !full_worker_chain(s)).take(5).collect();
-    assert!(share >= 0.95, "only {:.1}% of worker samples carry the full chain; e.g. {bad:#?}", share * 100.0);
+    let bad: Vec<_> = workers
+        .iter()
+        .filter(|s| !full_worker_chain(s))
+        .take(5)
+        .collect();
+    assert!(
+        share >= 0.95,
+        "only {:.1}% of worker samples carry the full chain; e.g. {bad:#?}",
+        share * 100.0
+    );
 
     let late = thread_stacks(&stacks, "late");
-    assert!(late.iter().any(|s| s.has_chain(&["start_thread", "late_entry", "late_a", "late_b"])), "{late:#?}");
+    assert!(
+        late.iter()
+            .any(|s| s.has_chain(&["start_thread", "late_entry", "late_a", "late_b"])),
+        "{late:#?}"
+    );
 
     // The main thread (named after the executable) waits in pthread_join.
     let main_root = format!(" {}", fx.pid());
-    let main: Vec<_> = stacks.iter().filter(|s| s.frames[0].ends_with(&main_root)).collect();
+    let main: Vec<_> = stacks
+        .iter()
+        .filter(|s| s.frames[0].ends_with(&main_root))
+        .collect();
     assert!(!main.is_empty(), "main thread missing");
     let joining: u64 = main
         .iter()
-        .filter(|s| s.has("main") && s.code().iter().any(|f| f.contains("pthread_join") || f.contains("clockjoin")))
+        .filter(|s| {
+            s.has("main")
+                && s.code()
+                    .iter()
+                    .any(|f| f.contains("pthread_join") || f.contains("clockjoin"))
+        })
         .map(|s| s.count)
         .sum();
-    assert!(joining * 10 >= total(&main) * 9, "main thread not seen in pthread_join: {main:#?}");
-    assert!(stopped_or_traced(fx.pid()).is_empty(), "{:?}", stopped_or_traced(fx.pid()));
+    assert!(
+        joining * 10 >= total(&main) * 9,
+        "main thread not seen in pthread_join: {main:#?}"
+    );
+    assert!(
+        stopped_or_traced(fx.pid()).is_empty(),
+        "{:?}",
+        stopped_or_traced(fx.pid())
+    );
 }
 
 #[test]
@@ -82,28 +127,58 @@ fn rust_threads_full_chains() {
     let good: u64 = workers.iter().filter(full).map(|s| s.count).sum();
     let share = good as f64 / total(&workers) as f64;
     let bad: Vec<_> = workers.iter().filter(|s| !full(s)).take(5).collect();
-    assert!(share >= 0.95, "only {:.1}% full Rust chains; e.g. {bad:#?}", share * 100.0);
+    assert!(
+        share >= 0.95,
+        "only {:.1}% full Rust chains; e.g. {bad:#?}",
+        share * 100.0
+    );
 }
 
 #[test]
 fn command_mode_writes_a_valid_svg_naming_the_leaves() {
     let svg = scratch_file("cmd.svg");
     let exe = c_fixture();
-    let out = run_parprof(&["record", "-o", svg.to_str().unwrap(), "--", exe.to_str().unwrap(), "1.5", "2"]);
+    let out = run_parprof(&[
+        "record",
+        "-o",
+        svg.to_str().unwrap(),
+        "--",
+        exe.to_str().unwrap(),
+        "1.5",
+        "2",
+    ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("target exited"), "{stderr}");
     // The command's own stdout passes through untouched.
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("ready "));
     let text = std::fs::read_to_string(&svg).expect("svg written");
-    let opts = roxmltree::ParsingOptions { allow_dtd: true, ..Default::default() };
-    let doc = roxmltree::Document::parse_with_options(&text, opts).expect("the SVG is well-formed XML");
+    let opts = roxmltree::ParsingOptions {
+        allow_dtd: true,
+        ..Default::default()
+    };
+    let doc =
+        roxmltree::Document::parse_with_options(&text, opts).expect("the SVG is well-formed XML");
     assert_eq!(doc.root_element().tag_name().name(), "svg");
-    let titles: Vec<&str> = doc.descendants().filter(|n| n.has_tag_name("title")).filter_map(|n| n.text()).collect();
+    let titles: Vec<&str> = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("title"))
+        .filter_map(|n| n.text())
+        .collect();
     for leaf in ["stage_c", "worker_entry"] {
-        assert!(titles.iter().any(|t| t.starts_with(leaf)), "SVG does not name {leaf}");
+        assert!(
+            titles.iter().any(|t| t.starts_with(leaf)),
+            "SVG does not name {leaf}"
+        );
     }
-    let heading = doc.descendants().find(|n| n.attribute("id") == Some("title")).and_then(|n| n.text()).unwrap_or("");
-    assert!(heading.contains("threads") && heading.contains("samples") && heading.contains("Hz"), "title: {heading}");
+    let heading = doc
+        .descendants()
+        .find(|n| n.attribute("id") == Some("title"))
+        .and_then(|n| n.text())
+        .unwrap_or("");
+    assert!(
+        heading.contains("threads") && heading.contains("samples") && heading.contains("Hz"),
+        "title: {heading}"
+    );
 }
 
 #[test]
@@ -118,12 +193,22 @@ fn target_never_left_stopped_or_traced() {
     // 2. Ctrl-C: SIGINT stops recording and the output is still written.
     let out = scratch_file("sigint.folded");
     let mut p = parprof()
-        .args(["record", "--pid", &fx.pid().to_string(), "-o", out.to_str().unwrap()])
+        .args([
+            "record",
+            "--pid",
+            &fx.pid().to_string(),
+            "-o",
+            out.to_str().unwrap(),
+        ])
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(800));
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(p.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(p.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
     let status = p.wait().unwrap();
     assert!(status.success(), "parprof after SIGINT: {status}");
     assert!(!parse_folded(&std::fs::read_to_string(&out).unwrap()).is_empty());
@@ -132,7 +217,17 @@ fn target_never_left_stopped_or_traced() {
     // 3. kill -9 of parprof at several moments, including during attach.
     for delay_ms in [0u64, 3, 20, 150, 400] {
         let mut p = parprof()
-            .args(["record", "--pid", &fx.pid().to_string(), "--rate", "1000", "-o", "/dev/null", "-f", "folded"])
+            .args([
+                "record",
+                "--pid",
+                &fx.pid().to_string(),
+                "--rate",
+                "1000",
+                "-o",
+                "/dev/null",
+                "-f",
+                "folded",
+            ])
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
@@ -144,14 +239,24 @@ fn target_never_left_stopped_or_traced() {
         while !stopped_or_traced(fx.pid()).is_empty() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
-        assert_eq!(stopped_or_traced(fx.pid()), Vec::<String>::new(), "after kill -9 at {delay_ms} ms");
+        assert_eq!(
+            stopped_or_traced(fx.pid()),
+            Vec::<String>::new(),
+            "after kill -9 at {delay_ms} ms"
+        );
     }
     drop(fx);
 
     // 4. The target exits first: parprof ends on its own and writes what it has.
     let fx = Fixture::start(&exe, &["1", "2"]);
     let out = scratch_file("exit.folded");
-    let rec = run_parprof(&["record", "--pid", &fx.pid().to_string(), "-o", out.to_str().unwrap()]);
+    let rec = run_parprof(&[
+        "record",
+        "--pid",
+        &fx.pid().to_string(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
     assert!(String::from_utf8_lossy(&rec.stderr).contains("target exited"));
     assert!(!parse_folded(&std::fs::read_to_string(&out).unwrap()).is_empty());
 }
@@ -173,7 +278,15 @@ fn agrees_with_gdb_on_a_paused_process() {
     let script = scratch_file("frames.py");
     std::fs::write(&script, GDB_FRAMES).unwrap();
     let gdb = std::process::Command::new("gdb")
-        .args(["-batch", "-nx", "-p", &fx.pid().to_string(), "-ex", "set backtrace past-main on", "-x"])
+        .args([
+            "-batch",
+            "-nx",
+            "-p",
+            &fx.pid().to_string(),
+            "-ex",
+            "set backtrace past-main on",
+            "-x",
+        ])
         .arg(&script)
         .output()
         .expect("gdb is installed");
@@ -187,11 +300,22 @@ fn agrees_with_gdb_on_a_paused_process() {
             (tid.parse().unwrap(), frames.split(';').collect())
         })
         .collect();
-    assert!(gdb_stacks.len() >= 4, "gdb saw too few threads:\n{gdb_text}\n{}", String::from_utf8_lossy(&gdb.stderr));
+    assert!(
+        gdb_stacks.len() >= 4,
+        "gdb saw too few threads:\n{gdb_text}\n{}",
+        String::from_utf8_lossy(&gdb.stderr)
+    );
     for (tid, gdb_frames) in &gdb_stacks {
         let suffix = format!(" {tid}");
-        let ours: Vec<_> = stacks.iter().filter(|s| s.frames[0].ends_with(&suffix)).collect();
-        assert_eq!(ours.len(), 1, "a paused thread has one stack; tid {tid}: {ours:#?}");
+        let ours: Vec<_> = stacks
+            .iter()
+            .filter(|s| s.frames[0].ends_with(&suffix))
+            .collect();
+        assert_eq!(
+            ours.len(),
+            1,
+            "a paused thread has one stack; tid {tid}: {ours:#?}"
+        );
         let ours: Vec<String> = ours[0].code()[1..].iter().map(|f| normalise(f)).collect();
         let theirs: Vec<String> = gdb_frames.iter().map(|f| normalise(f)).collect();
         assert_eq!(ours, theirs, "tid {tid}: parprof vs gdb");
@@ -212,10 +336,14 @@ for t in gdb.selected_inferior().threads():
 "#;
 
 fn all_stopped(pid: i32) -> bool {
-    std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten().all(|t| {
-        let s = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
-        s.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('T'))
-    })
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+        .all(|t| {
+            let s = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+            s.rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('T'))
+        })
 }
 
 /// glibc's internal aliases (`__GI___clone3`, `___pthread_join`) name the same function;

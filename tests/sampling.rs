@@ -22,17 +22,27 @@ impl Run {
     fn threads(&self, role: &str) -> Vec<(String, BTreeSet<Vec<String>>)> {
         let mut by_thread = std::collections::BTreeMap::<String, BTreeSet<Vec<String>>>::new();
         for s in thread_stacks(&self.stacks, &format!("{role} ")) {
-            by_thread.entry(s.frames[0].clone()).or_default().insert(s.frames[1..].to_vec());
+            by_thread
+                .entry(s.frames[0].clone())
+                .or_default()
+                .insert(s.frames[1..].to_vec());
         }
         by_thread.into_iter().collect()
     }
 
     fn states(&self, role: &str) -> BTreeSet<String> {
-        thread_stacks(&self.stacks, &format!("{role} ")).iter().map(|s| s.state().to_string()).collect()
+        thread_stacks(&self.stacks, &format!("{role} "))
+            .iter()
+            .map(|s| s.state().to_string())
+            .collect()
     }
 
     fn samples_in(&self, role: &str, state: &str) -> u64 {
-        thread_stacks(&self.stacks, &format!("{role} ")).iter().filter(|s| s.state() == state).map(|s| s.count).sum()
+        thread_stacks(&self.stacks, &format!("{role} "))
+            .iter()
+            .filter(|s| s.state() == state)
+            .map(|s| s.count)
+            .sum()
     }
 }
 
@@ -45,7 +55,16 @@ fn record(mode: Option<&str>) -> Run {
     let fx = Fixture::start(std::path::Path::new("taskset"), &args);
     let out = scratch_file("sampling.folded");
     let mut cmd = parprof();
-    cmd.args(["record", "--pid", &fx.pid().to_string(), "-d", "2", "--threads", "-o", out.to_str().unwrap()]);
+    cmd.args([
+        "record",
+        "--pid",
+        &fx.pid().to_string(),
+        "-d",
+        "2",
+        "--threads",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
     match mode {
         Some(m) => cmd.env(SAMPLING_ENV, m),
         None => cmd.env_remove(SAMPLING_ENV),
@@ -66,7 +85,8 @@ fn switch_records_allowed() -> bool {
         .ok()
         .and_then(|s| s.trim().parse::<i32>().ok());
     // /proc/self belongs to the process's effective user.
-    let root = std::fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0);
+    let root =
+        std::fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0);
     root || paranoid.is_some_and(|p| p <= 0)
 }
 
@@ -75,19 +95,34 @@ fn parked_stack(run: &Run) -> Vec<String> {
     let idle = run.threads("idle");
     let late = run.threads("late");
     assert_eq!(idle.len(), 20, "idle threads seen: {idle:?}");
-    assert_eq!(late.len(), 4, "threads started after attaching, seen: {late:?}");
+    assert_eq!(
+        late.len(),
+        4,
+        "threads started after attaching, seen: {late:?}"
+    );
     // A thread started after attaching may be caught starting up, running in `clone3`,
     // before it parks: only its parked stacks are compared.
     let late: Vec<_> = late
         .into_iter()
         .map(|(thread, set)| {
-            let parked: BTreeSet<_> = set.into_iter().filter(|stack| stack.last().is_some_and(|s| s == "[wait]")).collect();
+            let parked: BTreeSet<_> = set
+                .into_iter()
+                .filter(|stack| stack.last().is_some_and(|s| s == "[wait]"))
+                .collect();
             (thread, parked)
         })
         .collect();
-    let all: BTreeSet<_> = idle.iter().chain(&late).flat_map(|(_, set)| set.iter().cloned()).collect();
+    let all: BTreeSet<_> = idle
+        .iter()
+        .chain(&late)
+        .flat_map(|(_, set)| set.iter().cloned())
+        .collect();
     for (thread, set) in idle.iter().chain(&late) {
-        assert_eq!(set.len(), 1, "{thread} has several stacks or states: {set:?}");
+        assert_eq!(
+            set.len(),
+            1,
+            "{thread} has several stacks or states: {set:?}"
+        );
     }
     assert_eq!(all.len(), 1, "parked threads disagree: {all:?}");
     all.into_iter().next().unwrap()
@@ -96,10 +131,21 @@ fn parked_stack(run: &Run) -> Vec<String> {
 fn check_busy(run: &Run) {
     assert_eq!(run.threads("busy").len(), 3);
     let states = run.states("busy");
-    assert!(states.iter().all(|s| ["[compute]", "[cpu_wait]", "[other]"].contains(&s.as_str())), "busy threads in {states:?}");
+    assert!(
+        states
+            .iter()
+            .all(|s| ["[compute]", "[cpu_wait]", "[other]"].contains(&s.as_str())),
+        "busy threads in {states:?}"
+    );
     // Three busy threads share one CPU: each runs and each waits for it.
-    assert!(run.samples_in("busy", "[compute]") > 0, "no compute samples: {states:?}");
-    assert!(run.samples_in("busy", "[cpu_wait]") > 0, "no cpu_wait samples: {states:?}");
+    assert!(
+        run.samples_in("busy", "[compute]") > 0,
+        "no compute samples: {states:?}"
+    );
+    assert!(
+        run.samples_in("busy", "[cpu_wait]") > 0,
+        "no cpu_wait samples: {states:?}"
+    );
 }
 
 #[test]
@@ -107,10 +153,18 @@ fn switch_records_and_polling_agree() {
     let switched = record(None);
     let polled = record(Some("poll"));
     if switch_records_allowed() {
-        assert!(!switched.stderr.contains("polling"), "switch records were expected: {}", switched.stderr);
+        assert!(
+            !switched.stderr.contains("polling"),
+            "switch records were expected: {}",
+            switched.stderr
+        );
     }
     for run in [&switched, &polled] {
         check_busy(run);
     }
-    assert_eq!(parked_stack(&switched), parked_stack(&polled), "the two paths see parked threads differently");
+    assert_eq!(
+        parked_stack(&switched),
+        parked_stack(&polled),
+        "the two paths see parked threads differently"
+    );
 }

@@ -10,10 +10,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
+use parprof::process::memory::Layered;
+use parprof::process::ptrace::Tracer;
+use parprof::process::{Maps, ProcessMemory, StackSnapshot, proc};
 use parprof::symbols::Symbolizer;
-use parprof::target::memory::Layered;
-use parprof::target::ptrace::Tracer;
-use parprof::target::{proc, Maps, ProcessMemory, StackSnapshot};
 use parprof::unwind::Unwinder;
 
 /// The fixture, built three ways.
@@ -28,7 +28,9 @@ struct Fixtures {
 }
 
 fn run(cmd: &mut Command) {
-    let status = cmd.status().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     assert!(status.success(), "{cmd:?} failed: {status}");
 }
 
@@ -39,7 +41,12 @@ fn fixtures() -> &'static Fixtures {
         std::fs::create_dir_all(&dir).unwrap();
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/unwind/chain.c");
         let cc = |out: &Path, extra: &[&str]| {
-            run(Command::new("cc").args(["-O2", "-g", "-fomit-frame-pointer", "-pthread"]).args(extra).arg("-o").arg(out).arg(&src));
+            run(Command::new("cc")
+                .args(["-O2", "-g", "-fomit-frame-pointer", "-pthread"])
+                .args(extra)
+                .arg("-o")
+                .arg(out)
+                .arg(&src));
         };
         let full = dir.join("chain");
         cc(&full, &[]);
@@ -47,12 +54,26 @@ fn fixtures() -> &'static Fixtures {
         std::fs::copy(&full, &stripped).unwrap();
         run(Command::new("strip").arg(&stripped));
         let split = dir.join("chain-split");
-        cc(&split, &["-fno-asynchronous-unwind-tables", "-fno-unwind-tables"]);
+        cc(
+            &split,
+            &["-fno-asynchronous-unwind-tables", "-fno-unwind-tables"],
+        );
         let debug = dir.join("chain-split.debug");
-        run(Command::new("objcopy").arg("--only-keep-debug").arg(&split).arg(&debug));
+        run(Command::new("objcopy")
+            .arg("--only-keep-debug")
+            .arg(&split)
+            .arg(&debug));
         run(Command::new("strip").arg(&split));
-        run(Command::new("objcopy").arg("--add-gnu-debuglink").arg(&debug).arg(&split).current_dir(&dir));
-        Fixtures { full, stripped, split }
+        run(Command::new("objcopy")
+            .arg("--add-gnu-debuglink")
+            .arg(&debug)
+            .arg(&split)
+            .current_dir(&dir));
+        Fixtures {
+            full,
+            stripped,
+            split,
+        }
     })
 }
 
@@ -68,9 +89,14 @@ impl Target {
     fn start(exe: &Path) -> Target {
         static TURN: Mutex<()> = Mutex::new(());
         let turn = TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mut child = Command::new(exe).stdout(Stdio::piped()).spawn().expect("start fixture");
+        let mut child = Command::new(exe)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start fixture");
         let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
         assert_eq!(line.trim(), "ready");
         Target { child, _turn: turn }
     }
@@ -102,7 +128,11 @@ impl Stack {
     }
 
     fn complete(&self) -> bool {
-        !self.frames.iter().any(|f| f == "[truncated]") && matches!(self.frames.first().map(String::as_str), Some("clone3" | "clone" | "_start"))
+        !self.frames.iter().any(|f| f == "[truncated]")
+            && matches!(
+                self.frames.first().map(String::as_str),
+                Some("clone3" | "clone" | "_start")
+            )
     }
 
     /// `names` appear in this order (not necessarily adjacent).
@@ -116,7 +146,15 @@ impl Stack {
 fn record(pid: i32) -> Vec<Stack> {
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("unwind-{pid}.folded"));
     let status = Command::new(env!("CARGO_BIN_EXE_parprof"))
-        .args(["record", "--threads", "-d", "2", "--pid", &pid.to_string(), "-o"])
+        .args([
+            "record",
+            "--threads",
+            "-d",
+            "2",
+            "--pid",
+            &pid.to_string(),
+            "-o",
+        ])
         .arg(&out)
         .stderr(Stdio::null())
         .status()
@@ -128,8 +166,15 @@ fn record(pid: i32) -> Vec<Stack> {
             let (stack, count) = l.rsplit_once(' ').unwrap();
             let mut frames: Vec<String> = stack.split(';').map(str::to_string).collect();
             let thread = frames.remove(0).rsplit_once(' ').unwrap().0.to_string();
-            assert!(frames.pop().unwrap().starts_with('['), "state frame last: {l}");
-            Stack { thread, frames, count: count.parse().unwrap() }
+            assert!(
+                frames.pop().unwrap().starts_with('['),
+                "state frame last: {l}"
+            );
+            Stack {
+                thread,
+                frames,
+                count: count.parse().unwrap(),
+            }
         })
         .collect()
 }
@@ -145,10 +190,16 @@ fn recording() -> &'static Vec<Stack> {
 
 /// Share of the captured samples of `thread` for which `ok` holds, and how many there were.
 fn share(stacks: &[Stack], thread: &str, ok: impl Fn(&Stack) -> bool) -> (f64, u64) {
-    let captured: Vec<&Stack> = stacks.iter().filter(|s| s.thread == thread && !s.lost()).collect();
+    let captured: Vec<&Stack> = stacks
+        .iter()
+        .filter(|s| s.thread == thread && !s.lost())
+        .collect();
     let total: u64 = captured.iter().map(|s| s.count).sum();
     let good: u64 = captured.iter().filter(|s| ok(s)).map(|s| s.count).sum();
-    assert!(total >= 10, "too few samples of thread {thread}: {stacks:#?}");
+    assert!(
+        total >= 10,
+        "too few samples of thread {thread}: {stacks:#?}"
+    );
     (good as f64 / total as f64, total)
 }
 
@@ -156,9 +207,15 @@ fn share(stacks: &[Stack], thread: &str, ok: impl Fn(&Stack) -> bool) -> (f64, u
 fn busy_thread_shows_the_full_chain_from_the_thread_entry() {
     let stacks = recording();
     let (ok, n) = share(stacks, "busy", |s| {
-        s.complete() && s.has_in_order(&["start_thread"]) && s.frames.ends_with(&["worker", "a", "b", "c"].map(String::from))
+        s.complete()
+            && s.has_in_order(&["start_thread"])
+            && s.frames
+                .ends_with(&["worker", "a", "b", "c"].map(String::from))
     });
-    eprintln!("busy thread: {:.1}% of {n} samples carry start_thread → worker → a → b → c", ok * 100.0);
+    eprintln!(
+        "busy thread: {:.1}% of {n} samples carry start_thread → worker → a → b → c",
+        ok * 100.0
+    );
     assert!(ok >= 0.95, "{stacks:#?}");
 }
 
@@ -168,7 +225,10 @@ fn signal_handler_unwinds_into_the_interrupted_function() {
     let (ok, n) = share(stacks, "inhandler", |s| {
         s.complete() && s.has_in_order(&["start_thread", "interrupted", "handler", "handler_spin"])
     });
-    eprintln!("thread in a signal handler: {:.1}% of {n} samples unwind through it", ok * 100.0);
+    eprintln!(
+        "thread in a signal handler: {:.1}% of {n} samples unwind through it",
+        ok * 100.0
+    );
     assert!(ok >= 0.95, "{stacks:#?}");
 }
 
@@ -180,7 +240,10 @@ fn thread_blocked_in_nanosleep_unwinds_from_ip_and_sp_alone() {
             && s.has_in_order(&["start_thread", "sleeper", "s1", "s2"])
             && s.frames.last().is_some_and(|f| f.contains("nanosleep"))
     });
-    eprintln!("sleeping thread: {:.1}% of {n} samples complete", ok * 100.0);
+    eprintln!(
+        "sleeping thread: {:.1}% of {n} samples complete",
+        ok * 100.0
+    );
     assert!(ok >= 0.95, "{stacks:#?}");
 }
 
@@ -191,8 +254,17 @@ fn thread_blocked_in_nanosleep_unwinds_from_ip_and_sp_alone() {
 fn thread_in_the_vdso_unwinds_through_it() {
     let stacks = recording();
     // t1 → libc's clock_gettime wrapper → the vDSO's clock_gettime.
-    let through_vdso = |s: &Stack| s.complete() && s.frames.windows(3).any(|w| w[0] == "t1" && w[2].contains("clock_gettime"));
-    let n: u64 = stacks.iter().filter(|s| s.thread == "clocker" && through_vdso(s)).map(|s| s.count).sum();
+    let through_vdso = |s: &Stack| {
+        s.complete()
+            && s.frames
+                .windows(3)
+                .any(|w| w[0] == "t1" && w[2].contains("clock_gettime"))
+    };
+    let n: u64 = stacks
+        .iter()
+        .filter(|s| s.thread == "clocker" && through_vdso(s))
+        .map(|s| s.count)
+        .sum();
     eprintln!("thread calling clock_gettime: {n} samples unwound completely from inside the vDSO");
     assert!(n > 0, "{stacks:#?}");
 }
@@ -204,7 +276,12 @@ fn main_thread_is_seen_in_pthread_join_from_start() {
     let (mut all, mut good) = (0, 0);
     for s in main {
         all += s.count;
-        if s.complete() && s.has_in_order(&["_start", "main"]) && s.frames.iter().any(|f| f.contains("pthread_clockjoin") || f.contains("pthread_join")) {
+        if s.complete()
+            && s.has_in_order(&["_start", "main"])
+            && s.frames
+                .iter()
+                .any(|f| f.contains("pthread_clockjoin") || f.contains("pthread_join"))
+        {
             good += s.count;
         }
     }
@@ -216,10 +293,17 @@ fn stripped_binary_gives_module_offsets_and_still_unwinds() {
     let target = Target::start(&fixtures().stripped);
     let stacks = record(target.pid());
     let (ok, n) = share(&stacks, "busy", |s| {
-        let own: Vec<&String> = s.frames.iter().filter(|f| f.starts_with("chain-stripped+0x")).collect();
+        let own: Vec<&String> = s
+            .frames
+            .iter()
+            .filter(|f| f.starts_with("chain-stripped+0x"))
+            .collect();
         s.complete() && s.has_in_order(&["start_thread"]) && own.len() >= 4
     });
-    eprintln!("stripped busy thread: {:.1}% of {n} samples complete with module+offset frames", ok * 100.0);
+    eprintln!(
+        "stripped busy thread: {:.1}% of {n} samples complete with module+offset frames",
+        ok * 100.0
+    );
     assert!(ok >= 0.95, "{stacks:#?}");
 }
 
@@ -228,16 +312,25 @@ fn debug_frame_and_symbols_from_a_separate_debug_file() {
     let target = Target::start(&fixtures().split);
     let stacks = record(target.pid());
     let (ok, n) = share(&stacks, "busy", |s| {
-        s.complete() && s.has_in_order(&["start_thread"]) && s.frames.ends_with(&["worker", "a", "b", "c"].map(String::from))
+        s.complete()
+            && s.has_in_order(&["start_thread"])
+            && s.frames
+                .ends_with(&["worker", "a", "b", "c"].map(String::from))
     });
-    eprintln!("busy thread, CFI and symbols from a debuglink file: {:.1}% of {n} samples complete", ok * 100.0);
+    eprintln!(
+        "busy thread, CFI and symbols from a debuglink file: {:.1}% of {n} samples complete",
+        ok * 100.0
+    );
     assert!(ok >= 0.95, "{stacks:#?}");
 }
 
 /// CPU time of the calling thread, in nanoseconds: unlike wall time, not inflated when
 /// the machine is busy.
 fn thread_cpu_ns() -> u128 {
-    let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes one timespec through a valid pointer.
     unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
     t.tv_sec as u128 * 1_000_000_000 + t.tv_nsec as u128
@@ -249,12 +342,18 @@ fn thread_cpu_ns() -> u128 {
 fn unwind_and_symbolize_speed_on_captured_stacks() {
     let target = Target::start(&fixtures().full);
     let pid = target.pid();
-    let busy = proc::threads(pid).unwrap().into_iter().find(|&t| proc::thread_name(pid, t) == "busy").expect("busy thread");
+    let busy = proc::threads(pid)
+        .unwrap()
+        .into_iter()
+        .find(|&t| proc::thread_name(pid, t) == "busy")
+        .expect("busy thread");
     let mem = ProcessMemory::new(pid);
     let mut tracer = Tracer::default();
     let mut captured = Vec::new();
     while captured.len() < 50 {
-        let copy = |_, regs: &parprof::target::Regs| StackSnapshot::capture(&mem, regs.sp(), &mut vec![0; 64 * 1024]);
+        let copy = |_, regs: &parprof::process::Regs| {
+            StackSnapshot::capture(&mem, regs.sp(), &mut vec![0; 64 * 1024])
+        };
         let mut stopped = tracer.with_stopped(&[busy], copy);
         // Waiting for a CPU at the interrupt, it stops when it gets one.
         stopped.extend(tracer.collect_late(Instant::now() + Duration::from_secs(1), copy));
@@ -299,7 +398,10 @@ fn unwind_and_symbolize_speed_on_captured_stacks() {
             symbol_ns += thread_cpu_ns() - t;
             assert!(walk.complete, "incomplete walk: {names:?}");
             // The leaf is c, or b/a/worker between their calls.
-            assert!(names.starts_with(&["clone3", "start_thread", "worker"].map(String::from)), "{names:?}");
+            assert!(
+                names.starts_with(&["clone3", "start_thread", "worker"].map(String::from)),
+                "{names:?}"
+            );
             walks += 1;
             frames += walk.pcs.len() as u32;
         }

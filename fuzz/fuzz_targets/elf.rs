@@ -5,18 +5,20 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use parprof::process::memory::Bytes;
+use parprof::process::regs::dwarf;
+use parprof::process::{Mapping, Regs};
 use parprof::symbols::module::{ElfImage, SharedBytes};
 use parprof::symbols::{DebugInfo, SymbolTable, demangle};
-use parprof::target::memory::Bytes;
-use parprof::target::regs::dwarf;
-use parprof::target::{Mapping, Regs};
 use parprof::unwind::{CfiTables, rule};
 
 /// Where the image's own bytes sit when used as stack memory for the rules.
 const STACK: u64 = 0x7ff0_0000_0000;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(image) = ElfImage::from_bytes(SharedBytes::owned(data.to_vec())) else { return };
+    let Ok(image) = ElfImage::from_bytes(SharedBytes::owned(data.to_vec())) else {
+        return;
+    };
     let mut addrs = Vec::new();
     for s in &image.segments {
         for i in 0..8u64 {
@@ -36,10 +38,16 @@ fuzz_target!(|data: &[u8]| {
     }
     addrs.truncate(256);
 
-    let mem = Bytes { base: STACK, bytes: data };
+    let mem = Bytes {
+        base: STACK,
+        bytes: data,
+    };
     let mut ctx = gimli::UnwindContext::new();
     // The image as its own separate debug file too: `.debug_frame` from either.
-    for tables in [CfiTables::load(&image, None), CfiTables::load(&image, Some(&image))] {
+    for tables in [
+        CfiTables::load(&image, None),
+        CfiTables::load(&image, Some(&image)),
+    ] {
         for &a in &addrs {
             if let Some(r) = tables.rule_at(a, &mut ctx) {
                 let mut regs = Regs::from_ip_sp(a, STACK + 64);

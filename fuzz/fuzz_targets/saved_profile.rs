@@ -11,7 +11,9 @@ use parprof::output::{self, Format, diff};
 use parprof::profile::saved;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&mode, rest)) = data.split_first() else { return };
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
     let profile = match mode {
         0 => saved::decode(rest),
         1 => {
@@ -32,7 +34,13 @@ fuzz_target!(|data: &[u8]| {
         }
     };
     let Ok(profile) = profile else { return };
-    for format in [Format::Folded, Format::Svg, Format::Speedscope, Format::Pprof, Format::Profile] {
+    for format in [
+        Format::Folded,
+        Format::Svg,
+        Format::Speedscope,
+        Format::Pprof,
+        Format::Profile,
+    ] {
         let mut out = Vec::new();
         let _ = output::write(&profile, format, true, &mut out);
         if format == Format::Profile {

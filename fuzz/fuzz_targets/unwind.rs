@@ -7,10 +7,10 @@
 use std::sync::{Mutex, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
+use parprof::process::memory::Bytes;
+use parprof::process::regs::dwarf;
+use parprof::process::{Mapping, Maps, Regs};
 use parprof::symbols::Symbolizer;
-use parprof::target::memory::Bytes;
-use parprof::target::regs::dwarf;
-use parprof::target::{Mapping, Maps, Regs};
 use parprof::unwind::{MAX_DEPTH, Unwinder};
 
 const STACK: u64 = 0x7ff0_0000_0000;
@@ -39,13 +39,24 @@ fn state() -> &'static Mutex<State> {
         let mut maps = Maps::read(std::process::id() as i32).expect("own maps");
         maps.mappings.push(ANON);
         maps.mappings.sort_by_key(|m| m.start);
-        let code = maps.mappings.iter().filter(|m| m.executable).map(|m| (m.start, m.end - m.start)).collect();
-        Mutex::new(State { maps, code, unwinder: Unwinder::new(), symbolizer: Symbolizer::new() })
+        let code = maps
+            .mappings
+            .iter()
+            .filter(|m| m.executable)
+            .map(|m| (m.start, m.end - m.start))
+            .collect();
+        Mutex::new(State {
+            maps,
+            code,
+            unwinder: Unwinder::new(),
+            symbolizer: Symbolizer::new(),
+        })
     })
 }
 
 fn word(data: &[u8], i: usize) -> u64 {
-    data.get(i * 8..i * 8 + 8).map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap()))
+    data.get(i * 8..i * 8 + 8)
+        .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap()))
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -55,7 +66,10 @@ fuzz_target!(|data: &[u8]| {
     let mask = u16::from_le_bytes([data[0], data[1]]);
     let words = &data[2..];
     let stack = words.get(dwarf::COUNT * 8..).unwrap_or(&[]);
-    let mem = Bytes { base: STACK, bytes: stack };
+    let mem = Bytes {
+        base: STACK,
+        bytes: stack,
+    };
     let mut guard = state().lock().unwrap_or_else(|e| e.into_inner());
     let s = &mut *guard;
     let len = stack.len() as u64 + 64;
@@ -78,7 +92,11 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let out = s.unwinder.unwind(&s.maps, &regs, &mem);
-    assert!(!out.pcs.is_empty() && out.pcs.len() <= MAX_DEPTH, "{} pcs", out.pcs.len());
+    assert!(
+        !out.pcs.is_empty() && out.pcs.len() <= MAX_DEPTH,
+        "{} pcs",
+        out.pcs.len()
+    );
     for (i, &pc) in out.pcs.iter().enumerate() {
         let frames = s.symbolizer.symbolize(&s.maps, &mem, pc, i > 0);
         assert!(!frames.is_empty());

@@ -3,8 +3,8 @@
 use super::State;
 use super::rules::{self, LockId, Role, Rule};
 use crate::frame::Frame;
+use crate::process::{Memory, Syscall};
 use crate::python::GilState;
-use crate::target::{Memory, Syscall};
 
 /// What a sample was doing, and what it waited on if it was blocked on a futex.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,12 +54,19 @@ impl WaitOn {
     /// captured at the tick: the `wait_entry` lives there.
     pub fn identify_parked(&mut self, frames: &[Frame], mem: &dyn Memory) {
         let from = self.frame.unwrap_or(0);
-        let parked = frames.get(from..).unwrap_or_default().iter().any(|f| rules::rule_for(f).is_some_and(|r| r.lock == LockId::Parked));
+        let parked = frames
+            .get(from..)
+            .unwrap_or_default()
+            .iter()
+            .any(|f| rules::rule_for(f).is_some_and(|r| r.lock == LockId::Parked));
         if !parked {
             return;
         }
         // `wait_entry { park_arg, addr, sema }`: `addr` is the word before the semaphore.
-        let addr = self.address.checked_sub(8).and_then(|a| mem.read_u64(a).ok());
+        let addr = self
+            .address
+            .checked_sub(8)
+            .and_then(|a| mem.read_u64(a).ok());
         if let Some(addr) = addr.filter(|&a| a != 0 && a < USER_SPACE_END) {
             self.address = addr;
         }
@@ -102,28 +109,49 @@ pub fn classify(t: &ThreadFacts, frames: &[Frame]) -> Attribution {
         ('R', _) => State::Compute,
         (_, Syscall::Blocked { nr, args, .. }) if is_futex_wait(nr) => {
             let (rule, frame) = match decided {
-                _ if t.gil.is_some_and(|g| g.contains(args[0])) && decided.is_none_or(|(_, r)| r.lock != LockId::Gil) => {
+                _ if t.gil.is_some_and(|g| g.contains(args[0]))
+                    && decided.is_none_or(|(_, r)| r.lock != LockId::Gil) =>
+                {
                     (Some(&rules::GIL), None)
                 }
                 Some((i, r)) => (Some(r), Some(i)),
                 None => (None, None),
             };
-            let mut waiting_on = WaitOn { address: args[0], rule, frame, holder: None };
+            let mut waiting_on = WaitOn {
+                address: args[0],
+                rule,
+                frame,
+                holder: None,
+            };
             waiting_on.set_holder(t.futex_owner, t.gil);
-            let state = if waiting_on.is_lock() { State::Lock } else { State::Wait };
-            return Attribution { state, waiting_on: Some(waiting_on) };
+            let state = if waiting_on.is_lock() {
+                State::Lock
+            } else {
+                State::Wait
+            };
+            return Attribution {
+                state,
+                waiting_on: Some(waiting_on),
+            };
         }
         // Locks that back off by sleeping or yielding are still lock waits.
-        (_, Syscall::Blocked { nr, .. }) if role == Some(Role::Acquire) && is_backoff(nr) => State::Lock,
+        (_, Syscall::Blocked { nr, .. }) if role == Some(Role::Acquire) && is_backoff(nr) => {
+            State::Lock
+        }
         (_, Syscall::Blocked { nr, .. }) => syscall_state(nr),
         _ => State::Other,
     };
-    Attribution { state, waiting_on: None }
+    Attribution {
+        state,
+        waiting_on: None,
+    }
 }
 
 /// The leaf frame is `sched_yield` (CPython's PyMutex spins with `_Py_yield`).
 fn is_yielding(frames: &[Frame]) -> bool {
-    frames.last().is_some_and(|f| rules::normalise(&f.function) == "sched_yield")
+    frames
+        .last()
+        .is_some_and(|f| rules::normalise(&f.function) == "sched_yield")
 }
 
 fn is_futex_wait(nr: i64) -> bool {
@@ -131,14 +159,21 @@ fn is_futex_wait(nr: i64) -> bool {
 }
 
 fn is_backoff(nr: i64) -> bool {
-    matches!(nr, libc::SYS_nanosleep | libc::SYS_clock_nanosleep | libc::SYS_sched_yield)
+    matches!(
+        nr,
+        libc::SYS_nanosleep | libc::SYS_clock_nanosleep | libc::SYS_sched_yield
+    )
 }
 
 /// The state a blocking syscall implies on its own.
 fn syscall_state(nr: i64) -> State {
     match nr {
         libc::SYS_nanosleep | libc::SYS_clock_nanosleep => State::Sleep,
-        libc::SYS_wait4 | libc::SYS_waitid | libc::SYS_pause | libc::SYS_rt_sigsuspend | libc::SYS_rt_sigtimedwait => State::Wait,
+        libc::SYS_wait4
+        | libc::SYS_waitid
+        | libc::SYS_pause
+        | libc::SYS_rt_sigsuspend
+        | libc::SYS_rt_sigtimedwait => State::Wait,
         libc::SYS_read
         | libc::SYS_write
         | libc::SYS_readv
@@ -184,11 +219,24 @@ mod tests {
     use super::*;
 
     fn facts(os_state: char, syscall: Syscall) -> ThreadFacts {
-        ThreadFacts { os_state, syscall, blocked_after_tick: false, run_ns: 1000, cpu_wait_ns: 0, futex_owner: Some(77), gil: None }
+        ThreadFacts {
+            os_state,
+            syscall,
+            blocked_after_tick: false,
+            run_ns: 1000,
+            cpu_wait_ns: 0,
+            futex_owner: Some(77),
+            gil: None,
+        }
     }
 
     fn blocked(nr: i64, arg0: u64) -> Syscall {
-        Syscall::Blocked { nr, args: [arg0, 0x80, 2, 0, 0, 0], sp: 0x7ff0, pc: 0x1000 }
+        Syscall::Blocked {
+            nr,
+            args: [arg0, 0x80, 2, 0, 0, 0],
+            sp: 0x7ff0,
+            pc: 0x1000,
+        }
     }
 
     fn frames(names: &[&str]) -> Vec<Frame> {
@@ -197,15 +245,24 @@ mod tests {
 
     #[test]
     fn futex_under_mutex_is_lock_with_holder() {
-        let a = classify(&facts('S', blocked(libc::SYS_futex, 0x4040)), &frames(&["main", "w", "pthread_mutex_lock", "__lll_lock_wait"]));
+        let a = classify(
+            &facts('S', blocked(libc::SYS_futex, 0x4040)),
+            &frames(&["main", "w", "pthread_mutex_lock", "__lll_lock_wait"]),
+        );
         assert_eq!(a.state, State::Lock);
         let w = a.waiting_on.unwrap();
-        assert_eq!((w.address, w.kind(), w.holder, w.frame), (0x4040, "pthread_mutex", Some(77), Some(2)));
+        assert_eq!(
+            (w.address, w.kind(), w.holder, w.frame),
+            (0x4040, "pthread_mutex", Some(77), Some(2))
+        );
     }
 
     #[test]
     fn unknown_futex_is_wait_never_lock() {
-        let a = classify(&facts('S', blocked(libc::SYS_futex, 0x10)), &frames(&["main", "mystery"]));
+        let a = classify(
+            &facts('S', blocked(libc::SYS_futex, 0x10)),
+            &frames(&["main", "mystery"]),
+        );
         assert_eq!(a.state, State::Wait);
         let w = a.waiting_on.unwrap();
         assert_eq!((w.kind(), w.holder, w.is_lock()), ("futex", None, false));
@@ -213,50 +270,96 @@ mod tests {
 
     #[test]
     fn condvar_and_join_are_wait_without_holder() {
-        let a = classify(&facts('S', blocked(libc::SYS_futex, 0x10)), &frames(&["w", "pthread_cond_wait"]));
+        let a = classify(
+            &facts('S', blocked(libc::SYS_futex, 0x10)),
+            &frames(&["w", "pthread_cond_wait"]),
+        );
         assert_eq!((a.state, a.waiting_on.unwrap().holder), (State::Wait, None));
-        let a = classify(&facts('S', blocked(libc::SYS_futex, 0x10)), &frames(&["main", "pthread_join"]));
+        let a = classify(
+            &facts('S', blocked(libc::SYS_futex, 0x10)),
+            &frames(&["main", "pthread_join"]),
+        );
         assert_eq!(a.state, State::Wait);
     }
 
     #[test]
     fn running_states() {
-        let spin = classify(&facts('R', Syscall::Running), &frames(&["w", "pthread_spin_lock"]));
+        let spin = classify(
+            &facts('R', Syscall::Running),
+            &frames(&["w", "pthread_spin_lock"]),
+        );
         assert_eq!(spin.state, State::LockSpin);
         let compute = classify(&facts('R', Syscall::Running), &frames(&["w", "work"]));
         assert_eq!(compute.state, State::Compute);
         let mut queued = facts('R', Syscall::Running);
         queued.cpu_wait_ns = 5000;
-        assert_eq!(classify(&queued, &frames(&["w", "work"])).state, State::CpuWait);
+        assert_eq!(
+            classify(&queued, &frames(&["w", "work"])).state,
+            State::CpuWait
+        );
         let mut late = facts('R', Syscall::Running);
         late.blocked_after_tick = true;
-        assert_eq!(classify(&late, &frames(&["w", "pthread_mutex_lock"])).state, State::Other);
+        assert_eq!(
+            classify(&late, &frames(&["w", "pthread_mutex_lock"])).state,
+            State::Other
+        );
     }
 
     #[test]
     fn syscalls_without_rules() {
         let f = frames(&["main", "reader"]);
-        assert_eq!(classify(&facts('S', blocked(libc::SYS_read, 3)), &f).state, State::Io);
-        assert_eq!(classify(&facts('S', blocked(libc::SYS_clock_nanosleep, 0)), &f).state, State::Sleep);
-        assert_eq!(classify(&facts('S', blocked(libc::SYS_wait4, 0)), &f).state, State::Wait);
-        assert_eq!(classify(&facts('S', blocked(libc::SYS_getpid, 0)), &f).state, State::Other);
-        assert_eq!(classify(&facts('D', Syscall::BlockedNoSyscall { sp: 1, pc: 2 }), &f).state, State::Other);
+        assert_eq!(
+            classify(&facts('S', blocked(libc::SYS_read, 3)), &f).state,
+            State::Io
+        );
+        assert_eq!(
+            classify(&facts('S', blocked(libc::SYS_clock_nanosleep, 0)), &f).state,
+            State::Sleep
+        );
+        assert_eq!(
+            classify(&facts('S', blocked(libc::SYS_wait4, 0)), &f).state,
+            State::Wait
+        );
+        assert_eq!(
+            classify(&facts('S', blocked(libc::SYS_getpid, 0)), &f).state,
+            State::Other
+        );
+        assert_eq!(
+            classify(&facts('D', Syscall::BlockedNoSyscall { sp: 1, pc: 2 }), &f).state,
+            State::Other
+        );
         // A spin lock that backs off by sleeping is still waiting for the lock.
         let backoff = frames(&["w", "pthread_spin_lock"]);
-        assert_eq!(classify(&facts('S', blocked(libc::SYS_nanosleep, 0)), &backoff).state, State::Lock);
+        assert_eq!(
+            classify(&facts('S', blocked(libc::SYS_nanosleep, 0)), &backoff).state,
+            State::Lock
+        );
     }
 
     #[test]
     fn futex_inside_the_gil_is_a_gil_wait_with_its_holder() {
-        let gil = GilState { address: 0x5000, size: 208, holder: Some(9) };
+        let gil = GilState {
+            address: 0x5000,
+            size: 208,
+            holder: Some(9),
+        };
         let mut t = facts('S', blocked(libc::SYS_futex, 0x5000 + 48));
         t.gil = Some(gil);
         // No symbol for take_gil (a stripped distro build): the address says GIL.
-        let a = classify(&t, &frames(&["worker", "python3.11+0xf94ee", "pthread_cond_timedwait"]));
+        let a = classify(
+            &t,
+            &frames(&["worker", "python3.11+0xf94ee", "pthread_cond_timedwait"]),
+        );
         let w = a.waiting_on.unwrap();
-        assert_eq!((a.state, w.kind(), w.address, w.holder), (State::Lock, "GIL", 0x5000, Some(9)));
+        assert_eq!(
+            (a.state, w.kind(), w.address, w.holder),
+            (State::Lock, "GIL", 0x5000, Some(9))
+        );
         // With symbols, the take_gil frame is kept as the deciding frame.
-        let a = classify(&t, &frames(&["worker", "take_gil", "pthread_cond_timedwait"]));
+        let a = classify(
+            &t,
+            &frames(&["worker", "take_gil", "pthread_cond_timedwait"]),
+        );
         assert_eq!(a.waiting_on.unwrap().frame, Some(1));
         // A futex just past the GIL is not the GIL.
         let mut t = facts('S', blocked(libc::SYS_futex, 0x5000 + 208));
@@ -268,24 +371,50 @@ mod tests {
     fn yielding_inside_an_acquire_is_spinning() {
         let mut t = facts('R', Syscall::Running);
         t.blocked_after_tick = true;
-        let f = frames(&["w", "lock_PyThread_acquire_lock", "_PyMutex_LockTimed", "_Py_yield", "__GI_sched_yield"]);
+        let f = frames(&[
+            "w",
+            "lock_PyThread_acquire_lock",
+            "_PyMutex_LockTimed",
+            "_Py_yield",
+            "__GI_sched_yield",
+        ]);
         assert_eq!(classify(&t, &f).state, State::LockSpin);
     }
 
     #[test]
     fn parking_lot_waits_are_named_by_the_parked_address() {
-        use crate::target::memory::Bytes;
+        use crate::process::memory::Bytes;
         // wait_entry { park_arg, addr, sema } on the waiter's stack at 0x7000.
         let mut bytes = vec![0u8; 32];
         bytes[8..16].copy_from_slice(&0x02cc_6600_01b0_u64.to_le_bytes());
-        let mem = Bytes { base: 0x7000, bytes: &bytes };
-        let f = frames(&["worker", "lock_PyThread_acquire_lock", "_PyMutex_LockTimed", "_PyParkingLot_Park", "_PySemaphore_Wait", "sem_clockwait"]);
-        let mut w = classify(&facts('S', blocked(libc::SYS_futex, 0x7010)), &f).waiting_on.unwrap();
+        let mem = Bytes {
+            base: 0x7000,
+            bytes: &bytes,
+        };
+        let f = frames(&[
+            "worker",
+            "lock_PyThread_acquire_lock",
+            "_PyMutex_LockTimed",
+            "_PyParkingLot_Park",
+            "_PySemaphore_Wait",
+            "sem_clockwait",
+        ]);
+        let mut w = classify(&facts('S', blocked(libc::SYS_futex, 0x7010)), &f)
+            .waiting_on
+            .unwrap();
         w.identify_parked(&f, &mem);
         assert_eq!((w.kind(), w.address), ("threading.Lock", 0x02cc_6600_01b0));
         // A semaphore-based lock (3.11, 3.12): the futex is the lock.
-        let f = frames(&["worker", "lock_PyThread_acquire_lock", "acquire_timed", "PyThread_acquire_lock_timed", "sem_clockwait"]);
-        let mut w = classify(&facts('S', blocked(libc::SYS_futex, 0x7010)), &f).waiting_on.unwrap();
+        let f = frames(&[
+            "worker",
+            "lock_PyThread_acquire_lock",
+            "acquire_timed",
+            "PyThread_acquire_lock_timed",
+            "sem_clockwait",
+        ]);
+        let mut w = classify(&facts('S', blocked(libc::SYS_futex, 0x7010)), &f)
+            .waiting_on
+            .unwrap();
         w.identify_parked(&f, &mem);
         assert_eq!(w.address, 0x7010);
     }

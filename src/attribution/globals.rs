@@ -8,8 +8,8 @@ use std::collections::HashMap;
 
 use object::{Object, ObjectSegment, ObjectSymbol, SymbolKind};
 
+use crate::process::{Mapping, Maps};
 use crate::symbols::demangle;
-use crate::target::{Mapping, Maps};
 
 /// Data symbols per module, loaded on first use.
 #[derive(Default)]
@@ -34,14 +34,29 @@ impl Globals {
     /// `name` or `name+0xoff` for an address inside a module's static data.
     pub fn name(&mut self, maps: &Maps, addr: u64) -> Option<String> {
         let module = owning_module(maps, addr)?;
-        let load_start = maps.segments_of(module).filter(|m| m.offset == 0).map(|m| m.start).min()?;
-        let data = self.modules.entry(module.path.clone()).or_insert_with(|| ModuleData::load(maps, module)).as_ref()?;
+        let load_start = maps
+            .segments_of(module)
+            .filter(|m| m.offset == 0)
+            .map(|m| m.start)
+            .min()?;
+        let data = self
+            .modules
+            .entry(module.path.clone())
+            .or_insert_with(|| ModuleData::load(maps, module))
+            .as_ref()?;
         let vaddr = addr.checked_sub(load_start)?.checked_add(data.base_vaddr)?;
-        if !data.loads.iter().any(|&(start, end)| vaddr >= start && vaddr < end) {
+        if !data
+            .loads
+            .iter()
+            .any(|&(start, end)| vaddr >= start && vaddr < end)
+        {
             return None;
         }
         let i = data.symbols.partition_point(|s| s.0 <= vaddr);
-        let (start, _, name) = data.symbols[..i].iter().rev().find(|s| vaddr < s.0 + s.1.max(1))?;
+        let (start, _, name) = data.symbols[..i]
+            .iter()
+            .rev()
+            .find(|s| vaddr < s.0 + s.1.max(1))?;
         Some(match vaddr - start {
             0 => name.clone(),
             off => format!("{name}+{off:#x}"),
@@ -60,14 +75,19 @@ fn owning_module(maps: &Maps, addr: u64) -> Option<&Mapping> {
     if !covering.path.is_empty() {
         return None;
     }
-    maps.mappings[..i - 1].last().filter(|m| m.is_file() && m.end == covering.start)
+    maps.mappings[..i - 1]
+        .last()
+        .filter(|m| m.is_file() && m.end == covering.start)
 }
 
 impl ModuleData {
     fn load(maps: &Maps, m: &Mapping) -> Option<ModuleData> {
         let bytes = std::fs::read(maps.file_path(m)).ok()?;
         let file = object::File::parse(&*bytes).ok()?;
-        let loads: Vec<(u64, u64)> = file.segments().map(|s| (s.address(), s.address() + s.size())).collect();
+        let loads: Vec<(u64, u64)> = file
+            .segments()
+            .map(|s| (s.address(), s.address() + s.size()))
+            .collect();
         let base_vaddr = file
             .segments()
             .find(|s| s.file_range().0 == 0)
@@ -76,13 +96,29 @@ impl ModuleData {
         let mut symbols: Vec<(u64, u64, String)> = file
             .symbols()
             .chain(file.dynamic_symbols())
-            .filter(|s| matches!(s.kind(), SymbolKind::Data | SymbolKind::Tls | SymbolKind::Unknown) && s.address() != 0 && !s.is_undefined())
-            .filter_map(|s| Some((s.address(), s.size(), demangle(s.name().ok()?.split('@').next()?))))
+            .filter(|s| {
+                matches!(
+                    s.kind(),
+                    SymbolKind::Data | SymbolKind::Tls | SymbolKind::Unknown
+                ) && s.address() != 0
+                    && !s.is_undefined()
+            })
+            .filter_map(|s| {
+                Some((
+                    s.address(),
+                    s.size(),
+                    demangle(s.name().ok()?.split('@').next()?),
+                ))
+            })
             .filter(|s| !s.2.is_empty())
             .collect();
         symbols.sort();
         symbols.dedup_by(|a, b| a.0 == b.0);
-        Some(ModuleData { loads, base_vaddr, symbols })
+        Some(ModuleData {
+            loads,
+            base_vaddr,
+            symbols,
+        })
     }
 }
 
@@ -100,7 +136,10 @@ mod tests {
         let mut g = Globals::new();
         let addr = std::ptr::addr_of!(parprof_test_global) as u64;
         assert_eq!(g.name(&maps, addr).as_deref(), Some("parprof_test_global"));
-        assert_eq!(g.name(&maps, addr + 8).as_deref(), Some("parprof_test_global+0x8"));
+        assert_eq!(
+            g.name(&maps, addr + 8).as_deref(),
+            Some("parprof_test_global+0x8")
+        );
         let heap = Box::new(5u64);
         assert_eq!(g.name(&maps, &*heap as *const u64 as u64), None);
     }

@@ -7,9 +7,9 @@ use std::collections::HashMap;
 use super::rules::{LockId, RULES};
 use super::{Attribution, Globals, State, WaitOn};
 use crate::frame::{Frame, FrameKind};
+use crate::process::Maps;
 use crate::profile::locks::LockStats;
 use crate::profile::{Profile, StackId};
-use crate::target::Maps;
 
 /// One thread's sample at a tick, after classification.
 #[derive(Debug, Clone, Copy)]
@@ -38,18 +38,28 @@ impl LockBook {
     pub fn record_tick(&mut self, maps: &Maps, profile: &mut Profile, tick: &[Observed]) {
         let by_tid: HashMap<i32, &Observed> = tick.iter().map(|o| (o.tid, o)).collect();
         for o in tick {
-            let Some(mut w) = o.attribution.waiting_on.filter(|w| w.is_lock() && o.attribution.state == State::Lock) else {
+            let Some(mut w) = o
+                .attribution
+                .waiting_on
+                .filter(|w| w.is_lock() && o.attribution.state == State::Lock)
+            else {
                 continue;
             };
             if is_per_process(w.kind()) {
                 w.address = *self.per_process.entry(w.kind()).or_insert(w.address);
             }
             let (caller, site) = {
-                let frames: Vec<&Frame> = profile.stack(o.stack).iter().map(|&f| profile.frame(f)).collect();
+                let frames: Vec<&Frame> = profile
+                    .stack(o.stack)
+                    .iter()
+                    .map(|&f| profile.frame(f))
+                    .collect();
                 (caller_of_acquire(&frames, &w), python_site(&frames, &w))
             };
             let activity = w.holder.filter(|&h| h != o.tid).map(|h| {
-                let doing = by_tid.get(&h).map(|holder| (holder.attribution.state, leaf(profile, holder.stack)));
+                let doing = by_tid
+                    .get(&h)
+                    .map(|holder| (holder.attribution.state, leaf(profile, holder.stack)));
                 let (state, function) = doing.unwrap_or((State::Other, String::from("?")));
                 (h, state, function)
             });
@@ -80,7 +90,10 @@ impl LockBook {
 /// stack was cut short there.
 pub fn caller_of_acquire(frames: &[&Frame], w: &WaitOn) -> Option<String> {
     let outside = frames.get(..w.frame?)?;
-    let f = outside.iter().rev().find(|f| !is_lock_plumbing(&f.function))?;
+    let f = outside
+        .iter()
+        .rev()
+        .find(|f| !is_lock_plumbing(&f.function))?;
     (f.kind != FrameKind::Truncated).then(|| f.label())
 }
 
@@ -88,8 +101,16 @@ pub fn caller_of_acquire(frames: &[&Frame], w: &WaitOn) -> Option<String> {
 /// (`Mutex::lock` above `lock_contended`, glibc's `pthread_mutex_lock` wrappers): the lock
 /// is named after the code that called into them.
 fn is_lock_plumbing(function: &str) -> bool {
-    const PREFIXES: [&str; 8] =
-        ["std::sync::", "<std::sys::sync::", "std::sys::sync::", "lock_api::", "parking_lot::", "<parking_lot::", "pthread_", "__pthread_"];
+    const PREFIXES: [&str; 8] = [
+        "std::sync::",
+        "<std::sys::sync::",
+        "std::sys::sync::",
+        "lock_api::",
+        "parking_lot::",
+        "<parking_lot::",
+        "pthread_",
+        "__pthread_",
+    ];
     PREFIXES.iter().any(|p| function.starts_with(p))
 }
 
@@ -99,23 +120,38 @@ pub fn python_site(frames: &[&Frame], w: &WaitOn) -> Option<String> {
     let outside = frames.get(..w.frame?)?;
     let f = outside.iter().rev().find(|f| f.kind == FrameKind::Python)?;
     let file = f.file.as_deref()?;
-    Some(format!("{}:{}", file.rsplit('/').next().unwrap_or(file), f.line?))
+    Some(format!(
+        "{}:{}",
+        file.rsplit('/').next().unwrap_or(file),
+        f.line?
+    ))
 }
 
 /// Kinds that are one lock per process (or interpreter): the GIL, stop-the-world pauses.
 /// They are named by their kind.
 pub fn is_per_process(kind: &str) -> bool {
-    RULES.iter().any(|r| r.kind == kind && matches!(r.lock, LockId::Gil | LockId::PerProcess))
+    RULES
+        .iter()
+        .any(|r| r.kind == kind && matches!(r.lock, LockId::Gil | LockId::PerProcess))
 }
 
 fn leaf(p: &Profile, stack: StackId) -> String {
-    p.stack(stack).last().map(|&f| p.frame(f).label()).unwrap_or_default()
+    p.stack(stack)
+        .last()
+        .map(|&f| p.frame(f).label())
+        .unwrap_or_default()
 }
 
 /// How a lock is shown to people: the kind for one-per-process locks (`GIL`), else its
 /// symbol, else "KIND at file.py:LINE" for locks Python code took, else "ADDRESS (from
 /// CALLER)", else its address.
-pub fn display_name(address: u64, kind: &str, symbol: Option<&str>, site: Option<&str>, first_waiter: Option<&str>) -> String {
+pub fn display_name(
+    address: u64,
+    kind: &str,
+    symbol: Option<&str>,
+    site: Option<&str>,
+    first_waiter: Option<&str>,
+) -> String {
     match (symbol, site, first_waiter) {
         _ if is_per_process(kind) => kind.to_string(),
         (Some(s), _, _) => s.to_string(),
@@ -135,27 +171,71 @@ mod tests {
     #[test]
     fn waits_holders_and_holder_activity() {
         let mut p = Profile::new(Meta::default(), false);
-        let lock_frames = [Frame::native("worker", "a"), Frame::native("pthread_mutex_lock", "libc.so.6")];
+        let lock_frames = [
+            Frame::native("worker", "a"),
+            Frame::native("pthread_mutex_lock", "libc.so.6"),
+        ];
         let waiter = p.intern_stack(&lock_frames);
         let busy = p.intern_stack(&[Frame::native("worker", "a"), Frame::native("crunch", "a")]);
-        let wait = WaitOn { address: 0x1000, rule: rule_for(&lock_frames[1]), frame: Some(1), holder: Some(2) };
+        let wait = WaitOn {
+            address: 0x1000,
+            rule: rule_for(&lock_frames[1]),
+            frame: Some(1),
+            holder: Some(2),
+        };
         let tick = [
-            Observed { tid: 1, stack: waiter, attribution: Attribution { state: State::Lock, waiting_on: Some(wait) } },
-            Observed { tid: 2, stack: busy, attribution: Attribution { state: State::Compute, waiting_on: None } },
+            Observed {
+                tid: 1,
+                stack: waiter,
+                attribution: Attribution {
+                    state: State::Lock,
+                    waiting_on: Some(wait),
+                },
+            },
+            Observed {
+                tid: 2,
+                stack: busy,
+                attribution: Attribution {
+                    state: State::Compute,
+                    waiting_on: None,
+                },
+            },
         ];
         let mut book = LockBook::new();
         book.record_tick(&Maps::default(), &mut p, &tick);
         book.record_tick(&Maps::default(), &mut p, &tick);
         let l = &p.locks[&0x1000];
-        assert_eq!((l.kind.as_str(), l.wait_samples, l.symbol.as_deref()), ("pthread_mutex", 2, None));
+        assert_eq!(
+            (l.kind.as_str(), l.wait_samples, l.symbol.as_deref()),
+            ("pthread_mutex", 2, None)
+        );
         assert_eq!(l.first_waiter.as_deref(), Some("worker"));
         assert_eq!(l.holders.get(&2), Some(&2));
-        assert_eq!(l.holder_activity.get(&(2, State::Compute, "crunch".to_string())), Some(&2));
-        assert_eq!(display_name(0x1000, &l.kind, None, l.site.as_deref(), l.first_waiter.as_deref()), "pthread_mutex taken in worker");
+        assert_eq!(
+            l.holder_activity
+                .get(&(2, State::Compute, "crunch".to_string())),
+            Some(&2)
+        );
+        assert_eq!(
+            display_name(
+                0x1000,
+                &l.kind,
+                None,
+                l.site.as_deref(),
+                l.first_waiter.as_deref()
+            ),
+            "pthread_mutex taken in worker"
+        );
     }
 
     fn python_frame(function: &str, file: &str, line: u32) -> Frame {
-        Frame { function: function.into(), module: String::new(), file: Some(file.into()), line: Some(line), kind: FrameKind::Python }
+        Frame {
+            function: function.into(),
+            module: String::new(),
+            file: Some(file.into()),
+            line: Some(line),
+            kind: FrameKind::Python,
+        }
     }
 
     #[test]
@@ -166,30 +246,56 @@ mod tests {
             Frame::native("lock_PyThread_acquire_lock", "python3.13t"),
         ];
         let refs: Vec<&Frame> = stack.iter().collect();
-        let w = WaitOn { address: 0x10, rule: rule_for(&stack[2]), frame: Some(2), holder: None };
+        let w = WaitOn {
+            address: 0x10,
+            rule: rule_for(&stack[2]),
+            frame: Some(2),
+            holder: None,
+        };
         let site = python_site(&refs, &w);
         assert_eq!(site.as_deref(), Some("app.py:30"));
         let caller = caller_of_acquire(&refs, &w);
-        assert_eq!(display_name(0x10, w.kind(), None, site.as_deref(), caller.as_deref()), "threading.Lock at app.py:30");
-        assert_eq!(display_name(0x10, "GIL", Some("_PyRuntime+0x168"), None, None), "GIL");
-        assert_eq!(display_name(0x10, "stop-the-world", None, Some("app.py:3"), None), "stop-the-world");
+        assert_eq!(
+            display_name(0x10, w.kind(), None, site.as_deref(), caller.as_deref()),
+            "threading.Lock at app.py:30"
+        );
+        assert_eq!(
+            display_name(0x10, "GIL", Some("_PyRuntime+0x168"), None, None),
+            "GIL"
+        );
+        assert_eq!(
+            display_name(0x10, "stop-the-world", None, Some("app.py:3"), None),
+            "stop-the-world"
+        );
     }
 
     #[test]
     fn stop_the_world_waits_are_one_lock() {
         let mut p = Profile::new(Meta::default(), false);
-        let frames = [Frame::native("_PyThreadState_Attach", "python3.13t"), Frame::native("tstate_wait_attach", "python3.13t")];
+        let frames = [
+            Frame::native("_PyThreadState_Attach", "python3.13t"),
+            Frame::native("tstate_wait_attach", "python3.13t"),
+        ];
         let stack = p.intern_stack(&frames);
         let paused = |tid: i32, address: u64| Observed {
             tid,
             stack,
             attribution: Attribution {
                 state: State::Lock,
-                waiting_on: Some(WaitOn { address, rule: rule_for(&frames[1]), frame: Some(1), holder: None }),
+                waiting_on: Some(WaitOn {
+                    address,
+                    rule: rule_for(&frames[1]),
+                    frame: Some(1),
+                    holder: None,
+                }),
             },
         };
         // Each paused thread parks on its own state word.
-        LockBook::new().record_tick(&Maps::default(), &mut p, &[paused(1, 0x100), paused(2, 0x200)]);
+        LockBook::new().record_tick(
+            &Maps::default(),
+            &mut p,
+            &[paused(1, 0x100), paused(2, 0x200)],
+        );
         assert_eq!(p.locks.len(), 1);
         assert_eq!(p.locks.values().next().unwrap().waiters.len(), 2);
     }

@@ -73,15 +73,36 @@ pub enum LockId {
 }
 
 const fn acquire(layer: Layer, kind: &'static str, pattern: &'static str) -> Rule {
-    Rule { pattern, file: None, role: Role::Acquire, layer, kind, lock: LockId::Futex }
+    Rule {
+        pattern,
+        file: None,
+        role: Role::Acquire,
+        layer,
+        kind,
+        lock: LockId::Futex,
+    }
 }
 
 const fn idle(layer: Layer, kind: &'static str, pattern: &'static str) -> Rule {
-    Rule { pattern, file: None, role: Role::Idle, layer, kind, lock: LockId::Futex }
+    Rule {
+        pattern,
+        file: None,
+        role: Role::Idle,
+        layer,
+        kind,
+        lock: LockId::Futex,
+    }
 }
 
 const fn python(role: Role, kind: &'static str, file: &'static str, pattern: &'static str) -> Rule {
-    Rule { pattern, file: Some(file), role, layer: Layer::Intent, kind, lock: LockId::Futex }
+    Rule {
+        pattern,
+        file: Some(file),
+        role,
+        layer: Layer::Intent,
+        kind,
+        lock: LockId::Futex,
+    }
 }
 
 /// A rule whose lock is identified as `lock` says.
@@ -94,22 +115,48 @@ use LockId::{Gil, MutexOwner, Parked, PerProcess};
 
 pub const RULES: &[Rule] = &[
     // glibc (C, and C++ std::mutex / std::shared_mutex / std::condition_variable through it).
-    with(acquire(Library, "pthread_mutex", "*pthread_mutex_lock"), MutexOwner),
-    with(acquire(Library, "pthread_mutex", "*pthread_mutex_lock_full"), MutexOwner),
-    with(acquire(Library, "pthread_mutex", "*pthread_mutex_timedlock"), MutexOwner),
-    with(acquire(Library, "pthread_mutex", "*pthread_mutex_clocklock*"), MutexOwner),
-    with(acquire(Library, "pthread_mutex", "__pthread_mutex_cond_lock*"), MutexOwner),
-    with(acquire(Primitive, "pthread_mutex", "__lll_lock_wait"), MutexOwner),
+    with(
+        acquire(Library, "pthread_mutex", "*pthread_mutex_lock"),
+        MutexOwner,
+    ),
+    with(
+        acquire(Library, "pthread_mutex", "*pthread_mutex_lock_full"),
+        MutexOwner,
+    ),
+    with(
+        acquire(Library, "pthread_mutex", "*pthread_mutex_timedlock"),
+        MutexOwner,
+    ),
+    with(
+        acquire(Library, "pthread_mutex", "*pthread_mutex_clocklock*"),
+        MutexOwner,
+    ),
+    with(
+        acquire(Library, "pthread_mutex", "__pthread_mutex_cond_lock*"),
+        MutexOwner,
+    ),
+    with(
+        acquire(Primitive, "pthread_mutex", "__lll_lock_wait"),
+        MutexOwner,
+    ),
     acquire(Primitive, "glibc internal lock", "__lll_lock_wait_private"),
     acquire(Library, "pthread_rwlock", "*pthread_rwlock_*rdlock"),
     acquire(Library, "pthread_rwlock", "*pthread_rwlock_*wrlock"),
     acquire(Library, "pthread_spinlock", "*pthread_spin_lock"),
     acquire(Library, "std::mutex", "std::*mutex::lock"),
-    acquire(Library, "std::shared_mutex", "std::shared_mutex::lock_shared"),
+    acquire(
+        Library,
+        "std::shared_mutex",
+        "std::shared_mutex::lock_shared",
+    ),
     idle(Library, "pthread_cond", "*pthread_cond_wait"),
     idle(Library, "pthread_cond", "*pthread_cond_timedwait"),
     idle(Library, "pthread_cond", "*pthread_cond_clockwait"),
-    idle(Library, "condition_variable", "std::condition_variable::wait*"),
+    idle(
+        Library,
+        "condition_variable",
+        "std::condition_variable::wait*",
+    ),
     idle(Library, "pthread_barrier", "*pthread_barrier_wait"),
     idle(Library, "thread join", "*pthread_join"),
     idle(Library, "thread join", "*pthread_clockjoin_ex"),
@@ -123,7 +170,11 @@ pub const RULES: &[Rule] = &[
     // Rust std.
     acquire(Library, "std::sync::Mutex", "std::*Mutex::lock_contended"),
     acquire(Library, "std::sync::RwLock", "std::*RwLock::read_contended"),
-    acquire(Library, "std::sync::RwLock", "std::*RwLock::write_contended"),
+    acquire(
+        Library,
+        "std::sync::RwLock",
+        "std::*RwLock::write_contended",
+    ),
     idle(Library, "std::sync::Condvar", "std::*Condvar::wait*"),
     idle(Library, "std channel", "std::sync::mpmc::*recv*"),
     idle(Library, "std channel", "std::sync::mpmc::*wait_until"),
@@ -134,15 +185,39 @@ pub const RULES: &[Rule] = &[
     idle(Primitive, "thread park", "std::thread::park*"),
     idle(Primitive, "thread park", "std::sys::*Parker::park*"),
     // parking_lot.
-    acquire(Library, "parking_lot::Mutex", "parking_lot::*RawMutex::lock_slow"),
-    acquire(Library, "parking_lot::RwLock", "parking_lot::*RawRwLock::lock_*slow"),
-    idle(Library, "parking_lot::Condvar", "parking_lot::*Condvar::wait*"),
+    acquire(
+        Library,
+        "parking_lot::Mutex",
+        "parking_lot::*RawMutex::lock_slow",
+    ),
+    acquire(
+        Library,
+        "parking_lot::RwLock",
+        "parking_lot::*RawRwLock::lock_*slow",
+    ),
+    idle(
+        Library,
+        "parking_lot::Condvar",
+        "parking_lot::*Condvar::wait*",
+    ),
     idle(Primitive, "parking_lot park", "parking_lot_core::*park"),
     // crossbeam.
     idle(Library, "crossbeam channel", "crossbeam_channel::*recv*"),
-    idle(Library, "crossbeam channel", "crossbeam_channel::*Context::wait_until"),
-    idle(Library, "crossbeam channel", "crossbeam_channel::*run_select*"),
-    idle(Primitive, "crossbeam park", "crossbeam_utils::*Parker::park*"),
+    idle(
+        Library,
+        "crossbeam channel",
+        "crossbeam_channel::*Context::wait_until",
+    ),
+    idle(
+        Library,
+        "crossbeam channel",
+        "crossbeam_channel::*run_select*",
+    ),
+    idle(
+        Primitive,
+        "crossbeam park",
+        "crossbeam_utils::*Parker::park*",
+    ),
     // CPython (3.11–3.14, default and free-threaded builds). Stacks seen on real
     // interpreters (3.11.7, 3.12.1, 3.13.0, 3.13t), innermost last:
     //   GIL:  eval_frame_handle_pending (3.11) | _Py_HandlePending (3.12) |
@@ -169,20 +244,48 @@ pub const RULES: &[Rule] = &[
     idle(Library, "PyEvent", "PyEvent_Wait"),
     acquire(Runtime, "threading.Lock", "lock_PyThread_acquire_lock"),
     acquire(Library, "threading.Lock", "PyThread_acquire_lock_timed"),
-    acquire(Library, "threading.Lock", "PyThread_acquire_lock_timed_with_retries"),
+    acquire(
+        Library,
+        "threading.Lock",
+        "PyThread_acquire_lock_timed_with_retries",
+    ),
     acquire(Library, "threading.Lock", "acquire_timed"),
     acquire(Runtime, "threading.RLock", "rlock_acquire"),
     acquire(Library, "threading.RLock", "_PyRecursiveMutex_LockTimed"),
     acquire(Runtime, "critical section", "_PyCriticalSection*BeginSlow"),
-    with(acquire(Runtime, "stop-the-world", "_PyEval_StopTheWorld*"), PerProcess),
-    with(acquire(Runtime, "stop-the-world", "stop_the_world"), PerProcess),
-    with(acquire(Runtime, "stop-the-world", "tstate_wait_attach"), PerProcess),
+    with(
+        acquire(Runtime, "stop-the-world", "_PyEval_StopTheWorld*"),
+        PerProcess,
+    ),
+    with(
+        acquire(Runtime, "stop-the-world", "stop_the_world"),
+        PerProcess,
+    ),
+    with(
+        acquire(Runtime, "stop-the-world", "tstate_wait_attach"),
+        PerProcess,
+    ),
     // Python code whose purpose is known: waits built on threading.Lock.
     python(Role::Idle, "threading.Condition", "threading.py", "wait"),
-    python(Role::Idle, "threading.Condition", "threading.py", "wait_for"),
-    python(Role::Acquire, "threading.Condition", "threading.py", "_acquire_restore"),
+    python(
+        Role::Idle,
+        "threading.Condition",
+        "threading.py",
+        "wait_for",
+    ),
+    python(
+        Role::Acquire,
+        "threading.Condition",
+        "threading.py",
+        "_acquire_restore",
+    ),
     python(Role::Idle, "thread join", "threading.py", "join"),
-    python(Role::Idle, "thread join", "threading.py", "_wait_for_tstate_lock"),
+    python(
+        Role::Idle,
+        "thread join",
+        "threading.py",
+        "_wait_for_tstate_lock",
+    ),
     python(Role::Idle, "threading.Semaphore", "threading.py", "acquire"),
     python(Role::Idle, "queue", "queue.py", "get"),
     python(Role::Idle, "queue", "queue.py", "put"),
@@ -241,7 +344,10 @@ fn first_match(frame: &Frame) -> Option<&'static Rule> {
 }
 
 fn file_matches(file: &str, want: &str) -> bool {
-    file == want || file.strip_suffix(want).is_some_and(|dir| dir.ends_with('/') || dir.ends_with('\\'))
+    file == want
+        || file
+            .strip_suffix(want)
+            .is_some_and(|dir| dir.ends_with('/') || dir.ends_with('\\'))
 }
 
 /// The whole name, or a `::`/`.`-separated suffix of it, matches the glob.
@@ -286,7 +392,14 @@ pub fn normalise(name: &str) -> String {
     let mut s = name.split('@').next().unwrap_or(name);
     // glibc's internal aliases: `__GI___pthread_mutex_lock` is `__pthread_mutex_lock`.
     s = s.strip_prefix("__GI_").unwrap_or(s);
-    for suffix in [".cold", ".isra", ".constprop", ".part", ".lto_priv", ".llvm."] {
+    for suffix in [
+        ".cold",
+        ".isra",
+        ".constprop",
+        ".part",
+        ".lto_priv",
+        ".llvm.",
+    ] {
         if let Some(i) = s.find(suffix) {
             s = &s[..i];
         }
@@ -380,18 +493,35 @@ mod tests {
 
     #[test]
     fn normalises_build_noise() {
-        assert_eq!(normalise("pthread_mutex_lock@@GLIBC_2.2.5"), "pthread_mutex_lock");
+        assert_eq!(
+            normalise("pthread_mutex_lock@@GLIBC_2.2.5"),
+            "pthread_mutex_lock"
+        );
         assert_eq!(normalise("take_gil.cold"), "take_gil");
         assert_eq!(normalise("__GI___lll_lock_wait"), "__lll_lock_wait");
         assert_eq!(normalise("acquire_timed.isra.0"), "acquire_timed");
         assert_eq!(normalise("stop_the_world.constprop.0"), "stop_the_world");
-        assert_eq!(normalise("std::sys::sync::mutex::futex::Mutex::lock_contended::h0123456789abcdef"),
-            "std::sys::sync::mutex::futex::Mutex::lock_contended");
-        assert_eq!(normalise("std::sync::mpmc::list::Channel<T>::recv::{{closure}}"), "std::sync::mpmc::list::Channel::recv::{{closure}}");
+        assert_eq!(
+            normalise("std::sys::sync::mutex::futex::Mutex::lock_contended::h0123456789abcdef"),
+            "std::sys::sync::mutex::futex::Mutex::lock_contended"
+        );
+        assert_eq!(
+            normalise("std::sync::mpmc::list::Channel<T>::recv::{{closure}}"),
+            "std::sync::mpmc::list::Channel::recv::{{closure}}"
+        );
         assert_eq!(normalise("std::mutex::lock()"), "std::mutex::lock");
-        assert_eq!(normalise("<std::sys::sync::mutex::futex::Mutex>::lock_contended"), "std::sys::sync::mutex::futex::Mutex::lock_contended");
-        assert_eq!(normalise("<parking_lot::raw_mutex::RawMutex as lock_api::mutex::RawMutex>::lock"), "parking_lot::raw_mutex::RawMutex::lock");
-        assert_eq!(normalise("<std::sync::mpmc::list::Channel<T>>::recv"), "std::sync::mpmc::list::Channel::recv");
+        assert_eq!(
+            normalise("<std::sys::sync::mutex::futex::Mutex>::lock_contended"),
+            "std::sys::sync::mutex::futex::Mutex::lock_contended"
+        );
+        assert_eq!(
+            normalise("<parking_lot::raw_mutex::RawMutex as lock_api::mutex::RawMutex>::lock"),
+            "parking_lot::raw_mutex::RawMutex::lock"
+        );
+        assert_eq!(
+            normalise("<std::sync::mpmc::list::Channel<T>>::recv"),
+            "std::sync::mpmc::list::Channel::recv"
+        );
         assert_eq!(normalise("foo(int, std::vector<int>)"), "foo");
     }
 
@@ -399,74 +529,254 @@ mod tests {
     fn glob_and_suffix_matching() {
         assert!(name_matches("*pthread_mutex_lock", "___pthread_mutex_lock"));
         assert!(!name_matches("*pthread_mutex_lock", "pthread_mutex_unlock"));
-        assert!(name_matches("_PyCriticalSection*BeginSlow", "_PyCriticalSection2_BeginSlow"));
-        assert!(name_matches("std::*Mutex::lock_contended", "std::sys::sync::mutex::futex::Mutex::lock_contended"));
+        assert!(name_matches(
+            "_PyCriticalSection*BeginSlow",
+            "_PyCriticalSection2_BeginSlow"
+        ));
+        assert!(name_matches(
+            "std::*Mutex::lock_contended",
+            "std::sys::sync::mutex::futex::Mutex::lock_contended"
+        ));
         assert!(name_matches("wait", "Condition.wait"));
         assert!(!name_matches("take_gil", "my_take_gil"));
-        assert!(!name_matches("*pthread_rwlock_*rdlock", "pthread_rwlock_unlock"));
+        assert!(!name_matches(
+            "*pthread_rwlock_*rdlock",
+            "pthread_rwlock_unlock"
+        ));
     }
 
     #[test]
     fn glibc_and_cpp() {
-        assert_eq!(kind(&["main", "worker", "pthread_mutex_lock", "__lll_lock_wait"]), Some((Role::Acquire, "pthread_mutex")));
-        assert_eq!(kind(&["worker", "__pthread_mutex_lock_full"]), Some((Role::Acquire, "pthread_mutex")));
-        assert_eq!(kind(&["worker", "pthread_rwlock_wrlock@@GLIBC_2.34"]), Some((Role::Acquire, "pthread_rwlock")));
-        assert_eq!(kind(&["worker", "pthread_spin_lock"]), Some((Role::Acquire, "pthread_spinlock")));
-        assert_eq!(kind(&["worker", "pthread_cond_wait@@GLIBC_2.3.2"]), Some((Role::Idle, "pthread_cond")));
-        assert_eq!(kind(&["main", "__pthread_clockjoin_ex"]), Some((Role::Idle, "thread join")));
-        assert_eq!(kind(&["main", "pthread_join"]), Some((Role::Idle, "thread join")));
-        assert_eq!(kind(&["w", "pthread_barrier_wait"]), Some((Role::Idle, "pthread_barrier")));
+        assert_eq!(
+            kind(&["main", "worker", "pthread_mutex_lock", "__lll_lock_wait"]),
+            Some((Role::Acquire, "pthread_mutex"))
+        );
+        assert_eq!(
+            kind(&["worker", "__pthread_mutex_lock_full"]),
+            Some((Role::Acquire, "pthread_mutex"))
+        );
+        assert_eq!(
+            kind(&["worker", "pthread_rwlock_wrlock@@GLIBC_2.34"]),
+            Some((Role::Acquire, "pthread_rwlock"))
+        );
+        assert_eq!(
+            kind(&["worker", "pthread_spin_lock"]),
+            Some((Role::Acquire, "pthread_spinlock"))
+        );
+        assert_eq!(
+            kind(&["worker", "pthread_cond_wait@@GLIBC_2.3.2"]),
+            Some((Role::Idle, "pthread_cond"))
+        );
+        assert_eq!(
+            kind(&["main", "__pthread_clockjoin_ex"]),
+            Some((Role::Idle, "thread join"))
+        );
+        assert_eq!(
+            kind(&["main", "pthread_join"]),
+            Some((Role::Idle, "thread join"))
+        );
+        assert_eq!(
+            kind(&["w", "pthread_barrier_wait"]),
+            Some((Role::Idle, "pthread_barrier"))
+        );
         assert_eq!(kind(&["w", "sem_wait"]), Some((Role::Idle, "semaphore")));
-        assert_eq!(kind(&["w", "std::mutex::lock()", "pthread_mutex_lock"]), Some((Role::Acquire, "pthread_mutex")));
+        assert_eq!(
+            kind(&["w", "std::mutex::lock()", "pthread_mutex_lock"]),
+            Some((Role::Acquire, "pthread_mutex"))
+        );
         // Waking from a condvar and re-taking its mutex is a lock wait.
-        assert_eq!(kind(&["w", "pthread_cond_wait", "__pthread_mutex_cond_lock", "__lll_lock_wait"]),
-            Some((Role::Acquire, "pthread_mutex")));
+        assert_eq!(
+            kind(&[
+                "w",
+                "pthread_cond_wait",
+                "__pthread_mutex_cond_lock",
+                "__lll_lock_wait"
+            ]),
+            Some((Role::Acquire, "pthread_mutex"))
+        );
         assert_eq!(kind(&["main", "work", "compute"]), None);
     }
 
     #[test]
     fn rust_libraries() {
         let m = "std::sys::sync::mutex::futex::Mutex::lock_contended::h1111111111111111";
-        assert_eq!(kind(&["worker", "std::sync::poison::mutex::Mutex<T>::lock", m]), Some((Role::Acquire, "std::sync::Mutex")));
-        assert_eq!(kind(&["w", "std::sys::sync::rwlock::futex::RwLock::write_contended"]), Some((Role::Acquire, "std::sync::RwLock")));
-        assert_eq!(kind(&["w", "std::sync::poison::condvar::Condvar::wait<T>", "std::sys::sync::condvar::futex::Condvar::wait"]),
-            Some((Role::Idle, "std::sync::Condvar")));
-        assert_eq!(kind(&["w", "std::sync::mpsc::Receiver<T>::recv", "std::sync::mpmc::list::Channel<T>::recv",
-            "std::sync::mpmc::context::Context::wait_until"]), Some((Role::Idle, "std channel")));
-        assert_eq!(kind(&["main", "std::thread::JoinHandle<T>::join", "std::thread::JoinInner<T>::join", "pthread_join"]),
-            Some((Role::Idle, "thread join")));
-        assert_eq!(kind(&["w", "parking_lot::raw_mutex::RawMutex::lock_slow", "parking_lot_core::parking_lot::park"]),
-            Some((Role::Acquire, "parking_lot::Mutex")));
-        assert_eq!(kind(&["w", "parking_lot::raw_rwlock::RawRwLock::lock_shared_slow"]), Some((Role::Acquire, "parking_lot::RwLock")));
-        assert_eq!(kind(&["w", "parking_lot::condvar::Condvar::wait_until_internal", "parking_lot_core::parking_lot::park"]),
-            Some((Role::Idle, "parking_lot::Condvar")));
-        assert_eq!(kind(&["w", "crossbeam_channel::channel::Receiver<T>::recv", "crossbeam_channel::context::Context::wait_until"]),
-            Some((Role::Idle, "crossbeam channel")));
+        assert_eq!(
+            kind(&["worker", "std::sync::poison::mutex::Mutex<T>::lock", m]),
+            Some((Role::Acquire, "std::sync::Mutex"))
+        );
+        assert_eq!(
+            kind(&[
+                "w",
+                "std::sys::sync::rwlock::futex::RwLock::write_contended"
+            ]),
+            Some((Role::Acquire, "std::sync::RwLock"))
+        );
+        assert_eq!(
+            kind(&[
+                "w",
+                "std::sync::poison::condvar::Condvar::wait<T>",
+                "std::sys::sync::condvar::futex::Condvar::wait"
+            ]),
+            Some((Role::Idle, "std::sync::Condvar"))
+        );
+        assert_eq!(
+            kind(&[
+                "w",
+                "std::sync::mpsc::Receiver<T>::recv",
+                "std::sync::mpmc::list::Channel<T>::recv",
+                "std::sync::mpmc::context::Context::wait_until"
+            ]),
+            Some((Role::Idle, "std channel"))
+        );
+        assert_eq!(
+            kind(&[
+                "main",
+                "std::thread::JoinHandle<T>::join",
+                "std::thread::JoinInner<T>::join",
+                "pthread_join"
+            ]),
+            Some((Role::Idle, "thread join"))
+        );
+        assert_eq!(
+            kind(&[
+                "w",
+                "parking_lot::raw_mutex::RawMutex::lock_slow",
+                "parking_lot_core::parking_lot::park"
+            ]),
+            Some((Role::Acquire, "parking_lot::Mutex"))
+        );
+        assert_eq!(
+            kind(&["w", "parking_lot::raw_rwlock::RawRwLock::lock_shared_slow"]),
+            Some((Role::Acquire, "parking_lot::RwLock"))
+        );
+        assert_eq!(
+            kind(&[
+                "w",
+                "parking_lot::condvar::Condvar::wait_until_internal",
+                "parking_lot_core::parking_lot::park"
+            ]),
+            Some((Role::Idle, "parking_lot::Condvar"))
+        );
+        assert_eq!(
+            kind(&[
+                "w",
+                "crossbeam_channel::channel::Receiver<T>::recv",
+                "crossbeam_channel::context::Context::wait_until"
+            ]),
+            Some((Role::Idle, "crossbeam channel"))
+        );
         // Re-taking the mutex on wake-up from a Rust condvar.
-        assert_eq!(kind(&["w", "std::sync::poison::condvar::Condvar::wait", "std::sys::sync::mutex::futex::Mutex::lock_contended"]),
-            Some((Role::Acquire, "std::sync::Mutex")));
+        assert_eq!(
+            kind(&[
+                "w",
+                "std::sync::poison::condvar::Condvar::wait",
+                "std::sys::sync::mutex::futex::Mutex::lock_contended"
+            ]),
+            Some((Role::Acquire, "std::sync::Mutex"))
+        );
     }
 
     #[test]
     fn cpython_runtime_outranks_primitives() {
-        assert_eq!(kind(&["PyEval_RestoreThread", "take_gil", "pthread_cond_timedwait@@GLIBC_2.3.2"]), Some((Role::Acquire, "GIL")));
-        assert_eq!(kind(&["lock_PyThread_acquire_lock", "_PyMutex_LockTimed", "_PyParkingLot_Park", "_PySemaphore_Wait", "sem_clockwait"]),
-            Some((Role::Acquire, "threading.Lock")));
-        assert_eq!(kind(&["rlock_acquire", "acquire_timed.isra.0", "PyThread_acquire_lock_timed", "sem_clockwait"]),
-            Some((Role::Acquire, "threading.RLock")));
-        assert_eq!(kind(&["x", "PyMutex_Lock", "_PyMutex_LockTimed", "_PyParkingLot_Park"]), Some((Role::Acquire, "PyMutex")));
-        assert_eq!(kind(&["x", "_PyCriticalSection2_BeginSlow", "_PyMutex_LockTimed"]), Some((Role::Acquire, "critical section")));
-        assert_eq!(kind(&["gc", "_PyEval_StopTheWorldAll", "stop_the_world", "PyEvent_WaitTimed", "_PyParkingLot_Park"]),
-            Some((Role::Acquire, "stop-the-world")));
-        assert_eq!(kind(&["x", "PyEvent_WaitTimed", "_PyParkingLot_Park", "_PySemaphore_Wait"]), Some((Role::Idle, "PyEvent")));
+        assert_eq!(
+            kind(&[
+                "PyEval_RestoreThread",
+                "take_gil",
+                "pthread_cond_timedwait@@GLIBC_2.3.2"
+            ]),
+            Some((Role::Acquire, "GIL"))
+        );
+        assert_eq!(
+            kind(&[
+                "lock_PyThread_acquire_lock",
+                "_PyMutex_LockTimed",
+                "_PyParkingLot_Park",
+                "_PySemaphore_Wait",
+                "sem_clockwait"
+            ]),
+            Some((Role::Acquire, "threading.Lock"))
+        );
+        assert_eq!(
+            kind(&[
+                "rlock_acquire",
+                "acquire_timed.isra.0",
+                "PyThread_acquire_lock_timed",
+                "sem_clockwait"
+            ]),
+            Some((Role::Acquire, "threading.RLock"))
+        );
+        assert_eq!(
+            kind(&[
+                "x",
+                "PyMutex_Lock",
+                "_PyMutex_LockTimed",
+                "_PyParkingLot_Park"
+            ]),
+            Some((Role::Acquire, "PyMutex"))
+        );
+        assert_eq!(
+            kind(&["x", "_PyCriticalSection2_BeginSlow", "_PyMutex_LockTimed"]),
+            Some((Role::Acquire, "critical section"))
+        );
+        assert_eq!(
+            kind(&[
+                "gc",
+                "_PyEval_StopTheWorldAll",
+                "stop_the_world",
+                "PyEvent_WaitTimed",
+                "_PyParkingLot_Park"
+            ]),
+            Some((Role::Acquire, "stop-the-world"))
+        );
+        assert_eq!(
+            kind(&[
+                "x",
+                "PyEvent_WaitTimed",
+                "_PyParkingLot_Park",
+                "_PySemaphore_Wait"
+            ]),
+            Some((Role::Idle, "PyEvent"))
+        );
         // Stacks recorded on real interpreters.
-        assert_eq!(kind(&["is_prime", "_Py_HandlePending", "drop_gil", "pthread_cond_wait"]), Some((Role::Acquire, "GIL")));
-        assert_eq!(kind(&["lock_PyThread_acquire_lock", "acquire_timed", "PyThread_acquire_lock_timed_with_retries",
-            "PyThread_acquire_lock_timed", "__new_sem_wait_slow64"]), Some((Role::Acquire, "threading.Lock")));
-        assert_eq!(kind(&["list_pop", "_PyCriticalSection_BeginSlow", "_PyMutex_Lock", "PyMutex_Lock", "_PyMutex_LockTimed",
-            "_PyParkingLot_Park"]), Some((Role::Acquire, "critical section")));
-        assert_eq!(kind(&["_Py_HandlePending", "_PyThreadState_Attach", "tstate_wait_attach", "_PyParkingLot_Park"]),
-            Some((Role::Acquire, "stop-the-world")));
+        assert_eq!(
+            kind(&[
+                "is_prime",
+                "_Py_HandlePending",
+                "drop_gil",
+                "pthread_cond_wait"
+            ]),
+            Some((Role::Acquire, "GIL"))
+        );
+        assert_eq!(
+            kind(&[
+                "lock_PyThread_acquire_lock",
+                "acquire_timed",
+                "PyThread_acquire_lock_timed_with_retries",
+                "PyThread_acquire_lock_timed",
+                "__new_sem_wait_slow64"
+            ]),
+            Some((Role::Acquire, "threading.Lock"))
+        );
+        assert_eq!(
+            kind(&[
+                "list_pop",
+                "_PyCriticalSection_BeginSlow",
+                "_PyMutex_Lock",
+                "PyMutex_Lock",
+                "_PyMutex_LockTimed",
+                "_PyParkingLot_Park"
+            ]),
+            Some((Role::Acquire, "critical section"))
+        );
+        assert_eq!(
+            kind(&[
+                "_Py_HandlePending",
+                "_PyThreadState_Attach",
+                "tstate_wait_attach",
+                "_PyParkingLot_Park"
+            ]),
+            Some((Role::Acquire, "stop-the-world"))
+        );
     }
 
     #[test]
@@ -474,11 +784,21 @@ mod tests {
         let mut cond = Frame::native("Condition.wait", "");
         cond.kind = FrameKind::Python;
         cond.file = Some("/usr/lib/python3.13/threading.py".into());
-        let frames = vec![cond.clone(), Frame::native("lock_PyThread_acquire_lock", "python3.13"), Frame::native("_PyMutex_LockTimed", "python3.13")];
-        assert_eq!(decide(&frames).map(|(i, r)| (i, r.role)), Some((0, Role::Idle)));
+        let frames = vec![
+            cond.clone(),
+            Frame::native("lock_PyThread_acquire_lock", "python3.13"),
+            Frame::native("_PyMutex_LockTimed", "python3.13"),
+        ];
+        assert_eq!(
+            decide(&frames).map(|(i, r)| (i, r.role)),
+            Some((0, Role::Idle))
+        );
         // A user function called `wait` in another file is not the stdlib's.
         cond.file = Some("/app/mythreading.py".into());
-        let frames = vec![cond, Frame::native("lock_PyThread_acquire_lock", "python3.13")];
+        let frames = vec![
+            cond,
+            Frame::native("lock_PyThread_acquire_lock", "python3.13"),
+        ];
         assert_eq!(decide(&frames).map(|(_, r)| r.kind), Some("threading.Lock"));
         // Native names never match Python-only rules.
         assert_eq!(kind(&["wait"]), None);

@@ -42,7 +42,11 @@ pub fn cycles(edges: &[Edge]) -> Vec<Cycle> {
         // The walk stopped at a thread seen before: a cycle only if it is on this path.
         if let Some(pos) = at.and_then(|a| path.iter().position(|&t| t == a)) {
             let mut tids = path[pos..].to_vec();
-            let low = tids.iter().enumerate().min_by_key(|(_, t)| **t).map_or(0, |(i, _)| i);
+            let low = tids
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, t)| **t)
+                .map_or(0, |(i, _)| i);
             tids.rotate_left(low);
             let locks = tids.iter().map(|t| next[t].lock).collect();
             out.push(Cycle { tids, locks });
@@ -54,9 +58,18 @@ pub fn cycles(edges: &[Edge]) -> Vec<Cycle> {
 /// "deadlock: thread A (1) holds Y and waits for X, held by thread B (2), which waits for Y."
 pub fn describe(c: &Cycle, thread: impl Fn(i32) -> String, lock: impl Fn(u64) -> String) -> String {
     let n = c.tids.len();
-    let mut s = format!("deadlock: {} holds {} and waits for {}", thread(c.tids[0]), lock(c.locks[n - 1]), lock(c.locks[0]));
+    let mut s = format!(
+        "deadlock: {} holds {} and waits for {}",
+        thread(c.tids[0]),
+        lock(c.locks[n - 1]),
+        lock(c.locks[0])
+    );
     for i in 1..n {
-        s += &format!(", held by {}, which waits for {}", thread(c.tids[i]), lock(c.locks[i]));
+        s += &format!(
+            ", held by {}, which waits for {}",
+            thread(c.tids[i]),
+            lock(c.locks[i])
+        );
     }
     s
 }
@@ -66,25 +79,59 @@ mod tests {
     use super::*;
 
     fn e(waiter: i32, lock: u64, holder: i32) -> Edge {
-        Edge { waiter, lock, holder }
+        Edge {
+            waiter,
+            lock,
+            holder,
+        }
     }
 
     #[test]
     fn abba_is_one_cycle_chains_are_none() {
-        let edges = [e(11, 0xa, 10), e(10, 0xb, 11), e(12, 0xa, 10), e(13, 0xc, 14)];
+        let edges = [
+            e(11, 0xa, 10),
+            e(10, 0xb, 11),
+            e(12, 0xa, 10),
+            e(13, 0xc, 14),
+        ];
         let c = cycles(&edges);
-        assert_eq!(c, vec![Cycle { tids: vec![10, 11], locks: vec![0xb, 0xa] }]);
-        let text = describe(&c[0], |t| format!("thread t{t} ({t})"), |l| if l == 0xa { "A".into() } else { "B".into() });
-        assert_eq!(text, "deadlock: thread t10 (10) holds A and waits for B, held by thread t11 (11), which waits for A");
+        assert_eq!(
+            c,
+            vec![Cycle {
+                tids: vec![10, 11],
+                locks: vec![0xb, 0xa]
+            }]
+        );
+        let text = describe(
+            &c[0],
+            |t| format!("thread t{t} ({t})"),
+            |l| if l == 0xa { "A".into() } else { "B".into() },
+        );
+        assert_eq!(
+            text,
+            "deadlock: thread t10 (10) holds A and waits for B, held by thread t11 (11), which waits for A"
+        );
     }
 
     #[test]
     fn three_way_cycle_and_self_wait() {
         let c = cycles(&[e(3, 0x3, 1), e(1, 0x1, 2), e(2, 0x2, 3)]);
-        assert_eq!(c, vec![Cycle { tids: vec![1, 2, 3], locks: vec![0x1, 0x2, 0x3] }]);
+        assert_eq!(
+            c,
+            vec![Cycle {
+                tids: vec![1, 2, 3],
+                locks: vec![0x1, 0x2, 0x3]
+            }]
+        );
         // A thread relocking a mutex it holds (error-checking off) waits on itself.
         let c = cycles(&[e(5, 0x9, 5)]);
-        assert_eq!(c, vec![Cycle { tids: vec![5], locks: vec![0x9] }]);
+        assert_eq!(
+            c,
+            vec![Cycle {
+                tids: vec![5],
+                locks: vec![0x9]
+            }]
+        );
         assert!(cycles(&[e(1, 0x1, 2)]).is_empty());
     }
 }

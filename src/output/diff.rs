@@ -43,7 +43,10 @@ impl Counts {
             if line.is_empty() {
                 continue;
             }
-            let bad = || DiffError::BadLine { line: i + 1, text: line.chars().take(80).collect() };
+            let bad = || DiffError::BadLine {
+                line: i + 1,
+                text: line.chars().take(80).collect(),
+            };
             let (stack, n) = line.rsplit_once(' ').ok_or_else(bad)?;
             let n: u64 = n.parse().map_err(|_| bad())?;
             let mut frames: Vec<&str> = stack.split(';').collect();
@@ -65,7 +68,10 @@ impl Counts {
 
     /// Percent of samples in the lock states (blocked or spinning).
     pub fn lock_share(&self) -> f64 {
-        let lock: u64 = [State::Lock, State::LockSpin].iter().map(|s| self.states.get(s.name()).copied().unwrap_or(0)).sum();
+        let lock: u64 = [State::Lock, State::LockSpin]
+            .iter()
+            .map(|s| self.states.get(s.name()).copied().unwrap_or(0))
+            .sum();
         percent(lock, self.samples)
     }
 }
@@ -79,7 +85,9 @@ fn state_of(leaf: &str) -> Option<State> {
 /// (`run (app.py:12)` → `run (app.py)`), since lines move between versions.
 fn function_key(label: &str) -> String {
     if let Some(open) = label.rfind(" (")
-        && let Some((file, line)) = label[open + 2..].strip_suffix(')').and_then(|s| s.rsplit_once(':'))
+        && let Some((file, line)) = label[open + 2..]
+            .strip_suffix(')')
+            .and_then(|s| s.rsplit_once(':'))
         && !line.is_empty()
         && line.bytes().all(|b| b.is_ascii_digit())
     {
@@ -89,7 +97,11 @@ fn function_key(label: &str) -> String {
 }
 
 fn percent(n: u64, of: u64) -> f64 {
-    if of == 0 { 0.0 } else { 100.0 * n as f64 / of as f64 }
+    if of == 0 {
+        0.0
+    } else {
+        100.0 * n as f64 / of as f64
+    }
 }
 
 /// One compared quantity, in percent of each side's samples.
@@ -132,7 +144,13 @@ impl std::fmt::Display for Regression {
             Measure::Total => format!("{} (total)", self.row.name),
             Measure::LockShare => "lock share".to_string(),
         };
-        write!(f, "{what} {:+.1} points ({:.1}% → {:.1}%)", self.row.delta(), self.row.base, self.row.new)
+        write!(
+            f,
+            "{what} {:+.1} points ({:.1}% → {:.1}%)",
+            self.row.delta(),
+            self.row.base,
+            self.row.new
+        )
     }
 }
 
@@ -161,7 +179,12 @@ pub fn compare(base: &Counts, new: &Counts) -> Result<Comparison, DiffError> {
                 new: percent(n.get(k).copied().unwrap_or(0), new.samples),
             })
             .collect();
-        v.sort_by(|x, y| y.delta().abs().total_cmp(&x.delta().abs()).then_with(|| x.name.cmp(&y.name)));
+        v.sort_by(|x, y| {
+            y.delta()
+                .abs()
+                .total_cmp(&x.delta().abs())
+                .then_with(|| x.name.cmp(&y.name))
+        });
         v
     };
     let mut states = rows(&base.states, &new.states);
@@ -171,7 +194,11 @@ pub fn compare(base: &Counts, new: &Counts) -> Result<Comparison, DiffError> {
         base_samples: base.samples,
         new_samples: new.samples,
         states,
-        lock: Row { name: "lock".into(), base: base.lock_share(), new: new.lock_share() },
+        lock: Row {
+            name: "lock".into(),
+            base: base.lock_share(),
+            new: new.lock_share(),
+        },
         self_: rows(&base.self_, &new.self_),
         total: rows(&base.total, &new.total),
     })
@@ -184,10 +211,20 @@ impl Comparison {
     pub fn regressions(&self, points: f64) -> Vec<Regression> {
         let mut out = Vec::new();
         if self.lock.delta() > points {
-            out.push(Regression { measure: Measure::LockShare, row: self.lock.clone() });
+            out.push(Regression {
+                measure: Measure::LockShare,
+                row: self.lock.clone(),
+            });
         }
         for (measure, rows) in [(Measure::Self_, &self.self_), (Measure::Total, &self.total)] {
-            out.extend(rows.iter().filter(|r| r.delta() > points).map(|r| Regression { measure, row: r.clone() }));
+            out.extend(
+                rows.iter()
+                    .filter(|r| r.delta() > points)
+                    .map(|r| Regression {
+                        measure,
+                        row: r.clone(),
+                    }),
+            );
         }
         out
     }
@@ -195,11 +232,29 @@ impl Comparison {
 
 /// A differential flamegraph (inferno): widths from `new`, red where a stack grew and
 /// blue where it shrank, with both sides scaled to the same total first.
-pub fn flamegraph<S: AsRef<str>>(base: &[S], new: &[S], title: &str, out: &mut dyn std::io::Write) -> anyhow::Result<()> {
-    let join = |lines: &[S]| lines.iter().map(|l| format!("{}\n", l.as_ref())).collect::<String>();
+pub fn flamegraph<S: AsRef<str>>(
+    base: &[S],
+    new: &[S],
+    title: &str,
+    out: &mut dyn std::io::Write,
+) -> anyhow::Result<()> {
+    let join = |lines: &[S]| {
+        lines
+            .iter()
+            .map(|l| format!("{}\n", l.as_ref()))
+            .collect::<String>()
+    };
     let mut diffed = Vec::new();
-    let opts = inferno::differential::Options { normalize: true, strip_hex: false };
-    inferno::differential::from_readers(opts, join(base).as_bytes(), join(new).as_bytes(), &mut diffed)?;
+    let opts = inferno::differential::Options {
+        normalize: true,
+        strip_hex: false,
+    };
+    inferno::differential::from_readers(
+        opts,
+        join(base).as_bytes(),
+        join(new).as_bytes(),
+        &mut diffed,
+    )?;
     let text = String::from_utf8(diffed)?;
     let mut fg = inferno::flamegraph::Options::default();
     fg.title = title.to_string();
@@ -215,7 +270,13 @@ mod tests {
 
     #[test]
     fn counts_self_total_and_states() {
-        let c = Counts::from_folded(&["main;work;[compute] 6", "main;work;work;[lock] 2", "main;[wait] 2", ""]).unwrap();
+        let c = Counts::from_folded(&[
+            "main;work;[compute] 6",
+            "main;work;work;[lock] 2",
+            "main;[wait] 2",
+            "",
+        ])
+        .unwrap();
         assert_eq!(c.samples, 10);
         assert_eq!(c.self_["work"], 8);
         assert_eq!(c.total["work"], 8, "recursion counts once per stack");
@@ -234,7 +295,10 @@ mod tests {
     #[test]
     fn bad_lines_are_errors() {
         let e = Counts::from_folded(&["main 1", "main;work"]).unwrap_err();
-        assert_eq!(e.to_string(), "line 2 is not a folded stack (`frame;frame;... COUNT`): \"main;work\"");
+        assert_eq!(
+            e.to_string(),
+            "line 2 is not a folded stack (`frame;frame;... COUNT`): \"main;work\""
+        );
     }
 
     #[test]

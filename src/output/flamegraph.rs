@@ -98,7 +98,10 @@ mod tests {
     #[test]
     fn state_frames_get_state_colours_and_a_legend() {
         let mut p = Profile::new(Meta::default(), false);
-        let s = p.intern_stack(&[Frame::native("main", "a"), Frame::native("pthread_mutex_lock", "libc.so.6")]);
+        let s = p.intern_stack(&[
+            Frame::native("main", "a"),
+            Frame::native("pthread_mutex_lock", "libc.so.6"),
+        ]);
         p.add(1, s, State::Lock, 0, 5);
         let c = p.intern_stack(&[Frame::native("main", "a"), Frame::native("crunch", "a")]);
         p.add(1, c, State::Compute, 0, 5);

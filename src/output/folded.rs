@@ -18,7 +18,10 @@ pub fn lines(p: &Profile, threads: bool) -> Vec<String> {
         parts.push(state.leaf());
         *merged.entry(parts.join(";")).or_default() += n;
     }
-    merged.into_iter().map(|(stack, n)| format!("{stack} {n}")).collect()
+    merged
+        .into_iter()
+        .map(|(stack, n)| format!("{stack} {n}"))
+        .collect()
 }
 
 pub fn write(p: &Profile, threads: bool, out: &mut dyn std::io::Write) -> std::io::Result<()> {

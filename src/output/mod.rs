@@ -3,9 +3,9 @@
 pub mod diff;
 pub mod flamegraph;
 pub mod folded;
-pub mod summary_json;
 pub mod pprof;
 pub mod speedscope;
+pub mod summary_json;
 pub mod text;
 
 use std::path::Path;
@@ -49,7 +49,12 @@ impl Format {
 
 /// Write `p` in `format`; `threads` starts each stack with its thread where the format has
 /// no other place for it (folded, SVG).
-pub fn write(p: &Profile, format: Format, threads: bool, out: &mut dyn std::io::Write) -> anyhow::Result<()> {
+pub fn write(
+    p: &Profile,
+    format: Format,
+    threads: bool,
+    out: &mut dyn std::io::Write,
+) -> anyhow::Result<()> {
     match format {
         Format::Svg => flamegraph::write(p, threads, out)?,
         Format::Folded => folded::write(p, threads, out)?,
@@ -64,9 +69,11 @@ pub fn write(p: &Profile, format: Format, threads: bool, out: &mut dyn std::io::
 pub fn write_file(p: &Profile, format: Format, threads: bool, path: &Path) -> anyhow::Result<()> {
     use anyhow::Context;
     use std::io::Write;
-    let file = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let file =
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
     let mut out = std::io::BufWriter::new(file);
     write(p, format, threads, &mut out)?;
-    out.flush().with_context(|| format!("writing {}", path.display()))?;
+    out.flush()
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }

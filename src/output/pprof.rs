@@ -41,7 +41,10 @@ struct Strings {
 
 impl Strings {
     fn new() -> Strings {
-        Strings { list: vec![String::new()], ids: HashMap::from([(String::new(), 0)]) }
+        Strings {
+            list: vec![String::new()],
+            ids: HashMap::from([(String::new(), 0)]),
+        }
     }
 
     fn id(&mut self, s: &str) -> i64 {
@@ -108,7 +111,11 @@ impl Tables {
         self.locations.push(proto::Location {
             id,
             mapping_id,
-            line: vec![proto::Line { function_id, line, column: 0 }],
+            line: vec![proto::Line {
+                function_id,
+                line,
+                column: 0,
+            }],
             ..Default::default()
         });
         id
@@ -118,10 +125,20 @@ impl Tables {
 fn build(p: &Profile) -> proto::Profile {
     let mut s = Strings::new();
     let mut t = Tables::default();
-    let period_ns = if p.meta.rate_hz > 0.0 { (1e9 / p.meta.rate_hz) as i64 } else { 0 };
+    let period_ns = if p.meta.rate_hz > 0.0 {
+        (1e9 / p.meta.rate_hz) as i64
+    } else {
+        0
+    };
 
     // pprof takes mapping[0] for the main binary: the command's own module goes first.
-    let exe = p.meta.command.split_whitespace().next().and_then(|c| c.rsplit('/').next()).unwrap_or("");
+    let exe = p
+        .meta
+        .command
+        .split_whitespace()
+        .next()
+        .and_then(|c| c.rsplit('/').next())
+        .unwrap_or("");
     if p.frames().iter().any(|f| f.module == exe) {
         t.mapping(&mut s, exe);
     }
@@ -151,21 +168,49 @@ fn build(p: &Profile) -> proto::Profile {
                 .collect();
             let name = p.threads.get(&tid).map(|t| t.name.as_str()).unwrap_or("");
             let label = vec![
-                proto::Label { key: keys[0], num: tid as i64, ..Default::default() },
-                proto::Label { key: keys[1], str: s.id(name), ..Default::default() },
-                proto::Label { key: keys[2], str: s.id(state.name()), ..Default::default() },
+                proto::Label {
+                    key: keys[0],
+                    num: tid as i64,
+                    ..Default::default()
+                },
+                proto::Label {
+                    key: keys[1],
+                    str: s.id(name),
+                    ..Default::default()
+                },
+                proto::Label {
+                    key: keys[2],
+                    str: s.id(state.name()),
+                    ..Default::default()
+                },
             ];
-            proto::Sample { location_id, value: vec![n as i64, n as i64 * period_ns], label }
+            proto::Sample {
+                location_id,
+                value: vec![n as i64, n as i64 * period_ns],
+                label,
+            }
         })
         .collect();
 
     let m = &p.meta;
     let sample_type = vec![
-        proto::ValueType { r#type: s.id("samples"), unit: s.id("count") },
-        proto::ValueType { r#type: s.id("wall"), unit: s.id("nanoseconds") },
+        proto::ValueType {
+            r#type: s.id("samples"),
+            unit: s.id("count"),
+        },
+        proto::ValueType {
+            r#type: s.id("wall"),
+            unit: s.id("nanoseconds"),
+        },
     ];
-    let period_type = Some(proto::ValueType { r#type: s.id("wall"), unit: s.id("nanoseconds") });
-    let comment = vec![s.id(&format!("parprof {}: {} (pid {}) on {}", m.parprof_version, m.command, m.pid, m.host))];
+    let period_type = Some(proto::ValueType {
+        r#type: s.id("wall"),
+        unit: s.id("nanoseconds"),
+    });
+    let comment = vec![s.id(&format!(
+        "parprof {}: {} (pid {}) on {}",
+        m.parprof_version, m.command, m.pid, m.host
+    ))];
     let default_sample_type = s.id("wall");
     proto::Profile {
         sample_type,

@@ -63,11 +63,19 @@ fn build(p: &Profile) -> File {
     let mut frames: Vec<Frame> = p
         .frames()
         .iter()
-        .map(|f| Frame { name: f.label(), file: f.file.clone(), line: f.line })
+        .map(|f| Frame {
+            name: f.label(),
+            file: f.file.clone(),
+            line: f.line,
+        })
         .collect();
     // The state frames follow the profile's frames, in `State::ALL` order.
     let state_base = frames.len();
-    frames.extend(State::ALL.iter().map(|s| Frame { name: s.leaf(), file: None, line: None }));
+    frames.extend(State::ALL.iter().map(|s| Frame {
+        name: s.leaf(),
+        file: None,
+        line: None,
+    }));
     let state_frame = |s: State| state_base + State::ALL.iter().position(|x| *x == s).unwrap_or(0);
     let stack_of = |stack: StackId, state: State| -> Vec<usize> {
         let mut v: Vec<usize> = p.stack(stack).iter().map(|&f| f as usize).collect();
@@ -75,21 +83,32 @@ fn build(p: &Profile) -> File {
         v
     };
 
-    let period_ns = if p.meta.rate_hz > 0.0 { (1e9 / p.meta.rate_hz) as u64 } else { 10_000_000 };
+    let period_ns = if p.meta.rate_hz > 0.0 {
+        (1e9 / p.meta.rate_hz) as u64
+    } else {
+        10_000_000
+    };
     let mut per_thread: BTreeMap<i32, Sampled> = p
         .threads
         .values()
         .map(|t| {
-            let name = if t.name.is_empty() { format!("tid {}", t.tid) } else { format!("{} (tid {})", t.name, t.tid) };
-            (t.tid, Sampled {
-                kind: "sampled",
-                name,
-                unit: "nanoseconds",
-                start_value: 0,
-                end_value: 0,
-                samples: Vec::new(),
-                weights: Vec::new(),
-            })
+            let name = if t.name.is_empty() {
+                format!("tid {}", t.tid)
+            } else {
+                format!("{} (tid {})", t.name, t.tid)
+            };
+            (
+                t.tid,
+                Sampled {
+                    kind: "sampled",
+                    name,
+                    unit: "nanoseconds",
+                    start_value: 0,
+                    end_value: 0,
+                    samples: Vec::new(),
+                    weights: Vec::new(),
+                },
+            )
         })
         .collect();
 
@@ -97,20 +116,28 @@ fn build(p: &Profile) -> File {
         Some(tl) => {
             let mut times: BTreeMap<i32, Vec<u64>> = BTreeMap::new();
             for s in tl {
-                let Some(prof) = per_thread.get_mut(&s.tid) else { continue };
+                let Some(prof) = per_thread.get_mut(&s.tid) else {
+                    continue;
+                };
                 prof.samples.push(stack_of(s.stack, s.state));
                 times.entry(s.tid).or_default().push(s.time_ns);
             }
             for (tid, t) in times {
                 let prof = per_thread.get_mut(&tid).expect("thread seen above");
-                prof.weights = t.windows(2).map(|w| w[1].saturating_sub(w[0])).chain([period_ns]).collect();
+                prof.weights = t
+                    .windows(2)
+                    .map(|w| w[1].saturating_sub(w[0]))
+                    .chain([period_ns])
+                    .collect();
                 prof.start_value = t[0];
                 prof.end_value = t[0] + prof.weights.iter().sum::<u64>();
             }
         }
         None => {
             for (&(tid, stack, state), &n) in &p.counts {
-                let Some(prof) = per_thread.get_mut(&tid) else { continue };
+                let Some(prof) = per_thread.get_mut(&tid) else {
+                    continue;
+                };
                 prof.samples.push(stack_of(stack, state));
                 prof.weights.push(n * period_ns);
                 prof.end_value += n * period_ns;
@@ -121,7 +148,10 @@ fn build(p: &Profile) -> File {
     File {
         schema: "https://www.speedscope.app/file-format-schema.json",
         shared: Shared { frames },
-        profiles: per_thread.into_values().filter(|t| !t.samples.is_empty()).collect(),
+        profiles: per_thread
+            .into_values()
+            .filter(|t| !t.samples.is_empty())
+            .collect(),
         name: format!("parprof: {} (pid {})", p.meta.command, p.meta.pid),
         active_profile_index: 0,
         exporter: format!("parprof@{}", env!("CARGO_PKG_VERSION")),

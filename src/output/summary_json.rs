@@ -77,12 +77,28 @@ pub fn summary(p: &Profile) -> Summary {
         .values()
         .map(|t| {
             let counts = p.thread_states(t.tid);
-            let states = State::ALL.iter().map(|s| (s.name(), counts.get(s).copied().unwrap_or(0))).collect();
-            ThreadSummary { tid: t.tid, name: t.name.clone(), samples: t.samples, states }
+            let states = State::ALL
+                .iter()
+                .map(|s| (s.name(), counts.get(s).copied().unwrap_or(0)))
+                .collect();
+            ThreadSummary {
+                tid: t.tid,
+                name: t.name.clone(),
+                samples: t.samples,
+                states,
+            }
         })
         .collect();
-    let mut locks: Vec<LockSummary> = p.locks.iter().map(|(&addr, l)| lock_summary(p, addr, l)).collect();
-    locks.sort_by(|a, b| b.wait_samples.cmp(&a.wait_samples).then_with(|| a.address.cmp(&b.address)));
+    let mut locks: Vec<LockSummary> = p
+        .locks
+        .iter()
+        .map(|(&addr, l)| lock_summary(p, addr, l))
+        .collect();
+    locks.sort_by(|a, b| {
+        b.wait_samples
+            .cmp(&a.wait_samples)
+            .then_with(|| a.address.cmp(&b.address))
+    });
     Summary {
         duration_s: p.meta.duration_s,
         rate_hz: p.meta.rate_hz,
@@ -93,22 +109,42 @@ pub fn summary(p: &Profile) -> Summary {
 }
 
 fn lock_summary(p: &Profile, address: u64, l: &LockStats) -> LockSummary {
-    let holders = by_count(&l.holders).into_iter().map(|(tid, _)| tid).collect();
+    let holders = by_count(&l.holders)
+        .into_iter()
+        .map(|(tid, _)| tid)
+        .collect();
     let holder_activity = by_count(&l.holder_activity)
         .into_iter()
-        .map(|((tid, state, function), samples)| HolderActivity { tid, state: state.name(), function, samples })
+        .map(|((tid, state, function), samples)| HolderActivity {
+            tid,
+            state: state.name(),
+            function,
+            samples,
+        })
         .collect();
-    let waiters = by_count(&l.waiters).into_iter().map(|(tid, samples)| ThreadCount { tid, samples }).collect();
+    let waiters = by_count(&l.waiters)
+        .into_iter()
+        .map(|(tid, samples)| ThreadCount { tid, samples })
+        .collect();
     let mut top_stacks: Vec<StackCount> = by_count(&l.waiter_stacks)
         .into_iter()
-        .map(|(stack, samples)| StackCount { frames: p.stack(stack).iter().map(|&f| p.frame(f).label()).collect(), samples })
+        .map(|(stack, samples)| StackCount {
+            frames: p.stack(stack).iter().map(|&f| p.frame(f).label()).collect(),
+            samples,
+        })
         .collect();
     top_stacks.truncate(TOP_STACKS);
     LockSummary {
         address: format!("{address:#x}"),
         kind: l.kind.clone(),
         symbol: l.symbol.clone(),
-        name: display_name(address, &l.kind, l.symbol.as_deref(), l.site.as_deref(), l.first_waiter.as_deref()),
+        name: display_name(
+            address,
+            &l.kind,
+            l.symbol.as_deref(),
+            l.site.as_deref(),
+            l.first_waiter.as_deref(),
+        ),
         wait_samples: l.wait_samples,
         holders,
         holder_activity,
@@ -138,15 +174,37 @@ mod tests {
 
     #[test]
     fn every_state_key_and_locks_by_wait() {
-        let mut p = Profile::new(Meta { rate_hz: 100.0, duration_s: 2.0, ..Meta::default() }, false);
+        let mut p = Profile::new(
+            Meta {
+                rate_hz: 100.0,
+                duration_s: 2.0,
+                ..Meta::default()
+            },
+            false,
+        );
         p.thread_seen(7, "worker");
-        let s = p.intern_stack(&[Frame::native("worker", "a"), Frame::native("pthread_mutex_lock", "libc.so.6")]);
+        let s = p.intern_stack(&[
+            Frame::native("worker", "a"),
+            Frame::native("pthread_mutex_lock", "libc.so.6"),
+        ]);
         p.add(7, s, State::Lock, 0, 3);
-        let mut l = LockStats { kind: "pthread_mutex".into(), symbol: Some("big".into()), wait_samples: 3, ..LockStats::default() };
+        let mut l = LockStats {
+            kind: "pthread_mutex".into(),
+            symbol: Some("big".into()),
+            wait_samples: 3,
+            ..LockStats::default()
+        };
         l.holders.insert(8, 3);
         l.waiter_stacks.insert(s, 3);
         p.locks.insert(0x4010, l);
-        p.locks.insert(0x5000, LockStats { kind: "std::sync::Mutex".into(), wait_samples: 1, ..LockStats::default() });
+        p.locks.insert(
+            0x5000,
+            LockStats {
+                kind: "std::sync::Mutex".into(),
+                wait_samples: 1,
+                ..LockStats::default()
+            },
+        );
         let v = serde_json::to_value(summary(&p)).unwrap();
         assert_eq!(v["samples"], 3);
         assert_eq!(v["threads"][0]["states"].as_object().unwrap().len(), 8);
@@ -155,7 +213,10 @@ mod tests {
         assert_eq!(v["locks"][0]["address"], "0x4010");
         assert_eq!(v["locks"][0]["symbol"], "big");
         assert_eq!(v["locks"][0]["holders"], serde_json::json!([8]));
-        assert_eq!(v["locks"][0]["top_stacks"][0]["frames"][1], "pthread_mutex_lock");
+        assert_eq!(
+            v["locks"][0]["top_stacks"][0]["frames"][1],
+            "pthread_mutex_lock"
+        );
         assert_eq!(v["locks"][1]["symbol"], serde_json::Value::Null);
         assert_eq!(v["locks"][1]["name"], "0x5000");
     }

@@ -61,7 +61,6 @@ const COLUMNS: [(State, &str); 7] = [
 const TOP_THREADS: usize = 32;
 
 /// One line per thread: its samples and the share of each state.
-
 pub fn thread_table(p: &Profile) -> Vec<String> {
     if p.threads.is_empty() {
         return Vec::new();
@@ -70,7 +69,10 @@ pub fn thread_table(p: &Profile) -> Vec<String> {
     for (_, name) in COLUMNS {
         header += &format!(" {:>8}", format!("{name} %"));
     }
-    let mut lines = vec!["parprof: where each thread's time went:".to_string(), header];
+    let mut lines = vec![
+        "parprof: where each thread's time went:".to_string(),
+        header,
+    ];
     // The busiest threads first; a pool that churned through thousands of threads would
     // otherwise print thousands of lines (all of them are in --summary).
     let mut threads: Vec<_> = p.threads.values().collect();
@@ -81,12 +83,18 @@ pub fn thread_table(p: &Profile) -> Vec<String> {
         let name: String = t.name.chars().take(16).collect();
         let mut line = format!("  {:>8}  {:<16} {:>7}", t.tid, name, t.samples);
         for (state, _) in COLUMNS {
-            line += &format!(" {:>8.1}", 100.0 * states.get(&state).copied().unwrap_or(0) as f64 / total);
+            line += &format!(
+                " {:>8.1}",
+                100.0 * states.get(&state).copied().unwrap_or(0) as f64 / total
+            );
         }
         lines.push(line);
     }
     if threads.len() > TOP_THREADS {
-        lines.push(format!("  … and {} more threads (all are in --summary)", threads.len() - TOP_THREADS));
+        lines.push(format!(
+            "  … and {} more threads (all are in --summary)",
+            threads.len() - TOP_THREADS
+        ));
     }
     lines
 }
@@ -96,7 +104,9 @@ pub fn lock_report(locks: &[LockSummary]) -> Vec<String> {
     if locks.is_empty() {
         return Vec::new();
     }
-    let mut lines = vec!["parprof: most contended locks (samples of threads blocked acquiring them):".to_string()];
+    let mut lines = vec![
+        "parprof: most contended locks (samples of threads blocked acquiring them):".to_string(),
+    ];
     for l in locks.iter().take(TOP_LOCKS) {
         lines.push(format!(
             "  {:6}  {} ({} at {}), waited on by {} thread(s)",
@@ -108,8 +118,15 @@ pub fn lock_report(locks: &[LockSummary]) -> Vec<String> {
         ));
         if let Some(h) = l.holder_activity.first() {
             let others = l.holders.len().saturating_sub(1);
-            let more = if others > 0 { format!(" (and {others} other holder(s))") } else { String::new() };
-            lines.push(format!("          held mostly by {} while it was in {} [{}]{more}", h.tid, h.function, h.state));
+            let more = if others > 0 {
+                format!(" (and {others} other holder(s))")
+            } else {
+                String::new()
+            };
+            lines.push(format!(
+                "          held mostly by {} while it was in {} [{}]{more}",
+                h.tid, h.function, h.state
+            ));
         }
     }
     lines

@@ -62,7 +62,11 @@ pub struct Profile {
 
 impl Profile {
     pub fn new(meta: Meta, keep_timeline: bool) -> Profile {
-        Profile { meta, timeline: keep_timeline.then(Vec::new), ..Profile::default() }
+        Profile {
+            meta,
+            timeline: keep_timeline.then(Vec::new),
+            ..Profile::default()
+        }
     }
 
     pub fn intern_frame(&mut self, f: &Frame) -> FrameId {
@@ -98,7 +102,10 @@ impl Profile {
     }
 
     fn thread(&mut self, tid: i32) -> &mut ThreadInfo {
-        self.threads.entry(tid).or_insert_with(|| ThreadInfo { tid, ..ThreadInfo::default() })
+        self.threads.entry(tid).or_insert_with(|| ThreadInfo {
+            tid,
+            ..ThreadInfo::default()
+        })
     }
 
     /// Count `n` samples of thread `tid` on stack `stack` in `state`.
@@ -106,7 +113,12 @@ impl Profile {
         self.thread(tid).samples += n;
         *self.counts.entry((tid, stack, state)).or_default() += n;
         if let Some(tl) = self.timeline.as_mut() {
-            tl.push(TimedSample { time_ns, tid, stack, state });
+            tl.push(TimedSample {
+                time_ns,
+                tid,
+                stack,
+                state,
+            });
         }
     }
 
@@ -168,7 +180,7 @@ mod tests {
         let b = Frame::native("work", "x");
         let s1 = p.intern_stack(&[a.clone(), b.clone()]);
         let s2 = p.intern_stack(&[a.clone(), b.clone()]);
-        let s3 = p.intern_stack(&[a.clone()]);
+        let s3 = p.intern_stack(std::slice::from_ref(&a));
         assert_eq!(s1, s2);
         assert_ne!(s1, s3);
         p.add(7, s1, State::Compute, 0, 3);

@@ -29,7 +29,9 @@ pub const VERSION: u32 = 1;
 pub enum SavedError {
     #[error("not a parprof profile (it does not start with the PARPROF header)")]
     NotAProfile,
-    #[error("profile format version {found} is newer than this parprof supports ({supported}); upgrade parprof")]
+    #[error(
+        "profile format version {found} is newer than this parprof supports ({supported}); upgrade parprof"
+    )]
     Newer { found: u32, supported: u32 },
     #[error("profile format version {0} does not exist")]
     BadVersion(u32),
@@ -99,7 +101,12 @@ struct TimedV1 {
     state: u8,
 }
 
-const KINDS: [FrameKind; 4] = [FrameKind::Native, FrameKind::Inlined, FrameKind::Python, FrameKind::Truncated];
+const KINDS: [FrameKind; 4] = [
+    FrameKind::Native,
+    FrameKind::Inlined,
+    FrameKind::Python,
+    FrameKind::Truncated,
+];
 
 /// Write `p` in the saved format.
 pub fn write(p: &Profile, out: &mut dyn Write) -> std::io::Result<()> {
@@ -125,18 +132,28 @@ pub fn is_saved(bytes: &[u8]) -> bool {
 /// Decode a saved profile, checking the header, the version and every table reference.
 pub fn decode(bytes: &[u8]) -> Result<Profile, SavedError> {
     let rest = bytes.strip_prefix(MAGIC).ok_or(SavedError::NotAProfile)?;
-    let (version, body) = rest.split_first_chunk::<4>().ok_or_else(|| corrupt("no format version"))?;
+    let (version, body) = rest
+        .split_first_chunk::<4>()
+        .ok_or_else(|| corrupt("no format version"))?;
     match u32::from_le_bytes(*version) {
         1 => {
             let mut raw = Vec::new();
-            flate2::read::GzDecoder::new(body).read_to_end(&mut raw).map_err(corrupt)?;
+            flate2::read::GzDecoder::new(body)
+                .read_to_end(&mut raw)
+                .map_err(corrupt)?;
             let (file, extra) = postcard::take_from_bytes::<FileV1>(&raw).map_err(corrupt)?;
             if !extra.is_empty() {
-                return Err(corrupt(format!("{} unexpected bytes after the tables", extra.len())));
+                return Err(corrupt(format!(
+                    "{} unexpected bytes after the tables",
+                    extra.len()
+                )));
             }
             from_file(file)
         }
-        found if found > VERSION => Err(SavedError::Newer { found, supported: VERSION }),
+        found if found > VERSION => Err(SavedError::Newer {
+            found,
+            supported: VERSION,
+        }),
         other => Err(SavedError::BadVersion(other)),
     }
 }
@@ -179,12 +196,24 @@ fn to_file(p: &Profile) -> FileV1 {
         .collect();
     let states = State::ALL.iter().map(|s| strings.id(s.name())).collect();
     let code = |s: State| State::ALL.iter().position(|x| *x == s).unwrap_or(0) as u8;
-    let threads =
-        p.threads.values().map(|t| ThreadV1 { tid: t.tid, name: strings.id(&t.name), samples: t.samples }).collect();
+    let threads = p
+        .threads
+        .values()
+        .map(|t| ThreadV1 {
+            tid: t.tid,
+            name: strings.id(&t.name),
+            samples: t.samples,
+        })
+        .collect();
     let counts = p
         .counts
         .iter()
-        .map(|(&(tid, stack, state), &count)| CountV1 { tid, stack, state: code(state), count })
+        .map(|(&(tid, stack, state), &count)| CountV1 {
+            tid,
+            stack,
+            state: code(state),
+            count,
+        })
         .collect();
     let timeline = p.timeline.as_ref().map(|tl| {
         let mut prev = 0u64;
@@ -192,7 +221,12 @@ fn to_file(p: &Profile) -> FileV1 {
             .map(|s| {
                 let dt_ns = s.time_ns.wrapping_sub(prev) as i64;
                 prev = s.time_ns;
-                TimedV1 { dt_ns, tid: s.tid, stack: s.stack, state: code(s.state) }
+                TimedV1 {
+                    dt_ns,
+                    tid: s.tid,
+                    stack: s.stack,
+                    state: code(s.state),
+                }
             })
             .collect()
     });
@@ -220,13 +254,26 @@ fn to_file(p: &Profile) -> FileV1 {
 
 /// Rebuilds a profile from the tables, rejecting any reference that points outside them.
 fn from_file(f: FileV1) -> Result<Profile, SavedError> {
-    let string = |id: u32| f.strings.get(id as usize).cloned().ok_or_else(|| corrupt(format!("string id {id} out of range")));
+    let string = |id: u32| {
+        f.strings
+            .get(id as usize)
+            .cloned()
+            .ok_or_else(|| corrupt(format!("string id {id} out of range")))
+    };
     let mut states = Vec::with_capacity(f.states.len());
     for &id in &f.states {
         let name = string(id)?;
-        states.push(State::from_name(&name).ok_or_else(|| corrupt(format!("unknown thread state '{name}'")))?);
+        states.push(
+            State::from_name(&name)
+                .ok_or_else(|| corrupt(format!("unknown thread state '{name}'")))?,
+        );
     }
-    let state = |code: u8| states.get(code as usize).copied().ok_or_else(|| corrupt(format!("state {code} out of range")));
+    let state = |code: u8| {
+        states
+            .get(code as usize)
+            .copied()
+            .ok_or_else(|| corrupt(format!("state {code} out of range")))
+    };
 
     let m = f.meta;
     let meta = Meta {
@@ -242,7 +289,10 @@ fn from_file(f: FileV1) -> Result<Profile, SavedError> {
     let mut p = Profile::new(meta, f.timeline.is_some());
     let mut frame_ids: Vec<FrameId> = Vec::with_capacity(f.frames.len());
     for fr in &f.frames {
-        let kind = KINDS.get(fr.kind as usize).cloned().ok_or_else(|| corrupt(format!("frame kind {}", fr.kind)))?;
+        let kind = KINDS
+            .get(fr.kind as usize)
+            .cloned()
+            .ok_or_else(|| corrupt(format!("frame kind {}", fr.kind)))?;
         let frame = Frame {
             function: string(fr.function)?,
             module: string(fr.module)?,
@@ -256,22 +306,46 @@ fn from_file(f: FileV1) -> Result<Profile, SavedError> {
     for s in &f.stacks {
         let ids = s
             .iter()
-            .map(|&id| frame_ids.get(id as usize).copied().ok_or_else(|| corrupt(format!("frame id {id} out of range"))))
+            .map(|&id| {
+                frame_ids
+                    .get(id as usize)
+                    .copied()
+                    .ok_or_else(|| corrupt(format!("frame id {id} out of range")))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         stack_ids.push(p.intern_stack_ids(ids));
     }
-    let stack = |id: u32| stack_ids.get(id as usize).copied().ok_or_else(|| corrupt(format!("stack id {id} out of range")));
+    let stack = |id: u32| {
+        stack_ids
+            .get(id as usize)
+            .copied()
+            .ok_or_else(|| corrupt(format!("stack id {id} out of range")))
+    };
     for t in &f.threads {
-        p.threads.insert(t.tid, ThreadInfo { tid: t.tid, name: string(t.name)?, samples: t.samples });
+        p.threads.insert(
+            t.tid,
+            ThreadInfo {
+                tid: t.tid,
+                name: string(t.name)?,
+                samples: t.samples,
+            },
+        );
     }
     for c in &f.counts {
-        *p.counts.entry((c.tid, stack(c.stack)?, state(c.state)?)).or_default() += c.count;
+        *p.counts
+            .entry((c.tid, stack(c.stack)?, state(c.state)?))
+            .or_default() += c.count;
     }
     if let (Some(out), Some(tl)) = (p.timeline.as_mut(), &f.timeline) {
         let mut time_ns = 0u64;
         for s in tl {
             time_ns = time_ns.wrapping_add(s.dt_ns as u64);
-            out.push(TimedSample { time_ns, tid: s.tid, stack: stack(s.stack)?, state: state(s.state)? });
+            out.push(TimedSample {
+                time_ns,
+                tid: s.tid,
+                stack: stack(s.stack)?,
+                state: state(s.state)?,
+            });
         }
     }
     Ok(p)
@@ -335,7 +409,10 @@ mod tests {
         let msg = decode(&bytes).unwrap_err().to_string();
         assert_eq!(
             msg,
-            format!("profile format version {} is newer than this parprof supports ({VERSION}); upgrade parprof", VERSION + 1)
+            format!(
+                "profile format version {} is newer than this parprof supports ({VERSION}); upgrade parprof",
+                VERSION + 1
+            )
         );
     }
 
@@ -343,7 +420,10 @@ mod tests {
     fn every_truncation_is_an_error_not_a_panic() {
         let bytes = encode(&sample_profile());
         for len in 0..bytes.len() {
-            assert!(decode(&bytes[..len]).is_err(), "decoding the first {len} bytes succeeded");
+            assert!(
+                decode(&bytes[..len]).is_err(),
+                "decoding the first {len} bytes succeeded"
+            );
         }
     }
 
@@ -357,11 +437,17 @@ mod tests {
         let mut gz = flate2::write::GzEncoder::new(&mut bytes, flate2::Compression::fast());
         gz.write_all(&postcard::to_stdvec(&file).unwrap()).unwrap();
         gz.finish().unwrap();
-        assert_eq!(decode(&bytes).unwrap_err().to_string(), "the profile is truncated or corrupt (frame id 99 out of range)");
+        assert_eq!(
+            decode(&bytes).unwrap_err().to_string(),
+            "the profile is truncated or corrupt (frame id 99 out of range)"
+        );
     }
 
     #[test]
     fn garbage_is_not_a_profile() {
-        assert!(matches!(decode(b"hello world, not a profile"), Err(SavedError::NotAProfile)));
+        assert!(matches!(
+            decode(b"hello world, not a profile"),
+            Err(SavedError::NotAProfile)
+        ));
     }
 }

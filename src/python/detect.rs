@@ -10,7 +10,7 @@ use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol};
 
 use super::PyError;
 use super::strings::Types;
-use crate::target::{Mapping, Maps};
+use crate::process::{Mapping, Maps};
 
 /// How long to wait for a process that has just been started: the kernel may still be in
 /// `execve`, or the dynamic loader may not have mapped `libpython` yet.
@@ -49,7 +49,9 @@ pub fn find(pid: i32, maps: &Maps) -> Result<Option<Found>, PyError> {
             return Ok(None);
         }
         std::thread::sleep(Duration::from_millis(5));
-        let Ok(m) = Maps::read(pid) else { return Ok(None) };
+        let Ok(m) = Maps::read(pid) else {
+            return Ok(None);
+        };
         fresh = m;
         maps = &fresh;
     }
@@ -57,7 +59,11 @@ pub fn find(pid: i32, maps: &Maps) -> Result<Option<Found>, PyError> {
 
 fn scan(maps: &Maps) -> Result<Option<Found>, PyError> {
     let mut seen = HashSet::new();
-    let mut files: Vec<&Mapping> = maps.mappings.iter().filter(|m| m.is_file() && seen.insert(&m.path)).collect();
+    let mut files: Vec<&Mapping> = maps
+        .mappings
+        .iter()
+        .filter(|m| m.is_file() && seen.insert(&m.path))
+        .collect();
     files.sort_by_key(|m| !m.short_name().contains("python"));
     for m in files {
         if let Some(found) = examine(maps, m)? {
@@ -70,11 +76,17 @@ fn scan(maps: &Maps) -> Result<Option<Found>, PyError> {
 /// Whether the executable is not mapped yet (the kernel is still in `execve`), or links a
 /// `libpython` that is not mapped yet (the dynamic loader has not run).
 fn still_loading(pid: i32, maps: &Maps) -> bool {
-    let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) else { return false };
+    let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) else {
+        return false;
+    };
     let exe = exe.to_string_lossy().into_owned();
-    let Some(m) = maps.mappings.iter().find(|m| m.path == exe) else { return true };
+    let Some(m) = maps.mappings.iter().find(|m| m.path == exe) else {
+        return true;
+    };
     let Ok(map) = open(maps, m) else { return false };
-    let Ok(file) = object::File::parse(&*map) else { return false };
+    let Ok(file) = object::File::parse(&*map) else {
+        return false;
+    };
     file.section_by_name(".dynstr")
         .and_then(|s| s.data().ok())
         .is_some_and(|d| d.windows(9).any(|w| w == b"libpython"))
@@ -88,13 +100,20 @@ fn open(maps: &Maps, m: &Mapping) -> std::io::Result<Mmap> {
 }
 
 fn examine(maps: &Maps, m: &Mapping) -> Result<Option<Found>, PyError> {
-    let Ok(map) = open(maps, m) else { return Ok(None) };
+    let Ok(map) = open(maps, m) else {
+        return Ok(None);
+    };
     if map.len() < 4 || &map[..4] != b"\x7fELF" {
         return Ok(None);
     }
-    let file = object::File::parse(&*map).map_err(|e| PyError::Elf(m.path.clone(), e.to_string()))?;
-    let Some(syms) = symbols(&file) else { return Ok(None) };
-    let Some(bias) = load_bias(maps, m, &file) else { return Ok(None) };
+    let file =
+        object::File::parse(&*map).map_err(|e| PyError::Elf(m.path.clone(), e.to_string()))?;
+    let Some(syms) = symbols(&file) else {
+        return Ok(None);
+    };
+    let Some(bias) = load_bias(maps, m, &file) else {
+        return Ok(None);
+    };
     let at = |v: u64| v.wrapping_add(bias);
     // Caught while the loader maps the file segment by segment: not there yet.
     let mapped = |v: u64| maps.find(at(v)).is_some_and(|f| f.path == m.path);
@@ -105,13 +124,23 @@ fn examine(maps: &Maps, m: &Mapping) -> Result<Option<Found>, PyError> {
         module: m.short_name().to_string(),
         runtime: at(syms.runtime),
         py_version: at(syms.py_version),
-        types: Types { code: at(syms.code), unicode: at(syms.unicode), bytes: at(syms.bytes) },
+        types: Types {
+            code: at(syms.code),
+            unicode: at(syms.unicode),
+            bytes: at(syms.bytes),
+        },
     }))
 }
 
 fn symbols(file: &object::File) -> Option<Symbols> {
     let runtime_section = file.section_by_name(".PyRuntime").map(|s| s.address());
-    let mut s = Symbols { runtime: runtime_section.unwrap_or(0), py_version: 0, code: 0, unicode: 0, bytes: 0 };
+    let mut s = Symbols {
+        runtime: runtime_section.unwrap_or(0),
+        py_version: 0,
+        code: 0,
+        unicode: 0,
+        bytes: 0,
+    };
     for sym in file.dynamic_symbols().chain(file.symbols()) {
         let slot = match sym.name() {
             Ok("_PyRuntime") => &mut s.runtime,
@@ -127,7 +156,10 @@ fn symbols(file: &object::File) -> Option<Symbols> {
     }
     // Py_Version appeared in 3.11, as did the .PyRuntime section: older interpreters and
     // modules that merely import these symbols are skipped.
-    [s.runtime, s.py_version, s.code, s.unicode, s.bytes].iter().all(|&a| a != 0).then_some(s)
+    [s.runtime, s.py_version, s.code, s.unicode, s.bytes]
+        .iter()
+        .all(|&a| a != 0)
+        .then_some(s)
 }
 
 /// Target address minus file virtual address for the module mapped as `m`.
@@ -140,5 +172,11 @@ fn load_bias(maps: &Maps, m: &Mapping, file: &object::File) -> Option<u64> {
     })?;
     let (p_offset, _) = segment.file_range();
     // The address of file offset O in a segment is p_vaddr + O - p_offset.
-    Some(lowest.start.wrapping_add(p_offset).wrapping_sub(lowest.offset).wrapping_sub(segment.address()))
+    Some(
+        lowest
+            .start
+            .wrapping_add(p_offset)
+            .wrapping_sub(lowest.offset)
+            .wrapping_sub(segment.address()),
+    )
 }

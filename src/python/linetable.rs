@@ -11,7 +11,10 @@
 /// bytecode), starting the running line at `first_line`. `None` when the table says the
 /// instruction has no location or does not cover it, or the table is malformed.
 pub fn line_for(table: &[u8], first_line: u32, index: u64) -> Option<u32> {
-    let mut r = Reader { bytes: table, pos: 0 };
+    let mut r = Reader {
+        bytes: table,
+        pos: 0,
+    };
     let mut line = i64::from(first_line);
     let mut start: u64 = 0;
     while let Some(head) = r.byte() {
@@ -45,7 +48,11 @@ pub fn line_for(table: &[u8], first_line: u32, index: u64) -> Option<u32> {
             _ => false,
         };
         if index < end {
-            return if has_location { u32::try_from(line).ok() } else { None };
+            return if has_location {
+                u32::try_from(line).ok()
+            } else {
+                None
+            };
         }
         start = end;
     }
@@ -137,7 +144,28 @@ mod tests {
         assert_eq!(line_for(&[], 1, 0), None);
         assert_eq!(line_for(&[0x05], 1, 0), None);
         assert_eq!(line_for(&[head(13, 1)], 1, 0), None);
-        assert_eq!(line_for(&[head(13, 1), 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f], 1, 0), None);
+        assert_eq!(
+            line_for(
+                &[
+                    head(13, 1),
+                    0x7f,
+                    0x7f,
+                    0x7f,
+                    0x7f,
+                    0x7f,
+                    0x7f,
+                    0x7f,
+                    0x7f,
+                    0x7f,
+                    0x7f,
+                    0x7f,
+                    0x7f
+                ],
+                1,
+                0
+            ),
+            None
+        );
         // A line that would go below zero.
         assert_eq!(line_for(&[head(13, 1), 9], 1, 0), None);
     }

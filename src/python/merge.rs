@@ -19,7 +19,8 @@ use crate::frame::{Frame, FrameKind};
 /// Native frames that run one `_PyEval_EvalFrameDefault` call (compiler clones included).
 fn is_eval_frame(f: &Frame) -> bool {
     f.kind == FrameKind::Native
-        && (f.function == "_PyEval_EvalFrameDefault" || f.function.starts_with("_PyEval_EvalFrameDefault."))
+        && (f.function == "_PyEval_EvalFrameDefault"
+            || f.function.starts_with("_PyEval_EvalFrameDefault."))
 }
 
 /// The Python frames in eval-call groups, root first, each group root first.
@@ -46,13 +47,25 @@ fn groups(py: &PyStack) -> Vec<Vec<Frame>> {
 /// `native` is root first; the result is root first.
 pub fn merge(native: Vec<Frame>, py: &PyStack) -> Vec<Frame> {
     let mut groups = groups(py);
-    let evals: Vec<usize> = native.iter().enumerate().filter(|(_, f)| is_eval_frame(f)).map(|(i, _)| i).collect();
+    let evals: Vec<usize> = native
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| is_eval_frame(f))
+        .map(|(i, _)| i)
+        .collect();
     let mut out = Vec::with_capacity(native.len() + py.frames.len() + 1);
-    if py.truncated && native.first().is_none_or(|f| f.kind != FrameKind::Truncated) {
+    if py.truncated
+        && native
+            .first()
+            .is_none_or(|f| f.kind != FrameKind::Truncated)
+    {
         out.push(Frame::truncated());
     }
     if evals.is_empty() {
-        let split = native.iter().take_while(|f| f.kind == FrameKind::Truncated).count();
+        let split = native
+            .iter()
+            .take_while(|f| f.kind == FrameKind::Truncated)
+            .count();
         out.extend(native[..split].iter().cloned());
         out.extend(groups.into_iter().flatten());
         out.extend(native[split..].iter().cloned());
@@ -61,7 +74,11 @@ pub fn merge(native: Vec<Frame>, py: &PyStack) -> Vec<Frame> {
     // Pair from the leaf: eval frame evals[k] gets group k - offset.
     let offset = evals.len() as isize - groups.len() as isize;
     let first_paired = offset.max(0) as usize;
-    let mut outer: Vec<Frame> = if offset < 0 { groups.drain(..(-offset) as usize).flatten().collect() } else { Vec::new() };
+    let mut outer: Vec<Frame> = if offset < 0 {
+        groups.drain(..(-offset) as usize).flatten().collect()
+    } else {
+        Vec::new()
+    };
     let mut groups = groups.into_iter();
     let mut next_eval = 0;
     for (i, f) in native.into_iter().enumerate() {
@@ -93,13 +110,27 @@ mod tests {
     use crate::python::PyFrame;
 
     fn py(name: &str, entry: bool) -> PyFrame {
-        let frame =
-            Frame { function: name.into(), module: String::new(), file: Some("app.py".into()), line: Some(1), kind: FrameKind::Python };
+        let frame = Frame {
+            function: name.into(),
+            module: String::new(),
+            file: Some("app.py".into()),
+            line: Some(1),
+            kind: FrameKind::Python,
+        };
         PyFrame { frame, entry }
     }
 
     fn native(names: &[&str]) -> Vec<Frame> {
-        names.iter().map(|n| if *n == "[truncated]" { Frame::truncated() } else { Frame::native(*n, "python3") }).collect()
+        names
+            .iter()
+            .map(|n| {
+                if *n == "[truncated]" {
+                    Frame::truncated()
+                } else {
+                    Frame::native(*n, "python3")
+                }
+            })
+            .collect()
     }
 
     fn names(frames: &[Frame]) -> Vec<&str> {
@@ -110,41 +141,87 @@ mod tests {
 
     /// `worker` runs in one eval call; `is_prime` is called from C (e.g. `map`) in another.
     fn two_calls() -> PyStack {
-        PyStack { frames: vec![py("is_prime", true), py("count", false), py("worker", true)], truncated: false }
+        PyStack {
+            frames: vec![py("is_prime", true), py("count", false), py("worker", true)],
+            truncated: false,
+        }
     }
 
     #[test]
     fn each_eval_frame_gets_its_own_python_frames() {
-        let n = native(&["start_thread", "thread_run", EVAL, "map_next", EVAL, "PyNumber_Add"]);
+        let n = native(&[
+            "start_thread",
+            "thread_run",
+            EVAL,
+            "map_next",
+            EVAL,
+            "PyNumber_Add",
+        ]);
         let merged = merge(n, &two_calls());
-        assert_eq!(names(&merged), ["start_thread", "thread_run", "worker", "count", "map_next", "is_prime", "PyNumber_Add"]);
+        assert_eq!(
+            names(&merged),
+            [
+                "start_thread",
+                "thread_run",
+                "worker",
+                "count",
+                "map_next",
+                "is_prime",
+                "PyNumber_Add"
+            ]
+        );
     }
 
     #[test]
     fn extra_python_groups_go_at_the_outermost_eval_frame() {
         let n = native(&["[truncated]", "map_next", EVAL, "leaf"]);
         let merged = merge(n, &two_calls());
-        assert_eq!(names(&merged), ["[truncated]", "map_next", "worker", "count", "is_prime", "leaf"]);
+        assert_eq!(
+            names(&merged),
+            [
+                "[truncated]",
+                "map_next",
+                "worker",
+                "count",
+                "is_prime",
+                "leaf"
+            ]
+        );
     }
 
     #[test]
     fn no_eval_frame_puts_python_at_the_root() {
         let n = native(&["[truncated]", "sem_wait"]);
         let merged = merge(n, &two_calls());
-        assert_eq!(names(&merged), ["[truncated]", "worker", "count", "is_prime", "sem_wait"]);
+        assert_eq!(
+            names(&merged),
+            ["[truncated]", "worker", "count", "is_prime", "sem_wait"]
+        );
     }
 
     #[test]
     fn unpaired_outer_eval_frames_stay_native_and_truncation_is_marked() {
         let n = native(&["start_thread", EVAL, "call", EVAL, "leaf"]);
-        let stack = PyStack { frames: vec![py("inner", false)], truncated: true };
+        let stack = PyStack {
+            frames: vec![py("inner", false)],
+            truncated: true,
+        };
         let merged = merge(n, &stack);
-        assert_eq!(names(&merged), ["[truncated]", "start_thread", EVAL, "call", "inner", "leaf"]);
+        assert_eq!(
+            names(&merged),
+            ["[truncated]", "start_thread", EVAL, "call", "inner", "leaf"]
+        );
     }
 
     #[test]
     fn python_only_is_root_first() {
-        let stack = PyStack { frames: two_calls().frames, truncated: true };
-        assert_eq!(names(&python_only(&stack)), ["[truncated]", "worker", "count", "is_prime"]);
+        let stack = PyStack {
+            frames: two_calls().frames,
+            truncated: true,
+        };
+        assert_eq!(
+            names(&python_only(&stack)),
+            ["[truncated]", "worker", "count", "is_prime"]
+        );
     }
 }

@@ -14,7 +14,7 @@ pub mod walk;
 use std::collections::HashMap;
 
 use crate::frame::Frame;
-use crate::target::{Maps, MemError, Memory, ProcessMemory};
+use crate::process::{Maps, MemError, Memory, ProcessMemory};
 pub use merge::{merge, python_only};
 use offsets::Layout;
 use strings::Types;
@@ -62,8 +62,14 @@ pub struct PythonReader {
 
 impl PythonReader {
     /// `Ok(None)` when the target is not a CPython process.
-    pub fn detect(pid: i32, maps: &Maps, mem: ProcessMemory) -> anyhow::Result<Option<PythonReader>> {
-        let Some(found) = detect::find(pid, maps)? else { return Ok(None) };
+    pub fn detect(
+        pid: i32,
+        maps: &Maps,
+        mem: ProcessMemory,
+    ) -> anyhow::Result<Option<PythonReader>> {
+        let Some(found) = detect::find(pid, maps)? else {
+            return Ok(None);
+        };
         let version = mem.read_u64(found.py_version).map_err(PyError::Memory)?;
         let reader = PythonReader::new(Box::new(mem), found.runtime, version, found.types)
             .map_err(|e| anyhow::anyhow!("{} in {}: {e}", "CPython", found.module))?;
@@ -73,16 +79,30 @@ impl PythonReader {
     /// A reader over any memory: `runtime` is the address of `_PyRuntime`, `py_version` the
     /// value of `Py_Version`, `types` the addresses of the type objects frames are checked
     /// against. Used by [`PythonReader::detect`] and by tests and fuzzing over byte arrays.
-    pub fn new(mem: Box<dyn Memory + Send>, runtime: u64, py_version: u64, types: Types) -> Result<PythonReader, PyError> {
+    pub fn new(
+        mem: Box<dyn Memory + Send>,
+        runtime: u64,
+        py_version: u64,
+        types: Types,
+    ) -> Result<PythonReader, PyError> {
         let layout = Layout::read(&*mem, runtime, py_version)?;
         let walker = Walker::new(layout, types, runtime);
-        Ok(PythonReader { mem, walker, threads: HashMap::new(), main_interp: 0 })
+        Ok(PythonReader {
+            mem,
+            walker,
+            threads: HashMap::new(),
+            main_interp: 0,
+        })
     }
 
     /// e.g. `3.13.0t` (the `t` marks a free-threaded build).
     pub fn version(&self) -> String {
         let l = &self.walker.layout;
-        format!("{}{}", l.version.text(), if l.free_threaded { "t" } else { "" })
+        format!(
+            "{}{}",
+            l.version.text(),
+            if l.free_threaded { "t" } else { "" }
+        )
     }
 
     pub fn free_threaded(&self) -> bool {
@@ -111,9 +131,18 @@ impl PythonReader {
     pub fn gil(&mut self) -> Option<GilState> {
         let address = self.walker.gil_address(&*self.mem, self.main_interp)?;
         let tstate = self.walker.gil_holder_tstate(&*self.mem, address);
-        let holder = tstate.and_then(|ts| self.threads.values().find(|t| t.tstate == ts).map(|t| t.tid));
+        let holder = tstate.and_then(|ts| {
+            self.threads
+                .values()
+                .find(|t| t.tstate == ts)
+                .map(|t| t.tid)
+        });
         let size = GIL_SIZE + if self.free_threaded() { 8 } else { 0 };
-        Some(GilState { address, size, holder })
+        Some(GilState {
+            address,
+            size,
+            holder,
+        })
     }
 }
 

@@ -10,7 +10,7 @@
 //! walk for every version.
 
 use super::PyError;
-use crate::target::Memory;
+use crate::process::Memory;
 
 /// A CPython version from `Py_Version` (`PY_VERSION_HEX`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -136,24 +136,66 @@ type Section = (&'static str, &'static [&'static str]);
 
 /// `_Py_DebugOffsets` of 3.13 (identical in the GIL and free-threaded builds).
 const DEBUG_OFFSETS_3_13: &[Section] = &[
-    ("runtime_state", &["size", "finalizing", "interpreters_head"]),
+    (
+        "runtime_state",
+        &["size", "finalizing", "interpreters_head"],
+    ),
     (
         "interpreter_state",
         &[
-            "size", "id", "next", "threads_head", "gc", "imports_modules", "sysdict", "builtins", "ceval_gil",
-            "gil_runtime_state", "gil_runtime_state_enabled", "gil_runtime_state_locked", "gil_runtime_state_holder",
+            "size",
+            "id",
+            "next",
+            "threads_head",
+            "gc",
+            "imports_modules",
+            "sysdict",
+            "builtins",
+            "ceval_gil",
+            "gil_runtime_state",
+            "gil_runtime_state_enabled",
+            "gil_runtime_state_locked",
+            "gil_runtime_state_holder",
         ],
     ),
     (
         "thread_state",
-        &["size", "prev", "next", "interp", "current_frame", "thread_id", "native_thread_id", "datastack_chunk", "status"],
+        &[
+            "size",
+            "prev",
+            "next",
+            "interp",
+            "current_frame",
+            "thread_id",
+            "native_thread_id",
+            "datastack_chunk",
+            "status",
+        ],
     ),
-    ("interpreter_frame", &["size", "previous", "executable", "instr_ptr", "localsplus", "owner"]),
+    (
+        "interpreter_frame",
+        &[
+            "size",
+            "previous",
+            "executable",
+            "instr_ptr",
+            "localsplus",
+            "owner",
+        ],
+    ),
     (
         "code_object",
         &[
-            "size", "filename", "name", "qualname", "linetable", "firstlineno", "argcount", "localsplusnames",
-            "localspluskinds", "co_code_adaptive",
+            "size",
+            "filename",
+            "name",
+            "qualname",
+            "linetable",
+            "firstlineno",
+            "argcount",
+            "localsplusnames",
+            "localspluskinds",
+            "co_code_adaptive",
         ],
     ),
     ("pyobject", &["size", "ob_type"]),
@@ -164,35 +206,82 @@ const DEBUG_OFFSETS_3_13: &[Section] = &[
     ("float_object", &["size", "ob_fval"]),
     ("long_object", &["size", "lv_tag", "ob_digit"]),
     ("bytes_object", &["size", "ob_size", "ob_sval"]),
-    ("unicode_object", &["size", "state", "length", "asciiobject_size"]),
+    (
+        "unicode_object",
+        &["size", "state", "length", "asciiobject_size"],
+    ),
     ("gc", &["size", "collecting"]),
 ];
 
 /// `_Py_DebugOffsets` of 3.14: adds `threads_main`, code-object and TLBC generations, frame
 /// `stackpointer`/`tlbc_index`, code `co_tlbc` and a set section (later sections unused here).
 const DEBUG_OFFSETS_3_14: &[Section] = &[
-    ("runtime_state", &["size", "finalizing", "interpreters_head"]),
+    (
+        "runtime_state",
+        &["size", "finalizing", "interpreters_head"],
+    ),
     (
         "interpreter_state",
         &[
-            "size", "id", "next", "threads_head", "threads_main", "gc", "imports_modules", "sysdict", "builtins",
-            "ceval_gil", "gil_runtime_state", "gil_runtime_state_enabled", "gil_runtime_state_locked",
-            "gil_runtime_state_holder", "code_object_generation", "tlbc_generation",
+            "size",
+            "id",
+            "next",
+            "threads_head",
+            "threads_main",
+            "gc",
+            "imports_modules",
+            "sysdict",
+            "builtins",
+            "ceval_gil",
+            "gil_runtime_state",
+            "gil_runtime_state_enabled",
+            "gil_runtime_state_locked",
+            "gil_runtime_state_holder",
+            "code_object_generation",
+            "tlbc_generation",
         ],
     ),
     (
         "thread_state",
-        &["size", "prev", "next", "interp", "current_frame", "thread_id", "native_thread_id", "datastack_chunk", "status"],
+        &[
+            "size",
+            "prev",
+            "next",
+            "interp",
+            "current_frame",
+            "thread_id",
+            "native_thread_id",
+            "datastack_chunk",
+            "status",
+        ],
     ),
     (
         "interpreter_frame",
-        &["size", "previous", "executable", "instr_ptr", "localsplus", "owner", "stackpointer", "tlbc_index"],
+        &[
+            "size",
+            "previous",
+            "executable",
+            "instr_ptr",
+            "localsplus",
+            "owner",
+            "stackpointer",
+            "tlbc_index",
+        ],
     ),
     (
         "code_object",
         &[
-            "size", "filename", "name", "qualname", "linetable", "firstlineno", "argcount", "localsplusnames",
-            "localspluskinds", "co_code_adaptive", "co_tlbc",
+            "size",
+            "filename",
+            "name",
+            "qualname",
+            "linetable",
+            "firstlineno",
+            "argcount",
+            "localsplusnames",
+            "localspluskinds",
+            "co_code_adaptive",
+            "co_tlbc",
         ],
     ),
     ("pyobject", &["size", "ob_type"]),
@@ -204,7 +293,10 @@ const DEBUG_OFFSETS_3_14: &[Section] = &[
     ("float_object", &["size", "ob_fval"]),
     ("long_object", &["size", "lv_tag", "ob_digit"]),
     ("bytes_object", &["size", "ob_size", "ob_sval"]),
-    ("unicode_object", &["size", "state", "length", "asciiobject_size"]),
+    (
+        "unicode_object",
+        &["size", "state", "length", "asciiobject_size"],
+    ),
 ];
 
 /// The header of `_Py_DebugOffsets`: cookie, version, free_threaded.
@@ -225,7 +317,10 @@ impl Table<'_> {
                 && let Some(i) = fields.iter().position(|f| *f == field)
             {
                 let at = HEADER as usize + (index + i) * 8;
-                let raw = self.bytes.get(at..at + 8).ok_or(PyError::BadOffsets("table too short"))?;
+                let raw = self
+                    .bytes
+                    .get(at..at + 8)
+                    .ok_or(PyError::BadOffsets("table too short"))?;
                 return Ok(u64::from_le_bytes(raw.try_into().expect("8 bytes")));
             }
             index += fields.len();
@@ -257,10 +352,24 @@ impl Layout {
     /// garbage offset.
     fn plausible(&self) -> bool {
         let within = |limit: u64, offsets: &[u64]| offsets.iter().all(|&o| o < limit);
-        let frame_fields = [self.frame_previous, self.frame_executable, self.frame_instr_ptr, self.frame_owner];
-        let optional = [self.frame_is_entry, self.frame_tlbc_index].into_iter().flatten();
-        let code_fields = [self.code_filename, self.code_name, self.code_qualname, self.code_linetable, self.code_firstlineno];
-        let state_fits = self.unicode_state + 4 <= self.ascii_object_size && self.unicode_length + 8 <= self.ascii_object_size;
+        let frame_fields = [
+            self.frame_previous,
+            self.frame_executable,
+            self.frame_instr_ptr,
+            self.frame_owner,
+        ];
+        let optional = [self.frame_is_entry, self.frame_tlbc_index]
+            .into_iter()
+            .flatten();
+        let code_fields = [
+            self.code_filename,
+            self.code_name,
+            self.code_qualname,
+            self.code_linetable,
+            self.code_firstlineno,
+        ];
+        let state_fits = self.unicode_state + 4 <= self.ascii_object_size
+            && self.unicode_length + 8 <= self.ascii_object_size;
         (self.object_header == 16 || self.object_header == 32)
             && self.ob_type + 8 <= self.object_header
             && (48..512).contains(&self.frame_size)
@@ -272,7 +381,14 @@ impl Layout {
             && state_fits
             && self.bytes_ob_size + 8 <= self.bytes_ob_sval
             && self.bytes_ob_sval < 128
-            && within(4096, &[self.gil_locked, self.gil_holder, self.gil_enabled.unwrap_or(0)])
+            && within(
+                4096,
+                &[
+                    self.gil_locked,
+                    self.gil_holder,
+                    self.gil_enabled.unwrap_or(0),
+                ],
+            )
             && within(
                 1 << 20,
                 &[
@@ -284,7 +400,10 @@ impl Layout {
                     self.tstate_native_thread_id,
                     match self.tstate_current_frame {
                         CurrentFrame::Direct(o) => o,
-                        CurrentFrame::ViaCFrame { cframe, current_frame } => cframe.max(current_frame),
+                        CurrentFrame::ViaCFrame {
+                            cframe,
+                            current_frame,
+                        } => cframe.max(current_frame),
                     },
                     match self.gil {
                         GilAt::Runtime(o) | GilAt::InterpPointer(o) => o,
@@ -294,15 +413,26 @@ impl Layout {
     }
 }
 
-fn from_debug_offsets(mem: &dyn Memory, runtime: u64, version: PyVersion, sections: &[Section]) -> Result<Layout, PyError> {
-    let bytes = mem.read_vec(runtime, Table::len(sections) as usize).map_err(PyError::Memory)?;
+fn from_debug_offsets(
+    mem: &dyn Memory,
+    runtime: u64,
+    version: PyVersion,
+    sections: &[Section],
+) -> Result<Layout, PyError> {
+    let bytes = mem
+        .read_vec(runtime, Table::len(sections) as usize)
+        .map_err(PyError::Memory)?;
     if &bytes[..8] != COOKIE {
-        return Err(PyError::BadOffsets("no xdebugpy cookie at the start of _PyRuntime"));
+        return Err(PyError::BadOffsets(
+            "no xdebugpy cookie at the start of _PyRuntime",
+        ));
     }
     let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
     let table_version = PyVersion::from_hex(word(8));
     if (table_version.major, table_version.minor) != (version.major, version.minor) {
-        return Err(PyError::BadOffsets("debug offsets disagree with Py_Version"));
+        return Err(PyError::BadOffsets(
+            "debug offsets disagree with Py_Version",
+        ));
     }
     let free_threaded = word(16) != 0;
     let t = Table { sections, bytes };
@@ -319,9 +449,17 @@ fn from_debug_offsets(mem: &dyn Memory, runtime: u64, version: PyVersion, sectio
         gil: GilAt::InterpPointer(t.get("interpreter_state", "ceval_gil")?),
         // The table gives these relative to the interpreter's own `_gil`; the GIL in use may
         // be another interpreter's, so keep them relative to the GIL struct.
-        gil_locked: t.get("interpreter_state", "gil_runtime_state_locked")?.wrapping_sub(gil_struct),
-        gil_holder: t.get("interpreter_state", "gil_runtime_state_holder")?.wrapping_sub(gil_struct),
-        gil_enabled: if free_threaded { Some(t.get("interpreter_state", "gil_runtime_state_enabled")?) } else { None },
+        gil_locked: t
+            .get("interpreter_state", "gil_runtime_state_locked")?
+            .wrapping_sub(gil_struct),
+        gil_holder: t
+            .get("interpreter_state", "gil_runtime_state_holder")?
+            .wrapping_sub(gil_struct),
+        gil_enabled: if free_threaded {
+            Some(t.get("interpreter_state", "gil_runtime_state_enabled")?)
+        } else {
+            None
+        },
         tstate_next: t.get("thread_state", "next")?,
         tstate_interp: t.get("thread_state", "interp")?,
         tstate_native_thread_id: t.get("thread_state", "native_thread_id")?,
@@ -331,7 +469,11 @@ fn from_debug_offsets(mem: &dyn Memory, runtime: u64, version: PyVersion, sectio
         frame_instr_ptr: t.get("interpreter_frame", "instr_ptr")?,
         frame_owner: t.get("interpreter_frame", "owner")?,
         frame_is_entry: None,
-        frame_tlbc_index: if newer { nonzero(t.get("interpreter_frame", "tlbc_index")?) } else { None },
+        frame_tlbc_index: if newer {
+            nonzero(t.get("interpreter_frame", "tlbc_index")?)
+        } else {
+            None
+        },
         frame_size: t.get("interpreter_frame", "size")?,
         // 3.13: FRAME_OWNED_BY_CSTACK = 3; 3.14: FRAME_OWNED_BY_INTERPRETER = 3, CSTACK = 4.
         shim_owner: Some(3),
@@ -342,7 +484,11 @@ fn from_debug_offsets(mem: &dyn Memory, runtime: u64, version: PyVersion, sectio
         code_linetable: t.get("code_object", "linetable")?,
         code_firstlineno: t.get("code_object", "firstlineno")?,
         code_adaptive: t.get("code_object", "co_code_adaptive")?,
-        code_tlbc: if newer { nonzero(t.get("code_object", "co_tlbc")?) } else { None },
+        code_tlbc: if newer {
+            nonzero(t.get("code_object", "co_tlbc")?)
+        } else {
+            None
+        },
         object_header: t.get("pyobject", "size")?,
         ob_type: t.get("pyobject", "ob_type")?,
         bytes_ob_size: t.get("bytes_object", "ob_size")?,
@@ -356,7 +502,11 @@ fn from_debug_offsets(mem: &dyn Memory, runtime: u64, version: PyVersion, sectio
         state_kind_shift: if newer && free_threaded { 8 } else { 2 },
         executable_tag_bits: if newer { 3 } else { 0 },
     };
-    if layout.plausible() { Ok(layout) } else { Err(PyError::BadOffsets("implausible debug offsets")) }
+    if layout.plausible() {
+        Ok(layout)
+    } else {
+        Err(PyError::BadOffsets("implausible debug offsets"))
+    }
 }
 
 /// Offsets shared by the 3.11 and 3.12 tables (same object header, code object names).
@@ -374,7 +524,10 @@ fn gil_era(version: PyVersion) -> Layout {
         tstate_next: 8,
         tstate_interp: 16,
         tstate_native_thread_id: 0,
-        tstate_current_frame: CurrentFrame::ViaCFrame { cframe: 56, current_frame: 0 },
+        tstate_current_frame: CurrentFrame::ViaCFrame {
+            cframe: 56,
+            current_frame: 0,
+        },
         frame_previous: 0,
         frame_executable: 0,
         frame_instr_ptr: 56,
@@ -411,7 +564,10 @@ fn v3_11(version: PyVersion) -> Layout {
         interp_threads_head: 16,
         gil: GilAt::Runtime(360),
         tstate_native_thread_id: 160,
-        tstate_current_frame: CurrentFrame::ViaCFrame { cframe: 56, current_frame: 8 },
+        tstate_current_frame: CurrentFrame::ViaCFrame {
+            cframe: 56,
+            current_frame: 8,
+        },
         frame_previous: 48,
         frame_executable: 32,
         frame_owner: 69,
@@ -447,7 +603,7 @@ fn v3_12(version: PyVersion) -> Layout {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::target::memory::Bytes;
+    use crate::process::memory::Bytes;
 
     #[test]
     fn version_text() {
@@ -497,7 +653,11 @@ mod tests {
         bytes.extend_from_slice(&free_threaded.to_le_bytes());
         for (section, fields) in DEBUG_OFFSETS_3_13 {
             for field in *fields {
-                let find = |set: &[(&str, &str, u64)]| set.iter().find(|(s, f, _)| s == section && f == field).map(|v| v.2);
+                let find = |set: &[(&str, &str, u64)]| {
+                    set.iter()
+                        .find(|(s, f, _)| s == section && f == field)
+                        .map(|v| v.2)
+                };
                 let v = find(changes).or_else(|| find(REAL_3_13)).unwrap_or(0);
                 bytes.extend_from_slice(&v.to_le_bytes());
             }
@@ -523,12 +683,26 @@ mod tests {
             ("unicode_object", "asciiobject_size", 56),
         ];
         let bytes = table_3_13(&values, 1);
-        let mem = Bytes { base: 0x1000, bytes: &bytes };
+        let mem = Bytes {
+            base: 0x1000,
+            bytes: &bytes,
+        };
         let l = Layout::read(&mem, 0x1000, 0x030d05f0).unwrap();
         assert!(l.free_threaded);
         assert_eq!(l.runtime_interpreters_head, 632);
-        assert_eq!((l.gil_locked, l.gil_holder, l.gil_enabled), (24, 16, Some(0)));
-        assert_eq!((l.ob_type, l.object_header, l.ascii_object_size, l.code_adaptive), (24, 32, 56, 216));
+        assert_eq!(
+            (l.gil_locked, l.gil_holder, l.gil_enabled),
+            (24, 16, Some(0))
+        );
+        assert_eq!(
+            (
+                l.ob_type,
+                l.object_header,
+                l.ascii_object_size,
+                l.code_adaptive
+            ),
+            (24, 32, 56, 216)
+        );
         assert_eq!(l.shim_owner, Some(3));
     }
 
@@ -541,10 +715,25 @@ mod tests {
         assert!(read(&bytes, 0x030d05f0).is_err());
         assert!(read(&table_3_13(&[], 0), 0x030e00f0).is_err());
         assert!(read(&table_3_13(&[("pyobject", "size", 8)], 0), 0x030d05f0).is_err());
-        assert!(read(&table_3_13(&[("interpreter_frame", "owner", 1 << 62)], 0), 0x030d05f0).is_err());
-        assert!(read(&table_3_13(&[("thread_state", "current_frame", u64::MAX)], 0), 0x030d05f0).is_err());
+        assert!(
+            read(
+                &table_3_13(&[("interpreter_frame", "owner", 1 << 62)], 0),
+                0x030d05f0
+            )
+            .is_err()
+        );
+        assert!(
+            read(
+                &table_3_13(&[("thread_state", "current_frame", u64::MAX)], 0),
+                0x030d05f0
+            )
+            .is_err()
+        );
         assert!(read(&table_3_13(&[], 0)[..40], 0x030d05f0).is_err());
-        assert!(matches!(read(&[], 0x030a00f0), Err(PyError::Unsupported(_))));
+        assert!(matches!(
+            read(&[], 0x030a00f0),
+            Err(PyError::Unsupported(_))
+        ));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use super::PyError;
 use super::offsets::Layout;
-use crate::target::Memory;
+use crate::process::Memory;
 
 /// Names and file names longer than this are treated as torn reads.
 const MAX_STR_CHARS: u64 = 4096;
@@ -24,8 +24,15 @@ fn word(b: &[u8], at: u64) -> u64 {
 }
 
 /// The text of a compact `str` object (code names and file names always are compact).
-pub fn read_str(mem: &dyn Memory, layout: &Layout, types: &Types, addr: u64) -> Result<String, PyError> {
-    let header = mem.read_vec(addr, layout.ascii_object_size as usize).map_err(PyError::Memory)?;
+pub fn read_str(
+    mem: &dyn Memory,
+    layout: &Layout,
+    types: &Types,
+    addr: u64,
+) -> Result<String, PyError> {
+    let header = mem
+        .read_vec(addr, layout.ascii_object_size as usize)
+        .map_err(PyError::Memory)?;
     if word(&header, layout.ob_type) != types.unicode {
         return Err(PyError::Torn("not a str object"));
     }
@@ -33,7 +40,11 @@ pub fn read_str(mem: &dyn Memory, layout: &Layout, types: &Types, addr: u64) -> 
     if len > MAX_STR_CHARS {
         return Err(PyError::Torn("str too long"));
     }
-    let state = u32::from_le_bytes(header[layout.unicode_state as usize..][..4].try_into().expect("4 bytes"));
+    let state = u32::from_le_bytes(
+        header[layout.unicode_state as usize..][..4]
+            .try_into()
+            .expect("4 bytes"),
+    );
     let shift = layout.state_kind_shift;
     let kind = (state >> shift) & 7;
     let compact = (state >> (shift + 3)) & 1 == 1;
@@ -41,12 +52,15 @@ pub fn read_str(mem: &dyn Memory, layout: &Layout, types: &Types, addr: u64) -> 
     if !compact {
         return Err(PyError::Torn("str is not compact"));
     }
-    let data = addr.wrapping_add(layout.ascii_object_size + if ascii { 0 } else { layout.compact_extra });
+    let data =
+        addr.wrapping_add(layout.ascii_object_size + if ascii { 0 } else { layout.compact_extra });
     let width = match kind {
         1 | 2 | 4 => kind as u64,
         _ => return Err(PyError::Torn("bad str kind")),
     };
-    let raw = mem.read_vec(data, (len * width) as usize).map_err(PyError::Memory)?;
+    let raw = mem
+        .read_vec(data, (len * width) as usize)
+        .map_err(PyError::Memory)?;
     let chars = raw.chunks_exact(width as usize).map(|c| {
         let mut v = [0u8; 4];
         v[..c.len()].copy_from_slice(c);
@@ -56,8 +70,15 @@ pub fn read_str(mem: &dyn Memory, layout: &Layout, types: &Types, addr: u64) -> 
 }
 
 /// The contents of a `bytes` object.
-pub fn read_bytes(mem: &dyn Memory, layout: &Layout, types: &Types, addr: u64) -> Result<Vec<u8>, PyError> {
-    let header = mem.read_vec(addr, layout.bytes_ob_sval as usize).map_err(PyError::Memory)?;
+pub fn read_bytes(
+    mem: &dyn Memory,
+    layout: &Layout,
+    types: &Types,
+    addr: u64,
+) -> Result<Vec<u8>, PyError> {
+    let header = mem
+        .read_vec(addr, layout.bytes_ob_sval as usize)
+        .map_err(PyError::Memory)?;
     if word(&header, layout.ob_type) != types.bytes {
         return Err(PyError::Torn("not a bytes object"));
     }
@@ -65,20 +86,33 @@ pub fn read_bytes(mem: &dyn Memory, layout: &Layout, types: &Types, addr: u64) -
     if len > MAX_BYTES {
         return Err(PyError::Torn("bytes too long"));
     }
-    mem.read_vec(addr.wrapping_add(layout.bytes_ob_sval), len as usize).map_err(PyError::Memory)
+    mem.read_vec(addr.wrapping_add(layout.bytes_ob_sval), len as usize)
+        .map_err(PyError::Memory)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::process::memory::Bytes;
     use crate::python::offsets::PyVersion;
-    use crate::target::memory::Bytes;
 
-    const TYPES: Types = Types { code: 0xc0de, unicode: 0x5700, bytes: 0xb7e5 };
+    const TYPES: Types = Types {
+        code: 0xc0de,
+        unicode: 0x5700,
+        bytes: 0xb7e5,
+    };
 
     fn layout() -> Layout {
         // The 3.12 table: 40-byte PyASCIIObject, 16 more bytes for compact non-ASCII.
-        crate::python::offsets::Layout::read(&Bytes { base: 0, bytes: &[] }, 0, 0x030c01f0).unwrap()
+        crate::python::offsets::Layout::read(
+            &Bytes {
+                base: 0,
+                bytes: &[],
+            },
+            0,
+            0x030c01f0,
+        )
+        .unwrap()
     }
 
     fn str_object(kind: u32, ascii: bool, len: u64, data: &[u8]) -> Vec<u8> {
@@ -97,11 +131,47 @@ mod tests {
         let l = layout();
         assert_eq!(l.version, PyVersion::from_hex(0x030c01f0));
         let o = str_object(1, true, 5, b"hello");
-        assert_eq!(read_str(&Bytes { base: 0x100, bytes: &o }, &l, &TYPES, 0x100).unwrap(), "hello");
+        assert_eq!(
+            read_str(
+                &Bytes {
+                    base: 0x100,
+                    bytes: &o
+                },
+                &l,
+                &TYPES,
+                0x100
+            )
+            .unwrap(),
+            "hello"
+        );
         let o = str_object(2, false, 2, &[0xe9, 0x00, 0x3b, 0x04]);
-        assert_eq!(read_str(&Bytes { base: 0x100, bytes: &o }, &l, &TYPES, 0x100).unwrap(), "éл");
+        assert_eq!(
+            read_str(
+                &Bytes {
+                    base: 0x100,
+                    bytes: &o
+                },
+                &l,
+                &TYPES,
+                0x100
+            )
+            .unwrap(),
+            "éл"
+        );
         let o = str_object(4, false, 1, &0x1f600u32.to_le_bytes());
-        assert_eq!(read_str(&Bytes { base: 0x100, bytes: &o }, &l, &TYPES, 0x100).unwrap(), "😀");
+        assert_eq!(
+            read_str(
+                &Bytes {
+                    base: 0x100,
+                    bytes: &o
+                },
+                &l,
+                &TYPES,
+                0x100
+            )
+            .unwrap(),
+            "😀"
+        );
     }
 
     #[test]
@@ -125,7 +195,10 @@ mod tests {
         o[8..16].copy_from_slice(&TYPES.bytes.to_le_bytes());
         o[16..24].copy_from_slice(&3u64.to_le_bytes());
         o.extend_from_slice(&[1, 2, 3]);
-        assert_eq!(read_bytes(&Bytes { base: 0, bytes: &o }, &l, &TYPES, 0).unwrap(), vec![1, 2, 3]);
+        assert_eq!(
+            read_bytes(&Bytes { base: 0, bytes: &o }, &l, &TYPES, 0).unwrap(),
+            vec![1, 2, 3]
+        );
         o[16] = 4;
         assert!(read_bytes(&Bytes { base: 0, bytes: &o }, &l, &TYPES, 0).is_err());
     }

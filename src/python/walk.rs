@@ -13,7 +13,7 @@ use super::offsets::{CurrentFrame, GilAt, Layout};
 use super::strings::{Types, read_bytes, read_str};
 use super::{PyError, PyFrame, PyStack};
 use crate::frame::{Frame, FrameKind};
-use crate::target::Memory;
+use crate::process::Memory;
 
 /// CPython's own limit on frames a remote reader should follow.
 pub const MAX_DEPTH: usize = 1024;
@@ -72,7 +72,12 @@ fn int(b: &[u8], at: u64) -> u32 {
 
 impl Walker {
     pub fn new(layout: Layout, types: Types, runtime: u64) -> Walker {
-        Walker { layout, types, runtime, code: HashMap::new() }
+        Walker {
+            layout,
+            types,
+            runtime,
+            code: HashMap::new(),
+        }
     }
 
     /// Every thread state of every interpreter, main interpreter last (lists are newest
@@ -81,27 +86,40 @@ impl Walker {
         let l = &self.layout;
         let mut interps = Vec::new();
         let mut threads = Vec::new();
-        let mut interp = mem.read_u64(self.runtime.wrapping_add(l.runtime_interpreters_head)).map_err(PyError::Memory)?;
+        let mut interp = mem
+            .read_u64(self.runtime.wrapping_add(l.runtime_interpreters_head))
+            .map_err(PyError::Memory)?;
         while interp != 0 && interps.len() < MAX_INTERPRETERS && !interps.contains(&interp) {
             interps.push(interp);
             let mut seen = HashSet::new();
-            let mut tstate = mem.read_u64(interp.wrapping_add(l.interp_threads_head)).unwrap_or(0);
+            let mut tstate = mem
+                .read_u64(interp.wrapping_add(l.interp_threads_head))
+                .unwrap_or(0);
             while tstate != 0 && seen.len() < MAX_THREADS && seen.insert(tstate) {
-                let Ok(owner) = mem.read_u64(tstate.wrapping_add(l.tstate_interp)) else { break };
+                let Ok(owner) = mem.read_u64(tstate.wrapping_add(l.tstate_interp)) else {
+                    break;
+                };
                 if owner != interp {
                     break;
                 }
-                let (Ok(tid), Ok(next)) =
-                    (mem.read_u64(tstate.wrapping_add(l.tstate_native_thread_id)), mem.read_u64(tstate.wrapping_add(l.tstate_next)))
-                else {
+                let (Ok(tid), Ok(next)) = (
+                    mem.read_u64(tstate.wrapping_add(l.tstate_native_thread_id)),
+                    mem.read_u64(tstate.wrapping_add(l.tstate_next)),
+                ) else {
                     break;
                 };
                 if let Ok(tid) = i32::try_from(tid) {
-                    threads.push(ThreadState { tstate, interp, tid });
+                    threads.push(ThreadState {
+                        tstate,
+                        interp,
+                        tid,
+                    });
                 }
                 tstate = next;
             }
-            interp = mem.read_u64(interp.wrapping_add(l.interp_next)).unwrap_or(0);
+            interp = mem
+                .read_u64(interp.wrapping_add(l.interp_next))
+                .unwrap_or(0);
         }
         Ok((threads, interps))
     }
@@ -109,10 +127,22 @@ impl Walker {
     /// The innermost frame of a thread state (0 when it runs no Python code).
     fn current_frame(&self, mem: &dyn Memory, tstate: u64) -> Result<u64, PyError> {
         match self.layout.tstate_current_frame {
-            CurrentFrame::Direct(off) => mem.read_u64(tstate.wrapping_add(off)).map_err(PyError::Memory),
-            CurrentFrame::ViaCFrame { cframe, current_frame } => {
-                let cf = mem.read_u64(tstate.wrapping_add(cframe)).map_err(PyError::Memory)?;
-                if cf == 0 { Ok(0) } else { mem.read_u64(cf.wrapping_add(current_frame)).map_err(PyError::Memory) }
+            CurrentFrame::Direct(off) => mem
+                .read_u64(tstate.wrapping_add(off))
+                .map_err(PyError::Memory),
+            CurrentFrame::ViaCFrame {
+                cframe,
+                current_frame,
+            } => {
+                let cf = mem
+                    .read_u64(tstate.wrapping_add(cframe))
+                    .map_err(PyError::Memory)?;
+                if cf == 0 {
+                    Ok(0)
+                } else {
+                    mem.read_u64(cf.wrapping_add(current_frame))
+                        .map_err(PyError::Memory)
+                }
             }
         }
     }
@@ -155,8 +185,21 @@ impl Walker {
     /// Read one interpreter frame: `frame: None` for an entry shim.
     fn frame(&mut self, mem: &dyn Memory, addr: u64) -> Result<Step, PyError> {
         let l = self.layout;
-        let fields = [Some(l.frame_previous), Some(l.frame_executable), Some(l.frame_instr_ptr), l.frame_is_entry, l.frame_tlbc_index];
-        let len = fields.iter().flatten().chain([&l.frame_owner]).max().copied().unwrap_or(0) + 8;
+        let fields = [
+            Some(l.frame_previous),
+            Some(l.frame_executable),
+            Some(l.frame_instr_ptr),
+            l.frame_is_entry,
+            l.frame_tlbc_index,
+        ];
+        let len = fields
+            .iter()
+            .flatten()
+            .chain([&l.frame_owner])
+            .max()
+            .copied()
+            .unwrap_or(0)
+            + 8;
         let raw = mem.read_vec(addr, len as usize).map_err(PyError::Memory)?;
         let owner = raw[l.frame_owner as usize];
         if owner > l.max_owner {
@@ -164,14 +207,21 @@ impl Walker {
         }
         let previous = word(&raw, l.frame_previous);
         if l.shim_owner.is_some_and(|s| owner >= s) {
-            return Ok(Step { frame: None, previous });
+            return Ok(Step {
+                frame: None,
+                previous,
+            });
         }
         let code = word(&raw, l.frame_executable) & !l.executable_tag_bits;
         let info = self.code_info(mem, code)?;
         let base = self.bytecode_base(mem, code, &raw)?;
         let instr = word(&raw, l.frame_instr_ptr);
         // 3.11/3.12's prev_instr is one unit before the start until the first instruction runs.
-        let index = if instr.wrapping_add(2) == base { 0 } else { instr.wrapping_sub(base) / 2 };
+        let index = if instr.wrapping_add(2) == base {
+            0
+        } else {
+            instr.wrapping_sub(base) / 2
+        };
         if instr.wrapping_add(2) != base && (instr < base || index >= info.units) {
             return Err(PyError::Torn("instruction pointer outside its code object"));
         }
@@ -184,7 +234,10 @@ impl Walker {
             line: line.or(Some(info.first_line)),
             kind: FrameKind::Python,
         };
-        Ok(Step { frame: Some(PyFrame { frame, entry }), previous })
+        Ok(Step {
+            frame: Some(PyFrame { frame, entry }),
+            previous,
+        })
     }
 
     /// Where the bytecode a frame runs starts: the code object's own copy, or on 3.14t
@@ -192,22 +245,29 @@ impl Walker {
     fn bytecode_base(&self, mem: &dyn Memory, code: u64, frame: &[u8]) -> Result<u64, PyError> {
         let l = &self.layout;
         let own = code.wrapping_add(l.code_adaptive);
-        let (Some(tlbc), Some(index_at)) = (l.code_tlbc, l.frame_tlbc_index) else { return Ok(own) };
+        let (Some(tlbc), Some(index_at)) = (l.code_tlbc, l.frame_tlbc_index) else {
+            return Ok(own);
+        };
         let index = u64::from(int(frame, index_at));
         if index == 0 {
             return Ok(own);
         }
-        let array = mem.read_u64(code.wrapping_add(tlbc)).map_err(PyError::Memory)?;
+        let array = mem
+            .read_u64(code.wrapping_add(tlbc))
+            .map_err(PyError::Memory)?;
         let size = mem.read_u64(array).map_err(PyError::Memory)?;
         if index >= size {
             return Err(PyError::Torn("thread-local bytecode index out of range"));
         }
-        mem.read_u64(array.wrapping_add(8).wrapping_add(index.wrapping_mul(8))).map_err(PyError::Memory)
+        mem.read_u64(array.wrapping_add(8).wrapping_add(index.wrapping_mul(8)))
+            .map_err(PyError::Memory)
     }
 
     fn code_info(&mut self, mem: &dyn Memory, code: u64) -> Result<Arc<CodeInfo>, PyError> {
         let l = &self.layout;
-        let raw = mem.read_vec(code, l.code_adaptive as usize).map_err(PyError::Memory)?;
+        let raw = mem
+            .read_vec(code, l.code_adaptive as usize)
+            .map_err(PyError::Memory)?;
         if word(&raw, l.ob_type) != self.types.code {
             return Err(PyError::Torn("frame does not run a code object"));
         }
@@ -242,7 +302,10 @@ impl Walker {
     pub fn gil_address(&self, mem: &dyn Memory, main_interp: u64) -> Option<u64> {
         match self.layout.gil {
             GilAt::Runtime(off) => Some(self.runtime.wrapping_add(off)),
-            GilAt::InterpPointer(off) => mem.read_u64(main_interp.wrapping_add(off)).ok().filter(|&g| g != 0),
+            GilAt::InterpPointer(off) => mem
+                .read_u64(main_interp.wrapping_add(off))
+                .ok()
+                .filter(|&g| g != 0),
         }
     }
 
@@ -258,7 +321,9 @@ impl Walker {
         if mem.read_i32(gil.wrapping_add(l.gil_locked)).ok()? == 0 {
             return None;
         }
-        mem.read_u64(gil.wrapping_add(l.gil_holder)).ok().filter(|&t| t != 0)
+        mem.read_u64(gil.wrapping_add(l.gil_holder))
+            .ok()
+            .filter(|&t| t != 0)
     }
 }
 
@@ -270,9 +335,9 @@ struct Step {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::process::MemError;
+    use crate::process::memory::Bytes;
     use crate::python::PythonReader;
-    use crate::target::MemError;
-    use crate::target::memory::Bytes;
 
     /// Memory made of pseudo-random words, most of them pointers back into itself, so the
     /// walk follows long garbage chains: it must end, bounded, without panicking.
@@ -283,7 +348,11 @@ mod tests {
 
     impl Memory for Noise {
         fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
-            Bytes { base: self.base, bytes: &self.bytes }.read(addr, buf)
+            Bytes {
+                base: self.base,
+                bytes: &self.bytes,
+            }
+            .read(addr, buf)
         }
     }
 
@@ -307,10 +376,21 @@ mod tests {
     #[test]
     fn random_memory_gives_bounded_walks_not_panics() {
         let base = 0x10_0000;
-        for (seed, version) in [(1, 0x030b07f0), (2, 0x030c01f0), (3, 0x030b02f0), (4, 0x030c00f0)] {
+        for (seed, version) in [
+            (1, 0x030b07f0),
+            (2, 0x030c01f0),
+            (3, 0x030b02f0),
+            (4, 0x030c00f0),
+        ] {
             let mem = noise(seed, base, 1 << 16);
-            let types = Types { code: base + 0x100, unicode: base + 0x200, bytes: base + 0x300 };
-            let mut reader = PythonReader::new(Box::new(noise(seed, base, 1 << 16)), base, version, types).unwrap();
+            let types = Types {
+                code: base + 0x100,
+                unicode: base + 0x200,
+                bytes: base + 0x300,
+            };
+            let mut reader =
+                PythonReader::new(Box::new(noise(seed, base, 1 << 16)), base, version, types)
+                    .unwrap();
             reader.refresh_threads();
             let _ = reader.gil();
             let mut walker = Walker::new(reader.walker.layout, types, base);

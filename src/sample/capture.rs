@@ -8,11 +8,13 @@ use std::time::Instant;
 
 use super::switches::{Activity, SwitchLog};
 use super::{Batch, Fresh, ProcessEvent, RawSample, SampleData};
+use crate::process::exec::{ExecWatch, ProcessNow};
+use crate::process::proc::SchedStatFile;
+use crate::process::ptrace::{STOP_DEADLINE, StopError, Tracer};
+use crate::process::{
+    Maps, MemError, ProcessMemory, Regs, SchedStat, StackSnapshot, Syscall, ThreadStat, proc,
+};
 use crate::python::{PyStack, PythonReader};
-use crate::target::exec::{ExecWatch, ProcessNow};
-use crate::target::ptrace::{STOP_DEADLINE, StopError, Tracer};
-use crate::target::proc::SchedStatFile;
-use crate::target::{Maps, MemError, ProcessMemory, Regs, SchedStat, StackSnapshot, Syscall, ThreadStat, proc};
 
 pub struct Sampler {
     pub pid: i32,
@@ -182,12 +184,20 @@ impl Sampler {
         let mut samples = self.capture(time_ns)?;
         // Checked after the capture: an exec during it flags these samples, so none taken
         // after an exec is resolved against the old program.
-        let event = match self.exec_watch.as_mut().map_or(ProcessNow::Ended, ExecWatch::check) {
+        let event = match self
+            .exec_watch
+            .as_mut()
+            .map_or(ProcessNow::Ended, ExecWatch::check)
+        {
             ProcessNow::Ended => return Err(std::io::ErrorKind::NotFound.into()),
             ProcessNow::Exec => Some(ProcessEvent::Exec(self.program_replaced(&mut samples))),
             ProcessNow::Same => self.first_maps.take().map(ProcessEvent::Started),
         };
-        Ok(Batch { pid: self.pid, event, samples })
+        Ok(Batch {
+            pid: self.pid,
+            event,
+            samples,
+        })
     }
 
     /// The process executed a new program: every thread is captured afresh from now on,
@@ -221,7 +231,11 @@ impl Sampler {
         out.extend(self.collect_late(Instant::now()));
         let interval_ns = time_ns.saturating_sub(self.last_tick_ns).max(1);
         self.last_tick_ns = time_ns;
-        let activity = self.switches.as_mut().map(SwitchLog::drain).filter(|a| !a.lost);
+        let activity = self
+            .switches
+            .as_mut()
+            .map(SwitchLog::drain)
+            .filter(|a| !a.lost);
         let tids = match &activity {
             Some(a) => self.apply_births(a)?,
             None => self.thread_list()?,
@@ -246,7 +260,14 @@ impl Sampler {
                     let futex_owner = memo.owned_futex.and_then(|f| owner_beside(&self.mem, f));
                     let name = memo.name_change(self.pid, tid, false);
                     let data = SampleData::Unchanged { cpu_wait_ns };
-                    out.push(RawSample { tid, time_ns, name, data, futex_owner, gil: None });
+                    out.push(RawSample {
+                        tid,
+                        time_ns,
+                        name,
+                        data,
+                        futex_owner,
+                        gil: None,
+                    });
                     continue;
                 }
                 (Some(a), _) if a.ran.contains(&tid) => Hint::Ran,
@@ -279,7 +300,14 @@ impl Sampler {
                         }
                         Err(e) => self.lost(tid, e),
                     };
-                    out.push(RawSample { tid, time_ns, name: ran.name, data, futex_owner: ran.futex_owner, gil: None });
+                    out.push(RawSample {
+                        tid,
+                        time_ns,
+                        name: ran.name,
+                        data,
+                        futex_owner: ran.futex_owner,
+                        gil: None,
+                    });
                 }
                 _ => running.push(ran),
             }
@@ -317,11 +345,15 @@ impl Sampler {
     fn thread_list(&mut self) -> std::io::Result<Vec<i32>> {
         let count = ThreadStat::read(self.pid, self.pid)?.num_threads as usize;
         self.ticks_since_listing += 1;
-        if count != self.tids.len() || self.ticks_since_listing >= RELIST_TICKS || self.switches.is_some() {
+        if count != self.tids.len()
+            || self.ticks_since_listing >= RELIST_TICKS
+            || self.switches.is_some()
+        {
             self.tids = proc::threads(self.pid)?;
             self.ticks_since_listing = 0;
             let tids = &self.tids;
-            self.threads.retain(|tid, _| tids.binary_search(tid).is_ok());
+            self.threads
+                .retain(|tid, _| tids.binary_search(tid).is_ok());
             if let Some(s) = self.switches.as_mut() {
                 // Records were lost: the list from the switch log may be stale too.
                 s.reset_threads(&self.tids);
@@ -344,21 +376,47 @@ impl Sampler {
 
     /// Read a thread's counters; push an `Unchanged` sample when it has not run since its
     /// previous sample, else return what is needed to capture it.
-    fn triage(&mut self, tid: i32, hint: Hint, time_ns: u64, interval_ns: u64, out: &mut Vec<RawSample>) -> Triage {
+    fn triage(
+        &mut self,
+        tid: i32,
+        hint: Hint,
+        time_ns: u64,
+        interval_ns: u64,
+        out: &mut Vec<RawSample>,
+    ) -> Triage {
         let pid = self.pid;
         let is_new = !self.threads.contains_key(&tid);
         if is_new {
-            let Ok(sched_file) = SchedStatFile::open(pid, tid) else { return Triage::Gone };
-            let Ok(sched) = sched_file.read() else { return Triage::Gone };
-            let memo = ThreadMemo { sched_file, sched, name: String::new(), since_name: NAME_REFRESH, young: YOUNG_TICKS, runnable: false, owned_futex: None };
+            let Ok(sched_file) = SchedStatFile::open(pid, tid) else {
+                return Triage::Gone;
+            };
+            let Ok(sched) = sched_file.read() else {
+                return Triage::Gone;
+            };
+            let memo = ThreadMemo {
+                sched_file,
+                sched,
+                name: String::new(),
+                since_name: NAME_REFRESH,
+                young: YOUNG_TICKS,
+                runnable: false,
+                owned_futex: None,
+            };
             self.threads.insert(tid, memo);
         }
-        let Some(memo) = self.threads.get_mut(&tid) else { return Triage::Gone };
-        let Ok(sched) = memo.sched_file.read() else { return Triage::Gone };
+        let Some(memo) = self.threads.get_mut(&tid) else {
+            return Triage::Gone;
+        };
+        let Ok(sched) = memo.sched_file.read() else {
+            return Triage::Gone;
+        };
         let prev = std::mem::replace(&mut memo.sched, sched);
         let run_ns = sched.run_ns.saturating_sub(prev.run_ns);
         let mut cpu_wait_ns = sched.wait_ns.saturating_sub(prev.wait_ns);
-        let ran = is_new || run_ns > 0 || sched.timeslices != prev.timeslices || matches!(hint, Hint::Ran);
+        let ran = is_new
+            || run_ns > 0
+            || sched.timeslices != prev.timeslices
+            || matches!(hint, Hint::Ran);
         if !ran {
             if memo.runnable {
                 // Runnable at its last capture and has not run since: it waited all along.
@@ -366,11 +424,20 @@ impl Sampler {
             }
             let futex_owner = memo.owned_futex.and_then(|f| owner_beside(&self.mem, f));
             let name = memo.name_change(pid, tid, false);
-            out.push(RawSample { tid, time_ns, name, data: SampleData::Unchanged { cpu_wait_ns }, futex_owner, gil: None });
+            out.push(RawSample {
+                tid,
+                time_ns,
+                name,
+                data: SampleData::Unchanged { cpu_wait_ns },
+                futex_owner,
+                gil: None,
+            });
             return Triage::Unchanged;
         }
         let name = memo.name_change(pid, tid, true);
-        let Ok(syscall) = Syscall::read(pid, tid) else { return Triage::Gone };
+        let Ok(syscall) = Syscall::read(pid, tid) else {
+            return Triage::Gone;
+        };
         // The kernel says "running" exactly when the thread's state is R; the stat file is
         // read only for the other states, which classification tells apart (S, D, T...).
         let state = match syscall {
@@ -382,29 +449,52 @@ impl Sampler {
         };
         memo.runnable = state == 'R';
         let futex = match syscall {
-            Syscall::Blocked { nr: libc::SYS_futex, args, .. } => Some(args[0]),
+            Syscall::Blocked {
+                nr: libc::SYS_futex,
+                args,
+                ..
+            } => Some(args[0]),
             _ => None,
         };
         let futex_owner = futex.and_then(|a| owner_beside(&self.mem, a));
         memo.owned_futex = futex.filter(|_| futex_owner.is_some());
-        Triage::Ran(Ran { tid, name, state, syscall, run_ns, cpu_wait_ns, futex_owner })
+        Triage::Ran(Ran {
+            tid,
+            name,
+            state,
+            syscall,
+            run_ns,
+            cpu_wait_ns,
+            futex_owner,
+        })
     }
 
     /// Stop the running threads together; copy each one's stack (and Python frames) while
     /// it is stopped, since both change as soon as it runs again. A thread that does not
     /// stop in time is kept for `collect_late`.
-    fn capture_running(&mut self, running: Vec<Ran>, time_ns: u64, out: &mut Vec<RawSample>, gone: &mut Vec<i32>) {
+    fn capture_running(
+        &mut self,
+        running: Vec<Ran>,
+        time_ns: u64,
+        out: &mut Vec<RawSample>,
+        gone: &mut Vec<i32>,
+    ) {
         if running.is_empty() {
             return;
         }
         let tids: Vec<i32> = running.iter().map(|r| r.tid).collect();
         let (mem, scratch, python) = (self.mem, &mut self.scratch, &mut self.python);
         let results = self.tracer.with_stopped(&tids, |tid, regs| {
-            (copy_stack(&mem, regs.sp(), scratch), python.as_mut().and_then(|p| p.stack(tid)))
+            (
+                copy_stack(&mem, regs.sp(), scratch),
+                python.as_mut().and_then(|p| p.stack(tid)),
+            )
         });
         let mut by_tid: HashMap<i32, Ran> = running.into_iter().map(|r| (r.tid, r)).collect();
         for (tid, result) in results {
-            let Some(ran) = by_tid.remove(&tid) else { continue };
+            let Some(ran) = by_tid.remove(&tid) else {
+                continue;
+            };
             match result {
                 Err(StopError::Timeout) => {
                     self.late.insert(tid, (ran, vec![time_ns]));
@@ -434,10 +524,15 @@ impl Sampler {
         }
         let (mem, scratch, python) = (self.mem, &mut self.scratch, &mut self.python);
         let results = self.tracer.collect_late(until, |tid, regs| {
-            (copy_stack(&mem, regs.sp(), scratch), python.as_mut().and_then(|p| p.stack(tid)))
+            (
+                copy_stack(&mem, regs.sp(), scratch),
+                python.as_mut().and_then(|p| p.stack(tid)),
+            )
         });
         for (tid, result) in results {
-            let Some((mut ran, ticks)) = self.late.remove(&tid) else { continue };
+            let Some((mut ran, ticks)) = self.late.remove(&tid) else {
+                continue;
+            };
             let wait_ns = STOP_DEADLINE.as_nanos() as u64;
             ran.run_ns = 0;
             ran.cpu_wait_ns = ran.cpu_wait_ns.max(wait_ns);
@@ -447,15 +542,30 @@ impl Sampler {
             }
             self.finish(ran, ticks[0], result, &mut out);
             for &time_ns in &ticks[1..] {
-                let data = SampleData::Unchanged { cpu_wait_ns: wait_ns };
-                out.push(RawSample { tid, time_ns, name: None, data, futex_owner: None, gil: None });
+                let data = SampleData::Unchanged {
+                    cpu_wait_ns: wait_ns,
+                };
+                out.push(RawSample {
+                    tid,
+                    time_ns,
+                    name: None,
+                    data,
+                    futex_owner: None,
+                    gil: None,
+                });
             }
         }
         out
     }
 
     /// Turn a stop's result into a sample.
-    fn finish(&mut self, ran: Ran, time_ns: u64, result: Result<(Regs, Copied), StopError>, out: &mut Vec<RawSample>) {
+    fn finish(
+        &mut self,
+        ran: Ran,
+        time_ns: u64,
+        result: Result<(Regs, Copied), StopError>,
+        out: &mut Vec<RawSample>,
+    ) {
         let tid = ran.tid;
         let data = match result {
             Ok((regs, (Ok(stack), py))) => {
@@ -468,7 +578,14 @@ impl Sampler {
                 self.lost(tid, e.to_string())
             }
         };
-        out.push(RawSample { tid, time_ns, name: ran.name, data, futex_owner: ran.futex_owner, gil: None });
+        out.push(RawSample {
+            tid,
+            time_ns,
+            name: ran.name,
+            data,
+            futex_owner: ran.futex_owner,
+            gil: None,
+        });
     }
 
     /// A thread that could not be captured: forget its counters so the next tick captures
@@ -482,7 +599,11 @@ impl Sampler {
     /// and one that then blocks for good is never captured afresh to have its name read
     /// again: the names at the end of a recording are the ones to show.
     pub fn names_now(&self) -> Vec<(i32, String)> {
-        self.tids.iter().map(|&tid| (tid, proc::thread_name(self.pid, tid))).filter(|(_, n)| !n.is_empty()).collect()
+        self.tids
+            .iter()
+            .map(|&tid| (tid, proc::thread_name(self.pid, tid)))
+            .filter(|(_, n)| !n.is_empty())
+            .collect()
     }
 
     /// The thread list as of the last tick (sorted).
@@ -497,7 +618,9 @@ impl Sampler {
 
 /// The CPython interpreter of a process mapped as `maps`, if it runs one.
 fn find_python(pid: i32, maps: &Maps) -> Option<PythonReader> {
-    PythonReader::detect(pid, maps, ProcessMemory::new(pid)).ok().flatten()
+    PythonReader::detect(pid, maps, ProcessMemory::new(pid))
+        .ok()
+        .flatten()
 }
 
 enum Triage {
@@ -512,25 +635,38 @@ enum Triage {
 /// woken thread still on its way out of a syscall (a lock handed to it) returns a real
 /// value instead, and is classified by its stack like any running thread.
 fn interrupted_syscall(mem: &ProcessMemory, regs: &Regs) -> bool {
-    use crate::target::Memory;
-    use crate::target::regs::dwarf::RAX;
+    use crate::process::Memory;
+    use crate::process::regs::dwarf::RAX;
     const RESTART_CODES: [i64; 4] = [-512, -513, -514, -516]; // ERESTARTSYS, NOINTR, NOHAND, _RESTARTBLOCK
-    let restarting = regs.get(RAX).is_some_and(|ax| RESTART_CODES.contains(&(ax as i64)));
+    let restarting = regs
+        .get(RAX)
+        .is_some_and(|ax| RESTART_CODES.contains(&(ax as i64)));
     let mut insn = [0u8; 2];
-    restarting && regs.ip().checked_sub(2).is_some_and(|a| mem.read(a, &mut insn).is_ok()) && insn == [0x0f, 0x05]
+    restarting
+        && regs
+            .ip()
+            .checked_sub(2)
+            .is_some_and(|a| mem.read(a, &mut insn).is_ok())
+        && insn == [0x0f, 0x05]
 }
 
 /// The int at `futex + 8`: in a glibc `pthread_mutex_t` that is `__owner`, the tid holding
 /// the mutex. Attribution decides whether the futex is a mutex.
 fn owner_beside(mem: &ProcessMemory, futex: u64) -> Option<i32> {
-    use crate::target::Memory;
-    if futex % 4 != 0 {
+    use crate::process::Memory;
+    if !futex.is_multiple_of(4) {
         return None;
     }
     mem.read_i32(futex.checked_add(8)?).ok().filter(|&t| t > 0)
 }
 
-fn fresh(ran: &Ran, regs: Regs, stack: StackSnapshot, python: Option<PyStack>, blocked_after_tick: bool) -> SampleData {
+fn fresh(
+    ran: &Ran,
+    regs: Regs,
+    stack: StackSnapshot,
+    python: Option<PyStack>,
+    blocked_after_tick: bool,
+) -> SampleData {
     SampleData::Fresh(Box::new(Fresh {
         os_state: ran.state,
         syscall: ran.syscall,
@@ -549,6 +685,9 @@ fn copy_stack(mem: &ProcessMemory, sp: u64, scratch: &mut [u8]) -> Result<StackS
     match StackSnapshot::capture(mem, sp, scratch) {
         Ok(s) => Ok(s),
         Err(MemError::ProcessGone) => Err(MemError::ProcessGone.to_string()),
-        Err(_) => Ok(StackSnapshot { base: sp, bytes: Vec::new() }),
+        Err(_) => Ok(StackSnapshot {
+            base: sp,
+            bytes: Vec::new(),
+        }),
     }
 }

@@ -12,8 +12,8 @@ pub use capture::{SAMPLING_ENV, Sampler};
 pub use processes::Processes;
 pub use ticker::{StopReason, run_ticks};
 
+use crate::process::{Maps, Regs, StackSnapshot, Syscall};
 use crate::python::{GilState, PyStack};
-use crate::target::{Maps, Regs, StackSnapshot, Syscall};
 
 /// One process's samples at one tick.
 #[derive(Debug)]
@@ -57,7 +57,9 @@ pub struct RawSample {
 #[derive(Debug, Clone)]
 pub enum SampleData {
     /// The thread has not run since its previous sample: same stack, same state.
-    Unchanged { cpu_wait_ns: u64 },
+    Unchanged {
+        cpu_wait_ns: u64,
+    },
     Fresh(Box<Fresh>),
     /// The thread could not be captured this tick (it exited, or could not be stopped).
     Lost(String),

@@ -11,7 +11,9 @@ pub fn sample_on_time() -> bool {
     // SAFETY: plain syscalls on the calling thread with a valid, initialised parameter.
     unsafe {
         let min = libc::sched_get_priority_min(libc::SCHED_FIFO);
-        let param = libc::sched_param { sched_priority: min.max(1) };
+        let param = libc::sched_param {
+            sched_priority: min.max(1),
+        };
         libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) == 0
     }
 }

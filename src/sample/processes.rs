@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 
 use super::{Batch, ProcessEvent, Sampler};
-use crate::target::{Maps, proc, ptrace};
+use crate::process::{Maps, proc, ptrace};
 
 /// How often the followed processes are searched for new children.
 const SCAN_EVERY: Duration = Duration::from_millis(100);
@@ -37,7 +37,14 @@ impl Processes {
     /// `stack_bytes` of stack copied per sample.
     pub fn new(target: Sampler, follow: bool, stack_bytes: usize) -> Processes {
         let next_scan = Instant::now();
-        Processes { samplers: vec![target], follow, stack_bytes, next_scan, ended: HashSet::new(), full_regs_asks: None }
+        Processes {
+            samplers: vec![target],
+            follow,
+            stack_bytes,
+            next_scan,
+            ended: HashSet::new(),
+            full_regs_asks: None,
+        }
     }
 
     /// Take the resolvers' requests for threads to stop for all their registers.
@@ -68,7 +75,11 @@ impl Processes {
                 Err(_) => {
                     let gone = self.samplers.remove(i);
                     self.ended.insert(gone.pid);
-                    batches.push(Batch { pid: gone.pid, event: Some(ProcessEvent::Exited), samples: Vec::new() });
+                    batches.push(Batch {
+                        pid: gone.pid,
+                        event: Some(ProcessEvent::Exited),
+                        samples: Vec::new(),
+                    });
                 }
             }
         }
@@ -82,12 +93,17 @@ impl Processes {
         let mut i = 0;
         while i < self.samplers.len() {
             let s = &self.samplers[i];
-            let children: Vec<i32> = s.tids().iter().flat_map(|&tid| proc::children(s.pid, tid)).collect();
+            let children: Vec<i32> = s
+                .tids()
+                .iter()
+                .flat_map(|&tid| proc::children(s.pid, tid))
+                .collect();
             for pid in children {
                 listed.insert(pid);
                 if !self.ended.contains(&pid) && !self.samplers.iter().any(|s| s.pid == pid) {
                     let maps = Maps::read(pid).unwrap_or_default();
-                    self.samplers.push(Sampler::new(pid, maps, self.stack_bytes));
+                    self.samplers
+                        .push(Sampler::new(pid, maps, self.stack_bytes));
                 }
             }
             i += 1;
@@ -100,7 +116,10 @@ impl Processes {
     /// stopped until the next tick. Sleeps while waiting.
     pub fn collect_late(&mut self, until: Instant) {
         loop {
-            let waiting = self.samplers.iter_mut().fold(false, |any, s| s.release_late() | any);
+            let waiting = self
+                .samplers
+                .iter_mut()
+                .fold(false, |any, s| s.release_late() | any);
             let now = Instant::now();
             if !waiting || now >= until {
                 return;
@@ -111,7 +130,14 @@ impl Processes {
 
     /// Every live thread's name now, as `(pid, tid, name)` (see `Sampler::names_now`).
     pub fn names_now(&self) -> Vec<(i32, i32, String)> {
-        self.samplers.iter().flat_map(|s| s.names_now().into_iter().map(|(tid, name)| (s.pid, tid, name))).collect()
+        self.samplers
+            .iter()
+            .flat_map(|s| {
+                s.names_now()
+                    .into_iter()
+                    .map(|(tid, name)| (s.pid, tid, name))
+            })
+            .collect()
     }
 
     /// The target's CPython version, if it runs CPython.

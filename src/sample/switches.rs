@@ -21,7 +21,9 @@ use perf_event_open_sys::bindings as pb;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SwitchError {
-    #[error("not permitted to read context-switch records (needs CAP_PERFMON or perf_event_paranoid <= 0)")]
+    #[error(
+        "not permitted to read context-switch records (needs CAP_PERFMON or perf_event_paranoid <= 0)"
+    )]
     Permission,
     #[error("perf_event_open failed: {0}")]
     Open(std::io::Error),
@@ -144,7 +146,8 @@ impl SwitchLog {
         let since = self.last_drain_ns;
         for (&tid, &woken) in &self.waking {
             if !act.ran.contains(&tid) {
-                act.woken_waiting.insert(tid, now.saturating_sub(woken.max(since)).max(1));
+                act.woken_waiting
+                    .insert(tid, now.saturating_sub(woken.max(since)).max(1));
             }
         }
         self.last_drain_ns = now;
@@ -173,7 +176,9 @@ impl SwitchLog {
                     self.waking.entry(wakee).or_insert(r.time);
                 }
             }
-            Event::Fork if ours && r.tid != r.pid && self.threads.insert(r.tid) => act.born.push(r.tid),
+            Event::Fork if ours && r.tid != r.pid && self.threads.insert(r.tid) => {
+                act.born.push(r.tid)
+            }
             Event::Exit if ours && self.threads.remove(&r.tid) => {
                 self.waking.remove(&r.tid);
                 act.exited.push(r.tid);
@@ -220,12 +225,25 @@ impl Ring {
         let len = page * (1 + RING_PAGES);
         // SAFETY: a fresh shared read-write mapping of the perf fd, as perf_event_open(2) describes.
         let base = unsafe {
-            libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd.as_raw_fd(), 0)
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
         };
         if base == libc::MAP_FAILED {
             return Err(SwitchError::Mmap(std::io::Error::last_os_error()));
         }
-        Ok(Ring { cpu, fd, wakeup_fd: None, base: base.cast(), len })
+        Ok(Ring {
+            cpu,
+            fd,
+            wakeup_fd: None,
+            base: base.cast(),
+            len,
+        })
     }
 
     fn add_wakeups(&mut self, tracepoint_id: u64) -> Result<(), SwitchError> {
@@ -248,15 +266,26 @@ impl Ring {
     }
 
     /// Append this ring's new records to `out`; true if the kernel dropped some.
-    fn read(&mut self, buf: &mut Vec<u8>, wakee_offset: Option<usize>, out: &mut Vec<Record>) -> bool {
+    fn read(
+        &mut self,
+        buf: &mut Vec<u8>,
+        wakee_offset: Option<usize>,
+        out: &mut Vec<Record>,
+    ) -> bool {
         let h = self.header();
         // SAFETY: the header page is mapped for the ring's lifetime; data_head is written by
         // the kernel and read with acquire ordering, data_tail is ours.
         let (head, tail, offset, size) = unsafe {
             let head = AtomicU64::from_ptr(&raw mut (*h).data_head).load(Ordering::Acquire);
             let tail = (*h).data_tail;
-            let offset = match (*h).data_offset { 0 => page_size() as u64, o => o };
-            let size = match (*h).data_size { 0 => (RING_PAGES * page_size()) as u64, s => s };
+            let offset = match (*h).data_offset {
+                0 => page_size() as u64,
+                o => o,
+            };
+            let size = match (*h).data_size {
+                0 => (RING_PAGES * page_size()) as u64,
+                s => s,
+            };
             (head, tail, offset as usize, size as usize)
         };
         buf.clear();
@@ -280,33 +309,90 @@ impl Drop for Ring {
 }
 
 /// Parse a ring's records; returns whether a `LOST` record was among them.
-fn parse_records(buf: &[u8], cpu: usize, wakee_offset: Option<usize>, out: &mut Vec<Record>) -> bool {
+fn parse_records(
+    buf: &[u8],
+    cpu: usize,
+    wakee_offset: Option<usize>,
+    out: &mut Vec<Record>,
+) -> bool {
     let u16_at = |b: &[u8], o: usize| b.get(o..o + 2).map(|s| u16::from_ne_bytes([s[0], s[1]]));
-    let u32_at = |b: &[u8], o: usize| b.get(o..o + 4).map(|s| u32::from_ne_bytes(s.try_into().unwrap_or_default()));
-    let u64_at = |b: &[u8], o: usize| b.get(o..o + 8).map(|s| u64::from_ne_bytes(s.try_into().unwrap_or_default()));
+    let u32_at = |b: &[u8], o: usize| {
+        b.get(o..o + 4)
+            .map(|s| u32::from_ne_bytes(s.try_into().unwrap_or_default()))
+    };
+    let u64_at = |b: &[u8], o: usize| {
+        b.get(o..o + 8)
+            .map(|s| u64::from_ne_bytes(s.try_into().unwrap_or_default()))
+    };
     let mut lost = false;
     let mut at = 0;
-    while let (Some(kind), Some(misc), Some(size)) = (u32_at(buf, at), u16_at(buf, at + 4), u16_at(buf, at + 6)) {
+    while let (Some(kind), Some(misc), Some(size)) =
+        (u32_at(buf, at), u16_at(buf, at + 4), u16_at(buf, at + 6))
+    {
         let size = size as usize;
-        let Some(rec) = buf.get(at..at + size).filter(|_| size >= 8) else { break };
+        let Some(rec) = buf.get(at..at + size).filter(|_| size >= 8) else {
+            break;
+        };
         at += size;
         // Every record ends with the sample id (pid, tid, time); samples start with it.
-        let trailer = |r: &[u8]| Some((u32_at(r, r.len() - 16)? as i32, u32_at(r, r.len() - 12)? as i32, u64_at(r, r.len() - 8)?));
+        let trailer = |r: &[u8]| {
+            Some((
+                u32_at(r, r.len() - 16)? as i32,
+                u32_at(r, r.len() - 12)? as i32,
+                u64_at(r, r.len() - 8)?,
+            ))
+        };
         let parsed = match kind {
-            pb::PERF_RECORD_SWITCH_CPU_WIDE if rec.len() >= 32 => trailer(rec).map(|(pid, tid, time)| {
-                let out = misc as u32 & sys::bindings::PERF_RECORD_MISC_SWITCH_OUT != 0;
-                Record { time, cpu, pid, tid, event: if out { Event::SwitchOut } else { Event::SwitchIn } }
-            }),
+            pb::PERF_RECORD_SWITCH_CPU_WIDE if rec.len() >= 32 => {
+                trailer(rec).map(|(pid, tid, time)| {
+                    let out = misc as u32 & sys::bindings::PERF_RECORD_MISC_SWITCH_OUT != 0;
+                    Record {
+                        time,
+                        cpu,
+                        pid,
+                        tid,
+                        event: if out {
+                            Event::SwitchOut
+                        } else {
+                            Event::SwitchIn
+                        },
+                    }
+                })
+            }
             pb::PERF_RECORD_FORK | pb::PERF_RECORD_EXIT if rec.len() >= 32 => (|| {
-                let (pid, tid, time) = (u32_at(rec, 8)? as i32, u32_at(rec, 16)? as i32, u64_at(rec, 24)?);
-                let event = if kind == pb::PERF_RECORD_FORK { Event::Fork } else { Event::Exit };
-                Some(Record { time, cpu, pid, tid, event })
+                let (pid, tid, time) = (
+                    u32_at(rec, 8)? as i32,
+                    u32_at(rec, 16)? as i32,
+                    u64_at(rec, 24)?,
+                );
+                let event = if kind == pb::PERF_RECORD_FORK {
+                    Event::Fork
+                } else {
+                    Event::Exit
+                };
+                Some(Record {
+                    time,
+                    cpu,
+                    pid,
+                    tid,
+                    event,
+                })
             })(),
             pb::PERF_RECORD_SAMPLE => (|| {
                 // pid, tid, time, then the raw tracepoint data (u32 size, bytes).
-                let (pid, tid, time) = (u32_at(rec, 8)? as i32, u32_at(rec, 12)? as i32, u64_at(rec, 16)?);
+                let (pid, tid, time) = (
+                    u32_at(rec, 8)? as i32,
+                    u32_at(rec, 12)? as i32,
+                    u64_at(rec, 16)?,
+                );
                 let wakee = u32_at(rec, 28 + wakee_offset?)? as i32;
-                Some(Record { time, cpu, pid, tid, event: Event::Wakeup(wakee) })
+                Some(Record {
+                    time,
+                    cpu,
+                    pid,
+                    tid,
+                    event: Event::Wakeup(wakee),
+                })
             })(),
             pb::PERF_RECORD_LOST | pb::PERF_RECORD_LOST_SAMPLES => {
                 lost = true;
@@ -333,7 +419,15 @@ fn base_attr() -> pb::perf_event_attr {
 
 fn perf_open(attr: &mut pb::perf_event_attr, cpu: usize) -> Result<OwnedFd, SwitchError> {
     // SAFETY: `attr` is a fully initialised attribute block of the size it declares.
-    let fd = unsafe { sys::perf_event_open(attr, -1, cpu as i32, -1, pb::PERF_FLAG_FD_CLOEXEC as libc::c_ulong) };
+    let fd = unsafe {
+        sys::perf_event_open(
+            attr,
+            -1,
+            cpu as i32,
+            -1,
+            pb::PERF_FLAG_FD_CLOEXEC as libc::c_ulong,
+        )
+    };
     if fd < 0 {
         let e = std::io::Error::last_os_error();
         return Err(match e.raw_os_error() {
@@ -348,12 +442,18 @@ fn perf_open(attr: &mut pb::perf_event_attr, cpu: usize) -> Result<OwnedFd, Swit
 /// The `sched:sched_wakeup` tracepoint's id and the offset of the woken thread's id in its
 /// raw record, from tracefs.
 fn wakeup_tracepoint() -> Option<(u64, usize)> {
-    ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"].iter().find_map(|root| {
-        let dir = format!("{root}/events/sched/sched_wakeup");
-        let id = std::fs::read_to_string(format!("{dir}/id")).ok()?.trim().parse().ok()?;
-        let format = std::fs::read_to_string(format!("{dir}/format")).ok()?;
-        Some((id, field_offset(&format, "pid")?))
-    })
+    ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+        .iter()
+        .find_map(|root| {
+            let dir = format!("{root}/events/sched/sched_wakeup");
+            let id = std::fs::read_to_string(format!("{dir}/id"))
+                .ok()?
+                .trim()
+                .parse()
+                .ok()?;
+            let format = std::fs::read_to_string(format!("{dir}/format")).ok()?;
+            Some((id, field_offset(&format, "pid")?))
+        })
 }
 
 /// The offset of `field` in a tracefs event format (`field:pid_t pid;\toffset:24;...`).
@@ -371,7 +471,12 @@ fn field_offset(format: &str, field: &str) -> Option<usize> {
 /// Online CPUs from `/sys/devices/system/cpu/online` (`0-3,6,8-9`).
 fn online_cpus() -> std::io::Result<Vec<usize>> {
     let text = std::fs::read_to_string("/sys/devices/system/cpu/online")?;
-    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, format!("unreadable CPU list {text:?}"));
+    let bad = || {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("unreadable CPU list {text:?}"),
+        )
+    };
     let mut cpus = Vec::new();
     for part in text.trim().split(',').filter(|p| !p.is_empty()) {
         let (a, b) = part.split_once('-').unwrap_or((part, part));
@@ -388,7 +493,10 @@ fn page_size() -> usize {
 
 /// CLOCK_MONOTONIC in nanoseconds, the clock the records are stamped with.
 fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: a valid out-pointer.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
@@ -412,7 +520,15 @@ mod tests {
         buf.extend(15u32.to_ne_bytes());
         buf.extend((pb::PERF_RECORD_MISC_SWITCH_OUT as u16).to_ne_bytes());
         buf.extend(32u16.to_ne_bytes());
-        buf.extend([7u32.to_ne_bytes(), 8u32.to_ne_bytes(), 100u32.to_ne_bytes(), 101u32.to_ne_bytes()].concat());
+        buf.extend(
+            [
+                7u32.to_ne_bytes(),
+                8u32.to_ne_bytes(),
+                100u32.to_ne_bytes(),
+                101u32.to_ne_bytes(),
+            ]
+            .concat(),
+        );
         buf.extend(5u64.to_ne_bytes());
         // EXIT: header, pid, ppid, tid, ptid, time, sample id.
         buf.extend(4u32.to_ne_bytes());
@@ -430,8 +546,26 @@ mod tests {
         let mut out = Vec::new();
         assert!(parse_records(&buf, 1, Some(24), &mut out));
         assert_eq!(out.len(), 2);
-        assert!(matches!(out[0], Record { pid: 100, tid: 101, time: 5, cpu: 1, event: Event::SwitchOut }));
-        assert!(matches!(out[1], Record { pid: 100, tid: 102, time: 9, event: Event::Exit, .. }));
+        assert!(matches!(
+            out[0],
+            Record {
+                pid: 100,
+                tid: 101,
+                time: 5,
+                cpu: 1,
+                event: Event::SwitchOut
+            }
+        ));
+        assert!(matches!(
+            out[1],
+            Record {
+                pid: 100,
+                tid: 102,
+                time: 9,
+                event: Event::Exit,
+                ..
+            }
+        ));
     }
 
     #[test]

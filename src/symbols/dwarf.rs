@@ -28,7 +28,13 @@ impl DebugInfo {
         let section = |id: gimli::SectionId| -> Result<Reader, gimli::Error> {
             // Location lists and macros are not needed for names and lines; skipping them
             // spares decompressing megabytes of a large debug file.
-            let wanted = !matches!(id, gimli::SectionId::DebugLoc | gimli::SectionId::DebugLocLists | gimli::SectionId::DebugMacinfo | gimli::SectionId::DebugMacro);
+            let wanted = !matches!(
+                id,
+                gimli::SectionId::DebugLoc
+                    | gimli::SectionId::DebugLocLists
+                    | gimli::SectionId::DebugMacinfo
+                    | gimli::SectionId::DebugMacro
+            );
             Ok(match image.section_bytes(id.name()).filter(|_| wanted) {
                 Some((bytes, range)) => EndianReader::new(bytes, endian).range(range),
                 None => EndianReader::new(SharedBytes::owned(Vec::new()), endian),
@@ -42,11 +48,23 @@ impl DebugInfo {
     /// The frames at `svma`, outermost first (the function, then what was inlined into it).
     pub fn frames(&self, svma: u64) -> Vec<DwarfFrame> {
         let mut out = Vec::new();
-        let Ok(mut iter) = self.ctx.find_frames(svma).skip_all_loads() else { return out };
+        let Ok(mut iter) = self.ctx.find_frames(svma).skip_all_loads() else {
+            return out;
+        };
         while let Ok(Some(f)) = iter.next() {
-            let function = f.function.as_ref().and_then(|n| n.raw_name().ok()).map(|n| demangle(&n));
-            let (file, line) = f.location.map_or((None, None), |l| (l.file.map(str::to_string), l.line));
-            out.push(DwarfFrame { function, file, line });
+            let function = f
+                .function
+                .as_ref()
+                .and_then(|n| n.raw_name().ok())
+                .map(|n| demangle(&n));
+            let (file, line) = f
+                .location
+                .map_or((None, None), |l| (l.file.map(str::to_string), l.line));
+            out.push(DwarfFrame {
+                function,
+                file,
+                line,
+            });
         }
         out.reverse();
         out

@@ -8,7 +8,7 @@ pub mod module;
 mod symtab;
 
 use crate::frame::{Frame, FrameKind};
-use crate::target::{Mapping, Maps, Memory};
+use crate::process::{Mapping, Maps, Memory};
 use module::ModuleCache;
 
 pub use demangle::demangle;
@@ -29,7 +29,10 @@ impl SymbolModule {
         let debug_image = module::debug_file(maps, m, image);
         let images: Vec<_> = std::iter::once(image).chain(debug_image.as_ref()).collect();
         let symbols = SymbolTable::from_images(&images);
-        let debug = debug_image.as_ref().and_then(DebugInfo::load).or_else(|| DebugInfo::load(image));
+        let debug = debug_image
+            .as_ref()
+            .and_then(DebugInfo::load)
+            .or_else(|| DebugInfo::load(image));
         (!symbols.is_empty() || debug.is_some()).then_some(SymbolModule { symbols, debug })
     }
 }
@@ -46,31 +49,60 @@ impl Symbolizer {
 
     /// The frames at `addr`, outermost first (a function, then what was inlined into it).
     /// `return_address` says `addr` is a return address, to be looked up as `addr - 1`.
-    pub fn symbolize(&mut self, maps: &Maps, mem: &dyn Memory, addr: u64, return_address: bool) -> Vec<Frame> {
-        let probe = if return_address { addr.wrapping_sub(1) } else { addr };
+    pub fn symbolize(
+        &mut self,
+        maps: &Maps,
+        mem: &dyn Memory,
+        addr: u64,
+        return_address: bool,
+    ) -> Vec<Frame> {
+        let probe = if return_address {
+            addr.wrapping_sub(1)
+        } else {
+            addr
+        };
         let Some(m) = maps.find(probe) else {
             return vec![Frame::native(format!("[unknown]+{addr:#x}"), "[unknown]")];
         };
         // Like perf: the offset in the module's file.
-        let fallback = format!("{}+{:#x}", m.short_name(), addr.wrapping_sub(m.start).wrapping_add(m.offset));
+        let fallback = format!(
+            "{}+{:#x}",
+            m.short_name(),
+            addr.wrapping_sub(m.start).wrapping_add(m.offset)
+        );
         let frames = self.lookup(maps, mem, m, probe, &fallback).or_else(|| {
             // A "return address" at the very start of a function is where a signal handler
             // returns: the signal trampoline (glibc's `__restore_rt`), whose symbol starts
             // at the address itself, `addr - 1` being the padding before it.
-            (return_address && m.contains(addr)).then(|| self.lookup(maps, mem, m, addr, &fallback)).flatten()
+            (return_address && m.contains(addr))
+                .then(|| self.lookup(maps, mem, m, addr, &fallback))
+                .flatten()
         });
         frames.unwrap_or_else(|| vec![Frame::native(fallback, m.short_name())])
     }
 
     /// The frames at `probe` in mapping `m`, `None` when nothing covers it. `fallback`
     /// names a DWARF function that has no name and no symbol.
-    fn lookup(&mut self, maps: &Maps, mem: &dyn Memory, m: &Mapping, probe: u64, fallback: &str) -> Option<Vec<Frame>> {
-        let (index, bias) = self.modules.place(maps, m, mem, |image| SymbolModule::load(maps, m, image))?;
+    fn lookup(
+        &mut self,
+        maps: &Maps,
+        mem: &dyn Memory,
+        m: &Mapping,
+        probe: u64,
+        fallback: &str,
+    ) -> Option<Vec<Frame>> {
+        let (index, bias) = self
+            .modules
+            .place(maps, m, mem, |image| SymbolModule::load(maps, m, image))?;
         let module = self.modules.get(index)?;
         let name = m.short_name();
         let svma = probe.wrapping_sub(bias);
         let symbol = module.symbols.find(svma);
-        let from_dwarf = module.debug.as_ref().map(|d| d.frames(svma)).unwrap_or_default();
+        let from_dwarf = module
+            .debug
+            .as_ref()
+            .map(|d| d.frames(svma))
+            .unwrap_or_default();
         if from_dwarf.is_empty() {
             return symbol.map(|s| vec![Frame::native(demangle(s), name)]);
         }
@@ -82,11 +114,20 @@ impl Symbolizer {
                     .function
                     .or_else(|| (i == 0).then(|| symbol.map(demangle)).flatten())
                     .unwrap_or_else(|| fallback.to_string());
-                let kind = if i == 0 { FrameKind::Native } else { FrameKind::Inlined };
-                Frame { function, module: name.to_string(), file: f.file, line: f.line, kind }
+                let kind = if i == 0 {
+                    FrameKind::Native
+                } else {
+                    FrameKind::Inlined
+                };
+                Frame {
+                    function,
+                    module: name.to_string(),
+                    file: f.file,
+                    line: f.line,
+                    kind,
+                }
             })
             .collect();
         Some(frames)
     }
-
 }

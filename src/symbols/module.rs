@@ -15,7 +15,7 @@ use std::sync::Arc;
 use memmap2::Mmap;
 use object::{Object, ObjectSection, ObjectSegment, SegmentFlags};
 
-use crate::target::{Mapping, Maps, Memory};
+use crate::process::{Mapping, Maps, Memory};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModuleError {
@@ -24,7 +24,7 @@ pub enum ModuleError {
     #[error("not a readable ELF image: {0}")]
     Elf(#[from] object::Error),
     #[error("cannot read the vDSO from the target: {0}")]
-    Memory(#[from] crate::target::MemError),
+    Memory(#[from] crate::process::MemError),
     #[error("mapping {0} is not backed by an ELF image")]
     NotElf(String),
 }
@@ -112,20 +112,30 @@ impl ElfImage {
     /// The bias to subtract from a target address inside mapping `m` to get the image's
     /// virtual address: the segment whose file range holds the mapping's offset places it.
     pub fn bias(&self, m: &Mapping) -> Option<u64> {
-        let holds = |s: &&Segment| s.offset & !0xfff <= m.offset && m.offset < s.offset.saturating_add(s.filesz.max(1));
+        let holds = |s: &&Segment| {
+            s.offset & !0xfff <= m.offset && m.offset < s.offset.saturating_add(s.filesz.max(1))
+        };
         let seg = self
             .segments
             .iter()
             .filter(holds)
             .find(|s| s.executable == m.executable)
             .or_else(|| self.segments.iter().find(holds))?;
-        Some(m.start.wrapping_sub(m.offset).wrapping_add(seg.offset).wrapping_sub(seg.vaddr))
+        Some(
+            m.start
+                .wrapping_sub(m.offset)
+                .wrapping_add(seg.offset)
+                .wrapping_sub(seg.vaddr),
+        )
     }
 
     /// The image has section `name` with contents (not a NOBITS placeholder).
     pub fn has_section(&self, name: &str) -> bool {
         self.object()
-            .and_then(|f| f.section_by_name(name).map(|s| s.kind() != object::SectionKind::UninitializedData))
+            .and_then(|f| {
+                f.section_by_name(name)
+                    .map(|s| s.kind() != object::SectionKind::UninitializedData)
+            })
             .unwrap_or(false)
     }
 
@@ -170,14 +180,20 @@ pub struct ModuleKey {
 impl ModuleKey {
     pub fn of(m: &Mapping) -> Self {
         let start = if m.is_file() { 0 } else { m.start };
-        ModuleKey { path: m.path.clone(), dev: m.dev.clone(), inode: m.inode, start }
+        ModuleKey {
+            path: m.path.clone(),
+            dev: m.dev.clone(),
+            inode: m.inode,
+            start,
+        }
     }
 }
 
 /// The mapping's ELF image: its file, or for the vDSO a copy read from target memory.
 pub fn open(maps: &Maps, m: &Mapping, mem: &dyn Memory) -> Result<ElfImage, ModuleError> {
     if m.is_vdso() {
-        let len = usize::try_from(m.end - m.start).map_err(|_| ModuleError::NotElf(m.path.clone()))?;
+        let len =
+            usize::try_from(m.end - m.start).map_err(|_| ModuleError::NotElf(m.path.clone()))?;
         let bytes = mem.read_vec(m.start, len.min(1 << 20))?;
         return ElfImage::from_bytes(SharedBytes::owned(bytes));
     }
@@ -194,26 +210,40 @@ pub fn debug_file(maps: &Maps, m: &Mapping, image: &ElfImage) -> Option<ElfImage
     let file = image.object()?;
     let root = PathBuf::from(format!("/proc/{}/root", maps.pid));
     let mut candidates = Vec::new();
-    if let Ok(Some(id)) = file.build_id() {
-        if id.len() >= 2 {
-            let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
-            candidates.push(root.join(format!("usr/lib/debug/.build-id/{}/{}.debug", &hex[..2], &hex[2..])));
-        }
+    if let Ok(Some(id)) = file.build_id()
+        && id.len() >= 2
+    {
+        let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+        candidates.push(root.join(format!(
+            "usr/lib/debug/.build-id/{}/{}.debug",
+            &hex[..2],
+            &hex[2..]
+        )));
     }
-    if let Ok(Some((link, _crc))) = file.gnu_debuglink() {
-        if let (Ok(link), Some(dir)) = (std::str::from_utf8(link), Path::new(m.path.trim_end_matches(" (deleted)")).parent()) {
-            let dir = dir.strip_prefix("/").unwrap_or(dir);
-            for c in [root.join(dir).join(link), root.join(dir).join(".debug").join(link), root.join("usr/lib/debug").join(dir).join(link)] {
-                candidates.push(c);
-            }
+    if let Ok(Some((link, _crc))) = file.gnu_debuglink()
+        && let (Ok(link), Some(dir)) = (
+            std::str::from_utf8(link),
+            Path::new(m.path.trim_end_matches(" (deleted)")).parent(),
+        )
+    {
+        let dir = dir.strip_prefix("/").unwrap_or(dir);
+        for c in [
+            root.join(dir).join(link),
+            root.join(dir).join(".debug").join(link),
+            root.join("usr/lib/debug").join(dir).join(link),
+        ] {
+            candidates.push(c);
         }
     }
     let own_len = image.bytes.len();
-    candidates.into_iter().filter(|p| p.is_file()).find_map(|p| {
-        let debug = ElfImage::open(&p).ok()?;
-        // A debuglink can name the file itself (same directory, same name).
-        (debug.bytes.len() != own_len || debug.bytes[..] != image.bytes[..]).then_some(debug)
-    })
+    candidates
+        .into_iter()
+        .filter(|p| p.is_file())
+        .find_map(|p| {
+            let debug = ElfImage::open(&p).ok()?;
+            // A debuglink can name the file itself (same directory, same name).
+            (debug.bytes.len() != own_len || debug.bytes[..] != image.bytes[..]).then_some(debug)
+        })
 }
 
 /// Real and damaged ELF images for tests.
@@ -224,7 +254,11 @@ pub(crate) mod testdata {
     /// A shared library this test process has mapped (found at run time, not named).
     pub fn some_library() -> ElfImage {
         let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
-        let path = maps.lines().filter_map(|l| l.split_whitespace().nth(5)).find(|p| p.contains(".so")).expect("a mapped library");
+        let path = maps
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(5))
+            .find(|p| p.contains(".so"))
+            .expect("a mapped library");
         ElfImage::open(Path::new(path)).unwrap()
     }
 
@@ -239,16 +273,30 @@ pub(crate) mod testdata {
     /// still parse as ELF.
     pub fn damaged_copies(image: &ElfImage) -> Vec<ElfImage> {
         let bytes: &[u8] = &image.bytes;
-        let mut out: Vec<Vec<u8>> = [2, 3, 5, 9].iter().map(|d| bytes[..bytes.len() * 2 / d].to_vec()).collect();
-        for start in [bytes.len() / 4, bytes.len() / 2, bytes.len() * 3 / 4, bytes.len() - 4096] {
+        let mut out: Vec<Vec<u8>> = [2, 3, 5, 9]
+            .iter()
+            .map(|d| bytes[..bytes.len() * 2 / d].to_vec())
+            .collect();
+        for start in [
+            bytes.len() / 4,
+            bytes.len() / 2,
+            bytes.len() * 3 / 4,
+            bytes.len() - 4096,
+        ] {
             let mut b = bytes.to_vec();
             for (i, x) in b[start..start + 4096].iter_mut().enumerate() {
                 *x = (i as u8).wrapping_mul(151).wrapping_add(7);
             }
             out.push(b);
         }
-        let images: Vec<ElfImage> = out.into_iter().filter_map(|b| ElfImage::from_bytes(SharedBytes::owned(b)).ok()).collect();
-        assert!(images.len() >= 3, "damage meant to keep the headers readable broke them");
+        let images: Vec<ElfImage> = out
+            .into_iter()
+            .filter_map(|b| ElfImage::from_bytes(SharedBytes::owned(b)).ok())
+            .collect();
+        assert!(
+            images.len() >= 3,
+            "damage meant to keep the headers readable broke them"
+        );
         images
     }
 }
@@ -258,7 +306,16 @@ mod tests {
     use super::*;
 
     fn mapping(start: u64, offset: u64, executable: bool) -> Mapping {
-        Mapping { start, end: start + 0x1000, offset, readable: true, executable, dev: "fd:01".into(), inode: 7, path: "/x".into() }
+        Mapping {
+            start,
+            end: start + 0x1000,
+            offset,
+            readable: true,
+            executable,
+            dev: "fd:01".into(),
+            inode: 7,
+            path: "/x".into(),
+        }
     }
 
     #[test]
@@ -266,37 +323,70 @@ mod tests {
         let image = ElfImage {
             bytes: SharedBytes::owned(Vec::new()),
             segments: vec![
-                Segment { offset: 0, vaddr: 0, filesz: 0x6d0, executable: false },
-                Segment { offset: 0x1000, vaddr: 0x1000, filesz: 0x2000, executable: true },
-                Segment { offset: 0x3db8, vaddr: 0x4db8, filesz: 0x260, executable: false },
+                Segment {
+                    offset: 0,
+                    vaddr: 0,
+                    filesz: 0x6d0,
+                    executable: false,
+                },
+                Segment {
+                    offset: 0x1000,
+                    vaddr: 0x1000,
+                    filesz: 0x2000,
+                    executable: true,
+                },
+                Segment {
+                    offset: 0x3db8,
+                    vaddr: 0x4db8,
+                    filesz: 0x260,
+                    executable: false,
+                },
             ],
         };
-        assert_eq!(image.bias(&mapping(0x5555_5555_5000, 0x1000, true)), Some(0x5555_5555_4000));
+        assert_eq!(
+            image.bias(&mapping(0x5555_5555_5000, 0x1000, true)),
+            Some(0x5555_5555_4000)
+        );
         // A data segment whose vaddr is a page above its offset.
-        assert_eq!(image.bias(&mapping(0x5555_5555_8000, 0x3000, false)), Some(0x5555_5555_4000));
+        assert_eq!(
+            image.bias(&mapping(0x5555_5555_8000, 0x3000, false)),
+            Some(0x5555_5555_4000)
+        );
         assert_eq!(image.bias(&mapping(0x5555_5556_0000, 0x9000, false)), None);
     }
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
-        for bytes in [vec![], vec![0x7f, b'E', b'L', b'F'], vec![0u8; 64], b"\x7fELF\x02\x01\x01".repeat(20)] {
+        for bytes in [
+            vec![],
+            vec![0x7f, b'E', b'L', b'F'],
+            vec![0u8; 64],
+            b"\x7fELF\x02\x01\x01".repeat(20),
+        ] {
             assert!(ElfImage::from_bytes(SharedBytes::owned(bytes)).is_err());
         }
     }
 }
+
+/// A mapping's identity: start, end, file offset, inode.
+type MappingKey = (u64, u64, u64, u64);
 
 /// Per-module data (unwind tables, symbol tables) loaded once per module, and found for a
 /// mapping together with the mapping's load bias.
 pub struct ModuleCache<T> {
     modules: Vec<Option<T>>,
     by_key: HashMap<ModuleKey, usize>,
-    /// A mapping (start, end, offset, inode) → its module and load bias.
-    placed: HashMap<(u64, u64, u64, u64), Option<(usize, u64)>>,
+    /// A mapping → its module and load bias.
+    placed: HashMap<MappingKey, Option<(usize, u64)>>,
 }
 
 impl<T> Default for ModuleCache<T> {
     fn default() -> Self {
-        ModuleCache { modules: Vec::new(), by_key: HashMap::new(), placed: HashMap::new() }
+        ModuleCache {
+            modules: Vec::new(),
+            by_key: HashMap::new(),
+            placed: HashMap::new(),
+        }
     }
 }
 
@@ -304,7 +394,13 @@ impl<T> ModuleCache<T> {
     /// The module index and load bias of mapping `m`, opening the module and building its
     /// data with `load` on first use. `None` for memory no module backs; a module whose
     /// `load` gave nothing keeps its index, so it is not loaded again.
-    pub fn place(&mut self, maps: &Maps, m: &Mapping, mem: &dyn Memory, load: impl FnOnce(&ElfImage) -> Option<T>) -> Option<(usize, u64)> {
+    pub fn place(
+        &mut self,
+        maps: &Maps,
+        m: &Mapping,
+        mem: &dyn Memory,
+        load: impl FnOnce(&ElfImage) -> Option<T>,
+    ) -> Option<(usize, u64)> {
         let key = (m.start, m.end, m.offset, m.inode);
         if let Some(p) = self.placed.get(&key) {
             return *p;
@@ -318,7 +414,13 @@ impl<T> ModuleCache<T> {
         self.modules.get(index)?.as_ref()
     }
 
-    fn load(&mut self, maps: &Maps, m: &Mapping, mem: &dyn Memory, load: impl FnOnce(&ElfImage) -> Option<T>) -> Option<(usize, u64)> {
+    fn load(
+        &mut self,
+        maps: &Maps,
+        m: &Mapping,
+        mem: &dyn Memory,
+        load: impl FnOnce(&ElfImage) -> Option<T>,
+    ) -> Option<(usize, u64)> {
         if !(m.is_file() || m.is_vdso()) {
             return None;
         }

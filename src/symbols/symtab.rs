@@ -27,10 +27,14 @@ impl SymbolTable {
                 if sym.kind() != SymbolKind::Text || !sym.is_definition() || sym.address() == 0 {
                     continue;
                 }
-                if let Ok(name) = sym.name() {
-                    if !name.is_empty() {
-                        entries.push(Entry { addr: sym.address(), size: sym.size(), name: name.into() });
-                    }
+                if let Ok(name) = sym.name()
+                    && !name.is_empty()
+                {
+                    entries.push(Entry {
+                        addr: sym.address(),
+                        size: sym.size(),
+                        name: name.into(),
+                    });
                 }
             }
         }
@@ -53,7 +57,10 @@ impl SymbolTable {
     /// The function containing `svma`: the closest symbol at or below it, if its size
     /// covers the address (a symbol without a size covers up to the next symbol).
     pub fn find(&self, svma: u64) -> Option<&str> {
-        let i = self.entries.partition_point(|e| e.addr <= svma).checked_sub(1)?;
+        let i = self
+            .entries
+            .partition_point(|e| e.addr <= svma)
+            .checked_sub(1)?;
         let e = &self.entries[i];
         (e.size == 0 || svma - e.addr < e.size).then_some(&*e.name)
     }
@@ -69,7 +76,9 @@ mod tests {
         let image = testdata::some_library();
         let table = SymbolTable::from_images(&[&image]);
         let (start, size) = testdata::text(&image);
-        let named = (0..64).filter(|i| table.find(start + size * i / 64).is_some()).count();
+        let named = (0..64)
+            .filter(|i| table.find(start + size * i / 64).is_some())
+            .count();
         assert!(named > 0, "no symbol covers .text");
         for damaged in testdata::damaged_copies(&image) {
             let table = SymbolTable::from_images(&[&damaged]);
@@ -84,8 +93,16 @@ mod tests {
     fn sized_symbols_do_not_cover_the_gap_after_them() {
         let table = SymbolTable {
             entries: vec![
-                Entry { addr: 0x100, size: 0x10, name: "f".into() },
-                Entry { addr: 0x120, size: 0, name: "asm_label".into() },
+                Entry {
+                    addr: 0x100,
+                    size: 0x10,
+                    name: "f".into(),
+                },
+                Entry {
+                    addr: 0x120,
+                    size: 0,
+                    name: "asm_label".into(),
+                },
             ],
         };
         assert_eq!(table.find(0x10f), Some("f"));

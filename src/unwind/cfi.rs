@@ -6,14 +6,14 @@
 use std::ops::Range;
 
 use gimli::{
-    BaseAddresses, CfaRule, DebugFrame, EhFrame, EhFrameHdr, EndianSlice, LittleEndian, Reader, Register,
-    RegisterRule, UnwindContext, UnwindSection, UnwindTableRow,
+    BaseAddresses, CfaRule, DebugFrame, EhFrame, EhFrameHdr, EndianSlice, LittleEndian, Reader,
+    Register, RegisterRule, UnwindContext, UnwindSection, UnwindTableRow,
 };
 use object::{Object, ObjectSection};
 
 use super::rule::{Cfa, Rule, Saved};
+use crate::process::regs::dwarf;
 use crate::symbols::module::{ElfImage, SharedBytes};
-use crate::target::regs::dwarf;
 
 type Slice<'a> = EndianSlice<'a, LittleEndian>;
 
@@ -62,14 +62,17 @@ impl CfiTables {
     pub fn load(image: &ElfImage, debug: Option<&ElfImage>) -> CfiTables {
         let eh_frame = Section::from(image, ".eh_frame");
         let eh_frame_hdr = Section::from(image, ".eh_frame_hdr");
-        let debug_frame = Section::from(image, ".debug_frame").or_else(|| debug.and_then(|d| Section::from(d, ".debug_frame")));
+        let debug_frame = Section::from(image, ".debug_frame")
+            .or_else(|| debug.and_then(|d| Section::from(d, ".debug_frame")));
         let (mut text, mut got, mut plt) = (0, 0, Vec::new());
         if let Some(file) = image.object() {
             for s in file.sections() {
                 match s.name().unwrap_or("") {
                     ".text" => text = s.address(),
                     ".got" => got = s.address(),
-                    ".plt" | ".plt.sec" | ".plt.got" => plt.push(s.address()..s.address().saturating_add(s.size())),
+                    ".plt" | ".plt.sec" | ".plt.got" => {
+                        plt.push(s.address()..s.address().saturating_add(s.size()))
+                    }
                     _ => {}
                 }
             }
@@ -81,9 +84,21 @@ impl CfiTables {
         if let Some(s) = &eh_frame_hdr {
             bases = bases.set_eh_frame_hdr(s.svma);
         }
-        let mut t = CfiTables { eh_frame, eh_frame_hdr, eh_index: Vec::new(), debug_frame, debug_index: Vec::new(), bases, plt };
+        let mut t = CfiTables {
+            eh_frame,
+            eh_frame_hdr,
+            eh_index: Vec::new(),
+            debug_frame,
+            debug_index: Vec::new(),
+            bases,
+            plt,
+        };
         if t.eh_frame.is_some() && t.hdr_table_usable().is_none() {
-            t.eh_index = t.eh_frame.as_ref().map(|s| index(&eh_frame_section(s), &t.bases)).unwrap_or_default();
+            t.eh_index = t
+                .eh_frame
+                .as_ref()
+                .map(|s| index(&eh_frame_section(s), &t.bases))
+                .unwrap_or_default();
         }
         if let Some(s) = &t.debug_frame {
             t.debug_index = index(&debug_frame_section(s), &BaseAddresses::default());
@@ -97,28 +112,43 @@ impl CfiTables {
     }
 
     fn hdr_table_usable(&self) -> Option<()> {
-        let hdr = EhFrameHdr::new(self.eh_frame_hdr.as_ref()?.data(), LittleEndian).parse(&self.bases, 8).ok()?;
+        let hdr = EhFrameHdr::new(self.eh_frame_hdr.as_ref()?.data(), LittleEndian)
+            .parse(&self.bases, 8)
+            .ok()?;
         hdr.table().map(|_| ())
     }
 
     /// The rule for the frame executing at `svma` (a return address already minus one),
     /// or `None` when no CFI covers it.
     pub fn rule_at(&self, svma: u64, ctx: &mut UnwindContext<usize>) -> Option<Rule> {
-        self.from_eh_frame(svma, ctx)
+        self.rule_from_eh_frame(svma, ctx)
             .or_else(|| {
                 let s = self.debug_frame.as_ref()?;
-                from_index(&debug_frame_section(s), &self.debug_index, &BaseAddresses::default(), svma, ctx)
+                from_index(
+                    &debug_frame_section(s),
+                    &self.debug_index,
+                    &BaseAddresses::default(),
+                    svma,
+                    ctx,
+                )
             })
-            .or_else(|| self.plt.iter().any(|r| r.contains(&svma)).then(Rule::at_entry))
+            .or_else(|| {
+                self.plt
+                    .iter()
+                    .any(|r| r.contains(&svma))
+                    .then(Rule::at_entry)
+            })
     }
 
-    fn from_eh_frame(&self, svma: u64, ctx: &mut UnwindContext<usize>) -> Option<Rule> {
+    fn rule_from_eh_frame(&self, svma: u64, ctx: &mut UnwindContext<usize>) -> Option<Rule> {
         let s = self.eh_frame.as_ref()?;
         let eh = eh_frame_section(s);
         if !self.eh_index.is_empty() {
             return from_index(&eh, &self.eh_index, &self.bases, svma, ctx);
         }
-        let hdr = EhFrameHdr::new(self.eh_frame_hdr.as_ref()?.data(), LittleEndian).parse(&self.bases, 8).ok()?;
+        let hdr = EhFrameHdr::new(self.eh_frame_hdr.as_ref()?.data(), LittleEndian)
+            .parse(&self.bases, 8)
+            .ok()?;
         let table = hdr.table()?;
         // gimli's `fde_for_address` subtracts the table's pointer from `eh_frame_ptr`
         // unchecked, which overflows (a panic in debug builds) on a corrupt table; the
@@ -126,11 +156,15 @@ impl CfiTables {
         let fde_ptr = table.lookup(svma, &self.bases).ok()?.direct().ok()?;
         let offset = fde_ptr.checked_sub(hdr.eh_frame_ptr().direct().ok()?)?;
         let offset = gimli::EhFrameOffset(usize::try_from(offset).ok()?);
-        let fde = eh.fde_from_offset(&self.bases, offset, EhFrame::cie_from_offset).ok()?;
+        let fde = eh
+            .fde_from_offset(&self.bases, offset, EhFrame::cie_from_offset)
+            .ok()?;
         if !fde.contains(svma) {
             return None;
         }
-        let row = fde.unwind_info_for_address(&eh, &self.bases, ctx, svma).ok()?;
+        let row = fde
+            .unwind_info_for_address(&eh, &self.bases, ctx, svma)
+            .ok()?;
         compile(row, &eh, fde.is_signal_trampoline())
     }
 }
@@ -156,12 +190,15 @@ where
     let mut entries = section.entries(bases);
     // A corrupt length field ends the walk; what was read so far is kept.
     while let Ok(Some(entry)) = entries.next() {
-        if let gimli::CieOrFde::Fde(partial) = entry {
-            if let Ok(fde) = partial.parse(S::cie_from_offset) {
-                if fde.len() > 0 {
-                    out.push(FdeSpan { start: fde.initial_address(), end: fde.end_address(), offset: partial.offset() });
-                }
-            }
+        if let gimli::CieOrFde::Fde(partial) = entry
+            && let Ok(fde) = partial.parse(S::cie_from_offset)
+            && fde.len() > 0
+        {
+            out.push(FdeSpan {
+                start: fde.initial_address(),
+                end: fde.end_address(),
+                offset: partial.offset(),
+            });
         }
     }
     out.sort_by_key(|f| f.start);
@@ -183,17 +220,30 @@ where
     if svma >= span.end {
         return None;
     }
-    let fde = section.fde_from_offset(bases, span.offset.into(), S::cie_from_offset).ok()?;
-    let row = fde.unwind_info_for_address(section, bases, ctx, svma).ok()?;
+    let fde = section
+        .fde_from_offset(bases, span.offset.into(), S::cie_from_offset)
+        .ok()?;
+    let row = fde
+        .unwind_info_for_address(section, bases, ctx, svma)
+        .ok()?;
     compile(row, section, fde.is_signal_trampoline())
 }
 
 /// A gimli row as a cached rule. `None` when the row has no return-address rule at all
 /// (as opposed to an explicitly undefined one, which marks the outermost frame).
-fn compile<'a, S: UnwindSection<Slice<'a>>>(row: &UnwindTableRow<usize>, section: &S, signal: bool) -> Option<Rule> {
-    let expr = |e: &gimli::UnwindExpression<usize>| -> Option<Box<[u8]>> { Some(e.get(section).ok()?.0.to_slice().ok()?.into()) };
+fn compile<'a, S: UnwindSection<Slice<'a>>>(
+    row: &UnwindTableRow<usize>,
+    section: &S,
+    signal: bool,
+) -> Option<Rule> {
+    let expr = |e: &gimli::UnwindExpression<usize>| -> Option<Box<[u8]>> {
+        Some(e.get(section).ok()?.0.to_slice().ok()?.into())
+    };
     let cfa = match row.cfa() {
-        CfaRule::RegisterAndOffset { register, offset } => Cfa::RegOffset { reg: register.0, offset: *offset },
+        CfaRule::RegisterAndOffset { register, offset } => Cfa::RegOffset {
+            reg: register.0,
+            offset: *offset,
+        },
         CfaRule::Expression(e) => Cfa::Expr(expr(e)?),
     };
     let saved = |rule: RegisterRule<usize>| -> Saved {
@@ -213,7 +263,12 @@ fn compile<'a, S: UnwindSection<Slice<'a>>>(row: &UnwindTableRow<usize>, section
         .filter(|(r, _)| (r.0 as usize) < dwarf::RIP)
         .map(|(r, rule)| (r.0, saved(rule.clone())))
         .collect();
-    Some(Rule { cfa, ra, regs, signal })
+    Some(Rule {
+        cfa,
+        ra,
+        regs,
+        signal,
+    })
 }
 
 #[cfg(test)]
@@ -227,7 +282,9 @@ mod tests {
         let tables = CfiTables::load(&image, None);
         let (start, size) = testdata::text(&image);
         let mut ctx = UnwindContext::new();
-        let found = (0..64).filter(|i| tables.rule_at(start + size * i / 64, &mut ctx).is_some()).count();
+        let found = (0..64)
+            .filter(|i| tables.rule_at(start + size * i / 64, &mut ctx).is_some())
+            .count();
         assert!(found > 32, "only {found} of 64 addresses in .text have CFI");
         for damaged in testdata::damaged_copies(&image) {
             let tables = CfiTables::load(&damaged, None);

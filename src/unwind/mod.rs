@@ -15,9 +15,9 @@ use std::sync::Arc;
 
 use gimli::UnwindContext;
 
+use crate::process::regs::dwarf;
+use crate::process::{Mapping, Maps, Memory, Regs};
 use crate::symbols::module::{self, ModuleCache};
-use crate::target::regs::dwarf;
-use crate::target::{Mapping, Maps, Memory, Regs};
 /// Public so the fuzz targets can load CFI from arbitrary bytes.
 pub use cfi::CfiTables;
 use rule::{Rule, Step};
@@ -75,11 +75,19 @@ impl Unwinder {
         let mut exact = true;
         loop {
             if pcs.len() >= MAX_DEPTH {
-                return Unwound { pcs, complete: false };
+                return Unwound {
+                    pcs,
+                    complete: false,
+                };
             }
             let pc = regs.ip();
             let lookup = if exact { pc } else { pc.wrapping_sub(1) };
-            let Some(mapping) = maps.find(lookup) else { return Unwound { pcs, complete: false } };
+            let Some(mapping) = maps.find(lookup) else {
+                return Unwound {
+                    pcs,
+                    complete: false,
+                };
+            };
             let step = match self.plan(maps, mapping, mem, lookup) {
                 Plan::Cfi(rule) => rule::apply(&rule, &regs, mem).map(|s| (s, rule.signal)),
                 Plan::NoCfi => match sigframe::restore(pc, &regs, mem) {
@@ -89,16 +97,32 @@ impl Unwinder {
             };
             let (caller, signal) = match step {
                 Ok((Step::Caller(c), signal)) => (c, signal),
-                Ok((Step::Outermost, _)) => return Unwound { pcs, complete: true },
-                Err(_) => return Unwound { pcs, complete: false },
+                Ok((Step::Outermost, _)) => {
+                    return Unwound {
+                        pcs,
+                        complete: true,
+                    };
+                }
+                Err(_) => {
+                    return Unwound {
+                        pcs,
+                        complete: false,
+                    };
+                }
             };
             if caller.ip() == 0 {
-                return Unwound { pcs, complete: true };
+                return Unwound {
+                    pcs,
+                    complete: true,
+                };
             }
             // A call frame's caller has a higher stack pointer; only a signal frame may
             // switch stacks. This, with the depth bound, ends any cycle.
             if !signal && caller.sp() <= regs.sp() {
-                return Unwound { pcs, complete: false };
+                return Unwound {
+                    pcs,
+                    complete: false,
+                };
             }
             pcs.push(caller.ip());
             exact = signal;
@@ -111,11 +135,15 @@ impl Unwinder {
         let load = |image: &module::ElfImage| {
             // Code built without unwind tables has only .debug_frame, which a stripped
             // binary keeps in its separate debug file.
-            let debug = (!image.has_section(".debug_frame")).then(|| module::debug_file(maps, mapping, image)).flatten();
+            let debug = (!image.has_section(".debug_frame"))
+                .then(|| module::debug_file(maps, mapping, image))
+                .flatten();
             let tables = CfiTables::load(image, debug.as_ref());
             (!tables.is_empty()).then_some(tables)
         };
-        let Some((module, bias)) = self.modules.place(maps, mapping, mem, load) else { return Plan::NoCfi };
+        let Some((module, bias)) = self.modules.place(maps, mapping, mem, load) else {
+            return Plan::NoCfi;
+        };
         let svma = avma.wrapping_sub(bias);
         if self.rules.len() >= RULE_CACHE_LIMIT {
             self.rules.clear();
@@ -123,21 +151,26 @@ impl Unwinder {
         let rule = match self.rules.get(&(module, svma)) {
             Some(r) => r.clone(),
             None => {
-                let r = self.modules.get(module).and_then(|t| t.rule_at(svma, &mut self.ctx)).map(Arc::new);
+                let r = self
+                    .modules
+                    .get(module)
+                    .and_then(|t| t.rule_at(svma, &mut self.ctx))
+                    .map(Arc::new);
                 self.rules.insert((module, svma), r.clone());
                 r
             }
         };
         rule.map_or(Plan::NoCfi, Plan::Cfi)
     }
-
 }
 
 /// The caller of a frame that keeps a frame pointer: saved rbp at [rbp], return address
 /// at [rbp + 8], caller's sp = rbp + 16. Refused when rbp is unknown or not a plausible
 /// frame address above sp.
 fn frame_pointer(regs: &Regs, mem: &dyn Memory) -> Result<Step, rule::StepError> {
-    let bp = regs.bp().ok_or(rule::StepError::UnknownRegister(dwarf::RBP as u16))?;
+    let bp = regs
+        .bp()
+        .ok_or(rule::StepError::UnknownRegister(dwarf::RBP as u16))?;
     if bp < regs.sp() || bp % 8 != 0 {
         return Err(rule::StepError::UnknownRegister(dwarf::RBP as u16));
     }
@@ -151,10 +184,19 @@ fn frame_pointer(regs: &Regs, mem: &dyn Memory) -> Result<Step, rule::StepError>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::target::memory::Bytes;
+    use crate::process::memory::Bytes;
 
     fn anon(start: u64, end: u64) -> Mapping {
-        Mapping { start, end, offset: 0, readable: true, executable: true, dev: "00:00".into(), inode: 0, path: String::new() }
+        Mapping {
+            start,
+            end,
+            offset: 0,
+            readable: true,
+            executable: true,
+            dev: "00:00".into(),
+            inode: 0,
+            path: String::new(),
+        }
     }
 
     fn words(ws: &[u64]) -> Vec<u8> {
@@ -163,24 +205,42 @@ mod tests {
 
     #[test]
     fn frame_pointer_chain_in_anonymous_code_walks_to_a_zero_return() {
-        let maps = Maps { pid: 0, mappings: vec![anon(0x10_0000, 0x20_0000)] };
+        let maps = Maps {
+            pid: 0,
+            mappings: vec![anon(0x10_0000, 0x20_0000)],
+        };
         // Two frames: rbp → [saved rbp, ret], then a final frame returning to 0.
         let base = 0x7000_0000u64;
         let stack = words(&[0, 0, base + 0x20, 0x10_1111, 0, 0, 0, 0]);
-        let mem = Bytes { base, bytes: &stack };
+        let mem = Bytes {
+            base,
+            bytes: &stack,
+        };
         let mut regs = Regs::from_ip_sp(0x10_0010, base);
         regs.set(dwarf::RBP, base + 0x10);
         let out = Unwinder::new().unwind(&maps, &regs, &mem);
-        assert_eq!(out, Unwound { pcs: vec![0x10_0010, 0x10_1111], complete: true });
+        assert_eq!(
+            out,
+            Unwound {
+                pcs: vec![0x10_0010, 0x10_1111],
+                complete: true
+            }
+        );
     }
 
     #[test]
     fn frame_pointer_cycle_stops_incomplete() {
-        let maps = Maps { pid: 0, mappings: vec![anon(0x10_0000, 0x20_0000)] };
+        let maps = Maps {
+            pid: 0,
+            mappings: vec![anon(0x10_0000, 0x20_0000)],
+        };
         let base = 0x7000_0000u64;
         // rbp points at itself: the same frame forever.
         let stack = words(&[base, 0x10_2222]);
-        let mem = Bytes { base, bytes: &stack };
+        let mem = Bytes {
+            base,
+            bytes: &stack,
+        };
         let mut regs = Regs::from_ip_sp(0x10_0010, base - 0x10);
         regs.set(dwarf::RBP, base);
         let out = Unwinder::new().unwind(&maps, &regs, &mem);
@@ -190,15 +250,40 @@ mod tests {
 
     #[test]
     fn ip_and_sp_only_without_cfi_stops_incomplete() {
-        let maps = Maps { pid: 0, mappings: vec![anon(0x10_0000, 0x20_0000)] };
-        let mem = Bytes { base: 0, bytes: &[] };
+        let maps = Maps {
+            pid: 0,
+            mappings: vec![anon(0x10_0000, 0x20_0000)],
+        };
+        let mem = Bytes {
+            base: 0,
+            bytes: &[],
+        };
         let out = Unwinder::new().unwind(&maps, &Regs::from_ip_sp(0x10_0010, 0x1000), &mem);
-        assert_eq!(out, Unwound { pcs: vec![0x10_0010], complete: false });
+        assert_eq!(
+            out,
+            Unwound {
+                pcs: vec![0x10_0010],
+                complete: false
+            }
+        );
     }
 
     #[test]
     fn unmapped_pc_stops_incomplete() {
-        let out = Unwinder::new().unwind(&Maps::default(), &Regs::from_ip_sp(0x1234, 0x1000), &Bytes { base: 0, bytes: &[] });
-        assert_eq!(out, Unwound { pcs: vec![0x1234], complete: false });
+        let out = Unwinder::new().unwind(
+            &Maps::default(),
+            &Regs::from_ip_sp(0x1234, 0x1000),
+            &Bytes {
+                base: 0,
+                bytes: &[],
+            },
+        );
+        assert_eq!(
+            out,
+            Unwound {
+                pcs: vec![0x1234],
+                complete: false
+            }
+        );
     }
 }

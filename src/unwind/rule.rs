@@ -6,8 +6,8 @@
 
 use gimli::{Encoding, EndianSlice, EvaluationResult, Format, LittleEndian, Location, Value};
 
-use crate::target::regs::dwarf;
-use crate::target::{MemError, Memory, Regs};
+use crate::process::regs::dwarf;
+use crate::process::{MemError, Memory, Regs};
 
 /// How the CFA is computed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,7 +54,15 @@ impl Rule {
     }
 
     pub fn rsp_offset(offset: i64) -> Rule {
-        Rule { cfa: Cfa::RegOffset { reg: dwarf::RSP as u16, offset }, ra: Saved::At(-8), regs: Vec::new(), signal: false }
+        Rule {
+            cfa: Cfa::RegOffset {
+                reg: dwarf::RSP as u16,
+                offset,
+            },
+            ra: Saved::At(-8),
+            regs: Vec::new(),
+            signal: false,
+        }
     }
 }
 
@@ -69,7 +77,9 @@ pub enum StepError {
     Expression,
 }
 
-/// The result of applying a rule.
+/// The result of applying a rule. Not boxed: one is made per frame walked, and a heap
+/// allocation per frame would cost more than the copy.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
     /// The caller's registers (its instruction pointer is set).
@@ -113,11 +123,18 @@ pub fn apply(rule: &Rule, regs: &Regs, mem: &dyn Memory) -> Result<Step, StepErr
 }
 
 fn need(regs: &Regs, reg: u16) -> Result<u64, StepError> {
-    regs.get(reg as usize).ok_or(StepError::UnknownRegister(reg))
+    regs.get(reg as usize)
+        .ok_or(StepError::UnknownRegister(reg))
 }
 
 /// The caller's value of register `reg` under `saved`; `None` when undefined.
-fn recover(saved: &Saved, cfa: u64, reg: usize, regs: &Regs, mem: &dyn Memory) -> Result<Option<u64>, StepError> {
+fn recover(
+    saved: &Saved,
+    cfa: u64,
+    reg: usize,
+    regs: &Regs,
+    mem: &dyn Memory,
+) -> Result<Option<u64>, StepError> {
     let v = match saved {
         Saved::Undefined => return Ok(None),
         Saved::Same => need(regs, reg as u16)?,
@@ -126,7 +143,11 @@ fn recover(saved: &Saved, cfa: u64, reg: usize, regs: &Regs, mem: &dyn Memory) -
         Saved::Reg(r) => need(regs, *r)?,
         Saved::AtExpr(e) => {
             let out = evaluate(e, Some(cfa), regs, mem)?;
-            if out.is_address { mem.read_u64(out.value)? } else { out.value }
+            if out.is_address {
+                mem.read_u64(out.value)?
+            } else {
+                out.value
+            }
         }
         Saved::ValExpr(e) => evaluate(e, Some(cfa), regs, mem)?.value,
     };
@@ -139,10 +160,19 @@ struct Evaluated {
     is_address: bool,
 }
 
-const ENCODING: Encoding = Encoding { format: Format::Dwarf32, version: 4, address_size: 8 };
+const ENCODING: Encoding = Encoding {
+    format: Format::Dwarf32,
+    version: 4,
+    address_size: 8,
+};
 
 /// Evaluate a CFI expression, answering its register and memory requests from the frame.
-fn evaluate(expr: &[u8], cfa: Option<u64>, regs: &Regs, mem: &dyn Memory) -> Result<Evaluated, StepError> {
+fn evaluate(
+    expr: &[u8],
+    cfa: Option<u64>,
+    regs: &Regs,
+    mem: &dyn Memory,
+) -> Result<Evaluated, StepError> {
     let mut eval = gimli::Expression(EndianSlice::new(expr, LittleEndian)).evaluation(ENCODING);
     if let Some(cfa) = cfa {
         eval.set_initial_value(cfa);
@@ -154,25 +184,33 @@ fn evaluate(expr: &[u8], cfa: Option<u64>, regs: &Regs, mem: &dyn Memory) -> Res
             EvaluationResult::Complete => {
                 let pieces = eval.as_result();
                 return match pieces.first().map(|p| &p.location) {
-                    Some(Location::Address { address }) if pieces.len() == 1 => Ok(Evaluated { value: *address, is_address: true }),
-                    Some(Location::Value { value }) if pieces.len() == 1 => {
-                        Ok(Evaluated { value: value.to_u64(u64::MAX).map_err(|_| StepError::Expression)?, is_address: false })
-                    }
+                    Some(Location::Address { address }) if pieces.len() == 1 => Ok(Evaluated {
+                        value: *address,
+                        is_address: true,
+                    }),
+                    Some(Location::Value { value }) if pieces.len() == 1 => Ok(Evaluated {
+                        value: value.to_u64(u64::MAX).map_err(|_| StepError::Expression)?,
+                        is_address: false,
+                    }),
                     _ => Err(StepError::Expression),
                 };
             }
             EvaluationResult::RequiresRegister { register, .. } => {
                 let v = need(regs, register.0)?;
-                eval.resume_with_register(Value::Generic(v)).map_err(|_| StepError::Expression)?
+                eval.resume_with_register(Value::Generic(v))
+                    .map_err(|_| StepError::Expression)?
             }
             EvaluationResult::RequiresMemory { address, size, .. } => {
                 let mut buf = [0u8; 8];
                 let n = usize::from(size).min(8);
                 mem.read(address, &mut buf[..n])?;
-                eval.resume_with_memory(Value::Generic(u64::from_le_bytes(buf))).map_err(|_| StepError::Expression)?
+                eval.resume_with_memory(Value::Generic(u64::from_le_bytes(buf)))
+                    .map_err(|_| StepError::Expression)?
             }
             EvaluationResult::RequiresCallFrameCfa => match cfa {
-                Some(cfa) => eval.resume_with_call_frame_cfa(cfa).map_err(|_| StepError::Expression)?,
+                Some(cfa) => eval
+                    .resume_with_call_frame_cfa(cfa)
+                    .map_err(|_| StepError::Expression)?,
                 None => return Err(StepError::Expression),
             },
             _ => return Err(StepError::Expression),
@@ -184,7 +222,7 @@ fn evaluate(expr: &[u8], cfa: Option<u64>, regs: &Regs, mem: &dyn Memory) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::target::memory::Bytes;
+    use crate::process::memory::Bytes;
 
     fn stack(words: &[u64]) -> Vec<u8> {
         words.iter().flat_map(|w| w.to_le_bytes()).collect()
@@ -192,28 +230,57 @@ mod tests {
 
     #[test]
     fn rsp_offset_rule_pops_a_return_address_and_keeps_callee_saved() {
-        let bytes = stack(&[0xaaaa, 0xbbbb, 0x4011_22]);
-        let mem = Bytes { base: 0x1000, bytes: &bytes };
+        let bytes = stack(&[0xaaaa, 0xbbbb, 0x0040_1122]);
+        let mem = Bytes {
+            base: 0x1000,
+            bytes: &bytes,
+        };
         let mut regs = Regs::from_ip_sp(0x4000, 0x1000);
         regs.set(dwarf::RBX, 7);
         regs.set(dwarf::RAX, 9);
         let rule = Rule::rsp_offset(24);
-        let Step::Caller(c) = apply(&rule, &regs, &mem).unwrap() else { panic!("outermost") };
-        assert_eq!((c.ip(), c.sp(), c.get(dwarf::RBX), c.get(dwarf::RAX)), (0x4011_22, 0x1018, Some(7), None));
+        let Step::Caller(c) = apply(&rule, &regs, &mem).unwrap() else {
+            panic!("outermost")
+        };
+        assert_eq!(
+            (c.ip(), c.sp(), c.get(dwarf::RBX), c.get(dwarf::RAX)),
+            (0x0040_1122, 0x1018, Some(7), None)
+        );
     }
 
     #[test]
     fn undefined_return_address_is_the_outermost_frame() {
-        let rule = Rule { ra: Saved::Undefined, ..Rule::at_entry() };
-        let mem = Bytes { base: 0, bytes: &[] };
-        assert_eq!(apply(&rule, &Regs::from_ip_sp(1, 0x10), &mem), Ok(Step::Outermost));
+        let rule = Rule {
+            ra: Saved::Undefined,
+            ..Rule::at_entry()
+        };
+        let mem = Bytes {
+            base: 0,
+            bytes: &[],
+        };
+        assert_eq!(
+            apply(&rule, &Regs::from_ip_sp(1, 0x10), &mem),
+            Ok(Step::Outermost)
+        );
     }
 
     #[test]
     fn unknown_needed_register_stops_instead_of_guessing() {
-        let rule = Rule { cfa: Cfa::RegOffset { reg: dwarf::RBP as u16, offset: 16 }, ..Rule::at_entry() };
-        let mem = Bytes { base: 0, bytes: &[0; 64] };
-        assert_eq!(apply(&rule, &Regs::from_ip_sp(1, 0x10), &mem), Err(StepError::UnknownRegister(dwarf::RBP as u16)));
+        let rule = Rule {
+            cfa: Cfa::RegOffset {
+                reg: dwarf::RBP as u16,
+                offset: 16,
+            },
+            ..Rule::at_entry()
+        };
+        let mem = Bytes {
+            base: 0,
+            bytes: &[0; 64],
+        };
+        assert_eq!(
+            apply(&rule, &Regs::from_ip_sp(1, 0x10), &mem),
+            Err(StepError::UnknownRegister(dwarf::RBP as u16))
+        );
     }
 
     #[test]
@@ -226,7 +293,13 @@ mod tests {
         let rule = Rule {
             cfa: Cfa::Expr(cfa.into()),
             ra: Saved::AtExpr(rip.into()),
-            regs: vec![(dwarf::RSP as u16, Saved::AtExpr(vec![0x77, 0xa0, 0x01].into())), (dwarf::RBX as u16, Saved::AtExpr(rbx.into()))],
+            regs: vec![
+                (
+                    dwarf::RSP as u16,
+                    Saved::AtExpr(vec![0x77, 0xa0, 0x01].into()),
+                ),
+                (dwarf::RBX as u16, Saved::AtExpr(rbx.into())),
+            ],
             signal: true,
         };
         let mut words = vec![0u64; 24];
@@ -234,15 +307,29 @@ mod tests {
         words[160 / 8] = 0x7000;
         words[168 / 8] = 0x40_1234;
         let bytes = stack(&words);
-        let mem = Bytes { base: 0x2000, bytes: &bytes };
-        let Step::Caller(c) = apply(&rule, &Regs::from_ip_sp(0x9999, 0x2000), &mem).unwrap() else { panic!() };
-        assert_eq!((c.ip(), c.sp(), c.get(dwarf::RBX)), (0x40_1234, 0x7000, Some(0x5151)));
+        let mem = Bytes {
+            base: 0x2000,
+            bytes: &bytes,
+        };
+        let Step::Caller(c) = apply(&rule, &Regs::from_ip_sp(0x9999, 0x2000), &mem).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (c.ip(), c.sp(), c.get(dwarf::RBX)),
+            (0x40_1234, 0x7000, Some(0x5151))
+        );
     }
 
     #[test]
     fn malformed_expression_is_an_error() {
-        let rule = Rule { cfa: Cfa::Expr(vec![0xff, 0x00].into()), ..Rule::at_entry() };
-        let mem = Bytes { base: 0, bytes: &[] };
+        let rule = Rule {
+            cfa: Cfa::Expr(vec![0xff, 0x00].into()),
+            ..Rule::at_entry()
+        };
+        let mem = Bytes {
+            base: 0,
+            bytes: &[],
+        };
         assert!(apply(&rule, &Regs::from_ip_sp(1, 0x10), &mem).is_err());
     }
 }

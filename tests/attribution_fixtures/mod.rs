@@ -19,7 +19,9 @@ pub fn work_dir() -> PathBuf {
 }
 
 fn source(file: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/attribution").join(file)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/attribution")
+        .join(file)
 }
 
 /// Compile `fixtures/attribution/<name>.c` (with symbols and unwind tables).
@@ -60,7 +62,11 @@ pub fn parprof() -> Command {
 pub fn run_ok(cmd: &mut Command) -> Output {
     let out = cmd.output().expect("running parprof");
     eprintln!("{}", String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "parprof failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "parprof failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out
 }
 
@@ -69,16 +75,32 @@ pub fn record_summary(tag: &str, extra: &[&str], command: &[&str]) -> serde_json
     let dir = work_dir();
     let summary = dir.join(format!("{tag}.json"));
     let output = dir.join(format!("{tag}.folded"));
-    run_ok(parprof().args(["record", "--rate", "200", "-o"]).arg(&output).arg("--summary").arg(&summary).args(extra).arg("--").args(command));
+    run_ok(
+        parprof()
+            .args(["record", "--rate", "200", "-o"])
+            .arg(&output)
+            .arg("--summary")
+            .arg(&summary)
+            .args(extra)
+            .arg("--")
+            .args(command),
+    );
     serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap()
 }
 
 /// Samples of one state for one thread of a summary.
 pub fn state(thread: &serde_json::Value, name: &str) -> u64 {
-    thread["states"][name].as_u64().unwrap_or_else(|| panic!("no state {name} in {thread}"))
+    thread["states"][name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no state {name} in {thread}"))
 }
 
 /// The summary's threads with this name.
 pub fn threads_named<'a>(summary: &'a serde_json::Value, name: &str) -> Vec<&'a serde_json::Value> {
-    summary["threads"].as_array().unwrap().iter().filter(|t| t["name"] == name).collect()
+    summary["threads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["name"] == name)
+        .collect()
 }

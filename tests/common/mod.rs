@@ -33,10 +33,16 @@ pub fn build(source: &str, flags: &[&str]) -> PathBuf {
     let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
     let src = repo().join(source);
     let stem = src.file_stem().unwrap().to_string_lossy().to_string();
-    let tag: String = flags.iter().map(|f| f.replace(['-', '=', ' ', '/'], "")).collect();
+    let tag: String = flags
+        .iter()
+        .map(|f| f.replace(['-', '=', ' ', '/'], ""))
+        .collect();
     let exe = scratch().join(format!("{stem}{tag}"));
     let fresh = exe.metadata().and_then(|m| m.modified()).ok();
-    let src_time = src.metadata().and_then(|m| m.modified()).expect("fixture source exists");
+    let src_time = src
+        .metadata()
+        .and_then(|m| m.modified())
+        .expect("fixture source exists");
     if fresh.is_some_and(|t| t >= src_time) {
         return exe;
     }
@@ -51,7 +57,11 @@ pub fn build(source: &str, flags: &[&str]) -> PathBuf {
     };
     cmd.args(flags).arg(&src).arg("-o").arg(&exe);
     let out = cmd.output().expect("run the compiler");
-    assert!(out.status.success(), "building {source} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "building {source} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     exe
 }
 
@@ -64,7 +74,11 @@ pub struct Fixture {
 impl Fixture {
     /// Start `exe` and wait for its `ready <pid>` line.
     pub fn start(exe: &Path, args: &[&str]) -> Fixture {
-        let mut child = Command::new(exe).args(args).stdout(Stdio::piped()).spawn().expect("start fixture");
+        let mut child = Command::new(exe)
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start fixture");
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
         stdout.read_line(&mut line).expect("read fixture stdout");
@@ -119,7 +133,9 @@ impl Stack {
     /// The frames without the trailing `[state]`.
     pub fn code(&self) -> &[String] {
         match self.frames.last() {
-            Some(l) if l.starts_with('[') && l.ends_with(']') && l != "[truncated]" => &self.frames[..self.frames.len() - 1],
+            Some(l) if l.starts_with('[') && l.ends_with(']') && l != "[truncated]" => {
+                &self.frames[..self.frames.len() - 1]
+            }
             _ => &self.frames,
         }
     }
@@ -130,7 +146,9 @@ impl Stack {
 
     /// True when `names` appear in this order as consecutive frames.
     pub fn has_chain(&self, names: &[&str]) -> bool {
-        self.code().windows(names.len()).any(|w| w.iter().zip(names).all(|(f, n)| f == n))
+        self.code()
+            .windows(names.len())
+            .any(|w| w.iter().zip(names).all(|(f, n)| f == n))
     }
 
     pub fn has(&self, name: &str) -> bool {
@@ -143,14 +161,20 @@ pub fn parse_folded(text: &str) -> Vec<Stack> {
         .filter(|l| !l.trim().is_empty())
         .map(|l| {
             let (stack, count) = l.rsplit_once(' ').expect("folded line has a count");
-            Stack { frames: stack.split(';').map(str::to_string).collect(), count: count.parse().expect("count") }
+            Stack {
+                frames: stack.split(';').map(str::to_string).collect(),
+                count: count.parse().expect("count"),
+            }
         })
         .collect()
 }
 
 /// With `--threads`, the stacks of threads whose name starts with `prefix`.
 pub fn thread_stacks<'a>(stacks: &'a [Stack], prefix: &str) -> Vec<&'a Stack> {
-    stacks.iter().filter(|s| s.frames[0].starts_with(prefix)).collect()
+    stacks
+        .iter()
+        .filter(|s| s.frames[0].starts_with(prefix))
+        .collect()
 }
 
 pub fn total(stacks: &[&Stack]) -> u64 {
@@ -160,16 +184,26 @@ pub fn total(stacks: &[&Stack]) -> u64 {
 /// Threads of `pid` that are stopped (`T`/`t`) or have a tracer.
 pub fn stopped_or_traced(pid: i32) -> Vec<String> {
     let mut bad = Vec::new();
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return bad };
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return bad;
+    };
     for t in tasks.flatten() {
         let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
         let field = |k: &str| {
-            status.lines().find_map(|l| l.strip_prefix(k)).map(|v| v.trim().to_string()).unwrap_or_default()
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(k))
+                .map(|v| v.trim().to_string())
+                .unwrap_or_default()
         };
         let state = field("State:");
         let tracer = field("TracerPid:");
-        if state.starts_with('T') || state.starts_with('t') || (tracer != "0" && !tracer.is_empty()) {
-            bad.push(format!("tid {} state {state} tracer {tracer}", t.file_name().to_string_lossy()));
+        if state.starts_with('T') || state.starts_with('t') || (tracer != "0" && !tracer.is_empty())
+        {
+            bad.push(format!(
+                "tid {} state {state} tracer {tracer}",
+                t.file_name().to_string_lossy()
+            ));
         }
     }
     bad

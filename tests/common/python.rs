@@ -37,7 +37,9 @@ pub fn serial() -> MutexGuard<'static, ()> {
 
 fn output(cmd: &mut Command) -> Option<String> {
     let out = cmd.stderr(Stdio::null()).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 /// Ask an interpreter for its real executable, version and build; `None` below 3.11.
@@ -46,13 +48,19 @@ fn probe(python: &Path) -> Option<Interp> {
                   print(int(bool(sysconfig.get_config_var('Py_GIL_DISABLED')))); print(int(sys.version_info >= (3, 11)))";
     let text = output(Command::new(python).args(["-c", script]))?;
     let lines: Vec<&str> = text.lines().collect();
-    let [exe, version, ft, new_enough] = lines[..] else { return None };
+    let [exe, version, ft, new_enough] = lines[..] else {
+        return None;
+    };
     if new_enough != "1" {
         return None;
     }
     let free_threaded = ft == "1";
     let path = std::fs::canonicalize(exe).ok()?;
-    Some(Interp { version: format!("{version}{}", if free_threaded { "t" } else { "" }), path, free_threaded })
+    Some(Interp {
+        version: format!("{version}{}", if free_threaded { "t" } else { "" }),
+        path,
+        free_threaded,
+    })
 }
 
 /// The free-threaded 3.13 from `scripts/free-threaded-python` (built on first use). The
@@ -66,10 +74,20 @@ pub fn free_threaded() -> Interp {
             .output()
             .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
         if !out.status.success() {
-            return Err(format!("{} failed ({}); the free-threaded interpreter is required", script.display(), out.status));
+            return Err(format!(
+                "{} failed ({}); the free-threaded interpreter is required",
+                script.display(),
+                out.status
+            ));
         }
         let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        let interp = probe(&path).ok_or_else(|| format!("{} printed {}, which does not run", script.display(), path.display()))?;
+        let interp = probe(&path).ok_or_else(|| {
+            format!(
+                "{} printed {}, which does not run",
+                script.display(),
+                path.display()
+            )
+        })?;
         if !interp.free_threaded {
             return Err(format!("{interp} is not a free-threaded build"));
         }
@@ -86,9 +104,15 @@ pub fn interpreters() -> Vec<Interp> {
     ALL.get_or_init(|| {
         let mut candidates: Vec<PathBuf> = Vec::new();
         if let Some(root) = output(Command::new("pyenv").arg("root")) {
-            let versions = output(Command::new("pyenv").args(["versions", "--bare"])).unwrap_or_default();
+            let versions =
+                output(Command::new("pyenv").args(["versions", "--bare"])).unwrap_or_default();
             for v in versions.lines().map(str::trim).filter(|v| !v.is_empty()) {
-                candidates.push(Path::new(&root).join("versions").join(v).join("bin/python3"));
+                candidates.push(
+                    Path::new(&root)
+                        .join("versions")
+                        .join(v)
+                        .join("bin/python3"),
+                );
             }
         }
         if let Some(all) = output(Command::new("which").args(["-a", "python3"])) {
@@ -104,7 +128,13 @@ pub fn interpreters() -> Vec<Interp> {
         found.entry(ft.path.clone()).or_insert(ft);
         let mut v: Vec<Interp> = found.into_values().collect();
         v.sort_by(|a, b| a.version.cmp(&b.version));
-        eprintln!("python matrix: {}", v.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", "));
+        eprintln!(
+            "python matrix: {}",
+            v.iter()
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         v
     })
     .clone()
@@ -145,7 +175,11 @@ pub fn parse_folded(text: &str) -> Vec<Stack> {
             let thread = frames.remove(0);
             frames.pop()?; // the sample's state, e.g. [compute]
             let tid = thread.rsplit(' ').next()?.parse().ok()?;
-            Some(Stack { tid, frames, count: count.parse().ok()? })
+            Some(Stack {
+                tid,
+                frames,
+                count: count.parse().ok()?,
+            })
         })
         .collect()
 }
@@ -153,12 +187,28 @@ pub fn parse_folded(text: &str) -> Vec<Stack> {
 /// Start `python fixture args...`, wait until `workers` threads announce themselves with
 /// `worker-tid N` (so start-up time, long on a loaded machine, is not recorded), then run
 /// `parprof record --threads -d SECS -o X.folded [extra] --pid PID` and stop the fixture.
-pub fn record(interp: &Interp, fixture_name: &str, args: &[&str], workers: usize, secs: f64, extra: &[&str]) -> Recording {
+pub fn record(
+    interp: &Interp,
+    fixture_name: &str,
+    args: &[&str],
+    workers: usize,
+    secs: f64,
+    extra: &[&str],
+) -> Recording {
     use std::io::{BufRead, BufReader};
     let dir = manifest_dir().join("target/python-tests");
     std::fs::create_dir_all(&dir).expect("create target/python-tests");
-    let flags: String = extra.iter().filter(|f| f.starts_with('-')).map(|f| f.trim_start_matches('-')).collect::<Vec<_>>().join("-");
-    let out_file = dir.join(format!("{}-{}{flags}.folded", fixture_name.trim_end_matches(".py"), interp.version));
+    let flags: String = extra
+        .iter()
+        .filter(|f| f.starts_with('-'))
+        .map(|f| f.trim_start_matches('-'))
+        .collect::<Vec<_>>()
+        .join("-");
+    let out_file = dir.join(format!(
+        "{}-{}{flags}.folded",
+        fixture_name.trim_end_matches(".py"),
+        interp.version
+    ));
     let mut child = Command::new(&interp.path)
         .arg(fixture(fixture_name))
         .args(args)
@@ -166,8 +216,12 @@ pub fn record(interp: &Interp, fixture_name: &str, args: &[&str], workers: usize
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {interp}: {e}"));
     let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
-    let announced: Vec<i32> =
-        stdout.lines().map_while(Result::ok).filter_map(|l| l.strip_prefix("worker-tid ")?.trim().parse().ok()).take(workers).collect();
+    let announced: Vec<i32> = stdout
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|l| l.strip_prefix("worker-tid ")?.trim().parse().ok())
+        .take(workers)
+        .collect();
     let out = Command::new(env!("CARGO_BIN_EXE_parprof"))
         .args(["record", "--threads", "-d", &secs.to_string(), "-o"])
         .arg(&out_file)
@@ -177,9 +231,16 @@ pub fn record(interp: &Interp, fixture_name: &str, args: &[&str], workers: usize
         .expect("run parprof");
     let _ = child.kill();
     let _ = child.wait();
-    assert!(out.status.success(), "parprof record on {interp} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "parprof record on {interp} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = std::fs::read_to_string(&out_file).expect("read folded output");
-    Recording { stacks: parse_folded(&text), workers: announced }
+    Recording {
+        stacks: parse_folded(&text),
+        workers: announced,
+    }
 }
 
 /// The function name of a Python frame label `name (file.py:line)`; `None` for other frames.
@@ -198,7 +259,10 @@ pub fn has_chain(frames: &[String], chain: &[&str]) -> bool {
 }
 
 /// Run `check` on each interpreter, print one line per interpreter, fail with all failures.
-pub fn each_interpreter(interps: &[Interp], mut check: impl FnMut(&Interp) -> Result<String, String>) {
+pub fn each_interpreter(
+    interps: &[Interp],
+    mut check: impl FnMut(&Interp) -> Result<String, String>,
+) {
     let _turn = serial();
     let mut failures = Vec::new();
     for interp in interps {

@@ -15,7 +15,12 @@ pub fn exe() -> PathBuf {
 pub fn record(threads: u32, seconds: u32, locked_scale: u32, rate: u32) -> (PathBuf, String) {
     let out = scratch_file(&format!("lockscale-{threads}-{locked_scale}.parprof"));
     let exe = exe();
-    let args = [threads.to_string(), seconds.to_string(), locked_scale.to_string(), rate.to_string()];
+    let args = [
+        threads.to_string(),
+        seconds.to_string(),
+        locked_scale.to_string(),
+        rate.to_string(),
+    ];
     let o = run_parprof(&[
         "record",
         "--rate",
@@ -34,7 +39,12 @@ pub fn record(threads: u32, seconds: u32, locked_scale: u32, rate: u32) -> (Path
 /// `parprof report PROFILE -o OUTPUT [extra...]`; returns OUTPUT's bytes.
 pub fn report(profile: &Path, output_name: &str, extra: &[&str]) -> Vec<u8> {
     let out = scratch_file(output_name);
-    let mut args = vec!["report", profile.to_str().unwrap(), "-o", out.to_str().unwrap()];
+    let mut args = vec![
+        "report",
+        profile.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ];
     args.extend_from_slice(extra);
     run_parprof(&args);
     std::fs::read(&out).expect("report wrote its output")
@@ -42,17 +52,31 @@ pub fn report(profile: &Path, output_name: &str, extra: &[&str]) -> Vec<u8> {
 
 /// The sample count from record's end-of-run summary (`parprof: N samples of ...`).
 pub fn summary_samples(stderr: &str) -> u64 {
-    let line = stderr.lines().find(|l| l.contains(" samples of ")).expect("record printed its summary");
-    let n = line.trim_start_matches("parprof: ").split(' ').next().unwrap();
+    let line = stderr
+        .lines()
+        .find(|l| l.contains(" samples of "))
+        .expect("record printed its summary");
+    let n = line
+        .trim_start_matches("parprof: ")
+        .split(' ')
+        .next()
+        .unwrap();
     n.parse().expect("sample count")
 }
 
 /// The stderr of a parprof run expected to fail, checked to be one line, with its status.
 pub fn failure(args: &[&str]) -> (Option<i32>, String) {
-    let o = crate::common::parprof().args(args).output().expect("run parprof");
+    let o = crate::common::parprof()
+        .args(args)
+        .output()
+        .expect("run parprof");
     assert!(!o.status.success(), "parprof {args:?} succeeded");
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert_eq!(err.trim_end().lines().count(), 1, "parprof {args:?} printed more than one line:\n{err}");
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "parprof {args:?} printed more than one line:\n{err}"
+    );
     assert!(!err.contains("panicked"), "{err}");
     (o.status.code(), err)
 }

@@ -10,10 +10,18 @@ const TOP: usize = 15;
 
 /// `base` and `new` describe the inputs (file name, samples, duration); `threshold` is
 /// `--fail-on-regression` if given.
-pub fn render(c: &Comparison, base: &str, new: &str, threshold: Option<f64>, regressions: &[Regression]) -> String {
+pub fn render(
+    c: &Comparison,
+    base: &str,
+    new: &str,
+    threshold: Option<f64>,
+    regressions: &[Regression],
+) -> String {
     let mut md = String::new();
     let verdict = match threshold {
-        Some(t) if !regressions.is_empty() => format!("❌ regression: shares grew by more than {t} points"),
+        Some(t) if !regressions.is_empty() => {
+            format!("❌ regression: shares grew by more than {t} points")
+        }
         Some(t) => format!("✅ no share grew by more than {t} points"),
         None => "comparison".to_string(),
     };
@@ -45,9 +53,19 @@ fn top(rows: &[Row]) -> &[Row] {
 }
 
 fn table(md: &mut String, what: &str, rows: &[Row]) {
-    let _ = writeln!(md, "| {what} | base | new | change |\n| --- | ---: | ---: | ---: |");
+    let _ = writeln!(
+        md,
+        "| {what} | base | new | change |\n| --- | ---: | ---: | ---: |"
+    );
     for r in rows {
-        let _ = writeln!(md, "| `{}` | {:.1}% | {:.1}% | {:+.1} points |", cell(&r.name), r.base, r.new, r.delta());
+        let _ = writeln!(
+            md,
+            "| `{}` | {:.1}% | {:.1}% | {:+.1} points |",
+            cell(&r.name),
+            r.base,
+            r.new,
+            r.delta()
+        );
     }
     md.push('\n');
 }

@@ -50,8 +50,12 @@ impl ExecWatch {
 
     pub fn check(&mut self) -> ProcessNow {
         let mut buf = [0u8; 1024];
-        let Ok(n) = self.stat.read_at(&mut buf, 0) else { return ProcessNow::Ended };
-        let Some((state, threads, layout)) = parse(&buf[..n]) else { return ProcessNow::Ended };
+        let Ok(n) = self.stat.read_at(&mut buf, 0) else {
+            return ProcessNow::Ended;
+        };
+        let Some((state, threads, layout)) = parse(&buf[..n]) else {
+            return ProcessNow::Ended;
+        };
         if matches!(state, 'Z' | 'X') && threads <= 1 {
             return ProcessNow::Ended;
         }
@@ -71,7 +75,10 @@ impl ExecWatch {
 fn parse(line: &[u8]) -> Option<(char, u32, Layout)> {
     let text = std::str::from_utf8(line).ok()?;
     // The command name is in parentheses and may itself contain spaces and parentheses.
-    let fields: Vec<&str> = text.get(text.rfind(')')? + 2..)?.split_ascii_whitespace().collect();
+    let fields: Vec<&str> = text
+        .get(text.rfind(')')? + 2..)?
+        .split_ascii_whitespace()
+        .collect();
     // fields[0] is field 3 (state); field N is fields[N - 3].
     let field = |n: usize| fields.get(n - 3)?.parse::<u64>().ok();
     let mut layout = [0; 10];

@@ -33,7 +33,8 @@ impl Mapping {
     pub fn is_backed_by(&self, file: &std::fs::Metadata) -> bool {
         use std::os::unix::fs::MetadataExt;
         let dev = file.dev();
-        file.ino() == self.inode && self.dev == format!("{:02x}:{:02x}", libc::major(dev), libc::minor(dev))
+        file.ino() == self.inode
+            && self.dev == format!("{:02x}:{:02x}", libc::major(dev), libc::minor(dev))
     }
 
     pub fn is_vdso(&self) -> bool {
@@ -45,7 +46,11 @@ impl Mapping {
         if self.path.is_empty() {
             "[anon]"
         } else {
-            self.path.rsplit('/').next().unwrap_or(&self.path).trim_end_matches(" (deleted)")
+            self.path
+                .rsplit('/')
+                .next()
+                .unwrap_or(&self.path)
+                .trim_end_matches(" (deleted)")
         }
     }
 }
@@ -60,7 +65,10 @@ pub struct Maps {
 impl Maps {
     pub fn read(pid: i32) -> std::io::Result<Maps> {
         let text = std::fs::read_to_string(format!("/proc/{pid}/maps"))?;
-        Ok(Maps { pid, mappings: parse(&text) })
+        Ok(Maps {
+            pid,
+            mappings: parse(&text),
+        })
     }
 
     pub fn find(&self, addr: u64) -> Option<&Mapping> {
@@ -75,7 +83,10 @@ impl Maps {
     /// parprof's own namespace, if it is the same file (device and inode).
     pub fn file_path(&self, m: &Mapping) -> PathBuf {
         if m.path.ends_with(" (deleted)") {
-            return PathBuf::from(format!("/proc/{}/map_files/{:x}-{:x}", self.pid, m.start, m.end));
+            return PathBuf::from(format!(
+                "/proc/{}/map_files/{:x}-{:x}",
+                self.pid, m.start, m.end
+            ));
         }
         let through_root = PathBuf::from(format!("/proc/{}/root{}", self.pid, m.path));
         let own = PathBuf::from(&m.path);
@@ -87,7 +98,9 @@ impl Maps {
 
     /// All mappings of the same file as `m` (an ELF image is mapped in several segments).
     pub fn segments_of<'a>(&'a self, m: &'a Mapping) -> impl Iterator<Item = &'a Mapping> + 'a {
-        self.mappings.iter().filter(move |o| o.inode == m.inode && o.dev == m.dev && o.path == m.path)
+        self.mappings
+            .iter()
+            .filter(move |o| o.inode == m.inode && o.dev == m.dev && o.path == m.path)
     }
 }
 
@@ -131,7 +144,10 @@ mod tests {
 7ffd1000-7ffd3000 r-xp 00000000 00:00 0 [vdso]\n\
 7f0000000000-7f0000001000 rw-p 00000000 00:00 0 \n\
 garbage\n";
-        let maps = Maps { pid: 1, mappings: parse(text) };
+        let maps = Maps {
+            pid: 1,
+            mappings: parse(text),
+        };
         assert_eq!(maps.mappings.len(), 4);
         let exe = maps.find(0x55d0a0001800).unwrap();
         assert_eq!(exe.path, "/usr/bin/my prog");
@@ -147,10 +163,22 @@ garbage\n";
         let own = Maps::read(std::process::id() as i32).unwrap();
         let exe = own.mappings.iter().find(|m| m.is_file()).unwrap().clone();
         // A pid that does not exist: its root is gone.
-        let gone = Maps { pid: i32::MAX, mappings: vec![exe.clone()] };
+        let gone = Maps {
+            pid: i32::MAX,
+            mappings: vec![exe.clone()],
+        };
         assert_eq!(gone.file_path(&exe), PathBuf::from(&exe.path));
-        let other = Mapping { inode: exe.inode + 1, ..exe.clone() };
-        assert!(gone.file_path(&other).starts_with("/proc"), "another file at that path is not used");
-        assert!(own.file_path(&exe).starts_with("/proc"), "a live process's files go through its root");
+        let other = Mapping {
+            inode: exe.inode + 1,
+            ..exe.clone()
+        };
+        assert!(
+            gone.file_path(&other).starts_with("/proc"),
+            "another file at that path is not used"
+        );
+        assert!(
+            own.file_path(&exe).starts_with("/proc"),
+            "a live process's files go through its root"
+        );
     }
 }

@@ -66,7 +66,10 @@ impl ProcessMemory {
         }
         let len = buf.len();
         let mut local = [IoSliceMut::new(buf)];
-        let remote = [RemoteIoVec { base: addr as usize, len }];
+        let remote = [RemoteIoVec {
+            base: addr as usize,
+            len,
+        }];
         match process_vm_readv(Pid::from_raw(self.pid), &mut local, &remote) {
             Ok(n) => Ok(n),
             Err(nix::errno::Errno::ESRCH) => Err(MemError::ProcessGone),
@@ -79,7 +82,11 @@ impl ProcessMemory {
 impl Memory for ProcessMemory {
     fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
         let n = self.read_partial(addr, buf)?;
-        if n == buf.len() { Ok(()) } else { Err(MemError::Short(addr + n as u64)) }
+        if n == buf.len() {
+            Ok(())
+        } else {
+            Err(MemError::Short(addr + n as u64))
+        }
     }
 }
 
@@ -107,7 +114,10 @@ impl StackSnapshot {
             }
             Err(e) => return Err(e),
         };
-        Ok(StackSnapshot { base: sp, bytes: scratch[..n].to_vec() })
+        Ok(StackSnapshot {
+            base: sp,
+            bytes: scratch[..n].to_vec(),
+        })
     }
 
     pub fn contains(&self, addr: u64, len: usize) -> bool {
@@ -152,7 +162,9 @@ pub struct Bytes<'a> {
 
 impl Memory for Bytes<'_> {
     fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
-        let off = addr.checked_sub(self.base).ok_or(MemError::Unmapped(addr))? as usize;
+        let off = addr
+            .checked_sub(self.base)
+            .ok_or(MemError::Unmapped(addr))? as usize;
         let end = off.checked_add(buf.len()).ok_or(MemError::Unmapped(addr))?;
         let src = self.bytes.get(off..end).ok_or(MemError::Unmapped(addr))?;
         buf.copy_from_slice(src);

@@ -10,7 +10,9 @@ pub enum TargetError {
     NoSuchProcess(i32),
     #[error("pid {0} is a kernel thread; parprof profiles user-space processes")]
     KernelThread(i32),
-    #[error("pid {0} is a zombie (it has exited and waits for its parent to reap it); nothing to profile")]
+    #[error(
+        "pid {0} is a zombie (it has exited and waits for its parent to reap it); nothing to profile"
+    )]
     Zombie(i32),
     #[error(
         "not permitted to read process {0}: run parprof as the same user as the target with \
@@ -21,7 +23,12 @@ pub enum TargetError {
 
 /// Parse and check a `--pid` argument.
 pub fn check_pid(arg: &str) -> Result<i32, TargetError> {
-    let pid: i32 = arg.trim().parse().ok().filter(|p| *p > 0).ok_or_else(|| TargetError::NotANumber(arg.to_string()))?;
+    let pid: i32 = arg
+        .trim()
+        .parse()
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| TargetError::NotANumber(arg.to_string()))?;
     check_process(pid)?;
     Ok(pid)
 }
@@ -37,7 +44,9 @@ pub fn check_process(pid: i32) -> Result<(), TargetError> {
     // Reading the memory map needs the same access as ptrace-reading the process.
     match std::fs::read_to_string(format!("/proc/{pid}/maps")) {
         Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => return Err(TargetError::Permission(pid)),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            return Err(TargetError::Permission(pid));
+        }
         Err(_) => return Err(TargetError::NoSuchProcess(pid)),
     }
     let mut probe = [0u8; 1];

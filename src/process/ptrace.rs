@@ -44,6 +44,9 @@ pub struct Tracer {
     pending: Vec<i32>,
 }
 
+/// One thread's outcome of a stop: its registers and what was copied while it was stopped.
+pub type Stopped<T> = (i32, Result<(Regs, T), StopError>);
+
 impl Tracer {
     /// Stop every thread of `tids`, and for each, read its registers, run `while_stopped`
     /// (to copy what must be consistent with them: the stack, interpreter frames), then
@@ -53,7 +56,7 @@ impl Tracer {
         &mut self,
         tids: &[i32],
         mut while_stopped: impl FnMut(i32, &Regs) -> T,
-    ) -> Vec<(i32, Result<(Regs, T), StopError>)> {
+    ) -> Vec<Stopped<T>> {
         let mut results = Vec::with_capacity(tids.len());
         let mut waiting = Vec::with_capacity(tids.len());
         for &tid in tids {
@@ -62,7 +65,12 @@ impl Tracer {
                 Err(e) => results.push((tid, Err(e))),
             }
         }
-        read_as_they_stop(&mut waiting, Instant::now() + STOP_DEADLINE, &mut while_stopped, &mut results);
+        read_as_they_stop(
+            &mut waiting,
+            Instant::now() + STOP_DEADLINE,
+            &mut while_stopped,
+            &mut results,
+        );
         for &tid in &waiting {
             results.push((tid, Err(StopError::Timeout)));
         }
@@ -80,7 +88,7 @@ impl Tracer {
         &mut self,
         until: Instant,
         mut while_stopped: impl FnMut(i32, &Regs) -> T,
-    ) -> Vec<(i32, Result<(Regs, T), StopError>)> {
+    ) -> Vec<Stopped<T>> {
         let mut results = Vec::new();
         read_as_they_stop(&mut self.pending, until, &mut while_stopped, &mut results);
         results
@@ -93,7 +101,7 @@ fn read_as_they_stop<T>(
     tids: &mut Vec<i32>,
     until: Instant,
     while_stopped: &mut impl FnMut(i32, &Regs) -> T,
-    results: &mut Vec<(i32, Result<(Regs, T), StopError>)>,
+    results: &mut Vec<Stopped<T>>,
 ) {
     loop {
         tids.retain(|&tid| !read_if_stopped(tid, while_stopped, results));
@@ -126,7 +134,10 @@ fn stop_notice() -> SigSet {
 /// real-time priority, and polling there takes a CPU from the very threads it waits for.
 pub fn sleep_until_a_stop(max: Duration) {
     let max = max.min(Duration::from_millis(1));
-    let timeout = libc::timespec { tv_sec: 0, tv_nsec: max.subsec_nanos() as libc::c_long };
+    let timeout = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: max.subsec_nanos() as libc::c_long,
+    };
     // SAFETY: a valid signal set and timespec; the siginfo pointer may be null.
     unsafe {
         libc::sigtimedwait(stop_notice().as_ref(), std::ptr::null_mut(), &timeout);
@@ -138,7 +149,7 @@ pub fn sleep_until_a_stop(max: Duration) {
 fn read_if_stopped<T>(
     tid: i32,
     while_stopped: &mut impl FnMut(i32, &Regs) -> T,
-    results: &mut Vec<(i32, Result<(Regs, T), StopError>)>,
+    results: &mut Vec<Stopped<T>>,
 ) -> bool {
     let pid = Pid::from_raw(tid);
     let signal = match wait_for_stop_now(pid) {
@@ -175,7 +186,11 @@ impl StopError {
             .lines()
             .find_map(|l| l.strip_prefix("TracerPid:"))
             .is_some_and(|v| v.trim() != "0");
-        if traced { StopError::Busy } else { StopError::Permission }
+        if traced {
+            StopError::Busy
+        } else {
+            StopError::Permission
+        }
     }
 }
 
@@ -191,7 +206,11 @@ fn interrupt(tid: i32) -> Result<(), StopError> {
 }
 
 fn errno_error(e: Errno) -> StopError {
-    if e == Errno::ESRCH { StopError::Gone } else { StopError::Other(e) }
+    if e == Errno::ESRCH {
+        StopError::Gone
+    } else {
+        StopError::Other(e)
+    }
 }
 
 /// `Some(signal to re-inject)` once the thread is in a ptrace stop, `None` if not yet.

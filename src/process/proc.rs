@@ -24,7 +24,11 @@ pub fn thread_name(pid: i32, tid: i32) -> String {
 /// listed under the thread that forked it; needs a kernel with `CONFIG_PROC_CHILDREN`).
 pub fn children(pid: i32, tid: i32) -> Vec<i32> {
     fs::read_to_string(format!("/proc/{pid}/task/{tid}/children"))
-        .map(|s| s.split_whitespace().filter_map(|c| c.parse().ok()).collect())
+        .map(|s| {
+            s.split_whitespace()
+                .filter_map(|c| c.parse().ok())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -86,15 +90,22 @@ pub enum Syscall {
     Running,
     /// Blocked in syscall `nr`; the user-space stack pointer and instruction pointer are
     /// frozen until it returns, so it can be unwound without stopping it.
-    Blocked { nr: i64, args: [u64; 6], sp: u64, pc: u64 },
+    Blocked {
+        nr: i64,
+        args: [u64; 6],
+        sp: u64,
+        pc: u64,
+    },
     /// Blocked in the kernel but not in a syscall (a page fault, a ptrace stop).
     BlockedNoSyscall { sp: u64, pc: u64 },
 }
 
 impl Syscall {
     pub fn read(pid: i32, tid: i32) -> io::Result<Syscall> {
-        parse_syscall(&fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall"))?)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "malformed syscall file"))
+        parse_syscall(&fs::read_to_string(format!(
+            "/proc/{pid}/task/{tid}/syscall"
+        ))?)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "malformed syscall file"))
     }
 
     pub fn number(&self) -> Option<i64> {
@@ -117,7 +128,10 @@ fn parse_syscall(text: &str) -> Option<Syscall> {
     let hex = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok();
     match f.as_slice() {
         ["running"] => Some(Syscall::Running),
-        ["-1", sp, pc] => Some(Syscall::BlockedNoSyscall { sp: hex(sp)?, pc: hex(pc)? }),
+        ["-1", sp, pc] => Some(Syscall::BlockedNoSyscall {
+            sp: hex(sp)?,
+            pc: hex(pc)?,
+        }),
         [nr, a0, a1, a2, a3, a4, a5, sp, pc] => Some(Syscall::Blocked {
             nr: nr.parse().ok()?,
             args: [hex(a0)?, hex(a1)?, hex(a2)?, hex(a3)?, hex(a4)?, hex(a5)?],
@@ -143,7 +157,9 @@ impl SchedStat {
     }
 
     fn parse(text: &str) -> SchedStat {
-        let mut it = text.split_whitespace().map(|v| v.parse::<u64>().unwrap_or(0));
+        let mut it = text
+            .split_whitespace()
+            .map(|v| v.parse::<u64>().unwrap_or(0));
         SchedStat {
             run_ns: it.next().unwrap_or(0),
             wait_ns: it.next().unwrap_or(0),
@@ -156,10 +172,14 @@ impl SchedStat {
 /// schedstat file open, and the usual soft limit (1024) is below the thread count of the
 /// pools parprof is for; the hard limit is what the administrator allows.
 pub fn allow_a_file_per_thread() {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit/setrlimit read and write one valid rlimit struct.
     unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
             limit.rlim_cur = limit.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
         }
@@ -182,9 +202,14 @@ impl SchedStatFile {
         let mut buf = [0u8; 128];
         let n = self.0.read_at(&mut buf, 0)?;
         if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "empty schedstat"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "empty schedstat",
+            ));
         }
-        Ok(SchedStat::parse(std::str::from_utf8(&buf[..n]).unwrap_or("")))
+        Ok(SchedStat::parse(
+            std::str::from_utf8(&buf[..n]).unwrap_or(""),
+        ))
     }
 }
 
@@ -208,7 +233,10 @@ mod tests {
         assert_eq!(parse_syscall("running\n"), Some(Syscall::Running));
         assert_eq!(
             parse_syscall("-1 0x7ffc0 0x401000\n"),
-            Some(Syscall::BlockedNoSyscall { sp: 0x7ffc0, pc: 0x401000 })
+            Some(Syscall::BlockedNoSyscall {
+                sp: 0x7ffc0,
+                pc: 0x401000
+            })
         );
         let s = parse_syscall("202 0x5555 0x80 0x2 0x0 0x0 0x0 0x7ffd10 0x7f0010\n").unwrap();
         assert_eq!(s.number(), Some(202));
