@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::output::Format;
+use crate::sample::Capture;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -122,6 +123,12 @@ pub struct RecordArgs {
     /// Bytes of each thread's stack copied per sample.
     #[arg(long, default_value_t = 64 * 1024, hide = true)]
     pub stack_bytes: usize,
+
+    /// How running threads are captured: `perf` samples them in the kernel without
+    /// stopping them (needs root, CAP_PERFMON or kernel.perf_event_paranoid <= 0; falls back
+    /// to ptrace otherwise, saying so); `ptrace` stops each briefly at every tick.
+    #[arg(long, value_enum, default_value = "perf", env = "PARPROF_CAPTURE")]
+    pub capture: Capture,
 
     /// The command to start and profile until it exits.
     #[arg(last = true)]

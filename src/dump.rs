@@ -20,7 +20,7 @@ use crate::cli::DumpArgs;
 use crate::frame::Frame;
 use crate::process::{Maps, check, proc};
 use crate::resolve::Resolver;
-use crate::sample::{SampleData, Sampler};
+use crate::sample::{Capture, SampleData, Sampler, Settings};
 
 /// Stack bytes copied per thread: more than a recording copies, as this happens once.
 const STACK_BYTES: usize = 256 * 1024;
@@ -87,7 +87,13 @@ pub fn run(args: DumpArgs) -> anyhow::Result<ExitCode> {
 pub fn capture(pid: i32) -> anyhow::Result<Dump> {
     let maps = Maps::read(pid).with_context(|| format!("reading the memory map of pid {pid}"))?;
     let samples = {
-        let mut sampler = Sampler::new(pid, maps, STACK_BYTES);
+        // A snapshot stops each running thread once: ptrace, not the kernel's periodic samples.
+        let settings = Settings {
+            stack_bytes: STACK_BYTES,
+            capture: Capture::Ptrace,
+            rate_hz: 1.0,
+        };
+        let mut sampler = Sampler::new(pid, maps, settings);
         let mut samples = sampler
             .tick(0)
             .with_context(|| format!("pid {pid} exited"))?

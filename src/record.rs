@@ -14,7 +14,7 @@ use crate::output::{self, Format};
 use crate::process::{Maps, check, proc};
 use crate::profile::{Meta, Profile};
 use crate::resolve::{Resolver, SharedModules};
-use crate::sample::{Batch, ProcessEvent, Processes, Sampler, StopReason, run_ticks};
+use crate::sample::{Batch, ProcessEvent, Processes, Sampler, Settings, StopReason, run_ticks};
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -72,10 +72,15 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
         ..Meta::default()
     };
     let maps = Maps::read(pid).with_context(|| format!("reading the memory map of pid {pid}"))?;
+    let settings = Settings {
+        stack_bytes: args.stack_bytes,
+        capture: args.capture,
+        rate_hz: args.rate,
+    };
     let mut processes = Processes::new(
-        Sampler::new(pid, maps, args.stack_bytes),
+        Sampler::new(pid, maps, settings),
         args.subprocesses,
-        args.stack_bytes,
+        settings,
     );
 
     let (tx, rx) = crossbeam_channel::bounded::<Batch>(1024);
@@ -104,6 +109,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
     );
     let elapsed = started.elapsed();
     let python_version = processes.python_version();
+    let capture = processes.capture();
     let names = processes.names_now();
     let permission_denied = processes.permission_denied();
     drop(processes);
@@ -115,6 +121,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
         .map_err(|_| anyhow::anyhow!("the resolver thread panicked"))?;
     profile.meta.duration_s = elapsed.as_secs_f64();
     profile.meta.python = python_version;
+    profile.meta.capture = Some(capture.name().to_string());
     for (process, tid, name) in names {
         if profile.threads.contains_key(&tid) {
             profile.thread_seen(tid, &thread_label(pid, process, &name));

@@ -18,6 +18,9 @@ const TOP_STACKS: usize = 5;
 pub struct Summary {
     pub duration_s: f64,
     pub rate_hz: f64,
+    /// How running threads were captured: `perf` (kernel samples) or `ptrace` (stops).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capture: Option<String>,
     pub samples: u64,
     pub threads: Vec<ThreadSummary>,
     pub locks: Vec<LockSummary>,
@@ -102,6 +105,7 @@ pub fn summary(p: &Profile) -> Summary {
     Summary {
         duration_s: p.meta.duration_s,
         rate_hz: p.meta.rate_hz,
+        capture: p.meta.capture.clone(),
         samples: p.total_samples(),
         threads,
         locks,

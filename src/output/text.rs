@@ -17,8 +17,14 @@ pub fn summary(p: &Profile, reason: StopReason, complete_walks: u64, walks: u64,
         StopReason::Interrupted => "interrupted",
         StopReason::TargetExited => "target exited",
     };
+    let captured = p
+        .meta
+        .capture
+        .as_deref()
+        .map(|c| format!(", running threads captured by {c}"))
+        .unwrap_or_default();
     eprintln!(
-        "parprof: {} samples of {} threads over {:.1} s ({why}); wrote {}",
+        "parprof: {} samples of {} threads over {:.1} s ({why}{captured}); wrote {}",
         p.total_samples(),
         p.threads.len(),
         p.meta.duration_s,

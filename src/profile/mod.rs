@@ -27,6 +27,8 @@ pub struct Meta {
     pub host: String,
     pub parprof_version: String,
     pub python: Option<String>,
+    /// How running threads were captured (`perf` or `ptrace`); not kept in saved profiles yet.
+    pub capture: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

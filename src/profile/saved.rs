@@ -285,6 +285,7 @@ fn from_file(f: FileV1) -> Result<Profile, SavedError> {
         host: m.host,
         parprof_version: m.parprof_version,
         python: m.python,
+        capture: None,
     };
     let mut p = Profile::new(meta, f.timeline.is_some());
     let mut frame_ids: Vec<FrameId> = Vec::with_capacity(f.frames.len());
@@ -365,6 +366,7 @@ mod tests {
             host: "box".into(),
             parprof_version: "0.1.0".into(),
             python: Some("3.13.1".into()),
+            capture: None,
         };
         let mut p = Profile::new(meta, true);
         let main = Frame::native("main", "lockscale");

@@ -6,8 +6,10 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
+use super::cpu_samples::{CpuSamples, KernelSample};
+use super::perf::monotonic_ns;
 use super::switches::{Activity, SwitchLog};
-use super::{Batch, Fresh, ProcessEvent, RawSample, SampleData};
+use super::{Batch, Capture, Fresh, ProcessEvent, RawSample, SampleData, Settings};
 use crate::process::exec::{ExecWatch, ProcessNow};
 use crate::process::proc::SchedStatFile;
 use crate::process::ptrace::{STOP_DEADLINE, StopError, Tracer};
@@ -42,6 +44,12 @@ pub struct Sampler {
     /// Context-switch records, when permitted; `None` means schedstat polling.
     switches: Option<SwitchLog>,
     last_tick_ns: u64,
+    /// Running threads sampled by the kernel (`--capture perf`); `None`: stopped with ptrace.
+    kernel: Option<CpuSamples>,
+    /// CLOCK_MONOTONIC at the recording's time zero, which kernel samples are stamped with.
+    clock_zero_ns: Option<u64>,
+    /// Names of threads read while they were on a CPU, for their next kernel sample.
+    unsent_names: HashMap<i32, String>,
     /// Whether any thread could not be stopped for lack of permission (reported once).
     pub permission_denied: bool,
 }
@@ -81,6 +89,21 @@ const RELIST_TICKS: u32 = 10;
 pub const SAMPLING_ENV: &str = "PARPROF_SAMPLING";
 
 impl ThreadMemo {
+    /// A thread seen for the first time; `None` if it is gone.
+    fn open(pid: i32, tid: i32) -> Option<ThreadMemo> {
+        let sched_file = SchedStatFile::open(pid, tid).ok()?;
+        let sched = sched_file.read().ok()?;
+        Some(ThreadMemo {
+            sched_file,
+            sched,
+            name: String::new(),
+            since_name: NAME_REFRESH,
+            young: YOUNG_TICKS,
+            runnable: false,
+            owned_futex: None,
+        })
+    }
+
     /// The thread's name if it changed: read on each of its first ticks, then every
     /// `NAME_REFRESH` captures in which it ran.
     fn name_change(&mut self, pid: i32, tid: i32, ran: bool) -> Option<String> {
@@ -127,10 +150,17 @@ enum Hint {
 
 impl Sampler {
     /// A sampler for `pid`, whose memory map is `maps` now (its first batch carries them to
-    /// the resolver), reading its CPython frames if it runs CPython. Opens the context-switch rings unless `PARPROF_SAMPLING=poll`; when
-    /// they cannot be opened, says why once on stderr and polls instead.
-    /// Raises parprof's open-file limit (not a command's: it starts before the sampler).
-    pub fn new(pid: i32, maps: Maps, stack_bytes: usize) -> Self {
+    /// the resolver), reading its CPython frames if it runs CPython, capturing running
+    /// threads as `settings` ask when permitted. Opens the context-switch rings unless
+    /// `PARPROF_SAMPLING=poll`; what cannot be opened is said once on stderr, with the
+    /// fallback taken. Raises parprof's open-file limit (not a command's: it starts before
+    /// the sampler).
+    pub fn new(pid: i32, maps: Maps, settings: Settings) -> Self {
+        let Settings {
+            stack_bytes,
+            capture,
+            rate_hz,
+        } = settings;
         proc::allow_a_file_per_thread();
         // Said once, though every followed process has a sampler of its own.
         static SAID: std::sync::Once = std::sync::Once::new();
@@ -142,6 +172,18 @@ impl Sampler {
                     SAID.call_once(|| eprintln!("parprof: {e}; polling every thread's schedstat instead (costlier with many threads)"))
                 })
                 .ok()
+        };
+        // The kernel's samples say nothing of threads off a CPU: the switch records must
+        // tell which threads were on one at each tick.
+        let kernel = match (capture, &switches) {
+            (Capture::Ptrace, _) => None,
+            (Capture::Perf, None) => {
+                say_ptrace_fallback("context-switch records are not available");
+                None
+            }
+            (Capture::Perf, Some(_)) => CpuSamples::open(pid, rate_hz, stack_bytes)
+                .inspect_err(|e| say_ptrace_fallback(&e.to_string()))
+                .ok(),
         };
         // Listed after the rings are open, so a thread created meanwhile is in the list or
         // in a fork record, never in neither.
@@ -165,7 +207,19 @@ impl Sampler {
             ticks_since_listing: 0,
             switches,
             last_tick_ns: 0,
+            kernel,
+            clock_zero_ns: None,
+            unsent_names: HashMap::new(),
             permission_denied: false,
+        }
+    }
+
+    /// How this sampler captures running threads.
+    pub fn capture_kind(&self) -> Capture {
+        if self.kernel.is_some() {
+            Capture::Perf
+        } else {
+            Capture::Ptrace
         }
     }
 
@@ -208,6 +262,11 @@ impl Sampler {
         self.first_maps = None;
         self.threads.clear();
         self.full_regs.clear();
+        if let Some(k) = self.kernel.as_mut() {
+            // The exec'ing thread's events survive; the others' threads are gone. Every
+            // thread is watched afresh at the next tick.
+            k.unwatch_all();
+        }
         if let Ok(tids) = proc::threads(self.pid) {
             if let Some(s) = self.switches.as_mut() {
                 s.reset_threads(&tids);
@@ -245,6 +304,8 @@ impl Sampler {
         }
         let gil = self.python.as_mut().and_then(|p| p.gil());
         out.reserve(tids.len());
+        // First, so that a thread's tick sample below follows its kernel samples.
+        self.kernel_samples(time_ns, &mut out);
         let mut running = Vec::new();
         let mut gone = Vec::new();
         for &tid in &tids {
@@ -253,6 +314,14 @@ impl Sampler {
                 // one it will give when it stops.
                 ticks.push(time_ns);
                 continue;
+            }
+            match self.on_cpu_and_kernel_sampled(tid) {
+                Some(true) => continue,
+                Some(false) => {}
+                None => {
+                    gone.push(tid);
+                    continue;
+                }
             }
             let hint = match (&activity, self.threads.get_mut(&tid)) {
                 (Some(a), Some(memo)) if !memo.runnable && !a.ran.contains(&tid) => {
@@ -282,16 +351,28 @@ impl Sampler {
                 Triage::Ran(ran) => ran,
             };
             let futex_waiter = ran.syscall.number() == Some(libc::SYS_futex);
+            let kernel = self.kernel.is_some();
+            let mut ran = ran;
             match ran.syscall {
                 // Blocked: user registers are frozen until the syscall returns; no stop.
+                // Kernel-sampled, a runnable thread still in its syscall is read the same
+                // way: it is off its CPU (the switch records say so), waiting for one.
                 Syscall::Blocked { sp, pc, .. } | Syscall::BlockedNoSyscall { sp, pc }
-                    if ran.state != 'R' && !(futex_waiter && self.full_regs.contains(&tid)) =>
+                    if (ran.state != 'R' || kernel)
+                        && !(futex_waiter && self.full_regs.contains(&tid)) =>
                 {
+                    if ran.state == 'R' {
+                        ran.run_ns = 0;
+                        ran.cpu_wait_ns = ran.cpu_wait_ns.max(1);
+                    }
                     let data = match copy_stack(&self.mem, sp, &mut self.scratch) {
                         // It returned before the copy was complete: the copy may not match
-                        // the registers, so capture it as a running thread instead.
+                        // the registers, so capture it as a running thread instead (the
+                        // kernel's samples do that when they are on).
                         Ok(_) if Syscall::read(self.pid, tid).ok() != Some(ran.syscall) => {
-                            running.push(ran);
+                            if !kernel {
+                                running.push(ran);
+                            }
                             continue;
                         }
                         Ok(stack) => {
@@ -309,6 +390,20 @@ impl Sampler {
                         gil: None,
                     });
                 }
+                // Runnable in user code but off its CPU: waiting for one, where its last
+                // kernel sample left it.
+                Syscall::Running if kernel => out.push(RawSample {
+                    tid,
+                    time_ns,
+                    name: ran.name,
+                    data: SampleData::Unchanged {
+                        cpu_wait_ns: ran.cpu_wait_ns.max(interval_ns),
+                    },
+                    futex_owner: None,
+                    gil: None,
+                }),
+                // A futex waiter whose frames need all its registers (the resolver asked),
+                // or any running thread when the kernel does not sample: stopped.
                 _ => running.push(ran),
             }
         }
@@ -322,6 +417,65 @@ impl Sampler {
             s.gil = gil;
         }
         Ok(out)
+    }
+
+    /// With kernel sampling: watch `tid` if it is new, and tell whether it is on a CPU at
+    /// this tick, so that the kernel's samples stand for it (its name is kept for the next
+    /// one). `Some(false)` without kernel sampling; `None` when the thread is gone.
+    fn on_cpu_and_kernel_sampled(&mut self, tid: i32) -> Option<bool> {
+        let Some(k) = self.kernel.as_mut() else {
+            return Some(false);
+        };
+        if !k.watching(tid) {
+            k.watch(tid).ok()?;
+        }
+        if !self.switches.as_ref().is_some_and(|s| s.on_cpu(tid)) {
+            return Some(false);
+        }
+        let memo = match self.threads.entry(tid) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(ThreadMemo::open(self.pid, tid)?)
+            }
+        };
+        if let Some(name) = memo.name_change(self.pid, tid, true) {
+            self.unsent_names.insert(tid, name);
+        }
+        Some(true)
+    }
+
+    /// The kernel's samples since the last tick, as samples of running threads. Their
+    /// Python frames are read now, after the sample: see docs/design.md.
+    fn kernel_samples(&mut self, time_ns: u64, out: &mut Vec<RawSample>) {
+        let Some(k) = self.kernel.as_mut() else {
+            return;
+        };
+        let zero = *self
+            .clock_zero_ns
+            .get_or_insert_with(|| monotonic_ns().saturating_sub(time_ns));
+        let mut got: Vec<KernelSample> = Vec::new();
+        k.drain(&mut got);
+        let period_ns = k.period_ns();
+        for ks in got {
+            let python = self.python.as_mut().and_then(|p| p.stack(ks.tid));
+            out.push(RawSample {
+                tid: ks.tid,
+                time_ns: ks.time_ns.saturating_sub(zero),
+                name: self.unsent_names.remove(&ks.tid),
+                data: SampleData::Fresh(Box::new(Fresh {
+                    os_state: 'R',
+                    syscall: Syscall::Running,
+                    blocked_after_tick: false,
+                    run_ns: period_ns,
+                    cpu_wait_ns: 0,
+                    regs: ks.regs,
+                    stack: ks.stack,
+                    python,
+                })),
+                futex_owner: None,
+                gil: None,
+            });
+        }
     }
 
     /// With switch records: the thread list follows their births and exits.
@@ -364,6 +518,10 @@ impl Sampler {
 
     fn forget(&mut self, tid: i32) {
         self.threads.remove(&tid);
+        self.unsent_names.remove(&tid);
+        if let Some(k) = self.kernel.as_mut() {
+            k.unwatch(tid);
+        }
         self.late.remove(&tid);
         self.full_regs.remove(&tid);
         if let Ok(i) = self.tids.binary_search(&tid) {
@@ -387,20 +545,8 @@ impl Sampler {
         let pid = self.pid;
         let is_new = !self.threads.contains_key(&tid);
         if is_new {
-            let Ok(sched_file) = SchedStatFile::open(pid, tid) else {
+            let Some(memo) = ThreadMemo::open(pid, tid) else {
                 return Triage::Gone;
-            };
-            let Ok(sched) = sched_file.read() else {
-                return Triage::Gone;
-            };
-            let memo = ThreadMemo {
-                sched_file,
-                sched,
-                name: String::new(),
-                since_name: NAME_REFRESH,
-                young: YOUNG_TICKS,
-                runnable: false,
-                owned_futex: None,
             };
             self.threads.insert(tid, memo);
         }
@@ -690,4 +836,14 @@ fn copy_stack(mem: &ProcessMemory, sp: u64, scratch: &mut [u8]) -> Result<StackS
             bytes: Vec::new(),
         }),
     }
+}
+
+/// Said once per recording: perf capture was asked for (the default) and is not possible.
+fn say_ptrace_fallback(why: &str) {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| {
+        eprintln!(
+            "parprof: {why}; capturing running threads with ptrace stops instead, which slows them (run as root, grant CAP_PERFMON, or set sysctl kernel.perf_event_paranoid=0 to sample from the kernel)"
+        )
+    });
 }

@@ -3,6 +3,8 @@
 //! samples to the processing thread. Nothing slow happens here: no unwinding, no symbols.
 
 mod capture;
+mod cpu_samples;
+mod perf;
 pub mod priority;
 mod processes;
 mod switches;
@@ -14,6 +16,33 @@ pub use ticker::{StopReason, run_ticks};
 
 use crate::process::{Maps, Regs, StackSnapshot, Syscall};
 use crate::python::{GilState, PyStack};
+
+/// How running threads are captured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Capture {
+    /// Sampled by the kernel at the timer interrupt (perf events): never stopped.
+    Perf,
+    /// Stopped briefly with ptrace at each tick: needs no perf permission.
+    Ptrace,
+}
+
+impl Capture {
+    pub fn name(self) -> &'static str {
+        match self {
+            Capture::Perf => "perf",
+            Capture::Ptrace => "ptrace",
+        }
+    }
+}
+
+/// What every sampler of a recording is asked for.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// Bytes of stack copied per sample (`--stack-bytes`).
+    pub stack_bytes: usize,
+    pub capture: Capture,
+    pub rate_hz: f64,
+}
 
 /// One process's samples at one tick.
 #[derive(Debug)]

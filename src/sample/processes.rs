@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 
-use super::{Batch, ProcessEvent, Sampler};
+use super::{Batch, Capture, ProcessEvent, Sampler, Settings};
 use crate::process::{Maps, proc, ptrace};
 
 /// How often the followed processes are searched for new children.
@@ -24,7 +24,8 @@ pub struct Processes {
     samplers: Vec<Sampler>,
     /// Whether children are followed (`--subprocesses`).
     follow: bool,
-    stack_bytes: usize,
+    /// Children's samplers are made with the target's settings.
+    settings: Settings,
     next_scan: Instant,
     /// Children that ended but are still listed (zombies not yet reaped): not adopted again.
     ended: HashSet<i32>,
@@ -33,14 +34,14 @@ pub struct Processes {
 }
 
 impl Processes {
-    /// The target's sampler; with `follow`, its descendants are sampled too, each with
-    /// `stack_bytes` of stack copied per sample.
-    pub fn new(target: Sampler, follow: bool, stack_bytes: usize) -> Processes {
+    /// The target's sampler; with `follow`, its descendants are sampled too, with the same
+    /// `settings`.
+    pub fn new(target: Sampler, follow: bool, settings: Settings) -> Processes {
         let next_scan = Instant::now();
         Processes {
             samplers: vec![target],
             follow,
-            stack_bytes,
+            settings,
             next_scan,
             ended: HashSet::new(),
             full_regs_asks: None,
@@ -102,8 +103,7 @@ impl Processes {
                 listed.insert(pid);
                 if !self.ended.contains(&pid) && !self.samplers.iter().any(|s| s.pid == pid) {
                     let maps = Maps::read(pid).unwrap_or_default();
-                    self.samplers
-                        .push(Sampler::new(pid, maps, self.stack_bytes));
+                    self.samplers.push(Sampler::new(pid, maps, self.settings));
                 }
             }
             i += 1;
@@ -141,6 +141,11 @@ impl Processes {
     }
 
     /// The target's CPython version, if it runs CPython.
+    /// How the target's running threads are captured.
+    pub fn capture(&self) -> Capture {
+        self.samplers[0].capture_kind()
+    }
+
     pub fn python_version(&self) -> Option<String> {
         self.samplers[0].python_version()
     }

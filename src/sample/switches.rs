@@ -13,25 +13,11 @@
 //! `perf_event_paranoid` ≤ 0); without it the sampler polls schedstat instead.
 
 use std::collections::{HashMap, HashSet};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::os::fd::OwnedFd;
 
-use perf_event_open_sys as sys;
 use perf_event_open_sys::bindings as pb;
 
-#[derive(Debug, thiserror::Error)]
-pub enum SwitchError {
-    #[error(
-        "not permitted to read context-switch records (needs CAP_PERFMON or perf_event_paranoid <= 0)"
-    )]
-    Permission,
-    #[error("perf_event_open failed: {0}")]
-    Open(std::io::Error),
-    #[error("cannot map the perf ring: {0}")]
-    Mmap(std::io::Error),
-    #[error("cannot read the online CPUs: {0}")]
-    Cpus(std::io::Error),
-}
+use super::perf::{self, PerfError, monotonic_ns, u32_at, u64_at};
 
 /// What happened to the target's threads between two drains.
 #[derive(Debug, Default)]
@@ -57,6 +43,8 @@ pub struct SwitchLog {
     wakee_offset: Option<usize>,
     /// The target thread each CPU is running (by its latest switch record), if any.
     on_cpu: Vec<Option<i32>>,
+    /// parprof's own pid: its threads' switches say which target threads it displaced.
+    own_pid: i32,
     /// The target's threads, kept up to date from fork and exit records.
     threads: HashSet<i32>,
     /// Threads woken and not yet switched in: when they were woken (CLOCK_MONOTONIC ns).
@@ -74,7 +62,11 @@ const RING_PAGES: usize = 64;
 #[derive(Debug, Clone, Copy)]
 enum Event {
     SwitchIn,
-    SwitchOut,
+    /// Switched out, by preemption or not, with the process switched in after it.
+    SwitchOut {
+        preempted: bool,
+        next_pid: i32,
+    },
     Wakeup(i32),
     Fork,
     Exit,
@@ -92,8 +84,8 @@ struct Record {
 impl SwitchLog {
     /// Open the rings for every online CPU, for `pid`; its threads are then told with
     /// `reset_threads`.
-    pub fn open(pid: i32) -> Result<SwitchLog, SwitchError> {
-        let cpus = online_cpus().map_err(SwitchError::Cpus)?;
+    pub fn open(pid: i32) -> Result<SwitchLog, PerfError> {
+        let cpus = perf::online_cpus()?;
         let wakeup = wakeup_tracepoint();
         let mut rings = Vec::with_capacity(cpus.len());
         let mut wakee_offset = wakeup.map(|(_, off)| off);
@@ -114,6 +106,7 @@ impl SwitchLog {
             rings,
             wakee_offset,
             on_cpu: vec![None; max_cpu],
+            own_pid: std::process::id() as i32,
             threads: HashSet::new(),
             waking: HashMap::new(),
             last_drain_ns: monotonic_ns(),
@@ -158,6 +151,8 @@ impl SwitchLog {
     fn apply(&mut self, r: &Record, act: &mut Activity) {
         let ours = r.pid == self.pid;
         match r.event {
+            // parprof borrowing a CPU leaves it with the target thread it displaced, if any.
+            Event::SwitchIn if r.pid == self.own_pid => {}
             Event::SwitchIn => {
                 self.on_cpu[r.cpu] = ours.then_some(r.tid);
                 if ours {
@@ -165,8 +160,15 @@ impl SwitchLog {
                     self.waking.remove(&r.tid);
                 }
             }
-            Event::SwitchOut => {
-                self.on_cpu[r.cpu] = None;
+            Event::SwitchOut {
+                preempted,
+                next_pid,
+            } => {
+                // A thread that parprof itself displaced still counts as on its CPU: without
+                // parprof it would be running, and the tick must describe that program.
+                if !(ours && preempted && next_pid == self.own_pid) {
+                    self.on_cpu[r.cpu] = None;
+                }
                 if ours {
                     act.ran.insert(r.tid);
                 }
@@ -187,6 +189,11 @@ impl SwitchLog {
         }
     }
 
+    /// Whether `tid` is on a CPU as of the last drain (or was displaced from one by parprof).
+    pub fn on_cpu(&self, tid: i32) -> bool {
+        self.on_cpu.contains(&Some(tid))
+    }
+
     /// Forget a thread the sampler found gone (its exit record may have been lost).
     pub fn forget(&mut self, tid: i32) {
         self.threads.remove(&tid);
@@ -204,65 +211,35 @@ impl SwitchLog {
 /// redirected into it.
 struct Ring {
     cpu: usize,
-    fd: OwnedFd,
+    ring: perf::Ring,
     wakeup_fd: Option<OwnedFd>,
-    base: *mut u8,
-    len: usize,
 }
 
-// SAFETY: the mapping is owned by the Ring and only touched through `&mut self`.
-unsafe impl Send for Ring {}
-
 impl Ring {
-    fn open(cpu: usize) -> Result<Ring, SwitchError> {
-        let mut attr = base_attr();
+    fn open(cpu: usize) -> Result<Ring, PerfError> {
+        let mut attr = perf::base_attr();
         attr.type_ = pb::PERF_TYPE_SOFTWARE;
         attr.config = pb::PERF_COUNT_SW_DUMMY as u64;
         attr.set_context_switch(1);
         attr.set_task(1);
-        let fd = perf_open(&mut attr, cpu)?;
-        let page = page_size();
-        let len = page * (1 + RING_PAGES);
-        // SAFETY: a fresh shared read-write mapping of the perf fd, as perf_event_open(2) describes.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        if base == libc::MAP_FAILED {
-            return Err(SwitchError::Mmap(std::io::Error::last_os_error()));
-        }
+        let fd = perf::open(&mut attr, -1, cpu as i32)?;
         Ok(Ring {
             cpu,
-            fd,
+            ring: perf::Ring::map(fd, RING_PAGES)?,
             wakeup_fd: None,
-            base: base.cast(),
-            len,
         })
     }
 
-    fn add_wakeups(&mut self, tracepoint_id: u64) -> Result<(), SwitchError> {
-        let mut attr = base_attr();
+    fn add_wakeups(&mut self, tracepoint_id: u64) -> Result<(), PerfError> {
+        let mut attr = perf::base_attr();
         attr.type_ = pb::PERF_TYPE_TRACEPOINT;
         attr.config = tracepoint_id;
         attr.sample_period = 1;
         attr.sample_type |= pb::PERF_SAMPLE_RAW as u64;
-        let fd = perf_open(&mut attr, self.cpu)?;
-        // SAFETY: both descriptors are perf events on the same CPU with the same clock.
-        if unsafe { sys::ioctls::SET_OUTPUT(fd.as_raw_fd(), self.fd.as_raw_fd()) } != 0 {
-            return Err(SwitchError::Open(std::io::Error::last_os_error()));
-        }
+        let fd = perf::open(&mut attr, -1, self.cpu as i32)?;
+        perf::redirect(&fd, self.ring.fd())?;
         self.wakeup_fd = Some(fd);
         Ok(())
-    }
-
-    fn header(&self) -> *mut pb::perf_event_mmap_page {
-        self.base.cast()
     }
 
     /// Append this ring's new records to `out`; true if the kernel dropped some.
@@ -272,39 +249,8 @@ impl Ring {
         wakee_offset: Option<usize>,
         out: &mut Vec<Record>,
     ) -> bool {
-        let h = self.header();
-        // SAFETY: the header page is mapped for the ring's lifetime; data_head is written by
-        // the kernel and read with acquire ordering, data_tail is ours.
-        let (head, tail, offset, size) = unsafe {
-            let head = AtomicU64::from_ptr(&raw mut (*h).data_head).load(Ordering::Acquire);
-            let tail = (*h).data_tail;
-            let offset = match (*h).data_offset {
-                0 => page_size() as u64,
-                o => o,
-            };
-            let size = match (*h).data_size {
-                0 => (RING_PAGES * page_size()) as u64,
-                s => s,
-            };
-            (head, tail, offset as usize, size as usize)
-        };
-        buf.clear();
-        let data = unsafe { std::slice::from_raw_parts(self.base.add(offset), size) };
-        let start = (tail % size as u64) as usize;
-        let avail = (head - tail) as usize;
-        let first = avail.min(size - start);
-        buf.extend_from_slice(&data[start..start + first]);
-        buf.extend_from_slice(&data[..avail - first]);
-        // SAFETY: as above; release so the kernel sees our reads done before reusing space.
-        unsafe { AtomicU64::from_ptr(&raw mut (*h).data_tail).store(head, Ordering::Release) };
+        self.ring.read(buf);
         parse_records(buf, self.cpu, wakee_offset, out)
-    }
-}
-
-impl Drop for Ring {
-    fn drop(&mut self) {
-        // SAFETY: unmapping the mapping made in `open`; the fds close after.
-        unsafe { libc::munmap(self.base.cast(), self.len) };
     }
 }
 
@@ -315,25 +261,13 @@ fn parse_records(
     wakee_offset: Option<usize>,
     out: &mut Vec<Record>,
 ) -> bool {
-    let u16_at = |b: &[u8], o: usize| b.get(o..o + 2).map(|s| u16::from_ne_bytes([s[0], s[1]]));
-    let u32_at = |b: &[u8], o: usize| {
-        b.get(o..o + 4)
-            .map(|s| u32::from_ne_bytes(s.try_into().unwrap_or_default()))
-    };
-    let u64_at = |b: &[u8], o: usize| {
-        b.get(o..o + 8)
-            .map(|s| u64::from_ne_bytes(s.try_into().unwrap_or_default()))
-    };
     let mut lost = false;
-    let mut at = 0;
-    while let (Some(kind), Some(misc), Some(size)) =
-        (u32_at(buf, at), u16_at(buf, at + 4), u16_at(buf, at + 6))
+    for perf::RawRecord {
+        kind,
+        misc,
+        bytes: rec,
+    } in perf::records(buf)
     {
-        let size = size as usize;
-        let Some(rec) = buf.get(at..at + size).filter(|_| size >= 8) else {
-            break;
-        };
-        at += size;
         // Every record ends with the sample id (pid, tid, time); samples start with it.
         let trailer = |r: &[u8]| {
             Some((
@@ -345,14 +279,18 @@ fn parse_records(
         let parsed = match kind {
             pb::PERF_RECORD_SWITCH_CPU_WIDE if rec.len() >= 32 => {
                 trailer(rec).map(|(pid, tid, time)| {
-                    let out = misc as u32 & sys::bindings::PERF_RECORD_MISC_SWITCH_OUT != 0;
+                    let misc = misc as u32;
+                    let out = misc & pb::PERF_RECORD_MISC_SWITCH_OUT != 0;
                     Record {
                         time,
                         cpu,
                         pid,
                         tid,
                         event: if out {
-                            Event::SwitchOut
+                            Event::SwitchOut {
+                                preempted: misc & pb::PERF_RECORD_MISC_SWITCH_OUT_PREEMPT != 0,
+                                next_pid: u32_at(rec, 8).unwrap_or(0) as i32,
+                            }
                         } else {
                             Event::SwitchIn
                         },
@@ -405,40 +343,6 @@ fn parse_records(
     lost
 }
 
-fn base_attr() -> pb::perf_event_attr {
-    let mut attr = pb::perf_event_attr {
-        size: std::mem::size_of::<pb::perf_event_attr>() as u32,
-        sample_type: (pb::PERF_SAMPLE_TID | pb::PERF_SAMPLE_TIME) as u64,
-        clockid: libc::CLOCK_MONOTONIC,
-        ..Default::default()
-    };
-    attr.set_sample_id_all(1);
-    attr.set_use_clockid(1);
-    attr
-}
-
-fn perf_open(attr: &mut pb::perf_event_attr, cpu: usize) -> Result<OwnedFd, SwitchError> {
-    // SAFETY: `attr` is a fully initialised attribute block of the size it declares.
-    let fd = unsafe {
-        sys::perf_event_open(
-            attr,
-            -1,
-            cpu as i32,
-            -1,
-            pb::PERF_FLAG_FD_CLOEXEC as libc::c_ulong,
-        )
-    };
-    if fd < 0 {
-        let e = std::io::Error::last_os_error();
-        return Err(match e.raw_os_error() {
-            Some(libc::EACCES) | Some(libc::EPERM) => SwitchError::Permission,
-            _ => SwitchError::Open(e),
-        });
-    }
-    // SAFETY: a descriptor just returned by the kernel, owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
 /// The `sched:sched_wakeup` tracepoint's id and the offset of the woken thread's id in its
 /// raw record, from tracefs.
 fn wakeup_tracepoint() -> Option<(u64, usize)> {
@@ -466,40 +370,6 @@ fn field_offset(format: &str, field: &str) -> Option<usize> {
         }
         parts.next()?.trim().strip_prefix("offset:")?.parse().ok()
     })
-}
-
-/// Online CPUs from `/sys/devices/system/cpu/online` (`0-3,6,8-9`).
-fn online_cpus() -> std::io::Result<Vec<usize>> {
-    let text = std::fs::read_to_string("/sys/devices/system/cpu/online")?;
-    let bad = || {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("unreadable CPU list {text:?}"),
-        )
-    };
-    let mut cpus = Vec::new();
-    for part in text.trim().split(',').filter(|p| !p.is_empty()) {
-        let (a, b) = part.split_once('-').unwrap_or((part, part));
-        let (a, b): (usize, usize) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
-        cpus.extend(a..=b);
-    }
-    Ok(cpus)
-}
-
-fn page_size() -> usize {
-    // SAFETY: sysconf has no preconditions.
-    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
-}
-
-/// CLOCK_MONOTONIC in nanoseconds, the clock the records are stamped with.
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 #[cfg(test)]
@@ -553,7 +423,7 @@ mod tests {
                 tid: 101,
                 time: 5,
                 cpu: 1,
-                event: Event::SwitchOut
+                event: Event::SwitchOut { .. }
             }
         ));
         assert!(matches!(
@@ -566,10 +436,5 @@ mod tests {
                 ..
             }
         ));
-    }
-
-    #[test]
-    fn cpu_list() {
-        assert!(online_cpus().is_ok_and(|c| !c.is_empty()));
     }
 }
