@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# parprof's overhead beside perf and py-spy (issue 6). One command, from the repository:
+# parprof's overhead beside perf, samply and py-spy (issues 6 and 12). One command, from the
+# repository:
 #
 #     benches/overhead.sh
 #
 # Builds parprof (release) and the fixtures, installs py-spy into a venv under target/bench
 # and inferno's CLI under target/bench/cargo when they are not on PATH, then prints:
 #   a. target slowdown on fixed work (fixtures/bench/parked.c, 0 parked + 2 or 8 busy
-#      threads; fixtures/bench/pywork.py on python3): parprof vs perf / py-spy vs nothing;
+#      threads; fixtures/bench/pywork.py on python3, 2 busy + PY_PARKED parked threads):
+#      parprof with each capture backend (perf: kernel samples; ptrace: stops) vs
+#      perf / samply / py-spy, each vs nothing. samply refuses to run unless
+#      kernel.perf_event_paranoid <= 1: the script lowers it for samply's runs only and
+#      restores it (also on Ctrl-C);
 #   b. parprof's own CPU with 1000 parked + 4 busy threads at 100 Hz (switch records, and
 #      schedstat polling for comparison);
 #   c. post-processing of a POST_SECS 8-thread recording to SVG: parprof's end-of-recording
@@ -15,7 +20,7 @@
 # Each scenario runs ROUNDS times, interleaved; figures are medians. Must run as root (or
 # with ptrace and perf permissions). Knobs (environment):
 #   ROUNDS=5 SECS=4 RATES="100 1000" BUSY="2 8" POST_SECS=60 POST_ROUNDS=3 MEM_SECS="30 120"
-#   ONLY="a b c d" (a subset of scenarios)
+#   PY_PARKED=200 ONLY="a b c d" (a subset of scenarios)
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-5}
@@ -26,6 +31,7 @@ POST_SECS=${POST_SECS:-60}
 POST_ROUNDS=${POST_ROUNDS:-3}
 MEM_SECS=${MEM_SECS:-30 120}
 ONLY=${ONLY:-a b c d}
+PY_PARKED=${PY_PARKED:-200}
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 work=$repo/target/bench
@@ -61,6 +67,16 @@ if [[ -z $PYSPY ]]; then
     if [[ -x $work/venv/bin/py-spy ]]; then PYSPY=$work/venv/bin/py-spy; else say "skipping py-spy: could not be installed"; fi
 fi
 
+SAMPLY=$(command -v samply || echo "$work/cargo/bin/samply")
+if wants a && [[ ! -x $SAMPLY ]]; then
+    say "installing samply into $work/cargo..."
+    cargo install --quiet --locked samply --root "$work/cargo" >&2 || true
+fi
+[[ -x $SAMPLY ]] || { say "skipping samply: could not be installed"; SAMPLY=; }
+PARANOID=$(cat /proc/sys/kernel/perf_event_paranoid)
+restore_paranoid() { echo "$PARANOID" >/proc/sys/kernel/perf_event_paranoid 2>/dev/null || true; }
+trap restore_paranoid EXIT
+
 INFERNO_BIN=
 if wants c; then
     INFERNO_BIN=$(dirname "$(command -v inferno-flamegraph || echo "$work/cargo/bin/x")")
@@ -90,17 +106,28 @@ native_run() {
     local cmd=("$PARKED" "$SECS" 0 "$busy")
     case $tool in
         none) "${cmd[@]}" ;;
-        parprof) "$PARPROF" record --rate "$hz" -o "$tmp/a.folded" -- "${cmd[@]}" 2>/dev/null ;;
+        parprof) "$PARPROF" record --capture perf --rate "$hz" -o "$tmp/a.folded" -- "${cmd[@]}" 2>/dev/null ;;
+        parprof-ptrace) "$PARPROF" record --capture ptrace --rate "$hz" -o "$tmp/a.folded" -- "${cmd[@]}" 2>/dev/null ;;
         perf) "$PERF" record -q --call-graph dwarf -F "$hz" -o "$tmp/a.data" -- "${cmd[@]}" 2>/dev/null ;;
+        samply) samply_run "$hz" "${cmd[@]}" ;;
     esac | work_of
+}
+
+# samply at HZ on a command, with perf_event_paranoid lowered to 1 for this run only.
+samply_run() {
+    local hz=$1; shift
+    echo 1 >/proc/sys/kernel/perf_event_paranoid
+    "$SAMPLY" record --save-only -r "$hz" -o "$tmp/a.samply.json.gz" -- "$@" 2>/dev/null
+    restore_paranoid
 }
 
 python_run() {
     local tool=$1 hz=$2
-    local cmd=("$PYTHON" "$PYWORK" "$SECS" 2)
+    local cmd=("$PYTHON" "$PYWORK" "$SECS" 2 "$PY_PARKED")
     case $tool in
         none) "${cmd[@]}" ;;
-        parprof) "$PARPROF" record --rate "$hz" -o "$tmp/py.folded" -- "${cmd[@]}" 2>/dev/null ;;
+        parprof) "$PARPROF" record --capture perf --rate "$hz" -o "$tmp/py.folded" -- "${cmd[@]}" 2>/dev/null ;;
+        parprof-ptrace) "$PARPROF" record --capture ptrace --rate "$hz" -o "$tmp/py.folded" -- "${cmd[@]}" 2>/dev/null ;;
         py-spy) "$PYSPY" record -r "$hz" -f raw -o "$tmp/py.txt" -- "${cmd[@]}" 2>/dev/null ;;
     esac | work_of
 }
@@ -113,8 +140,9 @@ slowdown() { awk -v w="$1" -v base="$2" 'BEGIN {if (w == "" || base == "" || bas
 if wants a; then
     say "a. target slowdown: $ROUNDS rounds of ${SECS}s runs..."
     declare -A A
-    native_tools=(parprof); [[ -n $PERF ]] && native_tools+=(perf)
-    py_tools=(parprof); [[ -n $PYSPY ]] && py_tools+=(py-spy)
+    native_tools=(parprof parprof-ptrace); [[ -n $PERF ]] && native_tools+=(perf)
+    [[ -n $SAMPLY ]] && native_tools+=(samply)
+    py_tools=(parprof parprof-ptrace); [[ -n $PYSPY ]] && py_tools+=(py-spy)
     for ((r = 1; r <= ROUNDS; r++)); do
         # Each profiled run is compared with unprofiled runs just before and after it (their
         # mean), so the load other processes put on the machine cancels out as far as it can.
@@ -141,19 +169,21 @@ if wants a; then
         say "  round $r done"
     done
     echo
-    echo "a. target slowdown on fixed work (median % of work lost vs no profiler, $ROUNDS interleaved rounds of ${SECS}s)"
-    printf '   %-28s %10s %10s\n' "workload @ rate" parprof "perf/py-spy"
+    echo "a. target slowdown on fixed work (median ratio of unprofiled work to profiled work, $ROUNDS interleaved rounds of ${SECS}s)"
+    cell() { local v; v=$(tr ' ' '\n' <<<"${A["$1"]:-}" | awk NF | median); awk -v v="$v" 'BEGIN {if (v == "nan") print "-"; else printf "%.3fx", 1 / (1 - v / 100)}'; }
+    printf '   %-30s %10s %10s %10s %10s\n' "workload @ rate" parprof "parprof" perf samply
+    printf '   %-30s %10s %10s %10s %10s\n' "" "(perf)" "(ptrace)" "(dwarf)" ""
     for busy in $BUSY; do
         for hz in $RATES; do
-            p=$(tr ' ' '\n' <<<"${A["$busy $hz parprof"]}" | awk NF | median)
-            o=$( [[ -n $PERF ]] && tr ' ' '\n' <<<"${A["$busy $hz perf"]}" | awk NF | median || echo "skipped")
-            printf '   %-28s %9s%% %9s%%   (perf record --call-graph dwarf)\n' "C, $busy busy @ $hz Hz" "$p" "$o"
+            printf '   %-30s %10s %10s %10s %10s\n' "C, $busy busy @ $hz Hz" "$(cell "$busy $hz parprof")" \
+                "$(cell "$busy $hz parprof-ptrace")" "$(cell "$busy $hz perf")" "$(cell "$busy $hz samply")"
         done
     done
+    printf '   %-30s %10s %10s %10s\n' "" parprof "parprof" py-spy
+    printf '   %-30s %10s %10s %10s\n' "" "(perf)" "(ptrace)" ""
     for hz in $RATES; do
-        p=$(tr ' ' '\n' <<<"${A["py $hz parprof"]}" | awk NF | median)
-        o=$( [[ -n $PYSPY ]] && tr ' ' '\n' <<<"${A["py $hz py-spy"]}" | awk NF | median || echo "skipped")
-        printf '   %-28s %9s%% %9s%%   (py-spy record)\n' "Python 2 threads @ $hz Hz" "$p" "$o"
+        printf '   %-30s %10s %10s %10s\n' "Python 2 busy + $PY_PARKED parked @ $hz Hz" "$(cell "py $hz parprof")" \
+            "$(cell "py $hz parprof-ptrace")" "$(cell "py $hz py-spy")"
     done
 fi
 

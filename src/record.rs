@@ -90,7 +90,10 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
     let profile = Profile::new(meta, format.needs_timeline());
     let resolver_thread = std::thread::Builder::new()
         .name("parprof-resolve".into())
-        .spawn(move || resolve_all(rx, profile, include_native, full_regs_tx))?;
+        .spawn(move || {
+            crate::sample::priority::work_in_the_background();
+            resolve_all(rx, profile, include_native, full_regs_tx)
+        })?;
 
     let progress = crate::progress::Progress::new();
     let started = Instant::now();

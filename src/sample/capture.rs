@@ -50,6 +50,8 @@ pub struct Sampler {
     clock_zero_ns: Option<u64>,
     /// Names of threads read while they were on a CPU, for their next kernel sample.
     unsent_names: HashMap<i32, String>,
+    /// Each kernel-sampled thread's registers when it last left its CPU.
+    switched_out: HashMap<i32, KernelSample>,
     /// Whether any thread could not be stopped for lack of permission (reported once).
     pub permission_denied: bool,
 }
@@ -173,6 +175,7 @@ impl Sampler {
                 })
                 .ok()
         };
+        let python = find_python(pid, &maps);
         // The kernel's samples say nothing of threads off a CPU: the switch records must
         // tell which threads were on one at each tick.
         let kernel = match (capture, &switches) {
@@ -181,9 +184,11 @@ impl Sampler {
                 say_ptrace_fallback("context-switch records are not available");
                 None
             }
-            (Capture::Perf, Some(_)) => CpuSamples::open(pid, rate_hz, stack_bytes)
-                .inspect_err(|e| say_ptrace_fallback(&e.to_string()))
-                .ok(),
+            (Capture::Perf, Some(_)) => {
+                CpuSamples::open(pid, rate_hz, stack_bytes, python.is_some())
+                    .inspect_err(|e| say_ptrace_fallback(&e.to_string()))
+                    .ok()
+            }
         };
         // Listed after the rings are open, so a thread created meanwhile is in the list or
         // in a fork record, never in neither.
@@ -195,7 +200,7 @@ impl Sampler {
             pid,
             mem: ProcessMemory::new(pid),
             tracer: Tracer::default(),
-            python: find_python(pid, &maps),
+            python,
             scratch: vec![0; stack_bytes],
             threads: HashMap::new(),
             late: HashMap::new(),
@@ -210,6 +215,7 @@ impl Sampler {
             kernel,
             clock_zero_ns: None,
             unsent_names: HashMap::new(),
+            switched_out: HashMap::new(),
             permission_denied: false,
         }
     }
@@ -225,9 +231,11 @@ impl Sampler {
 
     /// Stop `tid` for all its registers from now on, as the resolver asks (see
     /// `Resolver::ask_full_registers_on`). False when it is not a thread of this process.
+    /// Kernel-sampled, a blocked thread's registers are those it left its CPU with: there
+    /// is nothing to stop it for.
     pub fn want_full_registers(&mut self, tid: i32) -> bool {
         let ours = self.tids.binary_search(&tid).is_ok();
-        if ours {
+        if ours && self.kernel.is_none() {
             self.full_regs.insert(tid);
         }
         ours
@@ -267,6 +275,7 @@ impl Sampler {
             // thread is watched afresh at the next tick.
             k.unwatch_all();
         }
+        self.switched_out.clear();
         if let Ok(tids) = proc::threads(self.pid) {
             if let Some(s) = self.switches.as_mut() {
                 s.reset_threads(&tids);
@@ -284,6 +293,9 @@ impl Sampler {
     }
 
     fn capture(&mut self, time_ns: u64) -> std::io::Result<Vec<RawSample>> {
+        let tick_clock_ns = monotonic_ns();
+        self.clock_zero_ns
+            .get_or_insert_with(|| tick_clock_ns.saturating_sub(time_ns));
         // Threads that missed a stop deadline are captured and released first, whatever
         // else happens: one left stopped while holding a lock would freeze every waiter.
         let mut out = std::mem::take(&mut self.late_samples);
@@ -305,7 +317,8 @@ impl Sampler {
         let gil = self.python.as_mut().and_then(|p| p.gil());
         out.reserve(tids.len());
         // First, so that a thread's tick sample below follows its kernel samples.
-        self.kernel_samples(time_ns, &mut out);
+        self.kernel_samples(&mut out);
+        let first_tick_sample = out.len();
         let mut running = Vec::new();
         let mut gone = Vec::new();
         for &tid in &tids {
@@ -352,6 +365,9 @@ impl Sampler {
             };
             let futex_waiter = ran.syscall.number() == Some(libc::SYS_futex);
             let kernel = self.kernel.is_some();
+            // Where it left its CPU: it has not run since, or the switch records (and the
+            // kernel's samples) would have it on a CPU.
+            let left_cpu = self.switched_out.get(&tid).map(|k| k.regs.clone());
             let mut ran = ran;
             match ran.syscall {
                 // Blocked: user registers are frozen until the syscall returns; no stop.
@@ -365,6 +381,10 @@ impl Sampler {
                         ran.run_ns = 0;
                         ran.cpu_wait_ns = ran.cpu_wait_ns.max(1);
                     }
+                    // All its registers if it left its CPU entering this syscall.
+                    let regs = left_cpu
+                        .filter(|r| (r.ip(), r.sp()) == (pc, sp))
+                        .unwrap_or_else(|| Regs::from_ip_sp(pc, sp));
                     let data = match copy_stack(&self.mem, sp, &mut self.scratch) {
                         // It returned before the copy was complete: the copy may not match
                         // the registers, so capture it as a running thread instead (the
@@ -377,7 +397,7 @@ impl Sampler {
                         }
                         Ok(stack) => {
                             let python = self.python.as_mut().and_then(|p| p.stack(tid));
-                            fresh(&ran, Regs::from_ip_sp(pc, sp), stack, python, false)
+                            fresh(&ran, regs, stack, python, false)
                         }
                         Err(e) => self.lost(tid, e),
                     };
@@ -390,18 +410,25 @@ impl Sampler {
                         gil: None,
                     });
                 }
-                // Runnable in user code but off its CPU: waiting for one, where its last
-                // kernel sample left it.
-                Syscall::Running if kernel => out.push(RawSample {
-                    tid,
-                    time_ns,
-                    name: ran.name,
-                    data: SampleData::Unchanged {
-                        cpu_wait_ns: ran.cpu_wait_ns.max(interval_ns),
-                    },
-                    futex_owner: None,
-                    gil: None,
-                }),
+                // Runnable in user code but off its CPU: preempted, waiting for a CPU, with
+                // the registers it left its CPU with.
+                Syscall::Running if kernel => {
+                    ran.run_ns = 0;
+                    ran.cpu_wait_ns = ran.cpu_wait_ns.max(interval_ns);
+                    let data = left_cpu
+                        .and_then(|regs| self.read_preempted(&ran, regs))
+                        .unwrap_or(SampleData::Unchanged {
+                            cpu_wait_ns: ran.cpu_wait_ns,
+                        });
+                    out.push(RawSample {
+                        tid,
+                        time_ns,
+                        name: ran.name,
+                        data,
+                        futex_owner: None,
+                        gil: None,
+                    });
+                }
                 // A futex waiter whose frames need all its registers (the resolver asked),
                 // or any running thread when the kernel does not sample: stopped.
                 _ => running.push(ran),
@@ -410,6 +437,9 @@ impl Sampler {
         self.capture_running(running, time_ns, &mut out, &mut gone);
         for tid in gone {
             self.forget(tid);
+        }
+        if self.kernel.is_some() {
+            self.drop_left_after_the_tick(&mut out, first_tick_sample, tick_clock_ns);
         }
         // An owner that is not a thread of the target is not an owner (not a mutex).
         for s in &mut out {
@@ -444,17 +474,41 @@ impl Sampler {
         Some(true)
     }
 
-    /// The kernel's samples since the last tick, as samples of running threads. Their
-    /// Python frames are read now, after the sample: see docs/design.md.
-    fn kernel_samples(&mut self, time_ns: u64, out: &mut Vec<RawSample>) {
+    /// A Python target's kernel-sampled threads are read as their samples come, between
+    /// ticks (`take_kernel_samples`), so that the Python frames read after each sample are
+    /// those it was running: the descriptors to wait on for that. None otherwise.
+    pub fn wake_fds(&self) -> Vec<std::os::fd::BorrowedFd<'_>> {
+        match (&self.kernel, &self.python) {
+            (Some(k), Some(_)) => k.poll_fds().collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Between ticks: the kernel's samples so far, for the next tick's batch.
+    pub fn take_kernel_samples(&mut self) {
+        let mut got = std::mem::take(&mut self.late_samples);
+        self.kernel_samples(&mut got);
+        self.late_samples = got;
+    }
+
+    /// The kernel's samples since they were last taken, as samples of running threads.
+    /// Their Python frames are read now, after the sample: see docs/design.md.
+    fn kernel_samples(&mut self, out: &mut Vec<RawSample>) {
         let Some(k) = self.kernel.as_mut() else {
             return;
         };
-        let zero = *self
-            .clock_zero_ns
-            .get_or_insert_with(|| monotonic_ns().saturating_sub(time_ns));
-        let mut got: Vec<KernelSample> = Vec::new();
-        k.drain(&mut got);
+        // Set at the first tick, before any sample is taken.
+        let zero = self.clock_zero_ns.unwrap_or(0);
+        let (mut got, mut left) = (Vec::new(), Vec::new());
+        k.drain(&mut got, &mut left);
+        for l in left {
+            match self.switched_out.get(&l.tid) {
+                Some(prev) if prev.time_ns > l.time_ns => {}
+                _ => {
+                    self.switched_out.insert(l.tid, l);
+                }
+            }
+        }
         let period_ns = k.period_ns();
         for ks in got {
             let python = self.python.as_mut().and_then(|p| p.stack(ks.tid));
@@ -476,6 +530,34 @@ impl Sampler {
                 gil: None,
             });
         }
+    }
+
+    /// The tick describes the instant it fell, before parprof took a CPU to read anything.
+    /// A thread that left its CPU after that instant was running at it (and its time there
+    /// is in the kernel's samples): often it blocked only because parprof's own wake-up
+    /// preempted the holder of the lock it went for. Its tick sample describes parprof, not
+    /// the program, and is dropped. Its switch-outs are taken now, and its timer samples
+    /// kept for the next batch.
+    fn drop_left_after_the_tick(&mut self, out: &mut Vec<RawSample>, from: usize, tick_ns: u64) {
+        self.take_kernel_samples();
+        let left = &self.switched_out;
+        let mut i = 0;
+        out.retain(|s| {
+            i += 1;
+            i <= from || left.get(&s.tid).is_none_or(|k| k.time_ns <= tick_ns)
+        });
+    }
+
+    /// A preempted thread's stack from the registers it left its CPU with, if it did not
+    /// run again while the stack was copied (its run time says).
+    fn read_preempted(&mut self, ran: &Ran, regs: Regs) -> Option<SampleData> {
+        let stack = copy_stack(&self.mem, regs.sp(), &mut self.scratch).ok()?;
+        let memo = self.threads.get(&ran.tid)?;
+        if memo.sched_file.read().ok()?.run_ns != memo.sched.run_ns {
+            return None;
+        }
+        let python = self.python.as_mut().and_then(|p| p.stack(ran.tid));
+        Some(fresh(ran, regs, stack, python, false))
     }
 
     /// With switch records: the thread list follows their births and exits.
@@ -519,6 +601,7 @@ impl Sampler {
     fn forget(&mut self, tid: i32) {
         self.threads.remove(&tid);
         self.unsent_names.remove(&tid);
+        self.switched_out.remove(&tid);
         if let Some(k) = self.kernel.as_mut() {
             k.unwatch(tid);
         }

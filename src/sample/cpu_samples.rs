@@ -4,6 +4,12 @@
 //! the top of its user stack into a ring, one ring per CPU. parprof unwinds those copies
 //! later with its own CFI unwinder, as it does stacks it copied itself.
 //!
+//! A second event per thread and CPU fires at each of the thread's context switches and
+//! copies only its user registers, where it was when it left its CPU (preempted, or entering
+//! the syscall it blocks in). While the switch records show the thread has not run since,
+//! those registers and its stack, read then, are what it is at a tick: off-CPU threads are
+//! read exactly without being stopped, whatever registers their frames need.
+//!
 //! Why per-thread events: a CPU-wide sampling event would fire for every process on the
 //! machine and copy their stacks too (the cost would follow the machine's other processes,
 //! and parprof would receive memory of processes it may not read). Per-thread events cost
@@ -17,8 +23,9 @@ use perf_event_open_sys::bindings as pb;
 use super::perf::{self, PerfError, u32_at, u64_at};
 use crate::process::{Regs, StackSnapshot, regs::dwarf};
 
-/// One running thread as the kernel caught it.
-#[derive(Debug)]
+/// One thread as the kernel caught it: on its CPU at a timer interrupt (with a stack copy),
+/// or leaving its CPU (registers only, `stack` empty).
+#[derive(Debug, Clone)]
 pub struct KernelSample {
     pub tid: i32,
     /// CLOCK_MONOTONIC nanoseconds.
@@ -30,20 +37,27 @@ pub struct KernelSample {
 pub struct CpuSamples {
     pid: i32,
     cpus: Vec<usize>,
-    /// One ring per CPU, mapped over a CPU-wide dummy event that records nothing itself:
-    /// every thread's event on that CPU writes into it.
-    rings: Vec<perf::Ring>,
-    /// Each watched thread's events, one per CPU.
+    /// Per CPU, the rings of timer samples and of switch-out registers, each mapped over a
+    /// CPU-wide dummy event that records nothing itself: every thread's event of that kind
+    /// on that CPU writes into it.
+    timer_rings: Vec<perf::Ring>,
+    switch_rings: Vec<perf::Ring>,
+    /// Each watched thread's events, two per CPU.
     events: HashMap<i32, Vec<OwnedFd>>,
-    attr: pb::perf_event_attr,
+    timer: pb::perf_event_attr,
+    switch_out: pb::perf_event_attr,
     buf: Vec<u8>,
     /// Samples the kernel dropped because a ring was full.
     pub lost: u64,
 }
 
-/// Pages of ring per CPU (a power of two): 4 MiB holds over a hundred 32 KiB stack samples,
-/// a second of one busy thread at 100 Hz; rings are drained at every tick.
-const RING_PAGES: usize = 1024;
+/// Pages of timer ring per CPU (a power of two): 4 MiB holds over a hundred 32 KiB stack
+/// samples, a second of one busy thread at 100 Hz; rings are drained at every tick.
+const TIMER_RING_PAGES: usize = 1024;
+
+/// Pages of switch ring per CPU: 2 MiB holds 12,000 switch-outs (168 bytes each), a 10 ms
+/// tick's worth at 1.2 million switches per second on one CPU.
+const SWITCH_RING_PAGES: usize = 512;
 
 /// The most stack a sample copies. The kernel caps a record at 64 KiB; perf copies 8 KiB by
 /// default, which loses the outer frames of deep Rust and Python stacks.
@@ -73,31 +87,53 @@ const SAMPLED_REGS: [(u32, usize); 17] = [
 
 impl CpuSamples {
     /// Rings for `pid`'s samples at `rate_hz` of each thread's CPU time, each copying up to
-    /// `stack_bytes` of stack; threads are then added with `watch`.
-    pub fn open(pid: i32, rate_hz: f64, stack_bytes: usize) -> Result<CpuSamples, PerfError> {
+    /// `stack_bytes` of stack; threads are then added with `watch`. With `wake_on_each`,
+    /// the rings' descriptors poll readable at every sample, not only when draining.
+    pub fn open(
+        pid: i32,
+        rate_hz: f64,
+        stack_bytes: usize,
+        wake_on_each: bool,
+    ) -> Result<CpuSamples, PerfError> {
         let cpus = perf::online_cpus()?;
-        let mut rings = Vec::with_capacity(cpus.len());
-        for &cpu in &cpus {
+        let carrier = |cpu: usize, pages: usize| {
             let mut attr = perf::base_attr();
             attr.type_ = pb::PERF_TYPE_SOFTWARE;
             attr.config = pb::PERF_COUNT_SW_DUMMY as u64;
-            let fd = perf::open(&mut attr, -1, cpu as i32)?;
-            rings.push(perf::Ring::map(fd, RING_PAGES)?);
+            perf::Ring::map(perf::open(&mut attr, -1, cpu as i32)?, pages)
+        };
+        let (mut timer_rings, mut switch_rings) = (Vec::new(), Vec::new());
+        for &cpu in &cpus {
+            timer_rings.push(carrier(cpu, TIMER_RING_PAGES)?);
+            switch_rings.push(carrier(cpu, SWITCH_RING_PAGES)?);
         }
-        let mut attr = perf::base_attr();
-        attr.type_ = pb::PERF_TYPE_SOFTWARE;
-        attr.config = pb::PERF_COUNT_SW_CPU_CLOCK as u64;
-        attr.__bindgen_anon_1.sample_period = (1e9 / rate_hz).max(10_000.0) as u64;
-        attr.sample_type |= (pb::PERF_SAMPLE_REGS_USER | pb::PERF_SAMPLE_STACK_USER) as u64;
-        attr.sample_regs_user = SAMPLED_REGS.iter().map(|(r, _)| 1u64 << r).sum();
-        attr.sample_stack_user = (stack_bytes.min(MAX_STACK_BYTES) & !7) as u32;
-        attr.set_exclude_hv(1);
+        let mut timer = perf::base_attr();
+        timer.type_ = pb::PERF_TYPE_SOFTWARE;
+        timer.config = pb::PERF_COUNT_SW_CPU_CLOCK as u64;
+        timer.__bindgen_anon_1.sample_period = (1e9 / rate_hz).max(10_000.0) as u64;
+        timer.sample_type |= (pb::PERF_SAMPLE_REGS_USER | pb::PERF_SAMPLE_STACK_USER) as u64;
+        timer.sample_regs_user = SAMPLED_REGS.iter().map(|(r, _)| 1u64 << r).sum();
+        timer.sample_stack_user = (stack_bytes.min(MAX_STACK_BYTES) & !7) as u32;
+        timer.set_exclude_hv(1);
+        if wake_on_each {
+            timer.__bindgen_anon_2.wakeup_events = 1;
+        }
+        // Fired from the scheduler, in the kernel: it cannot exclude kernel mode, and so
+        // needs the privilege that switch records already need.
+        let mut switch_out = perf::base_attr();
+        switch_out.type_ = pb::PERF_TYPE_SOFTWARE;
+        switch_out.config = pb::PERF_COUNT_SW_CONTEXT_SWITCHES as u64;
+        switch_out.__bindgen_anon_1.sample_period = 1;
+        switch_out.sample_type |= pb::PERF_SAMPLE_REGS_USER as u64;
+        switch_out.sample_regs_user = timer.sample_regs_user;
         Ok(CpuSamples {
             pid,
             cpus,
-            rings,
+            timer_rings,
+            switch_rings,
             events: HashMap::new(),
-            attr,
+            timer,
+            switch_out,
             buf: Vec::new(),
             lost: 0,
         })
@@ -106,7 +142,12 @@ impl CpuSamples {
     /// Nanoseconds of a thread's CPU time between two of its samples.
     pub fn period_ns(&self) -> u64 {
         // SAFETY: the union holds the period: the attribute block never sets `freq`.
-        unsafe { self.attr.__bindgen_anon_1.sample_period }
+        unsafe { self.timer.__bindgen_anon_1.sample_period }
+    }
+
+    /// The descriptors that poll readable when samples are waiting.
+    pub fn poll_fds(&self) -> impl Iterator<Item = std::os::fd::BorrowedFd<'_>> {
+        self.timer_rings.iter().map(perf::Ring::poll_fd)
     }
 
     pub fn watching(&self, tid: i32) -> bool {
@@ -115,20 +156,22 @@ impl CpuSamples {
 
     /// Sample `tid` from now on. A thread that has exited is an error, as is a refusal.
     pub fn watch(&mut self, tid: i32) -> Result<(), PerfError> {
-        let mut fds = Vec::with_capacity(self.cpus.len());
-        for (ring, &cpu) in self.rings.iter().zip(&self.cpus) {
-            let fd = match perf::open(&mut self.attr, tid, cpu as i32) {
+        let mut fds = Vec::with_capacity(2 * self.cpus.len());
+        for (i, &cpu) in self.cpus.iter().enumerate() {
+            let timer = match perf::open(&mut self.timer, tid, cpu as i32) {
                 // Kernel-mode samples need more privilege than user-mode ones; the user
                 // registers and stack are the same either way, only samples taken while
                 // the thread is in the kernel are lost.
-                Err(PerfError::Permission) if self.attr.exclude_kernel() == 0 => {
-                    self.attr.set_exclude_kernel(1);
-                    perf::open(&mut self.attr, tid, cpu as i32)?
+                Err(PerfError::Permission) if self.timer.exclude_kernel() == 0 => {
+                    self.timer.set_exclude_kernel(1);
+                    perf::open(&mut self.timer, tid, cpu as i32)?
                 }
                 r => r?,
             };
-            perf::redirect(&fd, ring.fd())?;
-            fds.push(fd);
+            perf::redirect(&timer, self.timer_rings[i].fd())?;
+            let switch_out = perf::open(&mut self.switch_out, tid, cpu as i32)?;
+            perf::redirect(&switch_out, self.switch_rings[i].fd())?;
+            fds.extend([timer, switch_out]);
         }
         self.events.insert(tid, fds);
         Ok(())
@@ -143,25 +186,33 @@ impl CpuSamples {
         self.events.clear();
     }
 
-    /// Append every sample taken since the last drain to `out`.
-    pub fn drain(&mut self, out: &mut Vec<KernelSample>) {
-        for ring in &mut self.rings {
-            ring.read(&mut self.buf);
-            for r in perf::records(&self.buf) {
-                match r.kind {
-                    pb::PERF_RECORD_SAMPLE => out.extend(parse_sample(r.bytes, self.pid)),
-                    pb::PERF_RECORD_LOST => self.lost += u64_at(r.bytes, 16).unwrap_or(1),
-                    _ => {}
+    /// Append every timer sample taken since the last drain to `timer`, and every
+    /// switch-out to `switched_out`, each in time order per CPU.
+    pub fn drain(&mut self, timer: &mut Vec<KernelSample>, switched_out: &mut Vec<KernelSample>) {
+        for (rings, out, stack) in [
+            (&mut self.timer_rings, &mut *timer, true),
+            (&mut self.switch_rings, &mut *switched_out, false),
+        ] {
+            for ring in rings.iter_mut() {
+                ring.read(&mut self.buf);
+                for r in perf::records(&self.buf) {
+                    match r.kind {
+                        pb::PERF_RECORD_SAMPLE => {
+                            out.extend(parse_sample(r.bytes, self.pid, stack))
+                        }
+                        pb::PERF_RECORD_LOST => self.lost += u64_at(r.bytes, 16).unwrap_or(1),
+                        _ => {}
+                    }
                 }
             }
         }
     }
 }
 
-/// A sample record: header, pid, tid, time, user ABI and registers, stack size, stack bytes,
-/// the size actually copied. `None` for another process's sample (never read further) and
-/// for samples without user registers.
-fn parse_sample(rec: &[u8], pid: i32) -> Option<KernelSample> {
+/// A sample record: header, pid, tid, time, user ABI and registers, then `with_stack`: stack
+/// size, stack bytes, the size actually copied. `None` for another process's sample (never
+/// read further) and for samples without user registers.
+fn parse_sample(rec: &[u8], pid: i32, with_stack: bool) -> Option<KernelSample> {
     if u32_at(rec, 8)? as i32 != pid {
         return None;
     }
@@ -175,6 +226,17 @@ fn parse_sample(rec: &[u8], pid: i32) -> Option<KernelSample> {
     for (_, dwarf_reg) in SAMPLED_REGS {
         regs.set(dwarf_reg, u64_at(rec, at)?);
         at += 8;
+    }
+    if !with_stack {
+        return Some(KernelSample {
+            tid,
+            time_ns,
+            stack: StackSnapshot {
+                base: regs.sp(),
+                bytes: Vec::new(),
+            },
+            regs,
+        });
     }
     let size = u64_at(rec, at)? as usize;
     at += 8;
@@ -221,7 +283,7 @@ mod tests {
     #[test]
     fn sample_registers_land_in_their_dwarf_slots_and_the_stack_is_cut_to_its_copied_size() {
         let rec = sample(40, &[1, 2, 3, 4, 5, 6, 7, 8], 5);
-        let s = parse_sample(&rec, 40).expect("a sample of the target");
+        let s = parse_sample(&rec, 40, true).expect("a sample of the target");
         assert_eq!((s.tid, s.time_ns), (41, 77));
         // Kernel order AX, BX, CX, DX, SI, DI, BP, SP, IP, R8..R15.
         assert_eq!(s.regs.get(dwarf::RAX), Some(0x1000));
@@ -237,12 +299,22 @@ mod tests {
     #[test]
     fn other_processes_and_torn_records_give_nothing() {
         let rec = sample(40, &[0; 16], 16);
-        assert!(parse_sample(&rec, 99).is_none());
+        assert!(parse_sample(&rec, 99, true).is_none());
         for cut in [10, 30, 100, rec.len() - 4] {
-            assert!(parse_sample(&rec[..cut], 40).is_none(), "cut at {cut}");
+            assert!(
+                parse_sample(&rec[..cut], 40, true).is_none(),
+                "cut at {cut}"
+            );
         }
         // A copied size larger than the stack area is bounded by it.
         let big = sample(40, &[9; 8], 1 << 40);
-        assert_eq!(parse_sample(&big, 40).map(|s| s.stack.bytes.len()), Some(8));
+        assert_eq!(
+            parse_sample(&big, 40, true).map(|s| s.stack.bytes.len()),
+            Some(8)
+        );
+        // A switch-out record carries registers only.
+        let regs_only = &rec[..32 + 8 * SAMPLED_REGS.len()];
+        let s = parse_sample(regs_only, 40, false).expect("registers");
+        assert_eq!((s.regs.ip(), s.stack.bytes.len()), (0x1008, 0));
     }
 }

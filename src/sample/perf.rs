@@ -2,7 +2,7 @@
 //! an event, mapping its ring, copying out what the kernel wrote, walking the records, and
 //! the clock and CPU list they are stamped with.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use perf_event_open_sys as sys;
@@ -108,6 +108,11 @@ impl Ring {
 
     pub fn fd(&self) -> RawFd {
         self.fd.as_raw_fd()
+    }
+
+    /// The descriptor to poll: readable when the kernel wakes the ring's readers.
+    pub fn poll_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 
     /// Replace `buf`'s contents with the records written since the last read, and hand

@@ -128,6 +128,49 @@ impl Processes {
         }
     }
 
+    /// Until `until`: wait, taking the kernel's samples of Python targets as they come
+    /// (see `Sampler::wake_fds`); plain sleep when no sampler needs that.
+    pub fn wait_until(&mut self, until: Instant) {
+        use nix::poll::{PollFd, PollFlags, ppoll};
+        loop {
+            let now = Instant::now();
+            if now >= until {
+                return;
+            }
+            let mut fds = Vec::new();
+            let mut owner = Vec::new();
+            for (i, s) in self.samplers.iter().enumerate() {
+                for fd in s.wake_fds() {
+                    fds.push(PollFd::new(fd, PollFlags::POLLIN));
+                    owner.push(i);
+                }
+            }
+            if fds.is_empty() {
+                std::thread::sleep(until - now);
+                return;
+            }
+            let timeout = nix::sys::time::TimeSpec::from_duration(until - now);
+            let ready: Vec<usize> = match ppoll(&mut fds, Some(timeout), None) {
+                Ok(0) => return,
+                Ok(_) => fds
+                    .iter()
+                    .zip(&owner)
+                    .filter(|(f, _)| f.revents().is_some_and(|r| !r.is_empty()))
+                    .map(|(_, &i)| i)
+                    .collect(),
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => {
+                    std::thread::sleep(until - now);
+                    return;
+                }
+            };
+            drop(fds);
+            for i in ready {
+                self.samplers[i].take_kernel_samples();
+            }
+        }
+    }
+
     /// Every live thread's name now, as `(pid, tid, name)` (see `Sampler::names_now`).
     pub fn names_now(&self) -> Vec<(i32, i32, String)> {
         self.samplers

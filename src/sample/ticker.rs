@@ -65,9 +65,6 @@ pub fn run_ticks(
         }
         next = (slot + period.mul_f64(fastrand::f64())).max(next);
         processes.collect_late(next);
-        let now = Instant::now();
-        if next > now {
-            std::thread::sleep(next - now);
-        }
+        processes.wait_until(next);
     }
 }
