@@ -14,7 +14,9 @@ use crate::output::{self, Format};
 use crate::process::{Maps, check, proc};
 use crate::profile::{Meta, Profile};
 use crate::resolve::{Resolver, SharedModules};
-use crate::sample::{Batch, ProcessEvent, Processes, Sampler, Settings, StopReason, run_ticks};
+use crate::sample::{
+    Batch, ProcessEvent, Processes, Sampler, Settings, StopReason, priority, run_ticks,
+};
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -88,17 +90,19 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
     processes.take_full_register_requests(full_regs_rx);
     let include_native = !args.no_native;
     let profile = Profile::new(meta, format.needs_timeline());
+    let (tid_tx, tid_rx) = crossbeam_channel::bounded(1);
     let resolver_thread = std::thread::Builder::new()
         .name("parprof-resolve".into())
         .spawn(move || {
-            crate::sample::priority::work_in_the_background();
+            let _ = tid_tx.send(priority::background());
             resolve_all(rx, profile, include_native, full_regs_tx)
         })?;
+    let resolver_tid = tid_rx.recv().ok();
 
     let progress = crate::progress::Progress::new();
     let started = Instant::now();
     let duration = args.duration.map(Duration::from_secs_f64);
-    crate::sample::priority::sample_on_time();
+    priority::sample_on_time();
     let reason = run_ticks(
         &mut processes,
         args.rate,
@@ -117,6 +121,9 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
     let permission_denied = processes.permission_denied();
     drop(processes);
     drop(tx);
+    if let Some(tid) = resolver_tid {
+        priority::foreground(tid);
+    }
     progress.finish();
 
     let (mut profile, complete, walks) = resolver_thread

@@ -18,13 +18,24 @@ pub fn sample_on_time() -> bool {
     }
 }
 
-/// Lower the calling thread to the weakest ordinary priority (nice 19): the resolver's
-/// unwinding and symbol loading then take a CPU only when the target leaves one idle, or
-/// about 1.5 % of one it wants, instead of an even share. It runs behind and catches up
-/// when the target blocks or ends; the channel before it holds the samples meanwhile.
-pub fn work_in_the_background() {
-    // SAFETY: a plain syscall; PRIO_PROCESS with who = 0 is the calling thread on Linux.
+/// Lower the calling thread's priority (nice 10) while sampling runs: the resolver's
+/// unwinding and symbol loading then get about a tenth of a CPU the target wants, instead
+/// of an even share, and run behind, caught up from the channel before them. Returns the
+/// thread's id, for `foreground`.
+pub fn background() -> i32 {
+    // SAFETY: plain syscalls; PRIO_PROCESS with who = 0 is the calling thread on Linux.
     unsafe {
-        libc::setpriority(libc::PRIO_PROCESS, 0, 19);
+        libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+        libc::gettid()
+    }
+}
+
+/// Back to the ordinary priority once sampling ended, so the backlog is resolved at full
+/// speed however busy the target keeps the CPUs. Needs CAP_SYS_NICE (root); without it the
+/// backlog drains at the lower priority.
+pub fn foreground(tid: i32) {
+    // SAFETY: a plain syscall on a thread of this process.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 0);
     }
 }
