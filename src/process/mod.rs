@@ -6,6 +6,7 @@
 //! registers (a test greps the source for it).
 
 pub mod check;
+pub mod elf;
 pub mod exec;
 pub mod maps;
 pub mod memory;
