@@ -113,7 +113,10 @@ impl<T> ModuleCache<T> {
         if let Some(p) = self.placed.get(&key) {
             return *p;
         }
-        let placed = self.load(maps, m, mem, load);
+        let placed = elf::open(maps, m, mem).ok().and_then(|image| {
+            let bias = image.bias(m)?;
+            Some((self.index(m, &image, load), bias))
+        });
         self.placed.insert(key, placed);
         placed
     }
@@ -122,24 +125,19 @@ impl<T> ModuleCache<T> {
         self.modules.get(index)?.as_ref()
     }
 
-    fn load(
+    /// The index of `m`'s module, its data built from `image` with `load` when new.
+    fn index(
         &mut self,
-        maps: &Maps,
         m: &Mapping,
-        mem: &dyn Memory,
+        image: &ElfImage,
         load: impl FnOnce(&ElfImage) -> Option<T>,
-    ) -> Option<(usize, u64)> {
-        if !(m.is_file() || m.is_vdso()) {
-            return None;
-        }
-        let image = elf::open(maps, m, mem).ok()?;
-        let bias = image.bias(m)?;
+    ) -> usize {
         let key = ModuleKey::of(m);
         if let Some(&i) = self.by_key.get(&key) {
-            return Some((i, bias));
+            return i;
         }
-        self.modules.push(load(&image));
+        self.modules.push(load(image));
         self.by_key.insert(key, self.modules.len() - 1);
-        Some((self.modules.len() - 1, bias))
+        self.modules.len() - 1
     }
 }
