@@ -103,6 +103,8 @@ impl ElfImage {
         Ok(ElfImage { bytes, segments })
     }
 
+    /// Memory-map the ELF file at `path`: a separate debug file, or through `of_file` the
+    /// file of a mapping.
     pub fn open(path: &Path) -> Result<Self, ElfError> {
         let f = File::open(path).map_err(|e| ElfError::Open(path.into(), e))?;
         // SAFETY: the mapping is read-only and private; a file shrunk underneath it would

@@ -1,5 +1,6 @@
-//! The traced process: its threads and their OS state, its memory maps, its memory, and
-//! the brief ptrace stops used to read the registers of threads that are running.
+//! The traced process: its threads and their OS state, its memory maps and the ELF files
+//! mapped there, its memory, and the brief ptrace stops used to read the registers of
+//! threads that are running.
 //!
 //! Everything here only reads the target. The one ptrace use is `PTRACE_SEIZE` +
 //! `PTRACE_INTERRUPT` + `PTRACE_GETREGS` + `PTRACE_DETACH`; nothing writes target memory or
