@@ -15,10 +15,11 @@ use serde::Serialize;
 
 use crate::attribution::locks::{caller_of_acquire, display_name, python_site};
 use crate::attribution::waitfor::{self, Edge};
-use crate::attribution::{Attribution, Globals, State};
+use crate::attribution::{Attribution, Globals};
 use crate::cli::DumpArgs;
 use crate::frame::Frame;
 use crate::process::{Maps, check, proc};
+use crate::profile::State;
 use crate::resolve::Resolver;
 use crate::sample::{Capture, SampleData, Sampler, Settings};
 

@@ -2,7 +2,9 @@
 //! where the time goes — compute, or waiting on a lock (which lock, held by whom).
 //!
 //! Data flows one way: `process` (reading the process) → `sample` (the tick loop) →
-//! `resolve` (`unwind`, `symbols`, `python`, `attribution`) → `profile` → `output`.
+//! `resolve` (`unwind`, `symbols`, `python`, `attribution`) → `profile` → `output`. Imports
+//! follow it: `attribution` decides a sample's `profile::State` and records lock holders in
+//! the profile, while `profile` imports nothing of the crate but `frame`.
 
 pub mod attribution;
 pub mod cli;

@@ -9,11 +9,11 @@ use std::rc::Rc;
 use crossbeam_channel::Sender;
 
 use crate::attribution::locks::{LockBook, Observed};
-use crate::attribution::{self, Attribution, State, ThreadFacts};
+use crate::attribution::{self, Attribution, ThreadFacts};
 use crate::frame::Frame;
 use crate::process::memory::Layered;
 use crate::process::{Maps, ProcessMemory};
-use crate::profile::{Profile, StackId};
+use crate::profile::{Profile, StackId, State};
 use crate::python;
 use crate::sample::{Fresh, RawSample, SampleData};
 use crate::symbols::Symbolizer;

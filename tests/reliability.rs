@@ -589,7 +589,7 @@ fn jit_code_without_unwind_info_is_marked_or_walked_by_frame_pointers() {
 
 /// The CFI lookups the `elf` fuzz target makes: rules at eight points of each segment.
 fn probe_cfi(image_bytes: Vec<u8>) {
-    use parprof::symbols::module::{ElfImage, SharedBytes};
+    use parprof::process::elf::{ElfImage, SharedBytes};
     let image = ElfImage::from_bytes(SharedBytes::owned(image_bytes)).expect("parses as ELF");
     let tables = parprof::unwind::CfiTables::load(&image, None);
     let mut ctx = gimli_context();
@@ -618,7 +618,7 @@ fn fuzz_eh_frame_hdr_pointer_below_eh_frame() {
 #[test]
 fn fuzz_segment_offset_plus_size_overflows() {
     // A PT_LOAD whose offset + filesz passes 2^64 made `ElfImage::bias` add with overflow.
-    use parprof::symbols::module::{ElfImage, SharedBytes};
+    use parprof::process::elf::{ElfImage, SharedBytes};
     let image = ElfImage::from_bytes(SharedBytes::owned(fuzz_input(
         "elf-segment-end-overflows.bin",
     )))

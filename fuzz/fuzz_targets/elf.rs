@@ -5,10 +5,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use parprof::process::elf::{ElfImage, SharedBytes};
 use parprof::process::memory::Bytes;
 use parprof::process::regs::dwarf;
 use parprof::process::{Mapping, Regs};
-use parprof::symbols::module::{ElfImage, SharedBytes};
 use parprof::symbols::{DebugInfo, SymbolTable, demangle};
 use parprof::unwind::{CfiTables, rule};
 

@@ -1,9 +1,9 @@
 //! Sample → state, from the thread's OS state, its syscall and the rule the stack matches.
 
-use super::State;
 use super::rules::{self, LockId, Role, Rule};
 use crate::frame::Frame;
 use crate::process::{Memory, Syscall};
+use crate::profile::State;
 use crate::python::GilState;
 
 /// What a sample was doing, and what it waited on if it was blocked on a futex.

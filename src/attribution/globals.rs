@@ -6,8 +6,9 @@
 
 use std::collections::HashMap;
 
-use object::{Object, ObjectSegment, ObjectSymbol, SymbolKind};
+use object::{Object, ObjectSymbol, SymbolKind};
 
+use crate::process::elf::ElfImage;
 use crate::process::{Mapping, Maps};
 use crate::symbols::demangle;
 
@@ -18,10 +19,9 @@ pub struct Globals {
 }
 
 struct ModuleData {
-    /// Link-time address ranges of the loaded segments (memory size, so `.bss` counts).
-    loads: Vec<(u64, u64)>,
-    /// Link-time address of the segment mapped at file offset 0.
-    base_vaddr: u64,
+    /// Kept for its segments: the bias is computed per call, as the same file may be loaded
+    /// at another address in another followed process.
+    image: ElfImage,
     /// (address, size, name), sorted by address.
     symbols: Vec<(u64, u64, String)>,
 }
@@ -34,21 +34,18 @@ impl Globals {
     /// `name` or `name+0xoff` for an address inside a module's static data.
     pub fn name(&mut self, maps: &Maps, addr: u64) -> Option<String> {
         let module = owning_module(maps, addr)?;
-        let load_start = maps
-            .segments_of(module)
-            .filter(|m| m.offset == 0)
-            .map(|m| m.start)
-            .min()?;
         let data = self
             .modules
             .entry(module.path.clone())
             .or_insert_with(|| ModuleData::load(maps, module))
             .as_ref()?;
-        let vaddr = addr.checked_sub(load_start)?.checked_add(data.base_vaddr)?;
+        let vaddr = addr.wrapping_sub(data.image.load_bias(maps, module)?);
+        // Memory size, so `.bss` counts.
         if !data
-            .loads
+            .image
+            .segments
             .iter()
-            .any(|&(start, end)| vaddr >= start && vaddr < end)
+            .any(|s| vaddr >= s.vaddr && vaddr < s.vaddr.saturating_add(s.memsz))
         {
             return None;
         }
@@ -56,7 +53,7 @@ impl Globals {
         let (start, _, name) = data.symbols[..i]
             .iter()
             .rev()
-            .find(|s| vaddr < s.0 + s.1.max(1))?;
+            .find(|s| vaddr < s.0.saturating_add(s.1.max(1)))?;
         Some(match vaddr - start {
             0 => name.clone(),
             off => format!("{name}+{off:#x}"),
@@ -82,17 +79,8 @@ fn owning_module(maps: &Maps, addr: u64) -> Option<&Mapping> {
 
 impl ModuleData {
     fn load(maps: &Maps, m: &Mapping) -> Option<ModuleData> {
-        let bytes = std::fs::read(maps.file_path(m)).ok()?;
-        let file = object::File::parse(&*bytes).ok()?;
-        let loads: Vec<(u64, u64)> = file
-            .segments()
-            .map(|s| (s.address(), s.address() + s.size()))
-            .collect();
-        let base_vaddr = file
-            .segments()
-            .find(|s| s.file_range().0 == 0)
-            .map(|s| s.address() & !0xfff)
-            .unwrap_or(0);
+        let image = ElfImage::of_file(maps, m).ok()?;
+        let file = image.object()?;
         let mut symbols: Vec<(u64, u64, String)> = file
             .symbols()
             .chain(file.dynamic_symbols())
@@ -114,11 +102,7 @@ impl ModuleData {
             .collect();
         symbols.sort();
         symbols.dedup_by(|a, b| a.0 == b.0);
-        Some(ModuleData {
-            loads,
-            base_vaddr,
-            symbols,
-        })
+        Some(ModuleData { image, symbols })
     }
 }
 

@@ -5,11 +5,11 @@
 use std::collections::HashMap;
 
 use super::rules::{LockId, RULES};
-use super::{Attribution, Globals, State, WaitOn};
+use super::{Attribution, Globals, WaitOn};
 use crate::frame::{Frame, FrameKind};
 use crate::process::Maps;
 use crate::profile::locks::LockStats;
-use crate::profile::{Profile, StackId};
+use crate::profile::{Profile, StackId, State};
 
 /// One thread's sample at a tick, after classification.
 #[derive(Debug, Clone, Copy)]

@@ -5,9 +5,7 @@ mod classify;
 mod globals;
 pub mod locks;
 pub mod rules;
-pub mod state;
 pub mod waitfor;
 
 pub use classify::{Attribution, ThreadFacts, WaitOn, classify};
 pub use globals::Globals;
-pub use state::State;

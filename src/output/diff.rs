@@ -12,7 +12,7 @@ pub mod markdown;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::attribution::State;
+use crate::profile::State;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DiffError {

@@ -5,8 +5,7 @@
 use inferno::flamegraph::color::{Color, PaletteMap};
 use inferno::flamegraph::{self, Options};
 
-use crate::attribution::State;
-use crate::profile::Profile;
+use crate::profile::{Profile, State};
 
 /// Lock waits hot (red, orange), computing warm and neutral, idle cool (blue, grey).
 pub fn state_colour(s: State) -> (u8, u8, u8) {

@@ -17,8 +17,7 @@ use std::io::Write;
 
 use prost::Message;
 
-use crate::attribution::State;
-use crate::profile::Profile;
+use crate::profile::{Profile, State};
 
 /// Label keys on every sample.
 pub const LABEL_THREAD_ID: &str = "thread_id";

@@ -11,8 +11,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::attribution::State;
-use crate::profile::{Profile, StackId};
+use crate::profile::{Profile, StackId, State};
 
 #[derive(Serialize)]
 struct File {

@@ -6,10 +6,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::attribution::State;
 use crate::attribution::locks::display_name;
-use crate::profile::Profile;
 use crate::profile::locks::LockStats;
+use crate::profile::{Profile, State};
 
 /// How many waiter stacks each lock lists.
 const TOP_STACKS: usize = 5;

@@ -2,8 +2,7 @@
 
 use std::path::Path;
 
-use crate::attribution::State;
-use crate::profile::Profile;
+use crate::profile::{Profile, State};
 use crate::sample::StopReason;
 
 use super::summary_json::{self, LockSummary};

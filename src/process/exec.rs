@@ -21,6 +21,8 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 
+use super::proc::StatFields;
+
 /// What a process did since the previous check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProcessNow {
@@ -73,20 +75,16 @@ impl ExecWatch {
 
 /// State, thread count and layout from a stat line.
 fn parse(line: &[u8]) -> Option<(char, u32, Layout)> {
-    let text = std::str::from_utf8(line).ok()?;
-    // The command name is in parentheses and may itself contain spaces and parentheses.
-    let fields: Vec<&str> = text
-        .get(text.rfind(')')? + 2..)?
-        .split_ascii_whitespace()
-        .collect();
-    // fields[0] is field 3 (state); field N is fields[N - 3].
-    let field = |n: usize| fields.get(n - 3)?.parse::<u64>().ok();
+    let fields = StatFields::parse(std::str::from_utf8(line).ok()?)?;
     let mut layout = [0; 10];
     for (slot, n) in layout.iter_mut().zip((26..=28).chain(45..=51)) {
-        *slot = field(n)?;
+        *slot = fields.number(n)?;
     }
-    let state = fields.first()?.chars().next()?;
-    Some((state, u32::try_from(field(20)?).ok()?, layout))
+    Some((
+        fields.state()?,
+        u32::try_from(fields.number(20)?).ok()?,
+        layout,
+    ))
 }
 
 #[cfg(test)]

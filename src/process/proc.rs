@@ -71,16 +71,38 @@ impl ThreadStat {
 }
 
 fn parse_stat(text: &str) -> Option<ThreadStat> {
-    // The command name is in parentheses and may itself contain spaces and parentheses.
-    let rest = &text[text.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split(' ').collect();
-    // fields[0] is field 3 (state); field 9 is flags; field 39 is processor.
+    let fields = StatFields::parse(text)?;
     Some(ThreadStat {
-        state: fields.first()?.chars().next()?,
-        flags: fields.get(6)?.parse().ok()?,
-        processor: fields.get(36)?.parse().ok()?,
-        num_threads: fields.get(17)?.parse().ok()?,
+        state: fields.state()?,
+        flags: fields.number(9)?,
+        processor: i32::try_from(fields.number(39)?).ok()?,
+        num_threads: u32::try_from(fields.number(20)?).ok()?,
     })
+}
+
+/// The fields of a `/proc/<pid>/stat` line (a thread's or a process's) that follow the
+/// command name. The name is in parentheses and may itself hold spaces and parentheses, so
+/// it ends at the line's last `)`. Whatever the kernel or a corrupt read gives, this returns
+/// `None` for a field it cannot find, never panics: every reader of `stat` goes through it.
+#[derive(Debug)]
+pub struct StatFields<'a>(Vec<&'a str>);
+
+impl<'a> StatFields<'a> {
+    /// `None` when there is no `)` closing a command name.
+    pub fn parse(text: &'a str) -> Option<StatFields<'a>> {
+        let (_, rest) = text.rsplit_once(')')?;
+        Some(StatFields(rest.split_ascii_whitespace().collect()))
+    }
+
+    /// Field 3, the state letter.
+    pub fn state(&self) -> Option<char> {
+        self.0.first()?.chars().next()
+    }
+
+    /// Field `n`, numbered as in proc(5) (1 is the pid, 3 the state), as a number.
+    pub fn number(&self, n: usize) -> Option<u64> {
+        self.0.get(n.checked_sub(3)?)?.parse().ok()
+    }
 }
 
 /// From `/proc/<pid>/task/<tid>/syscall`.
@@ -226,6 +248,43 @@ mod tests {
         assert_eq!(s.processor, 1);
         assert_eq!(s.num_threads, 3);
         assert!(!s.is_kernel_thread());
+    }
+
+    #[test]
+    fn short_and_odd_stat_lines_give_none_not_a_panic() {
+        let tail: Vec<String> = (4..=52).map(|n| n.to_string()).collect();
+        let full = format!("1234 (a) b) (c) R {}", tail.join(" "));
+        let s = parse_stat(&full).unwrap();
+        assert_eq!(
+            (s.state, s.flags, s.num_threads, s.processor),
+            ('R', 9, 20, 39)
+        );
+        let fields = StatFields::parse(&full).unwrap();
+        assert_eq!(fields.number(4), Some(4));
+        assert_eq!(fields.number(52), Some(52));
+        assert_eq!(fields.number(53), None);
+        assert_eq!(fields.number(2), None, "the name is not a numbered field");
+
+        for line in [
+            "",
+            "1234 a R 1 2 3",
+            "1234 (a",
+            "1234 (a)",
+            "1234 (a)\n",
+            "1234 (a)é",
+            "1234 (a) R",
+            "1234 (a) R 1 2 3 4 5",
+        ] {
+            assert_eq!(parse_stat(line), None, "{line:?}");
+        }
+        assert_eq!(StatFields::parse("").map(|f| f.state()), None);
+        assert_eq!(StatFields::parse("1234 (a)").unwrap().state(), None);
+        assert_eq!(StatFields::parse("1234 (a) R").unwrap().state(), Some('R'));
+        // A field that is not a number, or one that does not fit.
+        let bad = full.replace(" 9 ", " x ");
+        assert_eq!(parse_stat(&bad), None);
+        let huge = full.replace(" 20 ", " 99999999999 ");
+        assert_eq!(parse_stat(&huge), None);
     }
 
     #[test]

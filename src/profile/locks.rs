@@ -3,9 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::attribution::State;
-
-use super::StackId;
+use super::{StackId, State};
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LockStats {

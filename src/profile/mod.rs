@@ -4,13 +4,15 @@
 
 pub mod locks;
 pub mod saved;
+mod state;
 
 use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use crate::attribution::State;
 use crate::frame::Frame;
+
+pub use state::State;
 
 pub type FrameId = u32;
 pub type StackId = u32;

@@ -17,8 +17,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::{FrameId, Meta, Profile, StackId, ThreadInfo, TimedSample};
-use crate::attribution::State;
+use super::{FrameId, Meta, Profile, StackId, State, ThreadInfo, TimedSample};
 use crate::frame::{Frame, FrameKind};
 
 pub const MAGIC: &[u8; 8] = b"PARPROF\0";

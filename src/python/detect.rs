@@ -5,11 +5,11 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use memmap2::Mmap;
-use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol};
+use object::{Object, ObjectSection, ObjectSymbol};
 
 use super::PyError;
 use super::strings::Types;
+use crate::process::elf::{ElfError, ElfImage};
 use crate::process::{Mapping, Maps};
 
 /// How long to wait for a process that has just been started: the kernel may still be in
@@ -83,8 +83,10 @@ fn still_loading(pid: i32, maps: &Maps) -> bool {
     let Some(m) = maps.mappings.iter().find(|m| m.path == exe) else {
         return true;
     };
-    let Ok(map) = open(maps, m) else { return false };
-    let Ok(file) = object::File::parse(&*map) else {
+    let Ok(image) = ElfImage::of_file(maps, m) else {
+        return false;
+    };
+    let Some(file) = image.object() else {
         return false;
     };
     file.section_by_name(".dynstr")
@@ -92,26 +94,18 @@ fn still_loading(pid: i32, maps: &Maps) -> bool {
         .is_some_and(|d| d.windows(9).any(|w| w == b"libpython"))
 }
 
-fn open(maps: &Maps, m: &Mapping) -> std::io::Result<Mmap> {
-    let f = std::fs::File::open(maps.file_path(m))?;
-    // SAFETY: the map is read-only and only read while the file is open; a file truncated
-    // under us could fault, as with any mapped shared library.
-    unsafe { Mmap::map(&f) }
-}
-
+/// The interpreter's addresses if `m` maps the module that holds it. Files that cannot be
+/// opened or are not ELF are skipped; a corrupt ELF file is an error.
 fn examine(maps: &Maps, m: &Mapping) -> Result<Option<Found>, PyError> {
-    let Ok(map) = open(maps, m) else {
+    let image = match ElfImage::of_file(maps, m) {
+        Ok(image) => image,
+        Err(ElfError::Elf(e)) => return Err(PyError::Elf(m.path.clone(), e.to_string())),
+        Err(_) => return Ok(None),
+    };
+    let Some(syms) = image.object().as_ref().and_then(symbols) else {
         return Ok(None);
     };
-    if map.len() < 4 || &map[..4] != b"\x7fELF" {
-        return Ok(None);
-    }
-    let file =
-        object::File::parse(&*map).map_err(|e| PyError::Elf(m.path.clone(), e.to_string()))?;
-    let Some(syms) = symbols(&file) else {
-        return Ok(None);
-    };
-    let Some(bias) = load_bias(maps, m, &file) else {
+    let Some(bias) = image.load_bias(maps, m) else {
         return Ok(None);
     };
     let at = |v: u64| v.wrapping_add(bias);
@@ -160,23 +154,4 @@ fn symbols(file: &object::File) -> Option<Symbols> {
         .iter()
         .all(|&a| a != 0)
         .then_some(s)
-}
-
-/// Target address minus file virtual address for the module mapped as `m`.
-fn load_bias(maps: &Maps, m: &Mapping, file: &object::File) -> Option<u64> {
-    let lowest = maps.segments_of(m).min_by_key(|s| s.start)?;
-    let segment = file.segments().find(|seg| {
-        let (off, size) = seg.file_range();
-        let page_off = off & !0xfff;
-        lowest.offset >= page_off && lowest.offset < off + size.max(1)
-    })?;
-    let (p_offset, _) = segment.file_range();
-    // The address of file offset O in a segment is p_vaddr + O - p_offset.
-    Some(
-        lowest
-            .start
-            .wrapping_add(p_offset)
-            .wrapping_sub(lowest.offset)
-            .wrapping_sub(segment.address()),
-    )
 }

@@ -4,7 +4,7 @@
 use gimli::{EndianReader, RunTimeEndian};
 
 use super::demangle::demangle;
-use super::module::{ElfImage, SharedBytes};
+use crate::process::elf::{ElfImage, SharedBytes};
 
 pub type Reader = EndianReader<RunTimeEndian, SharedBytes>;
 

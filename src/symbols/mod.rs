@@ -8,6 +8,7 @@ pub mod module;
 mod symtab;
 
 use crate::frame::{Frame, FrameKind};
+use crate::process::elf::ElfImage;
 use crate::process::{Mapping, Maps, Memory};
 use module::ModuleCache;
 
@@ -25,7 +26,7 @@ struct SymbolModule {
 impl SymbolModule {
     /// Symbols from the binary and its separate debug file; DWARF from the debug file when
     /// there is one, else from the binary itself. `None` when there is neither.
-    fn load(maps: &Maps, m: &Mapping, image: &module::ElfImage) -> Option<SymbolModule> {
+    fn load(maps: &Maps, m: &Mapping, image: &ElfImage) -> Option<SymbolModule> {
         let debug_image = module::debug_file(maps, m, image);
         let images: Vec<_> = std::iter::once(image).chain(debug_image.as_ref()).collect();
         let symbols = SymbolTable::from_images(&images);

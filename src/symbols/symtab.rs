@@ -2,7 +2,7 @@
 
 use object::{Object, ObjectSymbol, SymbolKind};
 
-use super::module::ElfImage;
+use crate::process::elf::ElfImage;
 
 struct Entry {
     addr: u64,
@@ -69,7 +69,7 @@ impl SymbolTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::symbols::module::testdata;
+    use crate::process::elf::testdata;
 
     #[test]
     fn library_symbols_cover_text_and_damaged_copies_never_panic() {

@@ -12,8 +12,8 @@ use gimli::{
 use object::{Object, ObjectSection};
 
 use super::rule::{Cfa, Rule, Saved};
+use crate::process::elf::{ElfImage, SharedBytes};
 use crate::process::regs::dwarf;
-use crate::symbols::module::{ElfImage, SharedBytes};
 
 type Slice<'a> = EndianSlice<'a, LittleEndian>;
 
@@ -274,7 +274,7 @@ fn compile<'a, S: UnwindSection<Slice<'a>>>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::symbols::module::testdata;
+    use crate::process::elf::testdata;
 
     #[test]
     fn library_tables_give_rules_and_damaged_copies_never_panic() {

@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use gimli::UnwindContext;
 
+use crate::process::elf::ElfImage;
 use crate::process::regs::dwarf;
 use crate::process::{Mapping, Maps, Memory, Regs};
 use crate::symbols::module::{self, ModuleCache};
@@ -132,7 +133,7 @@ impl Unwinder {
 
     /// The rule for the frame at `avma` inside `mapping`, from the per-address cache.
     fn plan(&mut self, maps: &Maps, mapping: &Mapping, mem: &dyn Memory, avma: u64) -> Plan {
-        let load = |image: &module::ElfImage| {
+        let load = |image: &ElfImage| {
             // Code built without unwind tables has only .debug_frame, which a stripped
             // binary keeps in its separate debug file.
             let debug = (!image.has_section(".debug_frame"))

@@ -1,4 +1,6 @@
-//! The classes every sample falls into.
+//! The classes every sample falls into: the state column of the profile. Attribution
+//! decides a sample's state; the profile, saved files and outputs count and name it, so the
+//! enum lives with the profile and depends on nothing.
 
 use serde::{Deserialize, Serialize};
 
