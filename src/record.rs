@@ -117,6 +117,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
     let elapsed = started.elapsed();
     let python_version = processes.python_version();
     let capture = processes.capture();
+    let kernel_lost = processes.kernel_lost();
     let names = processes.names_now();
     let permission_denied = processes.permission_denied();
     drop(processes);
@@ -140,6 +141,11 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
     if permission_denied {
         eprintln!(
             "parprof: some running threads could not be stopped to read their registers (permission denied); their samples are marked [truncated]"
+        );
+    }
+    if kernel_lost > 0 {
+        eprintln!(
+            "parprof: the kernel dropped {kernel_lost} records because parprof's rings were full (it fell behind); the shares are from the rest"
         );
     }
     output::write_file(&profile, format, args.threads, &args.output)?;

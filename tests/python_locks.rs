@@ -276,9 +276,14 @@ fn threading_lock_share_matches_the_scripts_own_clock_on_free_threaded_python() 
     let ft = py::free_threaded();
     py::each_interpreter(&[ft], |interp| {
         // 10 s, 1000 samples a thread: with 400, sampling error alone was ±2.5 points (one
-        // sigma). parprof also overstates this share by about +2 to +8 points on this 2-core
-        // machine, whether the tick thread polls for stops or sleeps on SIGCHLD (measured
-        // both ways); until that is found, the bound is 10 points, and it is reported.
+        // sigma). Sampled from the kernel, the bound is 5 points. The ptrace fallback
+        // overstates this share by about +2 to +8 points on this 2-core machine (its stops
+        // of running threads make others wait), so under it the bound is 10 points.
+        let allowed = if std::env::var("PARPROF_CAPTURE").is_ok_and(|c| c == "ptrace") {
+            0.10
+        } else {
+            0.05
+        };
         let (summary, own) = run_lock_counter(interp, 3, "10")?;
         let mut lines = Vec::new();
         let mut worst = 0f64;
@@ -299,8 +304,8 @@ fn threading_lock_share_matches_the_scripts_own_clock_on_free_threaded_python() 
             lines.join(", "),
             100.0 * worst
         );
-        if worst > 0.10 {
-            return Err(format!("{msg} (allowed 10)"));
+        if worst > allowed {
+            return Err(format!("{msg} (allowed {:.0})", 100.0 * allowed));
         }
         Ok(msg)
     });

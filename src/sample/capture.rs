@@ -220,6 +220,11 @@ impl Sampler {
         }
     }
 
+    /// Kernel samples dropped because a ring was full.
+    pub fn kernel_lost(&self) -> u64 {
+        self.kernel.as_ref().map_or(0, |k| k.lost)
+    }
+
     /// How this sampler captures running threads.
     pub fn capture_kind(&self) -> Capture {
         if self.kernel.is_some() {
@@ -500,7 +505,9 @@ impl Sampler {
         // Set at the first tick, before any sample is taken.
         let zero = self.clock_zero_ns.unwrap_or(0);
         let (mut got, mut left) = (Vec::new(), Vec::new());
-        k.drain(&mut got, &mut left);
+        if !k.drain(&mut got, &mut left) {
+            self.switched_out.clear();
+        }
         for l in left {
             match self.switched_out.get(&l.tid) {
                 Some(prev) if prev.time_ns > l.time_ns => {}

@@ -51,13 +51,14 @@ pub struct CpuSamples {
     pub lost: u64,
 }
 
-/// Pages of timer ring per CPU (a power of two): 4 MiB holds over a hundred 32 KiB stack
-/// samples, a second of one busy thread at 100 Hz; rings are drained at every tick.
-const TIMER_RING_PAGES: usize = 1024;
+/// A CPU's timer ring holds this long of its samples (one busy thread at the sampling
+/// rate): ticks drain it every period, so this is slack for a tick that runs late.
+const TIMER_RING_SECONDS: f64 = 0.2;
 
-/// Pages of switch ring per CPU: 2 MiB holds 12,000 switch-outs (168 bytes each), a 10 ms
-/// tick's worth at 1.2 million switches per second on one CPU.
-const SWITCH_RING_PAGES: usize = 512;
+/// Pages of switch ring per CPU: 512 KiB holds 3,000 switch-outs (168 bytes each), a 10 ms
+/// tick's worth at 300,000 switches per second on one CPU. When it overflows, the
+/// registers it would have held are forgotten (`drain` says so), never used stale.
+const SWITCH_RING_PAGES: usize = 128;
 
 /// The most stack a sample copies. The kernel caps a record at 64 KiB; perf copies 8 KiB by
 /// default, which loses the outer frames of deep Rust and Python stacks.
@@ -102,9 +103,14 @@ impl CpuSamples {
             attr.config = pb::PERF_COUNT_SW_DUMMY as u64;
             perf::Ring::map(perf::open(&mut attr, -1, cpu as i32)?, pages)
         };
+        let stack_bytes = stack_bytes.min(MAX_STACK_BYTES) & !7;
+        let timer_bytes = TIMER_RING_SECONDS * rate_hz * (stack_bytes + 512) as f64;
+        let timer_pages = ((timer_bytes as usize).div_ceil(perf::page_size()))
+            .next_power_of_two()
+            .max(64);
         let (mut timer_rings, mut switch_rings) = (Vec::new(), Vec::new());
         for &cpu in &cpus {
-            timer_rings.push(carrier(cpu, TIMER_RING_PAGES)?);
+            timer_rings.push(carrier(cpu, timer_pages)?);
             switch_rings.push(carrier(cpu, SWITCH_RING_PAGES)?);
         }
         let mut timer = perf::base_attr();
@@ -113,7 +119,7 @@ impl CpuSamples {
         timer.__bindgen_anon_1.sample_period = (1e9 / rate_hz).max(10_000.0) as u64;
         timer.sample_type |= (pb::PERF_SAMPLE_REGS_USER | pb::PERF_SAMPLE_STACK_USER) as u64;
         timer.sample_regs_user = SAMPLED_REGS.iter().map(|(r, _)| 1u64 << r).sum();
-        timer.sample_stack_user = (stack_bytes.min(MAX_STACK_BYTES) & !7) as u32;
+        timer.sample_stack_user = stack_bytes as u32;
         timer.set_exclude_hv(1);
         if wake_on_each {
             timer.__bindgen_anon_2.wakeup_events = 1;
@@ -187,8 +193,14 @@ impl CpuSamples {
     }
 
     /// Append every timer sample taken since the last drain to `timer`, and every
-    /// switch-out to `switched_out`, each in time order per CPU.
-    pub fn drain(&mut self, timer: &mut Vec<KernelSample>, switched_out: &mut Vec<KernelSample>) {
+    /// switch-out to `switched_out`, each in time order per CPU. Returns false when some
+    /// switch-outs were lost (a ring overflowed): a thread's latest one may be missing.
+    pub fn drain(
+        &mut self,
+        timer: &mut Vec<KernelSample>,
+        switched_out: &mut Vec<KernelSample>,
+    ) -> bool {
+        let mut complete = true;
         for (rings, out, stack) in [
             (&mut self.timer_rings, &mut *timer, true),
             (&mut self.switch_rings, &mut *switched_out, false),
@@ -200,12 +212,20 @@ impl CpuSamples {
                         pb::PERF_RECORD_SAMPLE => {
                             out.extend(parse_sample(r.bytes, self.pid, stack))
                         }
-                        pb::PERF_RECORD_LOST => self.lost += u64_at(r.bytes, 16).unwrap_or(1),
+                        pb::PERF_RECORD_LOST => {
+                            self.lost += u64_at(r.bytes, 16).unwrap_or(1);
+                            // Lost timer samples are only fewer samples; lost switch-outs
+                            // would leave stale registers behind.
+                            if !stack {
+                                complete = false;
+                            }
+                        }
                         _ => {}
                     }
                 }
             }
         }
+        complete
     }
 }
 

@@ -184,6 +184,11 @@ impl Processes {
     }
 
     /// The target's CPython version, if it runs CPython.
+    /// Kernel samples dropped, over every process.
+    pub fn kernel_lost(&self) -> u64 {
+        self.samplers.iter().map(Sampler::kernel_lost).sum()
+    }
+
     /// How the target's running threads are captured.
     pub fn capture(&self) -> Capture {
         self.samplers[0].capture_kind()
