@@ -5,19 +5,6 @@ mod attribution_fixtures;
 
 use attribution_fixtures::*;
 
-/// Share of a thread's known samples in `lock` + `lock_spin`. Both count because the
-/// fixture's clock around `pthread_mutex_lock` includes the time after the unlocker woke
-/// it and before it ran again (runnable inside the acquire: `lock_spin`), not only the
-/// futex sleep. `other` samples are left out: they are the ones whose state at the tick
-/// parprof could not know (runnable at the tick, blocked by the time it was stopped).
-fn lock_share(t: &serde_json::Value) -> f64 {
-    (state(t, "lock") + state(t, "lock_spin")) as f64 / known(t).max(1) as f64
-}
-
-fn known(t: &serde_json::Value) -> u64 {
-    t["samples"].as_u64().unwrap() - state(t, "other")
-}
-
 /// Each worker's share of its time spent inside `pthread_mutex_lock`, by its own clock and
 /// by parprof (lock + lock_spin samples over samples whose state is known), within 5
 /// points per thread. 6 s at 200 Hz gives each thread about 1200 samples: a sampling error
@@ -54,12 +41,7 @@ fn lock_share_matches_the_fixtures_own_clock_at_two_contention_levels() {
                 .map(|x| x.parse().unwrap())
                 .collect();
             let (tid, lock_ns, total_ns) = (v[0], v[1], v[2]);
-            let t = summary["threads"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|t| t["tid"] == tid)
-                .expect("worker in the summary");
+            let t = thread_by_tid(&summary, tid);
             eprintln!(
                 "lockshare {inside}/{outside} µs: tid {tid}: fixture {:.1}% parprof {:.1}% ({} samples)",
                 100.0 * lock_ns as f64 / total_ns as f64,

@@ -98,14 +98,8 @@ fn short_critical_sections_keep_their_lock_share_and_throughput_under_parprof() 
             under.passes_per_s / alone_rate
         );
         for &(tid, own) in &under.workers {
-            let t = summary["threads"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|t| t["tid"] == tid)
-                .expect("worker in the summary");
-            let known = t["samples"].as_u64().unwrap() - state(t, "other");
-            let ours = (state(t, "lock") + state(t, "lock_spin")) as f64 / known.max(1) as f64;
+            let t = thread_by_tid(&summary, tid);
+            let (known, ours) = (known(t), lock_share(t));
             // 3 points of bias allowed, plus twice the sampling error of `known` samples,
             // which no sampler avoids (±2.9 points at 20 Hz for 10 s, ±1.1 at 500 Hz).
             let sampling = 2.0 * (own * (1.0 - own) / known.max(1) as f64).sqrt();

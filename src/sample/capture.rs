@@ -138,6 +138,20 @@ struct Ran {
     futex_owner: Option<i32>,
 }
 
+impl Ran {
+    /// Its sample at `time_ns`, captured as `data`.
+    fn into_sample(self, time_ns: u64, data: SampleData) -> RawSample {
+        RawSample {
+            tid: self.tid,
+            time_ns,
+            name: self.name,
+            data,
+            futex_owner: self.futex_owner,
+            gil: None,
+        }
+    }
+}
+
 /// What is copied while a thread is stopped: its stack, and its Python frames.
 type Copied = (Result<StackSnapshot, String>, Option<PyStack>);
 
@@ -406,14 +420,7 @@ impl Sampler {
                         }
                         Err(e) => self.lost(tid, e),
                     };
-                    out.push(RawSample {
-                        tid,
-                        time_ns,
-                        name: ran.name,
-                        data,
-                        futex_owner: ran.futex_owner,
-                        gil: None,
-                    });
+                    out.push(ran.into_sample(time_ns, data));
                 }
                 // Runnable in user code but off its CPU: preempted, waiting for a CPU, with
                 // the registers it left its CPU with.
@@ -425,14 +432,7 @@ impl Sampler {
                         .unwrap_or(SampleData::Unchanged {
                             cpu_wait_ns: ran.cpu_wait_ns,
                         });
-                    out.push(RawSample {
-                        tid,
-                        time_ns,
-                        name: ran.name,
-                        data,
-                        futex_owner: None,
-                        gil: None,
-                    });
+                    out.push(ran.into_sample(time_ns, data));
                 }
                 // A futex waiter whose frames need all its registers (the resolver asked),
                 // or any running thread when the kernel does not sample: stopped.
@@ -814,14 +814,7 @@ impl Sampler {
                 self.lost(tid, e.to_string())
             }
         };
-        out.push(RawSample {
-            tid,
-            time_ns,
-            name: ran.name,
-            data,
-            futex_owner: ran.futex_owner,
-            gil: None,
-        });
+        out.push(ran.into_sample(time_ns, data));
     }
 
     /// A thread that could not be captured: forget its counters so the next tick captures

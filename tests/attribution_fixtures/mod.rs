@@ -104,3 +104,26 @@ pub fn threads_named<'a>(summary: &'a serde_json::Value, name: &str) -> Vec<&'a 
         .filter(|t| t["name"] == name)
         .collect()
 }
+
+/// The summary's thread with this tid.
+pub fn thread_by_tid(summary: &serde_json::Value, tid: i64) -> &serde_json::Value {
+    summary["threads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["tid"] == tid)
+        .expect("worker in the summary")
+}
+
+/// Samples of a thread whose state is known (`other`: parprof could not tell).
+pub fn known(t: &serde_json::Value) -> u64 {
+    t["samples"].as_u64().unwrap() - state(t, "other")
+}
+
+/// Share of a thread's known samples in `lock` + `lock_spin`. Both count because a
+/// fixture's clock around `pthread_mutex_lock` includes the time after the unlocker woke
+/// it and before it ran again (runnable inside the acquire: `lock_spin`), not only the
+/// futex sleep.
+pub fn lock_share(t: &serde_json::Value) -> f64 {
+    (state(t, "lock") + state(t, "lock_spin")) as f64 / known(t).max(1) as f64
+}
