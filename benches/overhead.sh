@@ -16,7 +16,9 @@
 #      schedstat polling for comparison);
 #   c. post-processing of a POST_SECS 8-thread recording to SVG: parprof's end-of-recording
 #      write vs `perf script | inferno-collapse-perf | inferno-flamegraph`;
-#   d. parprof's peak RSS recording 100 threads, extrapolated to 10 minutes.
+#   d. parprof's peak RSS recording 100 threads, extrapolated to 10 minutes;
+#   e. Python frames that belong to their native stack: fixtures/python/alternate.py (two
+#      functions taking turns every 50 µs, each calling its own C function), per backend.
 # Each scenario runs ROUNDS times, interleaved; figures are medians. Must run as root (or
 # with ptrace and perf permissions). Knobs (environment):
 #   ROUNDS=5 SECS=4 RATES="100 1000" BUSY="2 8" POST_SECS=60 POST_ROUNDS=3 MEM_SECS="30 120"
@@ -30,7 +32,7 @@ BUSY=${BUSY:-2 8}
 POST_SECS=${POST_SECS:-60}
 POST_ROUNDS=${POST_ROUNDS:-3}
 MEM_SECS=${MEM_SECS:-30 120}
-ONLY=${ONLY:-a b c d}
+ONLY=${ONLY:-a b c d e}
 PY_PARKED=${PY_PARKED:-200}
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -254,5 +256,16 @@ if wants d; then
                  printf "   600 s (extrapolated linearly from the runs above): %.1f MiB (%.1f KiB/s growth)\n", (k2 + slope * (600 - t2)) / 1024, slope}'
     fi
 fi
+# --- e. Python frames of the sample instant ------------------------------------------------
+if wants e; then
+    say "e. Python frames against their native leaves..."
+    echo
+    echo "e. samples of alternate.py whose Python function matches their C leaf (1 thread, 5 s @ 100 Hz)"
+    for capture in perf ptrace; do
+        (cd "$repo/fixtures/python" && "$PARPROF" record --capture "$capture" --rate 100 -o "$tmp/e-$capture.folded" -- "$PYTHON" alternate.py 1 5 2>/dev/null)
+        printf '   %-10s %s\n' "$capture" "$("$PYTHON" "$repo/benches/frames_match.py" "$tmp/e-$capture.folded")"
+    done
+fi
+
 echo
 echo "machine: $(nproc) CPUs, $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo), kernel $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg)"

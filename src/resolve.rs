@@ -12,7 +12,7 @@ use crate::attribution::locks::{LockBook, Observed};
 use crate::attribution::{self, Attribution, ThreadFacts};
 use crate::frame::Frame;
 use crate::process::memory::Layered;
-use crate::process::{Maps, ProcessMemory};
+use crate::process::{Maps, ProcessMemory, Regs};
 use crate::profile::{Profile, StackId, State};
 use crate::python;
 use crate::sample::{Fresh, RawSample, SampleData};
@@ -190,19 +190,29 @@ impl Resolver {
 
     /// The sample's stack, root first.
     fn frames(&mut self, f: &Fresh) -> Vec<Frame> {
-        let native = if self.include_native || f.python.is_some() {
+        let (native, eval) = if self.include_native || f.python.is_some() {
             self.native_frames(f)
         } else {
-            Vec::new()
+            (Vec::new(), None)
         };
-        match &f.python {
+        let partial;
+        let python = match &f.python {
+            Some(py) if f.python_read_after && !runs_in(py, f, eval.as_ref()) => {
+                partial = python::PyStack::partial();
+                Some(&partial)
+            }
+            py => py.as_ref(),
+        };
+        match python {
             Some(py) if self.include_native => python::merge(native, py),
             Some(py) => python::python_only(py),
             None => native,
         }
     }
 
-    fn native_frames(&mut self, f: &Fresh) -> Vec<Frame> {
+    /// The native frames of a sample, root first, and the registers of its innermost
+    /// CPython eval-loop frame with that frame's stack range, if it has one.
+    fn native_frames(&mut self, f: &Fresh) -> (Vec<Frame>, Option<EvalFrame>) {
         let mem = Layered {
             stack: &f.stack,
             rest: &self.mem,
@@ -232,6 +242,38 @@ impl Resolver {
             }
             frames.extend(self.symbol_cache[&key].iter().cloned());
         }
-        frames
+        let eval = f.python.as_ref().and_then(|_| {
+            let i = (0..walk.pcs.len()).find(|&i| {
+                self.symbol_cache[&(walk.pcs[i], i > 0)]
+                    .iter()
+                    .any(python::is_eval_frame)
+            })?;
+            let regs = walk.regs[i].clone();
+            let end = walk.regs.get(i + 1).map_or(regs.sp(), |r| r.sp());
+            Some(EvalFrame {
+                stack: regs.sp()..end,
+                regs,
+            })
+        });
+        (frames, eval)
     }
+}
+
+/// The innermost eval-loop frame of a native stack: its registers and its stack range.
+struct EvalFrame {
+    regs: Regs,
+    stack: std::ops::Range<u64>,
+}
+
+/// Whether Python frames read after `f`'s native stack belong to it (see
+/// `PyStack::innermost_runs_in`); without an eval-loop frame to check against, they do not.
+fn runs_in(py: &python::PyStack, f: &Fresh, eval: Option<&EvalFrame>) -> bool {
+    let Some(eval) = eval else {
+        return py.frames.is_empty();
+    };
+    let copy = f.stack.base..f.stack.base + f.stack.bytes.len() as u64;
+    let from = eval.stack.start.clamp(copy.start, copy.end);
+    let to = eval.stack.end.clamp(from, copy.end);
+    let locals = &f.stack.bytes[(from - copy.start) as usize..(to - copy.start) as usize];
+    py.innermost_runs_in(&eval.regs, locals)
 }

@@ -216,6 +216,58 @@ fn c_extension_frames_sit_above_the_python_frames_that_called_them() {
     });
 }
 
+/// The C function a native frame belongs to, of the two that alternate.py alternates.
+fn alternate_leaf(label: &str) -> Option<&'static str> {
+    if label.contains("crc32") {
+        Some("crc_phase")
+    } else if label.contains("hexlify") || label.contains("strhex") {
+        Some("hex_phase")
+    } else {
+        None
+    }
+}
+
+/// A thread alternating every ~50 µs between two Python functions, each calling its own C
+/// function: above each C leaf, the Python function that calls it, in ≥ 99 % of the
+/// samples that show Python frames. Running threads are sampled by the kernel and their
+/// Python frames read after the sample, so a sample whose thread has moved on is marked
+/// partial instead; most must still show their frames.
+#[test]
+fn python_frames_belong_to_the_native_stack_they_are_merged_into() {
+    py::each_interpreter(&py::interpreters(), |interp| {
+        let rec = py::record(interp, "alternate.py", &["2", FIXTURE_SECS], 2, 4.0, &[]);
+        let (mut matched, mut mismatched, mut partial) = (0u64, 0u64, 0u64);
+        for s in rec.worker_stacks() {
+            let Some(inner) = s.frames.iter().rposition(|f| python_function(f).is_some()) else {
+                if s.frames.iter().any(|f| alternate_leaf(f).is_some()) {
+                    partial += s.count;
+                }
+                continue;
+            };
+            let Some(calls) = s.frames[inner + 1..].iter().find_map(|f| alternate_leaf(f)) else {
+                continue;
+            };
+            if python_function(&s.frames[inner]) == Some(calls) {
+                matched += s.count;
+            } else {
+                mismatched += s.count;
+            }
+        }
+        let shown = matched + mismatched;
+        let msg = format!(
+            "{:.1}% of {shown} samples in crc32/hexlify show their caller; {partial} more marked partial",
+            100.0 * matched as f64 / shown.max(1) as f64
+        );
+        if shown == 0 || matched * 100 < shown * 99 {
+            return Err(format!("{msg} (need 99%)"));
+        }
+        if partial > shown {
+            return Err(format!("{msg} (need most to show their Python frames)"));
+        }
+        Ok(msg)
+    });
+}
+
 #[test]
 fn numpy_shared_array_sum_shows_python_frames() {
     let interps: Vec<Interp> = py::interpreters()

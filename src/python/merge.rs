@@ -17,7 +17,7 @@ use super::PyStack;
 use crate::frame::{Frame, FrameKind};
 
 /// Native frames that run one `_PyEval_EvalFrameDefault` call (compiler clones included).
-fn is_eval_frame(f: &Frame) -> bool {
+pub fn is_eval_frame(f: &Frame) -> bool {
     f.kind == FrameKind::Native
         && (f.function == "_PyEval_EvalFrameDefault"
             || f.function.starts_with("_PyEval_EvalFrameDefault."))
@@ -117,7 +117,11 @@ mod tests {
             line: Some(1),
             kind: FrameKind::Python,
         };
-        PyFrame { frame, entry }
+        PyFrame {
+            frame,
+            entry,
+            bytecode: 0..0,
+        }
     }
 
     fn native(names: &[&str]) -> Vec<Frame> {

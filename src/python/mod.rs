@@ -15,7 +15,7 @@ use std::collections::HashMap;
 
 use crate::frame::Frame;
 use crate::process::{Maps, MemError, Memory, ProcessMemory};
-pub use merge::{merge, python_only};
+pub use merge::{is_eval_frame, merge, python_only};
 use offsets::Layout;
 use strings::Types;
 use walk::{ThreadState, Walker};
@@ -34,6 +34,37 @@ pub struct PyFrame {
     /// This frame is the first one run by its `_PyEval_EvalFrameDefault` call (the frame
     /// above an entry/shim frame): a new native eval-loop frame begins below it.
     pub entry: bool,
+    /// Where the bytecode this frame runs lies in the target's memory: the eval loop that
+    /// runs it holds a pointer into it (its next instruction) in a register or its stack.
+    pub bytecode: std::ops::Range<u64>,
+}
+
+impl PyStack {
+    /// Whether a thread was running this stack's innermost frame when its native stack was
+    /// taken: `regs` are the innermost eval-loop frame's registers as the unwind recovered
+    /// them and `locals` that frame's part of the stack copy. The eval loop keeps a pointer
+    /// into the bytecode it runs (its next instruction) in one of them. Frames read after
+    /// the native stack (a kernel sample's) fail this when the thread has since called or
+    /// returned into other code. A stack without frames passes.
+    pub fn innermost_runs_in(&self, regs: &crate::process::Regs, locals: &[u8]) -> bool {
+        let Some(inner) = self.frames.first() else {
+            return true;
+        };
+        let code = &inner.bytecode;
+        (0..crate::process::regs::dwarf::COUNT)
+            .any(|r| regs.get(r).is_some_and(|v| code.contains(&v)))
+            || locals
+                .chunks_exact(8)
+                .any(|w| code.contains(&u64::from_le_bytes(w.try_into().unwrap_or_default())))
+    }
+
+    /// A stack whose frames could not be trusted: none, marked partial.
+    pub fn partial() -> PyStack {
+        PyStack {
+            frames: Vec::new(),
+            truncated: true,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -235,7 +235,11 @@ impl Walker {
             kind: FrameKind::Python,
         };
         Ok(Step {
-            frame: Some(PyFrame { frame, entry }),
+            frame: Some(PyFrame {
+                frame,
+                entry,
+                bytecode: base..base.wrapping_add(info.units.wrapping_mul(2)),
+            }),
             previous,
         })
     }

@@ -497,7 +497,8 @@ impl Sampler {
     }
 
     /// The kernel's samples since they were last taken, as samples of running threads.
-    /// Their Python frames are read now, after the sample: see docs/design.md.
+    /// Their Python frames are read now, after the sample; the resolver checks them against
+    /// the sample's native stack (`PyStack::innermost_runs_in`).
     fn kernel_samples(&mut self, out: &mut Vec<RawSample>) {
         let Some(k) = self.kernel.as_mut() else {
             return;
@@ -532,6 +533,7 @@ impl Sampler {
                     regs: ks.regs,
                     stack: ks.stack,
                     python,
+                    python_read_after: true,
                 })),
                 futex_owner: None,
                 gil: None,
@@ -905,6 +907,7 @@ fn fresh(
         regs,
         stack,
         python,
+        python_read_after: false,
     }))
 }
 

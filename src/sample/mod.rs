@@ -108,4 +108,8 @@ pub struct Fresh {
     pub regs: Regs,
     pub stack: StackSnapshot,
     pub python: Option<PyStack>,
+    /// The Python frames were read after the registers and stack were taken (a kernel
+    /// sample of a running thread): the resolver keeps them only if the native stack
+    /// shows the thread was running their innermost frame.
+    pub python_read_after: bool,
 }

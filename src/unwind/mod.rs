@@ -31,6 +31,9 @@ pub struct Unwound {
     /// True when the walk reached the outermost frame (the return address column is
     /// undefined, e.g. in `_start` or `clone3`), false when it stopped early.
     pub complete: bool,
+    /// Each frame's registers as the walk recovered them, `regs[i]` at `pcs[i]`: a
+    /// callee-saved register holds there what that frame's code left in it.
+    pub regs: Vec<Regs>,
 }
 
 /// Deeper stacks are cut: a bound on any walk, whatever the memory holds.
@@ -70,64 +73,53 @@ impl Unwinder {
     }
 
     pub fn unwind(&mut self, maps: &Maps, regs: &Regs, mem: &dyn Memory) -> Unwound {
-        let mut regs = regs.clone();
-        let mut pcs = vec![regs.ip()];
+        let mut walk = Unwound {
+            pcs: vec![regs.ip()],
+            complete: false,
+            regs: vec![regs.clone()],
+        };
+        walk.complete = self.walk(maps, &mut walk, mem);
+        walk
+    }
+
+    /// Extend `walk` frame by frame from its last registers; true when it reached the
+    /// outermost frame.
+    fn walk(&mut self, maps: &Maps, walk: &mut Unwound, mem: &dyn Memory) -> bool {
         // The first pc, and the pc interrupted by a signal, are not return addresses.
         let mut exact = true;
         loop {
-            if pcs.len() >= MAX_DEPTH {
-                return Unwound {
-                    pcs,
-                    complete: false,
-                };
+            if walk.pcs.len() >= MAX_DEPTH {
+                return false;
             }
+            let regs = walk.regs.last().expect("a walk starts with registers");
             let pc = regs.ip();
             let lookup = if exact { pc } else { pc.wrapping_sub(1) };
             let Some(mapping) = maps.find(lookup) else {
-                return Unwound {
-                    pcs,
-                    complete: false,
-                };
+                return false;
             };
             let step = match self.plan(maps, mapping, mem, lookup) {
-                Plan::Cfi(rule) => rule::apply(&rule, &regs, mem).map(|s| (s, rule.signal)),
-                Plan::NoCfi => match sigframe::restore(pc, &regs, mem) {
+                Plan::Cfi(rule) => rule::apply(&rule, regs, mem).map(|s| (s, rule.signal)),
+                Plan::NoCfi => match sigframe::restore(pc, regs, mem) {
                     Some(caller) => Ok((Step::Caller(caller), true)),
-                    None => frame_pointer(&regs, mem).map(|s| (s, false)),
+                    None => frame_pointer(regs, mem).map(|s| (s, false)),
                 },
             };
             let (caller, signal) = match step {
                 Ok((Step::Caller(c), signal)) => (c, signal),
-                Ok((Step::Outermost, _)) => {
-                    return Unwound {
-                        pcs,
-                        complete: true,
-                    };
-                }
-                Err(_) => {
-                    return Unwound {
-                        pcs,
-                        complete: false,
-                    };
-                }
+                Ok((Step::Outermost, _)) => return true,
+                Err(_) => return false,
             };
             if caller.ip() == 0 {
-                return Unwound {
-                    pcs,
-                    complete: true,
-                };
+                return true;
             }
             // A call frame's caller has a higher stack pointer; only a signal frame may
             // switch stacks. This, with the depth bound, ends any cycle.
             if !signal && caller.sp() <= regs.sp() {
-                return Unwound {
-                    pcs,
-                    complete: false,
-                };
+                return false;
             }
-            pcs.push(caller.ip());
+            walk.pcs.push(caller.ip());
+            walk.regs.push(caller);
             exact = signal;
-            regs = caller;
         }
     }
 
@@ -220,13 +212,11 @@ mod tests {
         let mut regs = Regs::from_ip_sp(0x10_0010, base);
         regs.set(dwarf::RBP, base + 0x10);
         let out = Unwinder::new().unwind(&maps, &regs, &mem);
-        assert_eq!(
-            out,
-            Unwound {
-                pcs: vec![0x10_0010, 0x10_1111],
-                complete: true
-            }
-        );
+        assert_eq!((out.pcs, out.complete), (vec![0x10_0010, 0x10_1111], true));
+        // The caller's registers: its stack pointer past the return address, its rbp the
+        // one saved by the callee.
+        assert_eq!(out.regs[1].sp(), base + 0x20);
+        assert_eq!(out.regs[1].bp(), Some(base + 0x20));
     }
 
     #[test]
@@ -260,13 +250,7 @@ mod tests {
             bytes: &[],
         };
         let out = Unwinder::new().unwind(&maps, &Regs::from_ip_sp(0x10_0010, 0x1000), &mem);
-        assert_eq!(
-            out,
-            Unwound {
-                pcs: vec![0x10_0010],
-                complete: false
-            }
-        );
+        assert_eq!((out.pcs, out.complete), (vec![0x10_0010], false));
     }
 
     #[test]
@@ -279,12 +263,6 @@ mod tests {
                 bytes: &[],
             },
         );
-        assert_eq!(
-            out,
-            Unwound {
-                pcs: vec![0x1234],
-                complete: false
-            }
-        );
+        assert_eq!((out.pcs, out.complete), (vec![0x1234], false));
     }
 }
