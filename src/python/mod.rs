@@ -85,11 +85,19 @@ pub enum PyError {
 pub struct PythonReader {
     mem: Box<dyn Memory + Send>,
     walker: Walker,
-    /// Thread states by OS thread id, as of the last [`PythonReader::refresh_threads`].
+    /// Thread states by OS thread id, as of the last walk of the thread-state lists.
     threads: HashMap<i32, ThreadState>,
     /// The main interpreter (the oldest), whose GIL [`PythonReader::gil`] reports.
     main_interp: u64,
+    /// Ticks since the thread-state lists were last walked, and whether that was this tick.
+    ticks_since_walk: u32,
+    walked_this_tick: bool,
 }
+
+/// Ticks between walks of the thread-state lists when no thread asks for one sooner. A walk
+/// costs three reads of the target per Python thread: with 200 threads at 1000 Hz, every
+/// tick, it took more than half a CPU.
+const REWALK_TICKS: u32 = 50;
 
 impl PythonReader {
     /// `Ok(None)` when the target is not a CPython process.
@@ -123,6 +131,8 @@ impl PythonReader {
             walker,
             threads: HashMap::new(),
             main_interp: 0,
+            ticks_since_walk: 0,
+            walked_this_tick: false,
         })
     }
 
@@ -140,9 +150,25 @@ impl PythonReader {
         self.walker.layout.free_threaded
     }
 
-    /// Walk the interpreters and their thread states once per tick (tid → thread state).
-    /// A failed walk (the interpreter not initialised yet, or finalising) leaves no threads.
+    /// A new tick: the thread states are walked again if they never were, or every
+    /// `REWALK_TICKS`; in between, a thread not found, or whose thread state no longer
+    /// names it, asks for a walk (at most one per tick).
     pub fn refresh_threads(&mut self) {
+        self.walked_this_tick = false;
+        self.ticks_since_walk += 1;
+        if self.threads.is_empty() || self.ticks_since_walk >= REWALK_TICKS {
+            self.walk_threads();
+        }
+    }
+
+    /// Walk the interpreters and their thread states (tid → thread state). A failed walk
+    /// (the interpreter not initialised yet, or finalising) leaves no threads.
+    fn walk_threads(&mut self) {
+        if self.walked_this_tick {
+            return;
+        }
+        self.walked_this_tick = true;
+        self.ticks_since_walk = 0;
         self.threads.clear();
         if let Ok((threads, interps)) = self.walker.thread_states(&*self.mem) {
             self.main_interp = interps.last().copied().unwrap_or(0);
@@ -152,7 +178,14 @@ impl PythonReader {
 
     /// The Python frames of OS thread `tid`; `None` when it has no Python thread state.
     pub fn stack(&mut self, tid: i32) -> Option<PyStack> {
-        let t = *self.threads.get(&tid)?;
+        let known = self.threads.get(&tid).copied();
+        let t = match known {
+            Some(t) if self.walker.names_thread(&*self.mem, t.tstate, tid) => t,
+            _ => {
+                self.walk_threads();
+                *self.threads.get(&tid)?
+            }
+        };
         Some(self.walker.stack(&*self.mem, t.tstate))
     }
 
@@ -162,11 +195,15 @@ impl PythonReader {
     pub fn gil(&mut self) -> Option<GilState> {
         let address = self.walker.gil_address(&*self.mem, self.main_interp)?;
         let tstate = self.walker.gil_holder_tstate(&*self.mem, address);
-        let holder = tstate.and_then(|ts| {
-            self.threads
-                .values()
-                .find(|t| t.tstate == ts)
-                .map(|t| t.tid)
+        let find = |threads: &HashMap<i32, ThreadState>| {
+            let ts = tstate?;
+            threads.values().find(|t| t.tstate == ts).map(|t| t.tid)
+        };
+        let holder = find(&self.threads).or_else(|| {
+            // A thread state born since the last walk.
+            tstate?;
+            self.walk_threads();
+            find(&self.threads)
         });
         let size = GIL_SIZE + if self.free_threaded() { 8 } else { 0 };
         Some(GilState {

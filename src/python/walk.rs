@@ -124,6 +124,13 @@ impl Walker {
         Ok((threads, interps))
     }
 
+    /// Whether the thread state at `tstate` still belongs to OS thread `tid` (it is freed
+    /// when its thread exits, and its memory may be reused).
+    pub fn names_thread(&self, mem: &dyn Memory, tstate: u64, tid: i32) -> bool {
+        mem.read_u64(tstate.wrapping_add(self.layout.tstate_native_thread_id))
+            .is_ok_and(|t| t == tid as u64)
+    }
+
     /// The innermost frame of a thread state (0 when it runs no Python code).
     fn current_frame(&self, mem: &dyn Memory, tstate: u64) -> Result<u64, PyError> {
         match self.layout.tstate_current_frame {

@@ -18,14 +18,15 @@ pub fn sample_on_time() -> bool {
     }
 }
 
-/// Lower the calling thread's priority (nice 10) while sampling runs: the resolver's
-/// unwinding and symbol loading then get about a tenth of a CPU the target wants, instead
-/// of an even share, and run behind, caught up from the channel before them. Returns the
-/// thread's id, for `foreground`.
+/// Lower the calling thread to the weakest ordinary priority (nice 19) while sampling
+/// runs: the resolver's unwinding and symbol loading then take a CPU only when the target
+/// leaves one idle, or about 1.5 % of one it wants, instead of an even share, and run
+/// behind, caught up from the channel before them. Returns the thread's id, for
+/// `foreground`.
 pub fn background() -> i32 {
     // SAFETY: plain syscalls; PRIO_PROCESS with who = 0 is the calling thread on Linux.
     unsafe {
-        libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+        libc::setpriority(libc::PRIO_PROCESS, 0, 19);
         libc::gettid()
     }
 }
