@@ -491,6 +491,13 @@ mod tests {
         decide(&stack(names)).map(|(_, r)| (r.role, r.kind))
     }
 
+    /// Each stack (root first) is decided as given.
+    fn expect_kinds(cases: &[(&[&str], Option<(Role, &str)>)]) {
+        for (names, expected) in cases {
+            assert_eq!(kind(names), *expected, "{names:?}");
+        }
+    }
+
     #[test]
     fn normalises_build_noise() {
         assert_eq!(
@@ -547,43 +554,42 @@ mod tests {
 
     #[test]
     fn glibc_and_cpp() {
-        assert_eq!(
-            kind(&["main", "worker", "pthread_mutex_lock", "__lll_lock_wait"]),
-            Some((Role::Acquire, "pthread_mutex"))
-        );
-        assert_eq!(
-            kind(&["worker", "__pthread_mutex_lock_full"]),
-            Some((Role::Acquire, "pthread_mutex"))
-        );
-        assert_eq!(
-            kind(&["worker", "pthread_rwlock_wrlock@@GLIBC_2.34"]),
-            Some((Role::Acquire, "pthread_rwlock"))
-        );
-        assert_eq!(
-            kind(&["worker", "pthread_spin_lock"]),
-            Some((Role::Acquire, "pthread_spinlock"))
-        );
-        assert_eq!(
-            kind(&["worker", "pthread_cond_wait@@GLIBC_2.3.2"]),
-            Some((Role::Idle, "pthread_cond"))
-        );
-        assert_eq!(
-            kind(&["main", "__pthread_clockjoin_ex"]),
-            Some((Role::Idle, "thread join"))
-        );
-        assert_eq!(
-            kind(&["main", "pthread_join"]),
-            Some((Role::Idle, "thread join"))
-        );
-        assert_eq!(
-            kind(&["w", "pthread_barrier_wait"]),
-            Some((Role::Idle, "pthread_barrier"))
-        );
-        assert_eq!(kind(&["w", "sem_wait"]), Some((Role::Idle, "semaphore")));
-        assert_eq!(
-            kind(&["w", "std::mutex::lock()", "pthread_mutex_lock"]),
-            Some((Role::Acquire, "pthread_mutex"))
-        );
+        expect_kinds(&[
+            (
+                &["main", "worker", "pthread_mutex_lock", "__lll_lock_wait"],
+                Some((Role::Acquire, "pthread_mutex")),
+            ),
+            (
+                &["worker", "__pthread_mutex_lock_full"],
+                Some((Role::Acquire, "pthread_mutex")),
+            ),
+            (
+                &["worker", "pthread_rwlock_wrlock@@GLIBC_2.34"],
+                Some((Role::Acquire, "pthread_rwlock")),
+            ),
+            (
+                &["worker", "pthread_spin_lock"],
+                Some((Role::Acquire, "pthread_spinlock")),
+            ),
+            (
+                &["worker", "pthread_cond_wait@@GLIBC_2.3.2"],
+                Some((Role::Idle, "pthread_cond")),
+            ),
+            (
+                &["main", "__pthread_clockjoin_ex"],
+                Some((Role::Idle, "thread join")),
+            ),
+            (&["main", "pthread_join"], Some((Role::Idle, "thread join"))),
+            (
+                &["w", "pthread_barrier_wait"],
+                Some((Role::Idle, "pthread_barrier")),
+            ),
+            (&["w", "sem_wait"], Some((Role::Idle, "semaphore"))),
+            (
+                &["w", "std::mutex::lock()", "pthread_mutex_lock"],
+                Some((Role::Acquire, "pthread_mutex")),
+            ),
+        ]);
         // Waking from a condvar and re-taking its mutex is a lock wait.
         assert_eq!(
             kind(&[
@@ -600,71 +606,73 @@ mod tests {
     #[test]
     fn rust_libraries() {
         let m = "std::sys::sync::mutex::futex::Mutex::lock_contended::h1111111111111111";
-        assert_eq!(
-            kind(&["worker", "std::sync::poison::mutex::Mutex<T>::lock", m]),
-            Some((Role::Acquire, "std::sync::Mutex"))
-        );
-        assert_eq!(
-            kind(&[
-                "w",
-                "std::sys::sync::rwlock::futex::RwLock::write_contended"
-            ]),
-            Some((Role::Acquire, "std::sync::RwLock"))
-        );
-        assert_eq!(
-            kind(&[
-                "w",
-                "std::sync::poison::condvar::Condvar::wait<T>",
-                "std::sys::sync::condvar::futex::Condvar::wait"
-            ]),
-            Some((Role::Idle, "std::sync::Condvar"))
-        );
-        assert_eq!(
-            kind(&[
-                "w",
-                "std::sync::mpsc::Receiver<T>::recv",
-                "std::sync::mpmc::list::Channel<T>::recv",
-                "std::sync::mpmc::context::Context::wait_until"
-            ]),
-            Some((Role::Idle, "std channel"))
-        );
-        assert_eq!(
-            kind(&[
-                "main",
-                "std::thread::JoinHandle<T>::join",
-                "std::thread::JoinInner<T>::join",
-                "pthread_join"
-            ]),
-            Some((Role::Idle, "thread join"))
-        );
-        assert_eq!(
-            kind(&[
-                "w",
-                "parking_lot::raw_mutex::RawMutex::lock_slow",
-                "parking_lot_core::parking_lot::park"
-            ]),
-            Some((Role::Acquire, "parking_lot::Mutex"))
-        );
-        assert_eq!(
-            kind(&["w", "parking_lot::raw_rwlock::RawRwLock::lock_shared_slow"]),
-            Some((Role::Acquire, "parking_lot::RwLock"))
-        );
-        assert_eq!(
-            kind(&[
-                "w",
-                "parking_lot::condvar::Condvar::wait_until_internal",
-                "parking_lot_core::parking_lot::park"
-            ]),
-            Some((Role::Idle, "parking_lot::Condvar"))
-        );
-        assert_eq!(
-            kind(&[
-                "w",
-                "crossbeam_channel::channel::Receiver<T>::recv",
-                "crossbeam_channel::context::Context::wait_until"
-            ]),
-            Some((Role::Idle, "crossbeam channel"))
-        );
+        expect_kinds(&[
+            (
+                &["worker", "std::sync::poison::mutex::Mutex<T>::lock", m],
+                Some((Role::Acquire, "std::sync::Mutex")),
+            ),
+            (
+                &[
+                    "w",
+                    "std::sys::sync::rwlock::futex::RwLock::write_contended",
+                ],
+                Some((Role::Acquire, "std::sync::RwLock")),
+            ),
+            (
+                &[
+                    "w",
+                    "std::sync::poison::condvar::Condvar::wait<T>",
+                    "std::sys::sync::condvar::futex::Condvar::wait",
+                ],
+                Some((Role::Idle, "std::sync::Condvar")),
+            ),
+            (
+                &[
+                    "w",
+                    "std::sync::mpsc::Receiver<T>::recv",
+                    "std::sync::mpmc::list::Channel<T>::recv",
+                    "std::sync::mpmc::context::Context::wait_until",
+                ],
+                Some((Role::Idle, "std channel")),
+            ),
+            (
+                &[
+                    "main",
+                    "std::thread::JoinHandle<T>::join",
+                    "std::thread::JoinInner<T>::join",
+                    "pthread_join",
+                ],
+                Some((Role::Idle, "thread join")),
+            ),
+            (
+                &[
+                    "w",
+                    "parking_lot::raw_mutex::RawMutex::lock_slow",
+                    "parking_lot_core::parking_lot::park",
+                ],
+                Some((Role::Acquire, "parking_lot::Mutex")),
+            ),
+            (
+                &["w", "parking_lot::raw_rwlock::RawRwLock::lock_shared_slow"],
+                Some((Role::Acquire, "parking_lot::RwLock")),
+            ),
+            (
+                &[
+                    "w",
+                    "parking_lot::condvar::Condvar::wait_until_internal",
+                    "parking_lot_core::parking_lot::park",
+                ],
+                Some((Role::Idle, "parking_lot::Condvar")),
+            ),
+            (
+                &[
+                    "w",
+                    "crossbeam_channel::channel::Receiver<T>::recv",
+                    "crossbeam_channel::context::Context::wait_until",
+                ],
+                Some((Role::Idle, "crossbeam channel")),
+            ),
+        ]);
         // Re-taking the mutex on wake-up from a Rust condvar.
         assert_eq!(
             kind(&[
@@ -678,105 +686,109 @@ mod tests {
 
     #[test]
     fn cpython_runtime_outranks_primitives() {
-        assert_eq!(
-            kind(&[
-                "PyEval_RestoreThread",
-                "take_gil",
-                "pthread_cond_timedwait@@GLIBC_2.3.2"
-            ]),
-            Some((Role::Acquire, "GIL"))
-        );
-        assert_eq!(
-            kind(&[
-                "lock_PyThread_acquire_lock",
-                "_PyMutex_LockTimed",
-                "_PyParkingLot_Park",
-                "_PySemaphore_Wait",
-                "sem_clockwait"
-            ]),
-            Some((Role::Acquire, "threading.Lock"))
-        );
-        assert_eq!(
-            kind(&[
-                "rlock_acquire",
-                "acquire_timed.isra.0",
-                "PyThread_acquire_lock_timed",
-                "sem_clockwait"
-            ]),
-            Some((Role::Acquire, "threading.RLock"))
-        );
-        assert_eq!(
-            kind(&[
-                "x",
-                "PyMutex_Lock",
-                "_PyMutex_LockTimed",
-                "_PyParkingLot_Park"
-            ]),
-            Some((Role::Acquire, "PyMutex"))
-        );
-        assert_eq!(
-            kind(&["x", "_PyCriticalSection2_BeginSlow", "_PyMutex_LockTimed"]),
-            Some((Role::Acquire, "critical section"))
-        );
-        assert_eq!(
-            kind(&[
-                "gc",
-                "_PyEval_StopTheWorldAll",
-                "stop_the_world",
-                "PyEvent_WaitTimed",
-                "_PyParkingLot_Park"
-            ]),
-            Some((Role::Acquire, "stop-the-world"))
-        );
-        assert_eq!(
-            kind(&[
-                "x",
-                "PyEvent_WaitTimed",
-                "_PyParkingLot_Park",
-                "_PySemaphore_Wait"
-            ]),
-            Some((Role::Idle, "PyEvent"))
-        );
+        expect_kinds(&[
+            (
+                &[
+                    "PyEval_RestoreThread",
+                    "take_gil",
+                    "pthread_cond_timedwait@@GLIBC_2.3.2",
+                ],
+                Some((Role::Acquire, "GIL")),
+            ),
+            (
+                &[
+                    "lock_PyThread_acquire_lock",
+                    "_PyMutex_LockTimed",
+                    "_PyParkingLot_Park",
+                    "_PySemaphore_Wait",
+                    "sem_clockwait",
+                ],
+                Some((Role::Acquire, "threading.Lock")),
+            ),
+            (
+                &[
+                    "rlock_acquire",
+                    "acquire_timed.isra.0",
+                    "PyThread_acquire_lock_timed",
+                    "sem_clockwait",
+                ],
+                Some((Role::Acquire, "threading.RLock")),
+            ),
+            (
+                &[
+                    "x",
+                    "PyMutex_Lock",
+                    "_PyMutex_LockTimed",
+                    "_PyParkingLot_Park",
+                ],
+                Some((Role::Acquire, "PyMutex")),
+            ),
+            (
+                &["x", "_PyCriticalSection2_BeginSlow", "_PyMutex_LockTimed"],
+                Some((Role::Acquire, "critical section")),
+            ),
+            (
+                &[
+                    "gc",
+                    "_PyEval_StopTheWorldAll",
+                    "stop_the_world",
+                    "PyEvent_WaitTimed",
+                    "_PyParkingLot_Park",
+                ],
+                Some((Role::Acquire, "stop-the-world")),
+            ),
+            (
+                &[
+                    "x",
+                    "PyEvent_WaitTimed",
+                    "_PyParkingLot_Park",
+                    "_PySemaphore_Wait",
+                ],
+                Some((Role::Idle, "PyEvent")),
+            ),
+        ]);
         // Stacks recorded on real interpreters.
-        assert_eq!(
-            kind(&[
-                "is_prime",
-                "_Py_HandlePending",
-                "drop_gil",
-                "pthread_cond_wait"
-            ]),
-            Some((Role::Acquire, "GIL"))
-        );
-        assert_eq!(
-            kind(&[
-                "lock_PyThread_acquire_lock",
-                "acquire_timed",
-                "PyThread_acquire_lock_timed_with_retries",
-                "PyThread_acquire_lock_timed",
-                "__new_sem_wait_slow64"
-            ]),
-            Some((Role::Acquire, "threading.Lock"))
-        );
-        assert_eq!(
-            kind(&[
-                "list_pop",
-                "_PyCriticalSection_BeginSlow",
-                "_PyMutex_Lock",
-                "PyMutex_Lock",
-                "_PyMutex_LockTimed",
-                "_PyParkingLot_Park"
-            ]),
-            Some((Role::Acquire, "critical section"))
-        );
-        assert_eq!(
-            kind(&[
-                "_Py_HandlePending",
-                "_PyThreadState_Attach",
-                "tstate_wait_attach",
-                "_PyParkingLot_Park"
-            ]),
-            Some((Role::Acquire, "stop-the-world"))
-        );
+        expect_kinds(&[
+            (
+                &[
+                    "is_prime",
+                    "_Py_HandlePending",
+                    "drop_gil",
+                    "pthread_cond_wait",
+                ],
+                Some((Role::Acquire, "GIL")),
+            ),
+            (
+                &[
+                    "lock_PyThread_acquire_lock",
+                    "acquire_timed",
+                    "PyThread_acquire_lock_timed_with_retries",
+                    "PyThread_acquire_lock_timed",
+                    "__new_sem_wait_slow64",
+                ],
+                Some((Role::Acquire, "threading.Lock")),
+            ),
+            (
+                &[
+                    "list_pop",
+                    "_PyCriticalSection_BeginSlow",
+                    "_PyMutex_Lock",
+                    "PyMutex_Lock",
+                    "_PyMutex_LockTimed",
+                    "_PyParkingLot_Park",
+                ],
+                Some((Role::Acquire, "critical section")),
+            ),
+            (
+                &[
+                    "_Py_HandlePending",
+                    "_PyThreadState_Attach",
+                    "tstate_wait_attach",
+                    "_PyParkingLot_Park",
+                ],
+                Some((Role::Acquire, "stop-the-world")),
+            ),
+        ]);
     }
 
     #[test]

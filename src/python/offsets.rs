@@ -134,12 +134,31 @@ pub struct Layout {
 /// One section of the debug-offsets table: its name and its fields, in order.
 type Section = (&'static str, &'static [&'static str]);
 
+/// The `runtime_state` section, the same in 3.13 and 3.14.
+const RUNTIME_STATE: Section = (
+    "runtime_state",
+    &["size", "finalizing", "interpreters_head"],
+);
+
+/// The `thread_state` section, the same in 3.13 and 3.14.
+const THREAD_STATE: Section = (
+    "thread_state",
+    &[
+        "size",
+        "prev",
+        "next",
+        "interp",
+        "current_frame",
+        "thread_id",
+        "native_thread_id",
+        "datastack_chunk",
+        "status",
+    ],
+);
+
 /// `_Py_DebugOffsets` of 3.13 (identical in the GIL and free-threaded builds).
 const DEBUG_OFFSETS_3_13: &[Section] = &[
-    (
-        "runtime_state",
-        &["size", "finalizing", "interpreters_head"],
-    ),
+    RUNTIME_STATE,
     (
         "interpreter_state",
         &[
@@ -158,20 +177,7 @@ const DEBUG_OFFSETS_3_13: &[Section] = &[
             "gil_runtime_state_holder",
         ],
     ),
-    (
-        "thread_state",
-        &[
-            "size",
-            "prev",
-            "next",
-            "interp",
-            "current_frame",
-            "thread_id",
-            "native_thread_id",
-            "datastack_chunk",
-            "status",
-        ],
-    ),
+    THREAD_STATE,
     (
         "interpreter_frame",
         &[
@@ -216,10 +222,7 @@ const DEBUG_OFFSETS_3_13: &[Section] = &[
 /// `_Py_DebugOffsets` of 3.14: adds `threads_main`, code-object and TLBC generations, frame
 /// `stackpointer`/`tlbc_index`, code `co_tlbc` and a set section (later sections unused here).
 const DEBUG_OFFSETS_3_14: &[Section] = &[
-    (
-        "runtime_state",
-        &["size", "finalizing", "interpreters_head"],
-    ),
+    RUNTIME_STATE,
     (
         "interpreter_state",
         &[
@@ -241,20 +244,7 @@ const DEBUG_OFFSETS_3_14: &[Section] = &[
             "tlbc_generation",
         ],
     ),
-    (
-        "thread_state",
-        &[
-            "size",
-            "prev",
-            "next",
-            "interp",
-            "current_frame",
-            "thread_id",
-            "native_thread_id",
-            "datastack_chunk",
-            "status",
-        ],
-    ),
+    THREAD_STATE,
     (
         "interpreter_frame",
         &[

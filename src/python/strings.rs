@@ -126,52 +126,28 @@ mod tests {
         o
     }
 
+    /// A string object placed at 0x100, read back.
+    fn read_at_0x100(l: &Layout, object: &[u8]) -> Result<String, PyError> {
+        let mem = Bytes {
+            base: 0x100,
+            bytes: object,
+        };
+        read_str(&mem, l, &TYPES, 0x100)
+    }
+
     #[test]
     fn ascii_and_wide_strings() {
         let l = layout();
         assert_eq!(l.version, PyVersion::from_hex(0x030c01f0));
-        let o = str_object(1, true, 5, b"hello");
-        assert_eq!(
-            read_str(
-                &Bytes {
-                    base: 0x100,
-                    bytes: &o
-                },
-                &l,
-                &TYPES,
-                0x100
-            )
-            .unwrap(),
-            "hello"
-        );
-        let o = str_object(2, false, 2, &[0xe9, 0x00, 0x3b, 0x04]);
-        assert_eq!(
-            read_str(
-                &Bytes {
-                    base: 0x100,
-                    bytes: &o
-                },
-                &l,
-                &TYPES,
-                0x100
-            )
-            .unwrap(),
-            "éл"
-        );
-        let o = str_object(4, false, 1, &0x1f600u32.to_le_bytes());
-        assert_eq!(
-            read_str(
-                &Bytes {
-                    base: 0x100,
-                    bytes: &o
-                },
-                &l,
-                &TYPES,
-                0x100
-            )
-            .unwrap(),
-            "😀"
-        );
+        let cases: [(&[u8], u32, bool, u64, &str); 3] = [
+            (b"hello", 1, true, 5, "hello"),
+            (&[0xe9, 0x00, 0x3b, 0x04], 2, false, 2, "éл"),
+            (&0x1f600u32.to_le_bytes(), 4, false, 1, "😀"),
+        ];
+        for (data, kind, ascii, len, text) in cases {
+            let o = str_object(kind, ascii, len, data);
+            assert_eq!(read_at_0x100(&l, &o).unwrap(), text);
+        }
     }
 
     #[test]
