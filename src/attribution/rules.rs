@@ -491,8 +491,11 @@ mod tests {
         decide(&stack(names)).map(|(_, r)| (r.role, r.kind))
     }
 
-    /// Each stack (root first) is decided as given.
-    fn expect_kinds(cases: &[(&[&str], Option<(Role, &str)>)]) {
+    /// A stack's frame names (root first) and the role and kind it must be decided as.
+    type Case<'a> = (&'a [&'a str], Option<(Role, &'a str)>);
+
+    /// Each stack is decided as given.
+    fn expect_kinds(cases: &[Case]) {
         for (names, expected) in cases {
             assert_eq!(kind(names), *expected, "{names:?}");
         }
