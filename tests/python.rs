@@ -52,9 +52,22 @@ fn chain_share(
             rec.workers
         ));
     }
-    let (frac, n) = share(rec.worker_stacks(), |s| has_chain(&s.frames, chain));
+    // A kernel sample whose Python frames were read after the thread moved on is marked
+    // partial (no Python frames, `[truncated]`): unknown, not wrong, so not counted.
+    let partial = |s: &py::Stack| {
+        s.frames.first().is_some_and(|f| f == "[truncated]")
+            && s.frames.iter().all(|f| python_function(f).is_none())
+    };
+    let marked: u64 = rec
+        .worker_stacks()
+        .filter(|s| partial(s))
+        .map(|s| s.count)
+        .sum();
+    let (frac, n) = share(rec.worker_stacks().filter(|s| !partial(s)), |s| {
+        has_chain(&s.frames, chain)
+    });
     let msg = format!(
-        "{:.1}% of {n} worker samples show {}",
+        "{:.1}% of {n} worker samples show {} ({marked} more marked partial)",
         100.0 * frac,
         chain.join(" → ")
     );

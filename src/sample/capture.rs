@@ -313,8 +313,12 @@ impl Sampler {
 
     fn capture(&mut self, time_ns: u64) -> std::io::Result<Vec<RawSample>> {
         let tick_clock_ns = monotonic_ns();
-        self.clock_zero_ns
+        let zero = *self
+            .clock_zero_ns
             .get_or_insert_with(|| tick_clock_ns.saturating_sub(time_ns));
+        // The tick is stamped on the clock the kernel's samples are stamped with, when it
+        // reads them: a thread's samples drained now all come before its tick sample.
+        let time_ns = tick_clock_ns.saturating_sub(zero).max(self.last_tick_ns);
         // Threads that missed a stop deadline are captured and released first, whatever
         // else happens: one left stopped while holding a lock would freeze every waiter.
         let mut out = std::mem::take(&mut self.late_samples);
