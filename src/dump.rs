@@ -21,7 +21,7 @@ use crate::frame::Frame;
 use crate::process::{Maps, check, proc};
 use crate::profile::State;
 use crate::resolve::Resolver;
-use crate::sample::{Capture, SampleData, Sampler, Settings};
+use crate::sample::{Capture, SampleData, Sampler, Settings, Tick};
 
 /// Stack bytes copied per thread: more than a recording copies, as this happens once.
 const STACK_BYTES: usize = 256 * 1024;
@@ -96,7 +96,7 @@ pub fn capture(pid: i32) -> anyhow::Result<Dump> {
         };
         let mut sampler = Sampler::new(pid, maps, settings);
         let mut samples = sampler
-            .tick(0)
+            .tick(Tick::now())
             .with_context(|| format!("pid {pid} exited"))?
             .samples;
         // Threads that were waiting for a CPU stop when they get one.

@@ -44,6 +44,33 @@ pub struct Settings {
     pub rate_hz: f64,
 }
 
+/// When a tick falls, on CLOCK_MONOTONIC, the clock the kernel stamps its samples with.
+#[derive(Debug, Clone, Copy)]
+pub struct Tick {
+    /// The instant the tick was planned for. parprof's tick thread wakes then and takes a
+    /// CPU; whatever threads do from then on may be parprof's doing, so the tick describes
+    /// this instant, not the later one at which it reads them.
+    pub planned_ns: u64,
+    /// The recording's time zero.
+    pub zero_ns: u64,
+}
+
+impl Tick {
+    /// A tick now, at time zero (a one-off capture).
+    pub fn now() -> Tick {
+        let now = perf::monotonic_ns();
+        Tick {
+            planned_ns: now,
+            zero_ns: now,
+        }
+    }
+
+    /// Nanoseconds since the recording started.
+    pub fn since_zero_ns(self) -> u64 {
+        self.planned_ns.saturating_sub(self.zero_ns)
+    }
+}
+
 /// One process's samples at one tick.
 #[derive(Debug)]
 pub struct Batch {

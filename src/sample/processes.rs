@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 
-use super::{Batch, Capture, ProcessEvent, Sampler, Settings};
+use super::{Batch, Capture, ProcessEvent, Sampler, Settings, Tick};
 use crate::process::{Maps, proc, ptrace};
 
 /// How often the followed processes are searched for new children.
@@ -55,7 +55,7 @@ impl Processes {
 
     /// One tick of every process. `Err` when the target is gone; a child that is gone ends
     /// only its own sampling, with a last batch that says so.
-    pub fn tick(&mut self, time_ns: u64) -> std::io::Result<Vec<Batch>> {
+    pub fn tick(&mut self, tick: Tick) -> std::io::Result<Vec<Batch>> {
         if let Some(rx) = &self.full_regs_asks {
             for tid in rx.try_iter() {
                 self.samplers.iter_mut().any(|s| s.want_full_registers(tid));
@@ -65,10 +65,10 @@ impl Processes {
             self.adopt_children();
             self.next_scan = Instant::now() + SCAN_EVERY;
         }
-        let mut batches = vec![self.samplers[0].tick(time_ns)?];
+        let mut batches = vec![self.samplers[0].tick(tick)?];
         let mut i = 1;
         while i < self.samplers.len() {
-            match self.samplers[i].tick(time_ns) {
+            match self.samplers[i].tick(tick) {
                 Ok(batch) => {
                     batches.push(batch);
                     i += 1;

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
-use super::{Batch, Processes};
+use super::perf::monotonic_ns;
+use super::{Batch, Processes, Tick};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopReason {
@@ -32,6 +33,10 @@ pub fn run_ticks(
 ) -> StopReason {
     let period = Duration::from_secs_f64(1.0 / rate_hz);
     let start = Instant::now();
+    let zero_ns = monotonic_ns();
+    // Instants become readings of the kernel's sample clock through this pair (Rust's
+    // `Instant` is CLOCK_MONOTONIC on Linux, but does not say so).
+    let clock_at = |at: Instant| zero_ns + at.saturating_duration_since(start).as_nanos() as u64;
     let mut slot = start;
     let mut next = start;
     let (mut samples, mut threads) = (0u64, 0usize);
@@ -45,7 +50,11 @@ pub fn run_ticks(
         if !target_alive(samples, threads) {
             return StopReason::TargetExited;
         }
-        match processes.tick(start.elapsed().as_nanos() as u64) {
+        let tick = Tick {
+            planned_ns: clock_at(next),
+            zero_ns,
+        };
+        match processes.tick(tick) {
             Ok(batches) => {
                 threads = batches.iter().map(|b| b.samples.len()).sum();
                 samples += threads as u64;
