@@ -87,7 +87,7 @@ pub fn run(args: DumpArgs) -> anyhow::Result<ExitCode> {
 /// Capture every thread of `pid` once and build the wait-for graph.
 pub fn capture(pid: i32) -> anyhow::Result<Dump> {
     let maps = Maps::read(pid).with_context(|| format!("reading the memory map of pid {pid}"))?;
-    let samples = {
+    let (samples, gil) = {
         // A snapshot stops each running thread once: ptrace, not the kernel's periodic samples.
         let settings = Settings {
             stack_bytes: STACK_BYTES,
@@ -95,13 +95,13 @@ pub fn capture(pid: i32) -> anyhow::Result<Dump> {
             rate_hz: 1.0,
         };
         let mut sampler = Sampler::new(pid, maps, settings);
-        let mut samples = sampler
+        let batch = sampler
             .tick(Tick::now())
-            .with_context(|| format!("pid {pid} exited"))?
-            .samples;
+            .with_context(|| format!("pid {pid} exited"))?;
+        let mut samples = batch.samples;
         // Threads that were waiting for a CPU stop when they get one.
         samples.extend(sampler.collect_late(Instant::now() + LATE_WAIT));
-        samples
+        (samples, batch.gil)
         // The sampler is dropped here: any thread still seized is released.
     };
     let mut resolver = Resolver::new(pid, true);
@@ -109,7 +109,7 @@ pub fn capture(pid: i32) -> anyhow::Result<Dump> {
     let mut threads = Vec::with_capacity(samples.len());
     for s in &samples {
         let (frames, a) = match &s.data {
-            SampleData::Fresh(f) => resolver.resolve(s, f),
+            SampleData::Fresh(f) => resolver.resolve(s, f, gil),
             // Not captured (e.g. it could not be stopped): say so rather than guess.
             _ => (
                 vec![Frame::truncated()],

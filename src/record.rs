@@ -183,10 +183,11 @@ fn resolve_all(
         complete += r.complete_walks;
         walks += r.walks;
     };
-    for batch in rx {
-        match batch.event {
+    for mut batch in rx {
+        match batch.event.take() {
             Some(ProcessEvent::Exited) => {
-                if let Some(r) = resolvers.remove(&batch.pid) {
+                if let Some(mut r) = resolvers.remove(&batch.pid) {
+                    r.finish(&mut profile);
                     count(r);
                 }
                 continue;
@@ -213,9 +214,12 @@ fn resolve_all(
                 profile.thread_seen(s.tid, &thread_label(target, batch.pid, name));
             }
         }
-        resolver.add_tick(&batch.samples, &mut profile);
+        resolver.add_tick(&batch, &mut profile);
     }
-    resolvers.into_values().for_each(&mut count);
+    for mut r in resolvers.into_values() {
+        r.finish(&mut profile);
+        count(r);
+    }
     (profile, complete, walks)
 }
 

@@ -15,7 +15,8 @@ use crate::process::memory::Layered;
 use crate::process::{Maps, ProcessMemory, Regs};
 use crate::profile::{Profile, StackId, State};
 use crate::python;
-use crate::sample::{Fresh, RawSample, SampleData};
+use crate::python::GilState;
+use crate::sample::{Batch, Fresh, RawSample, SampleData};
 use crate::symbols::Symbolizer;
 use crate::unwind::Unwinder;
 
@@ -32,14 +33,29 @@ pub struct Modules {
 /// Resolvers run on one thread; each holds a handle on the recording's modules.
 pub type SharedModules = Rc<RefCell<Modules>>;
 
+/// A thread's last sample.
+struct Last {
+    stack: StackId,
+    attribution: Attribution,
+    /// The tick its last tick sample describes, while it has not run since; `None` once it
+    /// has (a kernel sample, or a tick that found it on a CPU).
+    parked_at: Option<u64>,
+}
+
 pub struct Resolver {
     pid: i32,
     maps: Maps,
     mem: ProcessMemory,
     modules: SharedModules,
     symbol_cache: HashMap<(u64, bool), Vec<Frame>>,
-    /// Each thread's last stack and attribution, for samples where it did not run.
-    last: HashMap<i32, (StackId, Attribution)>,
+    /// Each thread's last sample, for ticks where it did not run.
+    last: HashMap<i32, Last>,
+    /// Threads whose last sample waits for a lock: counted at every tick, so that each
+    /// tick's lock waits and holders are complete.
+    lock_waiters: HashSet<i32>,
+    /// The latest batch's tick and time.
+    tick: u64,
+    time_ns: u64,
     locks: LockBook,
     /// Stack walks that reached the outermost frame, of all walked (for the summary).
     pub complete_walks: u64,
@@ -71,6 +87,9 @@ impl Resolver {
             modules,
             symbol_cache: HashMap::new(),
             last: HashMap::new(),
+            lock_waiters: HashSet::new(),
+            tick: 0,
+            time_ns: 0,
             locks: LockBook::new(),
             complete_walks: 0,
             walks: 0,
@@ -97,16 +116,102 @@ impl Resolver {
         self.full_regs = Some(tx);
     }
 
-    /// Add one tick's samples (every thread at the same moment) to the profile.
-    pub fn add_tick(&mut self, batch: &[RawSample], profile: &mut Profile) {
-        let observed: Vec<Observed> = batch.iter().filter_map(|s| self.add(s, profile)).collect();
-        self.locks.record_tick(&self.maps, profile, &observed);
+    /// Add one tick's batch to the profile. A thread not in it is where its last tick
+    /// sample left it (see `Batch`): that sample is counted again, in bulk, when the thread
+    /// next changes or at the end (`finish`), except a lock waiter's, counted every tick.
+    pub fn add_tick(&mut self, batch: &Batch, profile: &mut Profile) {
+        for &tid in &batch.gone {
+            self.fold(tid, batch.tick, Some(self.time_ns), profile);
+            self.last.remove(&tid);
+            self.lock_waiters.remove(&tid);
+        }
+        (self.tick, self.time_ns) = (batch.tick, batch.time_ns);
+        let mut observed: Vec<Observed> = batch
+            .samples
+            .iter()
+            .filter_map(|s| self.add(s, batch.gil, profile))
+            .collect();
+        for &tid in &batch.running {
+            self.fold(tid, batch.tick, None, profile);
+            if let Some(l) = self.last.get_mut(&tid) {
+                l.parked_at = None;
+            }
+            self.lock_waiters.remove(&tid);
+        }
+        let present: HashSet<i32> = batch.samples.iter().map(|s| s.tid).collect();
+        let mut waiting: Vec<i32> = self
+            .lock_waiters
+            .iter()
+            .filter(|t| !present.contains(t))
+            .copied()
+            .collect();
+        waiting.sort_unstable();
+        for tid in waiting {
+            let still = RawSample {
+                tid,
+                time_ns: batch.time_ns,
+                tick: Some(batch.tick),
+                name: None,
+                data: SampleData::Unchanged { cpu_wait_ns: 0 },
+                futex_owner: None,
+            };
+            observed.extend(self.add(&still, batch.gil, profile));
+        }
+        // A holder with no sample at this tick is where it last was, unless it ran since
+        // (it is on a CPU, its stack unknown).
+        let last = &self.last;
+        let absent = |tid: i32| {
+            last.get(&tid)
+                .filter(|l| l.parked_at.is_some())
+                .map(|l| (l.attribution.state, l.stack))
+        };
+        self.locks
+            .record_tick(&self.maps, profile, &observed, &absent);
     }
 
-    fn add(&mut self, s: &RawSample, profile: &mut Profile) -> Option<Observed> {
+    /// The recording (or the process) ended at the latest batch: every thread that has
+    /// not run since its last tick sample was there until then.
+    pub fn finish(&mut self, profile: &mut Profile) {
+        let mut tids: Vec<i32> = self.last.keys().copied().collect();
+        tids.sort_unstable();
+        for tid in tids {
+            self.fold(tid, self.tick + 1, Some(self.time_ns), profile);
+        }
+    }
+
+    /// Count `tid`'s last tick sample again for every tick after it and before `tick`, at
+    /// which it did not run. With `mark`, the repeats get a timeline entry there (the end
+    /// of the thread's last stretch); otherwise the thread's next entry ends the stretch.
+    fn fold(&mut self, tid: i32, tick: u64, mark: Option<u64>, profile: &mut Profile) {
+        let Some(l) = self.last.get_mut(&tid) else {
+            return;
+        };
+        let Some(from) = l.parked_at else {
+            return;
+        };
+        let n = tick.saturating_sub(from + 1);
+        if n == 0 {
+            return;
+        }
+        l.parked_at = Some(tick - 1);
+        match mark {
+            Some(time_ns) => profile.add(tid, l.stack, l.attribution.state, time_ns, n),
+            None => profile.add_untimed(tid, l.stack, l.attribution.state, n),
+        }
+    }
+
+    fn add(
+        &mut self,
+        s: &RawSample,
+        gil: Option<GilState>,
+        profile: &mut Profile,
+    ) -> Option<Observed> {
+        if let Some(tick) = s.tick {
+            self.fold(s.tid, tick, None, profile);
+        }
         let (stack, attribution) = match &s.data {
             SampleData::Fresh(f) => {
-                let (frames, attribution) = self.resolve(s, f);
+                let (frames, attribution) = self.resolve(s, f, gil);
                 if frames
                     .first()
                     .is_some_and(|f| f.kind == crate::frame::FrameKind::Truncated)
@@ -116,12 +221,13 @@ impl Resolver {
                 (profile.intern_stack(&frames), attribution)
             }
             SampleData::Unchanged { cpu_wait_ns } => {
-                let &(stack, mut a) = self.last.get(&s.tid)?;
+                let l = self.last.get(&s.tid)?;
+                let (stack, mut a) = (l.stack, l.attribution);
                 if *cpu_wait_ns > 0 && a.state == State::Compute {
                     a.state = State::CpuWait;
                 }
                 if let Some(w) = a.waiting_on.as_mut() {
-                    w.set_holder(s.futex_owner, s.gil);
+                    w.set_holder(s.futex_owner, gil);
                 }
                 (stack, a)
             }
@@ -133,7 +239,19 @@ impl Resolver {
                 (profile.intern_stack(&[Frame::truncated()]), a)
             }
         };
-        self.last.insert(s.tid, (stack, attribution));
+        self.last.insert(
+            s.tid,
+            Last {
+                stack,
+                attribution,
+                parked_at: s.tick,
+            },
+        );
+        if s.tick.is_some() && attribution.state == State::Lock {
+            self.lock_waiters.insert(s.tid);
+        } else {
+            self.lock_waiters.remove(&s.tid);
+        }
         profile.add(s.tid, stack, attribution.state, s.time_ns, 1);
         Some(Observed {
             tid: s.tid,
@@ -143,7 +261,12 @@ impl Resolver {
     }
 
     /// The stack (root first) and classification of one fresh sample.
-    pub fn resolve(&mut self, s: &RawSample, f: &Fresh) -> (Vec<Frame>, Attribution) {
+    pub fn resolve(
+        &mut self,
+        s: &RawSample,
+        f: &Fresh,
+        gil: Option<GilState>,
+    ) -> (Vec<Frame>, Attribution) {
         let frames = self.frames(f);
         let facts = ThreadFacts {
             os_state: f.os_state,
@@ -152,7 +275,7 @@ impl Resolver {
             run_ns: f.run_ns,
             cpu_wait_ns: f.cpu_wait_ns,
             futex_owner: s.futex_owner,
-            gil: s.gil,
+            gil,
         };
         let mut attribution = attribution::classify(&facts, &frames);
         if let Some(w) = attribution.waiting_on.as_mut() {

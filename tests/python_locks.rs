@@ -316,7 +316,17 @@ fn threading_lock_waits_are_named_by_the_line_that_takes_the_lock() {
     let site = marked_line("lock_counter.py", "# ACQUIRE_LINE");
     let expected = format!("threading.Lock at {site}");
     py::each_interpreter(&py::interpreters(), |interp| {
-        let (rec, summary) = record_summary(interp, "lock_counter.py", &["3", FIXTURE_SECS], 3)?;
+        // Only parked waits name their lock, and a tick counts a wait that is still on when
+        // parprof reads the thread, 50-500 µs after the tick. Free-threaded, a waiter spins
+        // (yields) before it parks, and parks for microseconds behind the default section:
+        // there the section is 10x longer, so that waiters park for longer.
+        let inside = if interp.free_threaded {
+            "20000"
+        } else {
+            "2000"
+        };
+        let (rec, summary) =
+            record_summary(interp, "lock_counter.py", &["3", FIXTURE_SECS, inside], 3)?;
         let locks: Vec<&Value> = locks_of_kind(&summary, "threading.Lock").collect();
         // One lock object, so one entry, whichever semaphore or parking-lot entry each
         // waiter sleeps on.

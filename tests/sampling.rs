@@ -168,3 +168,94 @@ fn switch_records_and_polling_agree() {
         "the two paths see parked threads differently"
     );
 }
+
+/// What a slow, exhaustive read of `/proc` says of each thread of `pid` now: its name and
+/// the syscall it is blocked in (`None` when running).
+fn proc_says(pid: i32) -> std::collections::BTreeMap<i32, (String, Option<i64>)> {
+    let task = format!("/proc/{pid}/task");
+    std::fs::read_dir(&task)
+        .expect("the fixture's task directory")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|tid| {
+            let read = |f: &str| std::fs::read_to_string(format!("{task}/{tid}/{f}")).ok();
+            let nr = read("syscall")?.split_whitespace().next()?.parse().ok();
+            Some((tid, (read("comm")?.trim().to_string(), nr)))
+        })
+        .collect()
+}
+
+/// A pool of parked threads costs nothing per tick: a thread that did not run is counted
+/// from its last sample, not read again. The profile must still be exact: every one of
+/// 3,000 parked threads appears, with one stack and the state a slow read of `/proc`
+/// gives, counted at every tick like the main thread (itself asleep throughout).
+#[test]
+fn thousands_of_parked_threads_each_appear_with_the_state_proc_gives() {
+    let exe = build("fixtures/bench/parked.c", &[]);
+    let fx = Fixture::start(&exe, &["8", "3000", "2"]);
+    let before = proc_says(fx.pid());
+    let (out, summary) = (
+        scratch_file("parked-pool.folded"),
+        scratch_file("parked-pool.json"),
+    );
+    run_parprof(&[
+        "record",
+        "--pid",
+        &fx.pid().to_string(),
+        "-d",
+        "2",
+        "--threads",
+        "-o",
+        out.to_str().unwrap(),
+        "--summary",
+        summary.to_str().unwrap(),
+    ]);
+    let after = proc_says(fx.pid());
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    let threads: std::collections::BTreeMap<i64, &serde_json::Value> = summary["threads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["tid"].as_i64().unwrap(), t))
+        .collect();
+    let stacks = parse_folded(&std::fs::read_to_string(&out).unwrap());
+    let main = threads[&(fx.pid() as i64)];
+    let ticks = main["samples"].as_u64().unwrap();
+    assert_eq!(main["states"]["sleep"].as_u64(), Some(ticks), "{main}");
+    assert!(ticks >= 100, "{ticks} ticks in 2 s at 100 Hz");
+    let parked: Vec<i32> = before
+        .iter()
+        .filter(|(tid, (name, nr))| {
+            name == "idle" && *nr == Some(libc_futex()) && after.get(tid) == before.get(tid)
+        })
+        .map(|(&tid, _)| tid)
+        .collect();
+    assert_eq!(parked.len(), 3000, "parked threads by /proc");
+    for tid in parked {
+        let t = threads
+            .get(&(tid as i64))
+            .unwrap_or_else(|| panic!("parked thread {tid} missing from the profile"));
+        assert_eq!(t["samples"].as_u64(), Some(ticks), "{t}");
+        assert_eq!(t["states"]["wait"].as_u64(), Some(ticks), "{t}");
+        let label = format!("idle {tid}");
+        let own: Vec<&Stack> = stacks.iter().filter(|s| s.frames[0] == label).collect();
+        assert_eq!(own.len(), 1, "thread {tid}: {own:?}");
+        assert!(
+            own[0].has_chain(&["parked", "pthread_cond_wait"])
+                || own[0].has_chain(&["parked", "___pthread_cond_wait"]),
+            "thread {tid}: {:?}",
+            own[0].frames
+        );
+    }
+    let busy: Vec<_> = threads.values().filter(|t| t["name"] == "busy").collect();
+    assert_eq!(busy.len(), 2);
+    assert!(
+        busy.iter()
+            .all(|t| t["states"]["compute"].as_u64() > Some(0))
+    );
+}
+
+/// `SYS_futex` on x86_64, as `/proc/<tid>/syscall` prints it.
+fn libc_futex() -> i64 {
+    202
+}

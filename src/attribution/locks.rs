@@ -34,8 +34,15 @@ impl LockBook {
         LockBook::default()
     }
 
-    /// Add one tick's lock waits to `profile.locks`.
-    pub fn record_tick(&mut self, maps: &Maps, profile: &mut Profile, tick: &[Observed]) {
+    /// Add one tick's lock waits to `profile.locks`. A holder not observed at this tick
+    /// is where `absent` says: its state and stack then.
+    pub fn record_tick(
+        &mut self,
+        maps: &Maps,
+        profile: &mut Profile,
+        tick: &[Observed],
+        absent: &dyn Fn(i32) -> Option<(State, StackId)>,
+    ) {
         let by_tid: HashMap<i32, &Observed> = tick.iter().map(|o| (o.tid, o)).collect();
         for o in tick {
             let Some(mut w) = o
@@ -59,7 +66,9 @@ impl LockBook {
             let activity = w.holder.filter(|&h| h != o.tid).map(|h| {
                 let doing = by_tid
                     .get(&h)
-                    .map(|holder| (holder.attribution.state, leaf(profile, holder.stack)));
+                    .map(|holder| (holder.attribution.state, holder.stack))
+                    .or_else(|| absent(h))
+                    .map(|(state, stack)| (state, leaf(profile, stack)));
                 let (state, function) = doing.unwrap_or((State::Other, String::from("?")));
                 (h, state, function)
             });
@@ -202,8 +211,10 @@ mod tests {
             },
         ];
         let mut book = LockBook::new();
-        book.record_tick(&Maps::default(), &mut p, &tick);
-        book.record_tick(&Maps::default(), &mut p, &tick);
+        book.record_tick(&Maps::default(), &mut p, &tick, &|_| None);
+        // The holder has no sample at the next tick: it is where it last was.
+        let absent = |t: i32| (t == 2).then_some((State::Compute, busy));
+        book.record_tick(&Maps::default(), &mut p, &tick[..1], &absent);
         let l = &p.locks[&0x1000];
         assert_eq!(
             (l.kind.as_str(), l.wait_samples, l.symbol.as_deref()),
@@ -295,6 +306,7 @@ mod tests {
             &Maps::default(),
             &mut p,
             &[paused(1, 0x100), paused(2, 0x200)],
+            &|_| None,
         );
         assert_eq!(p.locks.len(), 1);
         assert_eq!(p.locks.values().next().unwrap().waiters.len(), 2);

@@ -175,7 +175,7 @@ pub struct SchedStat {
 
 impl SchedStat {
     pub fn read(pid: i32, tid: i32) -> io::Result<SchedStat> {
-        SchedStatFile::open(pid, tid)?.read()
+        SchedStatFile::open(pid, tid, false)?.read()
     }
 
     fn parse(text: &str) -> SchedStat {
@@ -190,39 +190,72 @@ impl SchedStat {
     }
 }
 
-/// Raise the soft limit on open files to the hard limit. Each sampled thread keeps its
-/// schedstat file open, and the usual soft limit (1024) is below the thread count of the
-/// pools parprof is for; the hard limit is what the administrator allows.
-pub fn allow_a_file_per_thread() {
+/// Raise the limit on open files as far as allowed. Each sampled thread keeps its
+/// schedstat file open, and kernel sampling opens two perf events per thread and CPU: ten
+/// thousand threads on two CPUs take 50,000 descriptors, where the usual soft limit is
+/// 1024 and hard limits are often 20,000 or so. The hard limit is raised to the kernel's
+/// `fs.nr_open` where permitted (root, CAP_SYS_RESOURCE), else the soft one to the hard.
+/// Returns the limit now.
+pub fn allow_a_file_per_thread() -> u64 {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
+    let nr_open = fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<libc::rlim_t>().ok());
     // SAFETY: getrlimit/setrlimit read and write one valid rlimit struct.
     unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
-        {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 0;
+        }
+        if let Some(n) = nr_open.filter(|&n| n > limit.rlim_max) {
+            let raised = libc::rlimit {
+                rlim_cur: n,
+                rlim_max: n,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                return n;
+            }
+        }
+        if limit.rlim_cur < limit.rlim_max {
             limit.rlim_cur = limit.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
         }
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
     }
+    limit.rlim_cur
 }
 
 /// A thread's schedstat file kept open: re-reading it with `pread` costs one syscall
 /// instead of three, which matters when a thousand parked threads are checked per tick.
 #[derive(Debug)]
-pub struct SchedStatFile(fs::File);
+pub enum SchedStatFile {
+    Open(fs::File),
+    /// Opened at each read: where few threads are read per tick, a descriptor per thread
+    /// is not worth its place under the open-file limit.
+    Path(String),
+}
 
 impl SchedStatFile {
-    pub fn open(pid: i32, tid: i32) -> io::Result<SchedStatFile> {
-        fs::File::open(format!("/proc/{pid}/task/{tid}/schedstat")).map(SchedStatFile)
+    /// The file of `tid`, kept open with `keep_open`.
+    pub fn open(pid: i32, tid: i32, keep_open: bool) -> io::Result<SchedStatFile> {
+        let path = format!("/proc/{pid}/task/{tid}/schedstat");
+        if keep_open {
+            fs::File::open(path).map(SchedStatFile::Open)
+        } else {
+            Ok(SchedStatFile::Path(path))
+        }
     }
 
-    /// Fails once the thread has exited (ESRCH).
+    /// Fails once the thread has exited (ESRCH, or ENOENT when opened by path).
     pub fn read(&self) -> io::Result<SchedStat> {
         use std::os::unix::fs::FileExt;
         let mut buf = [0u8; 128];
-        let n = self.0.read_at(&mut buf, 0)?;
+        let n = match self {
+            SchedStatFile::Open(f) => f.read_at(&mut buf, 0)?,
+            SchedStatFile::Path(p) => fs::File::open(p)?.read_at(&mut buf, 0)?,
+        };
         if n == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,

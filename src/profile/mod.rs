@@ -112,10 +112,10 @@ impl Profile {
         })
     }
 
-    /// Count `n` samples of thread `tid` on stack `stack` in `state`.
+    /// Count `n` samples of thread `tid` on stack `stack` in `state`, with one timeline
+    /// entry at `time_ns`.
     pub fn add(&mut self, tid: i32, stack: StackId, state: State, time_ns: u64, n: u64) {
-        self.thread(tid).samples += n;
-        *self.counts.entry((tid, stack, state)).or_default() += n;
+        self.add_untimed(tid, stack, state, n);
         if let Some(tl) = self.timeline.as_mut() {
             tl.push(TimedSample {
                 time_ns,
@@ -124,6 +124,13 @@ impl Profile {
                 state,
             });
         }
+    }
+
+    /// Count `n` more samples like the thread's latest timeline entry (it stayed as it was):
+    /// that entry lasts until the thread's next one.
+    pub fn add_untimed(&mut self, tid: i32, stack: StackId, state: State, n: u64) {
+        self.thread(tid).samples += n;
+        *self.counts.entry((tid, stack, state)).or_default() += n;
     }
 
     pub fn frame(&self, id: FrameId) -> &Frame {

@@ -7,6 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use super::cpu_samples::{CpuSamples, KernelSample};
+use super::perf::PerfError;
 use super::switches::{Activity, SwitchLog};
 use super::{Batch, Capture, Fresh, ProcessEvent, RawSample, SampleData, Settings, Tick};
 use crate::process::exec::{ExecWatch, ProcessNow};
@@ -26,7 +27,7 @@ pub struct Sampler {
     scratch: Vec<u8>,
     threads: HashMap<i32, ThreadMemo>,
     /// Running threads that had not stopped by the deadline, with the ticks they missed.
-    late: HashMap<i32, (Ran, Vec<u64>)>,
+    late: HashMap<i32, (Ran, Vec<At>)>,
     /// Samples of late threads captured between ticks, sent with the next tick's.
     late_samples: Vec<RawSample>,
     /// Futex waiters to stop for all their registers rather than read from `/proc`, as
@@ -47,12 +48,40 @@ pub struct Sampler {
     kernel: Option<CpuSamples>,
     /// CLOCK_MONOTONIC at the recording's time zero, which kernel samples are stamped with.
     clock_zero_ns: Option<u64>,
+    /// Threads whose perf events could not be opened for want of descriptors: captured
+    /// with ptrace stops, as without kernel sampling.
+    unwatchable: HashSet<i32>,
+    /// The open-file limit, for the message when it is reached.
+    file_limit: u64,
     /// Names of threads read while they were on a CPU, for their next kernel sample.
     unsent_names: HashMap<i32, String>,
     /// Each kernel-sampled thread's registers when it last left its CPU.
     switched_out: HashMap<i32, KernelSample>,
+    /// Ticks taken so far.
+    ticks: u64,
+    /// Threads looked at every tick, whatever the switch records say (`attend_if_needed`).
+    attend: HashSet<i32>,
+    /// Look at every thread at the next tick (the first, and after an exec).
+    visit_all: bool,
+    /// Threads found gone since the last batch, for the next one.
+    departed: Vec<i32>,
     /// Whether any thread could not be stopped for lack of permission (reported once).
     pub permission_denied: bool,
+}
+
+/// The tick a sample describes: its number and its time since the recording started.
+#[derive(Debug, Clone, Copy)]
+struct At {
+    tick: u64,
+    time_ns: u64,
+}
+
+/// One tick's capture, before the batch is made.
+struct Captured {
+    at: At,
+    samples: Vec<RawSample>,
+    on_cpu: Vec<i32>,
+    gil: Option<crate::python::GilState>,
 }
 
 struct ThreadMemo {
@@ -74,6 +103,9 @@ struct ThreadMemo {
     runnable: bool,
 }
 
+/// Descriptors kept free of perf events, for the files read as needed.
+const FILES_KEPT_FREE: usize = 256;
+
 /// Re-read a thread's name after this many captures.
 const NAME_REFRESH: u32 = 100;
 
@@ -90,9 +122,10 @@ const RELIST_TICKS: u32 = 10;
 pub const SAMPLING_ENV: &str = "PARPROF_SAMPLING";
 
 impl ThreadMemo {
-    /// A thread seen for the first time; `None` if it is gone.
-    fn open(pid: i32, tid: i32) -> Option<ThreadMemo> {
-        let sched_file = SchedStatFile::open(pid, tid).ok()?;
+    /// A thread seen for the first time; `None` if it is gone. Its schedstat file is kept
+    /// open when it is read at every tick (`keep_open`: without switch records).
+    fn open(pid: i32, tid: i32, keep_open: bool) -> Option<ThreadMemo> {
+        let sched_file = SchedStatFile::open(pid, tid, keep_open).ok()?;
         let sched = sched_file.read().ok()?;
         Some(ThreadMemo {
             sched_file,
@@ -138,15 +171,15 @@ struct Ran {
 }
 
 impl Ran {
-    /// Its sample at `time_ns`, captured as `data`.
-    fn into_sample(self, time_ns: u64, data: SampleData) -> RawSample {
+    /// Its sample at tick `at`, captured as `data`.
+    fn into_sample(self, at: At, data: SampleData) -> RawSample {
         RawSample {
             tid: self.tid,
-            time_ns,
+            time_ns: at.time_ns,
+            tick: Some(at.tick),
             name: self.name,
             data,
             futex_owner: self.futex_owner,
-            gil: None,
         }
     }
 }
@@ -176,7 +209,7 @@ impl Sampler {
             capture,
             rate_hz,
         } = settings;
-        proc::allow_a_file_per_thread();
+        let file_limit = proc::allow_a_file_per_thread();
         // Said once, though every followed process has a sampler of its own.
         static SAID: std::sync::Once = std::sync::Once::new();
         let mut switches = if std::env::var(SAMPLING_ENV).is_ok_and(|v| v == "poll") {
@@ -227,8 +260,14 @@ impl Sampler {
             last_tick_ns: 0,
             kernel,
             clock_zero_ns: None,
+            unwatchable: HashSet::new(),
+            file_limit,
             unsent_names: HashMap::new(),
             switched_out: HashMap::new(),
+            ticks: 0,
+            attend: HashSet::new(),
+            visit_all: true,
+            departed: Vec::new(),
             permission_denied: false,
         }
     }
@@ -249,11 +288,11 @@ impl Sampler {
 
     /// Stop `tid` for all its registers from now on, as the resolver asks (see
     /// `Resolver::ask_full_registers_on`). False when it is not a thread of this process.
-    /// Kernel-sampled, a blocked thread's registers are those it left its CPU with: there
-    /// is nothing to stop it for.
+    /// Once its kernel events are open, a blocked thread's registers are those it left its
+    /// CPU with: there is nothing to stop it for.
     pub fn want_full_registers(&mut self, tid: i32) -> bool {
         let ours = self.tids.binary_search(&tid).is_ok();
-        if ours && self.kernel.is_none() {
+        if ours && !self.kernel.as_ref().is_some_and(|k| k.watching(tid)) {
             self.full_regs.insert(tid);
         }
         ours
@@ -261,7 +300,12 @@ impl Sampler {
 
     /// Capture every current thread of the target. `Err` when the process is gone.
     pub fn tick(&mut self, tick: Tick) -> std::io::Result<Batch> {
-        let mut samples = self.capture(tick)?;
+        let Captured {
+            at,
+            mut samples,
+            on_cpu,
+            gil,
+        } = self.capture(tick)?;
         // Checked after the capture: an exec during it flags these samples, so none taken
         // after an exec is resolved against the old program.
         let event = match self
@@ -275,8 +319,13 @@ impl Sampler {
         };
         Ok(Batch {
             pid: self.pid,
+            tick: at.tick,
+            time_ns: at.time_ns,
             event,
             samples,
+            running: on_cpu,
+            gone: std::mem::take(&mut self.departed),
+            gil,
         })
     }
 
@@ -288,17 +337,20 @@ impl Sampler {
         self.first_maps = None;
         self.threads.clear();
         self.full_regs.clear();
+        self.visit_all = true;
         if let Some(k) = self.kernel.as_mut() {
             // The exec'ing thread's events survive; the others' threads are gone. Every
             // thread is watched afresh at the next tick.
             k.unwatch_all();
         }
         self.switched_out.clear();
+        self.unwatchable.clear();
         if let Ok(tids) = proc::threads(self.pid) {
             if let Some(s) = self.switches.as_mut() {
                 s.reset_threads(&tids);
             }
-            self.tids = tids;
+            let old = std::mem::replace(&mut self.tids, tids);
+            self.departed_from(&old);
         }
         let maps = Maps::read(self.pid).unwrap_or_default();
         self.python = find_python(self.pid, &maps);
@@ -310,9 +362,14 @@ impl Sampler {
         maps
     }
 
-    fn capture(&mut self, tick: Tick) -> std::io::Result<Vec<RawSample>> {
+    fn capture(&mut self, tick: Tick) -> std::io::Result<Captured> {
         let zero = *self.clock_zero_ns.get_or_insert(tick.zero_ns);
         let time_ns = tick.planned_ns.saturating_sub(zero).max(self.last_tick_ns);
+        let at = At {
+            tick: self.ticks,
+            time_ns,
+        };
+        self.ticks += 1;
         // Threads that missed a stop deadline are captured and released first, whatever
         // else happens: one left stopped while holding a lock would freeze every waiter.
         let mut out = std::mem::take(&mut self.late_samples);
@@ -328,139 +385,227 @@ impl Sampler {
             Some(a) => self.apply_births(a)?,
             None => self.thread_list()?,
         };
+        let visit = match &activity {
+            Some(a) if !std::mem::take(&mut self.visit_all) => self.to_visit(a),
+            _ => tids,
+        };
         if let Some(py) = self.python.as_mut() {
             py.refresh_threads();
         }
         let gil = self.python.as_mut().and_then(|p| p.gil());
-        out.reserve(tids.len());
+        out.reserve(visit.len());
         // First, so that a thread's tick sample below follows its kernel samples.
         self.kernel_samples(&mut out);
         let first_tick_sample = out.len();
+        let mut on_cpu = Vec::new();
         let mut running = Vec::new();
         let mut gone = Vec::new();
-        for &tid in &tids {
-            if let Some((_, ticks)) = self.late.get_mut(&tid) {
-                // Seized and still not scheduled: it has not run, so this tick's sample is the
-                // one it will give when it stops.
-                ticks.push(time_ns);
-                continue;
-            }
-            match self.on_cpu_and_kernel_sampled(tid) {
-                Some(true) => continue,
-                Some(false) => {}
-                None => {
-                    gone.push(tid);
-                    continue;
-                }
-            }
-            let hint = match (&activity, self.threads.get_mut(&tid)) {
-                (Some(a), Some(memo)) if !memo.runnable && !a.ran.contains(&tid) => {
-                    let cpu_wait_ns = a.woken_waiting.get(&tid).copied().unwrap_or(0);
-                    let futex_owner = memo.owned_futex.and_then(|f| owner_beside(&self.mem, f));
-                    let name = memo.name_change(self.pid, tid, false);
-                    let data = SampleData::Unchanged { cpu_wait_ns };
-                    out.push(RawSample {
-                        tid,
-                        time_ns,
-                        name,
-                        data,
-                        futex_owner,
-                        gil: None,
-                    });
-                    continue;
-                }
-                (Some(a), _) if a.ran.contains(&tid) => Hint::Ran,
-                _ => Hint::Unknown,
-            };
-            let ran = match self.triage(tid, hint, time_ns, interval_ns, &mut out) {
-                Triage::Unchanged => continue,
-                Triage::Gone => {
-                    gone.push(tid);
-                    continue;
-                }
-                Triage::Ran(ran) => ran,
-            };
-            let futex_waiter = ran.syscall.number() == Some(libc::SYS_futex);
-            let kernel = self.kernel.is_some();
-            // Where it left its CPU: it has not run since, or the switch records (and the
-            // kernel's samples) would have it on a CPU.
-            let left_cpu = self.switched_out.get(&tid).map(|k| k.regs.clone());
-            let mut ran = ran;
-            match ran.syscall {
-                // Blocked: user registers are frozen until the syscall returns; no stop.
-                // Kernel-sampled, a runnable thread still in its syscall is read the same
-                // way: it is off its CPU (the switch records say so), waiting for one.
-                Syscall::Blocked { sp, pc, .. } | Syscall::BlockedNoSyscall { sp, pc }
-                    if (ran.state != 'R' || kernel)
-                        && !(futex_waiter && self.full_regs.contains(&tid)) =>
-                {
-                    if ran.state == 'R' {
-                        ran.run_ns = 0;
-                        ran.cpu_wait_ns = ran.cpu_wait_ns.max(1);
-                    }
-                    // All its registers if it left its CPU entering this syscall.
-                    let regs = left_cpu
-                        .filter(|r| (r.ip(), r.sp()) == (pc, sp))
-                        .unwrap_or_else(|| Regs::from_ip_sp(pc, sp));
-                    let data = match copy_stack(&self.mem, sp, &mut self.scratch) {
-                        // It returned before the copy was complete: the copy may not match
-                        // the registers, so capture it as a running thread instead (the
-                        // kernel's samples do that when they are on).
-                        Ok(_) if Syscall::read(self.pid, tid).ok() != Some(ran.syscall) => {
-                            if !kernel {
-                                running.push(ran);
-                            }
-                            continue;
-                        }
-                        Ok(stack) => {
-                            let python = self.python.as_mut().and_then(|p| p.stack(tid));
-                            fresh(&ran, regs, stack, python, false)
-                        }
-                        Err(e) => self.lost(tid, e),
-                    };
-                    out.push(ran.into_sample(time_ns, data));
-                }
-                // Runnable in user code but off its CPU: preempted, waiting for a CPU, with
-                // the registers it left its CPU with.
-                Syscall::Running if kernel => {
-                    ran.run_ns = 0;
-                    ran.cpu_wait_ns = ran.cpu_wait_ns.max(interval_ns);
-                    let data = left_cpu
-                        .and_then(|regs| self.read_preempted(&ran, regs))
-                        .unwrap_or(SampleData::Unchanged {
-                            cpu_wait_ns: ran.cpu_wait_ns,
-                        });
-                    out.push(ran.into_sample(time_ns, data));
-                }
-                // A futex waiter whose frames need all its registers (the resolver asked),
-                // or any running thread when the kernel does not sample: stopped.
-                _ => running.push(ran),
-            }
+        for &tid in &visit {
+            self.visit(
+                tid,
+                at,
+                interval_ns,
+                &activity,
+                &mut out,
+                &mut running,
+                &mut on_cpu,
+                &mut gone,
+            );
         }
-        self.capture_running(running, time_ns, &mut out, &mut gone);
+        self.capture_running(running, at, &mut out, &mut gone);
+        for &tid in &visit {
+            self.attend_if_needed(tid);
+        }
         for tid in gone {
             self.forget(tid);
         }
         if self.kernel.is_some() {
-            self.drop_ran_after_the_tick(&mut out, first_tick_sample, zero + time_ns);
+            self.drop_ran_after_the_tick(&mut out, first_tick_sample, zero + time_ns, &mut on_cpu);
         }
         // An owner that is not a thread of the target is not an owner (not a mutex).
         for s in &mut out {
             s.futex_owner = s.futex_owner.filter(|t| self.tids.binary_search(t).is_ok());
-            s.gil = gil;
         }
-        Ok(out)
+        Ok(Captured {
+            at,
+            samples: out,
+            on_cpu,
+            gil,
+        })
     }
 
-    /// With kernel sampling: watch `tid` if it is new, and tell whether it is on a CPU at
-    /// this tick, so that the kernel's samples stand for it (its name is kept for the next
-    /// one). `Some(false)` without kernel sampling; `None` when the thread is gone.
-    fn on_cpu_and_kernel_sampled(&mut self, tid: i32) -> Option<bool> {
-        let Some(k) = self.kernel.as_mut() else {
+    /// A thread the kernel's samples carry at this tick: its name, if just read, waits for
+    /// its next sample.
+    fn on_cpu_without_a_sample(&mut self, ran: Ran, on_cpu: &mut Vec<i32>) {
+        if let Some(name) = ran.name {
+            self.unsent_names.insert(ran.tid, name);
+        }
+        on_cpu.push(ran.tid);
+    }
+
+    /// With switch records, the threads to look at this tick: those that ran or were woken,
+    /// those born, and those watched every tick (`attend_if_needed`). The others have not
+    /// run since their last sample, which stands for them (see `Batch`).
+    fn to_visit(&self, a: &Activity) -> Vec<i32> {
+        let mut visit: Vec<i32> = a
+            .ran
+            .iter()
+            .chain(a.woken_waiting.keys())
+            .chain(&a.born)
+            .chain(&self.attend)
+            .chain(self.late.keys())
+            .copied()
+            .filter(|t| self.tids.binary_search(t).is_ok())
+            .collect();
+        visit.sort_unstable();
+        visit.dedup();
+        visit
+    }
+
+    /// Threads looked at every tick whatever the switch records say: one seen runnable
+    /// (it waits for a CPU, which no record tells), a mutex waiter (its owner can change
+    /// under it), and one not captured yet. A young thread's name is read at each of its
+    /// first ticks only while it runs; one renamed by another thread while it sleeps is
+    /// named at the end (`names_now`).
+    fn attend_if_needed(&mut self, tid: i32) {
+        let needed = self.tids.binary_search(&tid).is_ok()
+            && self
+                .threads
+                .get(&tid)
+                .is_none_or(|m| m.runnable || m.owned_futex.is_some());
+        if needed {
+            self.attend.insert(tid);
+        } else {
+            self.attend.remove(&tid);
+        }
+    }
+
+    /// Capture one thread at this tick: a sample into `out`, or onto `running` to be
+    /// stopped, or onto `on_cpu` when the kernel's samples carry it, or onto `gone`.
+    #[allow(clippy::too_many_arguments)]
+    fn visit(
+        &mut self,
+        tid: i32,
+        at: At,
+        interval_ns: u64,
+        activity: &Option<Activity>,
+        out: &mut Vec<RawSample>,
+        running: &mut Vec<Ran>,
+        on_cpu: &mut Vec<i32>,
+        gone: &mut Vec<i32>,
+    ) {
+        if let Some((_, ticks)) = self.late.get_mut(&tid) {
+            // Seized and still not scheduled: it has not run, so this tick's sample is the
+            // one it will give when it stops.
+            ticks.push(at);
+            return;
+        }
+        let ran = activity.as_ref().is_none_or(|a| a.ran.contains(&tid));
+        match self.on_cpu_and_kernel_sampled(tid, ran) {
+            Some(true) => {
+                on_cpu.push(tid);
+                return;
+            }
+            Some(false) => {}
+            None => {
+                gone.push(tid);
+                return;
+            }
+        }
+        let hint = match (activity, self.threads.get_mut(&tid)) {
+            (Some(a), Some(memo)) if !memo.runnable && !a.ran.contains(&tid) => {
+                let cpu_wait_ns = a.woken_waiting.get(&tid).copied().unwrap_or(0);
+                out.extend(unchanged(self.pid, &self.mem, tid, memo, at, cpu_wait_ns));
+                return;
+            }
+            (Some(a), _) if a.ran.contains(&tid) => Hint::Ran,
+            _ => Hint::Unknown,
+        };
+        let mut ran = match self.triage(tid, hint, at, interval_ns, out) {
+            Triage::Unchanged => return,
+            Triage::Gone => {
+                gone.push(tid);
+                return;
+            }
+            Triage::Ran(ran) => ran,
+        };
+        let futex_waiter = ran.syscall.number() == Some(libc::SYS_futex);
+        let watched = self.kernel.as_ref().is_some_and(|k| k.watching(tid));
+        // Found runnable before it was watched: watched from now on, and until its first
+        // kernel samples it is counted as running (or stopped, past the descriptor limit).
+        let kernel = watched || ran.state == 'R' && self.kernel_watch(tid) == Some(true);
+        if kernel && !watched && ran.syscall == Syscall::Running {
+            self.on_cpu_without_a_sample(ran, on_cpu);
+            return;
+        }
+        // Where it left its CPU: it has not run since, or the switch records (and the
+        // kernel's samples) would have it on a CPU.
+        let left_cpu = self.switched_out.get(&tid).map(|k| k.regs.clone());
+        match ran.syscall {
+            // Blocked: user registers are frozen until the syscall returns; no stop.
+            // Kernel-sampled, a runnable thread still in its syscall is read the same
+            // way: it is off its CPU (the switch records say so), waiting for one.
+            Syscall::Blocked { sp, pc, .. } | Syscall::BlockedNoSyscall { sp, pc }
+                if (ran.state != 'R' || kernel)
+                    && !(futex_waiter && self.full_regs.contains(&tid)) =>
+            {
+                if ran.state == 'R' {
+                    ran.run_ns = 0;
+                    ran.cpu_wait_ns = ran.cpu_wait_ns.max(1);
+                }
+                // All its registers if it left its CPU entering this syscall.
+                let regs = left_cpu
+                    .filter(|r| (r.ip(), r.sp()) == (pc, sp))
+                    .unwrap_or_else(|| Regs::from_ip_sp(pc, sp));
+                let data = match copy_stack(&self.mem, sp, &mut self.scratch) {
+                    // It returned before the copy was complete: the copy may not match
+                    // the registers, so capture it as a running thread instead (the
+                    // kernel's samples do that when they are on).
+                    Ok(_) if Syscall::read(self.pid, tid).ok() != Some(ran.syscall) => {
+                        if kernel {
+                            self.on_cpu_without_a_sample(ran, on_cpu);
+                        } else {
+                            running.push(ran);
+                        }
+                        return;
+                    }
+                    Ok(stack) => {
+                        let python = self.python.as_mut().and_then(|p| p.stack(tid));
+                        fresh(&ran, regs, stack, python, false)
+                    }
+                    Err(e) => self.lost(tid, e),
+                };
+                out.push(ran.into_sample(at, data));
+            }
+            // Runnable in user code but off its CPU: preempted, waiting for a CPU, with
+            // the registers it left its CPU with.
+            Syscall::Running if kernel => {
+                ran.run_ns = 0;
+                ran.cpu_wait_ns = ran.cpu_wait_ns.max(interval_ns);
+                let data = left_cpu
+                    .and_then(|regs| self.read_preempted(&ran, regs))
+                    .unwrap_or(SampleData::Unchanged {
+                        cpu_wait_ns: ran.cpu_wait_ns,
+                    });
+                out.push(ran.into_sample(at, data));
+            }
+            // A futex waiter whose frames need all its registers (the resolver asked),
+            // or any running thread when the kernel does not sample: stopped.
+            _ => running.push(ran),
+        }
+    }
+
+    /// With kernel sampling: tell whether `tid` is on a CPU at this tick, so that the
+    /// kernel's samples stand for it (its name is kept for the next one), watching it first
+    /// if it `ran` and is not watched yet. `Some(false)` without kernel sampling; `None`
+    /// when the thread is gone.
+    fn on_cpu_and_kernel_sampled(&mut self, tid: i32, ran: bool) -> Option<bool> {
+        let Some(k) = self.kernel.as_ref() else {
             return Some(false);
         };
-        if !k.watching(tid) {
-            k.watch(tid).ok()?;
+        let watched = k.watching(tid) || ran && self.kernel_watch(tid)?;
+        if !watched {
+            return Some(false);
         }
         if !self.switches.as_ref().is_some_and(|s| s.on_cpu(tid)) {
             return Some(false);
@@ -468,12 +613,43 @@ impl Sampler {
         let memo = match self.threads.entry(tid) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(ThreadMemo::open(self.pid, tid)?)
+                e.insert(ThreadMemo::open(self.pid, tid, self.switches.is_none())?)
             }
         };
         if let Some(name) = memo.name_change(self.pid, tid, true) {
             self.unsent_names.insert(tid, name);
         }
+        Some(true)
+    }
+
+    /// Open `tid`'s kernel events: whether it is watched now (`None`: it is gone). A thread
+    /// is watched once it is seen to run, not before: a parked thread is read from `/proc`
+    /// and costs no descriptor, and a pool of ten thousand attaches in the time of the
+    /// few that run. Past the open-file limit, threads are stopped with ptrace instead.
+    fn kernel_watch(&mut self, tid: i32) -> Option<bool> {
+        let k = self.kernel.as_mut()?;
+        if self.unwatchable.contains(&tid) {
+            return Some(false);
+        }
+        // Descriptors are left for the files read transiently (schedstat, stat, maps).
+        let room = (k.descriptors_with_one_more() + FILES_KEPT_FREE) as u64 <= self.file_limit;
+        let out_of_files = !room
+            || match k.watch(tid) {
+                Ok(()) => false,
+                Err(PerfError::Open(e))
+                    if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) =>
+                {
+                    true
+                }
+                Err(_) => return None,
+            };
+        if out_of_files {
+            say_out_of_descriptors(self.file_limit);
+            self.unwatchable.insert(tid);
+            return Some(false);
+        }
+        // Its switch-outs carry all its registers from now on.
+        self.full_regs.remove(&tid);
         Some(true)
     }
 
@@ -504,23 +680,20 @@ impl Sampler {
         // Set at the first tick, before any sample is taken.
         let zero = self.clock_zero_ns.unwrap_or(0);
         let (mut got, mut left) = (Vec::new(), Vec::new());
-        if !k.drain(&mut got, &mut left) {
+        let complete = k.drain(&mut got, &mut left);
+        let period_ns = k.period_ns();
+        if !complete {
             self.switched_out.clear();
         }
         for l in left {
-            match self.switched_out.get(&l.tid) {
-                Some(prev) if prev.time_ns > l.time_ns => {}
-                _ => {
-                    self.switched_out.insert(l.tid, l);
-                }
-            }
+            latest(&mut self.switched_out, l);
         }
-        let period_ns = k.period_ns();
         for ks in got {
             let python = self.python.as_mut().and_then(|p| p.stack(ks.tid));
             out.push(RawSample {
                 tid: ks.tid,
                 time_ns: ks.time_ns.saturating_sub(zero),
+                tick: None,
                 name: self.unsent_names.remove(&ks.tid),
                 data: SampleData::Fresh(Box::new(Fresh {
                     os_state: 'R',
@@ -534,21 +707,25 @@ impl Sampler {
                     python_read_after: true,
                 })),
                 futex_owner: None,
-                gil: None,
             });
         }
     }
 
     /// The tick describes the instant it was planned for (`Tick::planned_ns`, here on the
-    /// kernel's clock), before parprof woke and took a CPU. A thread that ran after that
-    /// instant — it left its CPU later, or has a kernel sample stamped later — was running
-    /// at it, and its time there is in the kernel's samples: often it blocked only because
-    /// parprof's own wake-up preempted the holder of the lock it went for. Its tick sample
-    /// describes parprof, not the program, and is dropped. Reading from the instant the
-    /// tick thread ran instead overstated a 1 % lock share as 6-11 %: threads block in the
-    /// tens of microseconds between its wake-up and its first clock reading. Switch-outs
-    /// are taken now, and timer samples kept for the next batch.
-    fn drop_ran_after_the_tick(&mut self, out: &mut Vec<RawSample>, from: usize, tick_ns: u64) {
+    /// kernel's clock), before parprof woke and took a CPU; it reads threads 50-500 µs
+    /// later. A thread that ran after that instant — it left its CPU later, or has a kernel
+    /// sample stamped later — was running at it, and its time there is in the kernel's
+    /// samples: often it blocked only because parprof's own wake-up preempted the holder
+    /// of the lock it went for. Its tick sample describes parprof, not the program, and is
+    /// dropped. Reading every thread as found instead overstated a 1 % lock share as
+    /// 6-11 %. Switch-outs are taken now, and timer samples kept for the next batch.
+    fn drop_ran_after_the_tick(
+        &mut self,
+        out: &mut Vec<RawSample>,
+        from: usize,
+        tick_ns: u64,
+        on_cpu: &mut Vec<i32>,
+    ) {
         self.take_kernel_samples();
         let zero = self.clock_zero_ns.unwrap_or(0);
         let sampled_after: HashSet<i32> = out[..from]
@@ -556,13 +733,20 @@ impl Sampler {
             .filter(|s| zero + s.time_ns > tick_ns)
             .map(|s| s.tid)
             .collect();
-        let left = &self.switched_out;
+        let (left, names) = (&self.switched_out, &mut self.unsent_names);
         let mut i = 0;
-        out.retain(|s| {
+        out.retain_mut(|s| {
             i += 1;
-            i <= from
+            let keep = i <= from
                 || !sampled_after.contains(&s.tid)
-                    && left.get(&s.tid).is_none_or(|k| k.time_ns <= tick_ns)
+                    && left.get(&s.tid).is_none_or(|k| k.time_ns <= tick_ns);
+            if !keep {
+                on_cpu.push(s.tid);
+                if let Some(name) = s.name.take() {
+                    names.insert(s.tid, name);
+                }
+            }
+            keep
         });
     }
 
@@ -603,7 +787,8 @@ impl Sampler {
             || self.ticks_since_listing >= RELIST_TICKS
             || self.switches.is_some()
         {
-            self.tids = proc::threads(self.pid)?;
+            let old = std::mem::replace(&mut self.tids, proc::threads(self.pid)?);
+            self.departed_from(&old);
             self.ticks_since_listing = 0;
             let tids = &self.tids;
             self.threads
@@ -616,10 +801,23 @@ impl Sampler {
         Ok(self.tids.clone())
     }
 
+    /// Threads of `old` no longer listed have ended.
+    fn departed_from(&mut self, old: &[i32]) {
+        let tids = &self.tids;
+        self.departed
+            .extend(old.iter().filter(|t| tids.binary_search(t).is_err()));
+        self.attend.retain(|t| tids.binary_search(t).is_ok());
+    }
+
     fn forget(&mut self, tid: i32) {
+        if self.tids.binary_search(&tid).is_ok() {
+            self.departed.push(tid);
+        }
+        self.attend.remove(&tid);
         self.threads.remove(&tid);
         self.unsent_names.remove(&tid);
         self.switched_out.remove(&tid);
+        self.unwatchable.remove(&tid);
         if let Some(k) = self.kernel.as_mut() {
             k.unwatch(tid);
         }
@@ -639,14 +837,14 @@ impl Sampler {
         &mut self,
         tid: i32,
         hint: Hint,
-        time_ns: u64,
+        at: At,
         interval_ns: u64,
         out: &mut Vec<RawSample>,
     ) -> Triage {
         let pid = self.pid;
         let is_new = !self.threads.contains_key(&tid);
         if is_new {
-            let Some(memo) = ThreadMemo::open(pid, tid) else {
+            let Some(memo) = ThreadMemo::open(pid, tid, self.switches.is_none()) else {
                 return Triage::Gone;
             };
             self.threads.insert(tid, memo);
@@ -654,7 +852,12 @@ impl Sampler {
         let Some(memo) = self.threads.get_mut(&tid) else {
             return Triage::Gone;
         };
-        let Ok(sched) = memo.sched_file.read() else {
+        // A new thread's counters were read just now, when it was opened.
+        let sched = match is_new {
+            true => Ok(memo.sched),
+            false => memo.sched_file.read(),
+        };
+        let Ok(sched) = sched else {
             return Triage::Gone;
         };
         let prev = std::mem::replace(&mut memo.sched, sched);
@@ -669,16 +872,7 @@ impl Sampler {
                 // Runnable at its last capture and has not run since: it waited all along.
                 cpu_wait_ns = cpu_wait_ns.max(interval_ns);
             }
-            let futex_owner = memo.owned_futex.and_then(|f| owner_beside(&self.mem, f));
-            let name = memo.name_change(pid, tid, false);
-            out.push(RawSample {
-                tid,
-                time_ns,
-                name,
-                data: SampleData::Unchanged { cpu_wait_ns },
-                futex_owner,
-                gil: None,
-            });
+            out.extend(unchanged(pid, &self.mem, tid, memo, at, cpu_wait_ns));
             return Triage::Unchanged;
         }
         let name = memo.name_change(pid, tid, true);
@@ -722,7 +916,7 @@ impl Sampler {
     fn capture_running(
         &mut self,
         running: Vec<Ran>,
-        time_ns: u64,
+        at: At,
         out: &mut Vec<RawSample>,
         gone: &mut Vec<i32>,
     ) {
@@ -744,10 +938,10 @@ impl Sampler {
             };
             match result {
                 Err(StopError::Timeout) => {
-                    self.late.insert(tid, (ran, vec![time_ns]));
+                    self.late.insert(tid, (ran, vec![at]));
                 }
                 Err(StopError::Gone) => gone.push(tid),
-                result => self.finish(ran, time_ns, result, out),
+                result => self.finish(ran, at, result, out),
             }
         }
     }
@@ -788,17 +982,17 @@ impl Sampler {
                 continue;
             }
             self.finish(ran, ticks[0], result, &mut out);
-            for &time_ns in &ticks[1..] {
+            for &at in &ticks[1..] {
                 let data = SampleData::Unchanged {
                     cpu_wait_ns: wait_ns,
                 };
                 out.push(RawSample {
                     tid,
-                    time_ns,
+                    time_ns: at.time_ns,
+                    tick: Some(at.tick),
                     name: None,
                     data,
                     futex_owner: None,
-                    gil: None,
                 });
             }
         }
@@ -809,7 +1003,7 @@ impl Sampler {
     fn finish(
         &mut self,
         ran: Ran,
-        time_ns: u64,
+        at: At,
         result: Result<(Regs, Copied), StopError>,
         out: &mut Vec<RawSample>,
     ) {
@@ -825,7 +1019,7 @@ impl Sampler {
                 self.lost(tid, e.to_string())
             }
         };
-        out.push(ran.into_sample(time_ns, data));
+        out.push(ran.into_sample(at, data));
     }
 
     /// A thread that could not be captured: forget its counters so the next tick captures
@@ -869,6 +1063,29 @@ enum Triage {
     Ran(Ran),
 }
 
+/// The sample of a thread that has not run since its last one, if it says anything new:
+/// the time it has been waiting for a CPU, its mutex's owner now, or its new name. Without
+/// one its last sample stands for this tick (see `Batch`).
+fn unchanged(
+    pid: i32,
+    mem: &ProcessMemory,
+    tid: i32,
+    memo: &mut ThreadMemo,
+    at: At,
+    cpu_wait_ns: u64,
+) -> Option<RawSample> {
+    let futex_owner = memo.owned_futex.and_then(|f| owner_beside(mem, f));
+    let name = memo.name_change(pid, tid, false);
+    (cpu_wait_ns > 0 || memo.owned_futex.is_some() || name.is_some()).then_some(RawSample {
+        tid,
+        time_ns: at.time_ns,
+        tick: Some(at.tick),
+        name,
+        data: SampleData::Unchanged { cpu_wait_ns },
+        futex_owner,
+    })
+}
+
 /// Whether the thread was stopped inside a blocking system call that our interrupt cut
 /// short: `ip` follows a `syscall` instruction (0f 05) and `rax` holds one of the kernel's
 /// restart codes. A thread runnable at the tick and found so had blocked in between. A
@@ -888,6 +1105,13 @@ fn interrupted_syscall(mem: &ProcessMemory, regs: &Regs) -> bool {
             .checked_sub(2)
             .is_some_and(|a| mem.read(a, &mut insn).is_ok())
         && insn == [0x0f, 0x05]
+}
+
+/// Keep `k` as its thread's switch-out in `map` unless a later one is there.
+fn latest(map: &mut HashMap<i32, KernelSample>, k: KernelSample) {
+    if map.get(&k.tid).is_none_or(|prev| prev.time_ns <= k.time_ns) {
+        map.insert(k.tid, k);
+    }
 }
 
 /// The int at `futex + 8`: in a glibc `pthread_mutex_t` that is `__owner`, the tid holding
@@ -931,6 +1155,16 @@ fn copy_stack(mem: &ProcessMemory, sp: u64, scratch: &mut [u8]) -> Result<StackS
             bytes: Vec::new(),
         }),
     }
+}
+
+/// Said once per recording: perf events could not be opened for every thread.
+fn say_out_of_descriptors(limit: u64) {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| {
+        eprintln!(
+            "parprof: out of file descriptors (limit {limit}): threads beyond this are captured with ptrace stops, which slow them; raise the hard limit (ulimit -Hn, or run as root) to sample every thread from the kernel"
+        )
+    });
 }
 
 /// Said once per recording: perf capture was asked for (the default) and is not possible.

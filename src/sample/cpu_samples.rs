@@ -156,6 +156,11 @@ impl CpuSamples {
         self.timer_rings.iter().map(perf::Ring::poll_fd)
     }
 
+    /// Descriptors held once one more thread is watched.
+    pub fn descriptors_with_one_more(&self) -> usize {
+        (self.events.len() + 1) * 2 * self.cpus.len()
+    }
+
     pub fn watching(&self, tid: i32) -> bool {
         self.events.contains_key(&tid)
     }

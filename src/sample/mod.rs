@@ -71,13 +71,45 @@ impl Tick {
     }
 }
 
-/// One process's samples at one tick.
+/// One process's samples at one tick. Only threads that changed are in it: a thread of the
+/// process that is in none of `samples`, `running` and `gone` is where its previous tick
+/// sample left it, with the same stack and state, and its resolver counts it there. So a
+/// tick costs the threads that ran, not every thread: a thousand parked threads cost
+/// nothing until they wake.
 #[derive(Debug)]
 pub struct Batch {
     pub pid: i32,
+    /// The sampler's tick count (0 for its first batch).
+    pub tick: u64,
+    /// Nanoseconds since the recording started.
+    pub time_ns: u64,
     /// What happened to the process, which its resolver must know before these samples.
     pub event: Option<ProcessEvent>,
     pub samples: Vec<RawSample>,
+    /// Threads on a CPU at this tick: the kernel's samples carry their time, and this tick
+    /// has no sample of them.
+    pub running: Vec<i32>,
+    /// Threads that ended since the previous tick.
+    pub gone: Vec<i32>,
+    /// The CPython GIL at this tick.
+    pub gil: Option<GilState>,
+}
+
+impl Batch {
+    /// A followed child's last batch: it exited. Its resolver ends its threads at its
+    /// previous batch.
+    pub fn exited(pid: i32) -> Batch {
+        Batch {
+            pid,
+            tick: 0,
+            time_ns: 0,
+            event: Some(ProcessEvent::Exited),
+            samples: Vec::new(),
+            running: Vec::new(),
+            gone: Vec::new(),
+            gil: None,
+        }
+    }
 }
 
 /// The memory maps come from the sampler, read when it saw the event: the resolver runs
@@ -99,6 +131,9 @@ pub struct RawSample {
     pub tid: i32,
     /// Nanoseconds since the recording started.
     pub time_ns: u64,
+    /// The tick this sample describes the thread at; `None` for a kernel sample of a
+    /// running thread, taken between ticks.
+    pub tick: Option<u64>,
     /// The thread's name, when first seen or changed.
     pub name: Option<String>,
     pub data: SampleData,
@@ -106,8 +141,6 @@ pub struct RawSample {
     /// tick, when it is the tid of a thread of the target. In a glibc `pthread_mutex_t`
     /// that is `__owner`, the tid holding the mutex; attribution decides whether it applies.
     pub futex_owner: Option<i32>,
-    /// The CPython GIL at this tick (read once per tick, the same in every sample of it).
-    pub gil: Option<GilState>,
 }
 
 #[derive(Debug, Clone)]

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 
-use super::{Batch, Capture, ProcessEvent, Sampler, Settings, Tick};
+use super::{Batch, Capture, Sampler, Settings, Tick};
 use crate::process::{Maps, proc, ptrace};
 
 /// How often the followed processes are searched for new children.
@@ -76,11 +76,7 @@ impl Processes {
                 Err(_) => {
                     let gone = self.samplers.remove(i);
                     self.ended.insert(gone.pid);
-                    batches.push(Batch {
-                        pid: gone.pid,
-                        event: Some(ProcessEvent::Exited),
-                        samples: Vec::new(),
-                    });
+                    batches.push(Batch::exited(gone.pid));
                 }
             }
         }
