@@ -12,8 +12,9 @@
 #      perf / samply / py-spy, each vs nothing. samply refuses to run unless
 #      kernel.perf_event_paranoid <= 1: the script lowers it for samply's runs only and
 #      restores it (also on Ctrl-C);
-#   b. parprof's own CPU with 1000 parked + 4 busy threads at 100 Hz (switch records, and
-#      schedstat polling for comparison);
+#   b. parprof's own CPU, attach included, with PARKED_COUNTS parked + 2 busy threads at
+#      100 Hz for 10 s (and schedstat polling for comparison at 1000), with its peak RSS and
+#      the threads in the profile;
 #   c. post-processing of a POST_SECS 8-thread recording to SVG: parprof's end-of-recording
 #      write vs `perf script | inferno-collapse-perf | inferno-flamegraph`;
 #   d. parprof's peak RSS recording 100 threads, extrapolated to 10 minutes;
@@ -22,7 +23,7 @@
 # Each scenario runs ROUNDS times, interleaved; figures are medians. Must run as root (or
 # with ptrace and perf permissions). Knobs (environment):
 #   ROUNDS=5 SECS=4 RATES="100 1000" BUSY="2 8" POST_SECS=60 POST_ROUNDS=3 MEM_SECS="30 120"
-#   PY_PARKED=200 ONLY="a b c d" (a subset of scenarios)
+#   PY_PARKED=200 PARKED_COUNTS="1000 10000" ONLY="a b c d" (a subset of scenarios)
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-5}
@@ -34,6 +35,7 @@ POST_ROUNDS=${POST_ROUNDS:-3}
 MEM_SECS=${MEM_SECS:-30 120}
 ONLY=${ONLY:-a b c d e}
 PY_PARKED=${PY_PARKED:-200}
+PARKED_COUNTS=${PARKED_COUNTS:-1000 10000}
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 work=$repo/target/bench
@@ -189,22 +191,36 @@ if wants a; then
     done
 fi
 
-# --- b. parprof's own CPU with 1000 parked threads ------------------------------------------
+# --- b. parprof's own CPU with many parked threads ---------------------------------------------
 if wants b; then
-    say "b. own CPU, 1000 parked + 4 busy @ 100 Hz: $ROUNDS rounds of 10 s..."
-    declare -A B
-    for ((r = 1; r <= ROUNDS; r++)); do
-        for mode in switch poll; do
-            start_fixture "$PARKED" 13 1000 4
-            PARPROF_SAMPLING=$mode "${RUSAGE[@]}" "$tmp/b.rusage" "$PARPROF" record --pid "$FX_PID" --rate 100 --duration 10 -o "$tmp/b.folded" || true
-            stop_fixture
-            B[$mode]+="$(awk '{printf "%.2f", $1 / $2 * 100}' "$tmp/b.rusage") "
+    declare -A B RSS SEEN
+    for n in $PARKED_COUNTS; do
+        say "b. own CPU, $n parked + 2 busy @ 100 Hz: $ROUNDS rounds of 10 s..."
+        modes=switch
+        ((n <= 1000)) && modes="switch poll"
+        for ((r = 1; r <= ROUNDS; r++)); do
+            for mode in $modes; do
+                start_fixture "$PARKED" 14 "$n" 2
+                PARPROF_SAMPLING=$mode "${RUSAGE[@]}" "$tmp/b.rusage" "$PARPROF" record --pid "$FX_PID" --rate 100 --duration 10 \
+                    --summary "$tmp/b.json" -o "$tmp/b.folded" || true
+                stop_fixture
+                B[$n $mode]+="$(awk '{printf "%.2f", $1 / $2 * 100}' "$tmp/b.rusage") "
+                RSS[$n $mode]+="$(awk '{printf "%.1f", $3 / 1024}' "$tmp/b.rusage") "
+                SEEN[$n $mode]=$("$PYTHON" -c 'import json, sys; print(len(json.load(open(sys.argv[1]))["threads"]))' "$tmp/b.json" 2>/dev/null || echo "?")
+            done
         done
     done
     echo
-    echo "b. parprof's own CPU, 1000 parked + 4 busy threads @ 100 Hz (median % of one core, $ROUNDS rounds of 10 s)"
-    printf '   %-28s %9s%%\n' "context-switch records" "$(tr ' ' '\n' <<<"${B[switch]}" | awk NF | median)"
-    printf '   %-28s %9s%%\n' "schedstat polling" "$(tr ' ' '\n' <<<"${B[poll]}" | awk NF | median)"
+    echo "b. parprof's own CPU, attach included, N parked + 2 busy threads @ 100 Hz for 10 s (medians of $ROUNDS rounds)"
+    printf '   %-8s %-24s %12s %14s %18s\n' "parked" "which threads ran" "% of a core" "peak RSS MiB" "threads profiled"
+    for n in $PARKED_COUNTS; do
+        for mode in switch poll; do
+            [[ -n ${B[$n $mode]:-} ]] || continue
+            label="context-switch records"; [[ $mode == poll ]] && label="schedstat polling"
+            printf '   %-8s %-24s %12s %14s %18s\n' "$n" "$label" "$(tr ' ' '\n' <<<"${B[$n $mode]}" | awk NF | median)" \
+                "$(tr ' ' '\n' <<<"${RSS[$n $mode]}" | awk NF | median)" "${SEEN[$n $mode]} of $((n + 3))"
+        done
+    done
 fi
 
 # --- c. post-processing to SVG -----------------------------------------------------------------

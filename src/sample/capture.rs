@@ -123,8 +123,9 @@ pub const SAMPLING_ENV: &str = "PARPROF_SAMPLING";
 
 impl ThreadMemo {
     /// A thread seen for the first time; `None` if it is gone. Its schedstat file is kept
-    /// open when it is read at every tick (`keep_open`: without switch records).
-    fn open(pid: i32, tid: i32, keep_open: bool) -> Option<ThreadMemo> {
+    /// open when it is read at every tick (`keep_open`: without switch records). A thread
+    /// `born` during the recording is young: it may be about to be named.
+    fn open(pid: i32, tid: i32, keep_open: bool, born: bool) -> Option<ThreadMemo> {
         let sched_file = SchedStatFile::open(pid, tid, keep_open).ok()?;
         let sched = sched_file.read().ok()?;
         Some(ThreadMemo {
@@ -132,7 +133,7 @@ impl ThreadMemo {
             sched,
             name: String::new(),
             since_name: NAME_REFRESH,
-            young: YOUNG_TICKS,
+            young: if born { YOUNG_TICKS } else { 0 },
             runnable: false,
             owned_futex: None,
         })
@@ -464,15 +465,15 @@ impl Sampler {
 
     /// Threads looked at every tick whatever the switch records say: one seen runnable
     /// (it waits for a CPU, which no record tells), a mutex waiter (its owner can change
-    /// under it), and one not captured yet. A young thread's name is read at each of its
-    /// first ticks only while it runs; one renamed by another thread while it sleeps is
-    /// named at the end (`names_now`).
+    /// under it), one born during the recording in its first ticks (it is often named just
+    /// then, by itself or its creator), and one not captured yet. Threads found at attach
+    /// are not young: a pool of ten thousand would cost ten reads each.
     fn attend_if_needed(&mut self, tid: i32) {
         let needed = self.tids.binary_search(&tid).is_ok()
             && self
                 .threads
                 .get(&tid)
-                .is_none_or(|m| m.runnable || m.owned_futex.is_some());
+                .is_none_or(|m| m.runnable || m.owned_futex.is_some() || m.young > 0);
         if needed {
             self.attend.insert(tid);
         } else {
@@ -612,9 +613,12 @@ impl Sampler {
         }
         let memo = match self.threads.entry(tid) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(ThreadMemo::open(self.pid, tid, self.switches.is_none())?)
-            }
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(ThreadMemo::open(
+                self.pid,
+                tid,
+                self.switches.is_none(),
+                self.ticks > 1,
+            )?),
         };
         if let Some(name) = memo.name_change(self.pid, tid, true) {
             self.unsent_names.insert(tid, name);
@@ -844,7 +848,8 @@ impl Sampler {
         let pid = self.pid;
         let is_new = !self.threads.contains_key(&tid);
         if is_new {
-            let Some(memo) = ThreadMemo::open(pid, tid, self.switches.is_none()) else {
+            let Some(memo) = ThreadMemo::open(pid, tid, self.switches.is_none(), self.ticks > 1)
+            else {
                 return Triage::Gone;
             };
             self.threads.insert(tid, memo);
