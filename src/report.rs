@@ -24,14 +24,18 @@ pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
         );
     }
     output::write_file(&profile, format, args.threads, &args.output)?;
+    let captured = output::text::captured_by(&profile);
     eprintln!(
-        "parprof: {} samples of {} threads ({:.1} s) from {}; wrote {}",
+        "parprof: {} samples of {} threads ({:.1} s{captured}) from {}; wrote {}",
         profile.total_samples(),
         profile.threads.len(),
         profile.meta.duration_s,
         args.profile.display(),
         args.output.display()
     );
+    for line in output::text::findings(&profile) {
+        eprintln!("{line}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

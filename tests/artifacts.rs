@@ -66,6 +66,17 @@ fn saved_profile_reports_the_recorded_stacks() {
         "4 workers and main expected: {:?}",
         p.threads
     );
+    // What the recording said at its end is what the file says: its threads' time, its
+    // contended locks with their holders, and how running threads were captured.
+    let capture = p.meta.capture.as_deref().expect("the capture backend");
+    assert!(
+        stderr.contains(&format!("running threads captured by {capture}")),
+        "{stderr}"
+    );
+    assert!(!p.locks.is_empty(), "the lock table is saved: {stderr}");
+    for line in parprof::output::text::findings(&p) {
+        assert!(stderr.contains(&line), "{line:?} not in:\n{stderr}");
+    }
 
     for threads in [false, true] {
         let extra: &[&str] = if threads { &["--threads"] } else { &[] };

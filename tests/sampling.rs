@@ -55,16 +55,7 @@ fn record(mode: Option<&str>) -> Run {
     let fx = Fixture::start(std::path::Path::new("taskset"), &args);
     let out = scratch_file("sampling.folded");
     let mut cmd = parprof();
-    cmd.args([
-        "record",
-        "--pid",
-        &fx.pid().to_string(),
-        "-d",
-        "2",
-        "--threads",
-        "-o",
-        out.to_str().unwrap(),
-    ]);
+    cmd.args(two_seconds_of(fx.pid(), &out));
     match mode {
         Some(m) => cmd.env(SAMPLING_ENV, m),
         None => cmd.env_remove(SAMPLING_ENV),
@@ -76,6 +67,22 @@ fn record(mode: Option<&str>) -> Run {
     assert!(left.is_empty(), "threads left stopped or traced: {left:?}");
     let stacks = parse_folded(&std::fs::read_to_string(&out).expect("folded output"));
     Run { stacks, stderr }
+}
+
+/// `record` of `pid` for 2 s into `out`, by thread.
+fn two_seconds_of(pid: i32, out: &std::path::Path) -> Vec<String> {
+    let args = [
+        "record",
+        "--pid",
+        &pid.to_string(),
+        "-d",
+        "2",
+        "--threads",
+        "-o",
+    ];
+    let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    args.push(out.to_str().unwrap().to_string());
+    args
 }
 
 /// Switch records are expected where perf allows CPU-wide events: as root, or with
@@ -197,18 +204,12 @@ fn thousands_of_parked_threads_each_appear_with_the_state_proc_gives() {
         scratch_file("parked-pool.folded"),
         scratch_file("parked-pool.json"),
     );
-    run_parprof(&[
-        "record",
-        "--pid",
-        &fx.pid().to_string(),
-        "-d",
-        "2",
-        "--threads",
-        "-o",
-        out.to_str().unwrap(),
-        "--summary",
-        summary.to_str().unwrap(),
+    let mut args = two_seconds_of(fx.pid(), &out);
+    args.extend([
+        "--summary".to_string(),
+        summary.to_str().unwrap().to_string(),
     ]);
+    run_parprof(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let after = proc_says(fx.pid());
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();

@@ -16,12 +16,7 @@ pub fn summary(p: &Profile, reason: StopReason, complete_walks: u64, walks: u64,
         StopReason::Interrupted => "interrupted",
         StopReason::TargetExited => "target exited",
     };
-    let captured = p
-        .meta
-        .capture
-        .as_deref()
-        .map(|c| format!(", running threads captured by {c}"))
-        .unwrap_or_default();
+    let captured = captured_by(p);
     eprintln!(
         "parprof: {} samples of {} threads over {:.1} s ({why}{captured}); wrote {}",
         p.total_samples(),
@@ -35,20 +30,38 @@ pub fn summary(p: &Profile, reason: StopReason, complete_walks: u64, walks: u64,
             100.0 * complete_walks as f64 / walks as f64
         );
     }
+    for line in findings(p) {
+        eprintln!("{line}");
+    }
+}
+
+/// `, running threads captured by perf` when the profile says how.
+pub fn captured_by(p: &Profile) -> String {
+    p.meta
+        .capture
+        .as_deref()
+        .map(|c| format!(", running threads captured by {c}"))
+        .unwrap_or_default()
+}
+
+/// What a profile says, as `record` ends with it and `report` shows it again: the hottest
+/// functions, where each thread's time went, and the most waited-on locks.
+pub fn findings(p: &Profile) -> Vec<String> {
+    let mut lines = Vec::new();
     let hot = p.hottest_functions(5);
     if !hot.is_empty() {
-        eprintln!("parprof: hottest functions (self samples):");
+        lines.push("parprof: hottest functions (self samples):".to_string());
         let total = p.total_samples().max(1) as f64;
         for (name, n) in hot {
-            eprintln!("  {:5.1}%  {n:6}  {name}", 100.0 * n as f64 / total);
+            lines.push(format!(
+                "  {:5.1}%  {n:6}  {name}",
+                100.0 * n as f64 / total
+            ));
         }
     }
-    for line in thread_table(p) {
-        eprintln!("{line}");
-    }
-    for line in lock_report(&summary_json::summary(p).locks) {
-        eprintln!("{line}");
-    }
+    lines.extend(thread_table(p));
+    lines.extend(lock_report(&summary_json::summary(p).locks));
+    lines
 }
 
 /// The states in the per-thread table, in column order (`other` is what is left).

@@ -29,7 +29,7 @@ pub struct Meta {
     pub host: String,
     pub parprof_version: String,
     pub python: Option<String>,
-    /// How running threads were captured (`perf` or `ptrace`); not kept in saved profiles yet.
+    /// How running threads were captured (`perf` or `ptrace`); `None` from a version-1 file.
     pub capture: Option<String>,
 }
 

@@ -2,14 +2,15 @@
 //! archived later without the target. Layout (docs/profile-format.md has the details):
 //!
 //! ```text
-//! b"PARPROF\0"  u32 little-endian format version  gzip( postcard( FileV1 ) )
+//! b"PARPROF\0"  u32 little-endian format version  gzip( postcard( FileV2 ) )
 //! ```
 //!
 //! The header stays uncompressed so a reader can refuse a newer file before decoding it.
 //! The body is a set of tables (strings, frames, stacks, threads, counts, an optional
-//! delta-encoded timeline) defined by the `*V1` structs below, not by the in-memory types:
-//! changing an in-memory type never changes the file, and changing a `*V1` struct means a
-//! new version number and a new decoder kept beside the old one.
+//! delta-encoded timeline) defined by the `*V1` structs below, then (version 2) the capture
+//! backend and the lock table (`*V2`); not by the in-memory types: changing an in-memory
+//! type never changes the file, and changing a file struct means a new version number and
+//! a decoder kept beside the old one. Version 1 files still read, without locks.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -17,12 +18,13 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::locks::LockStats;
 use super::{FrameId, Meta, Profile, StackId, State, ThreadInfo, TimedSample};
 use crate::frame::{Frame, FrameKind};
 
 pub const MAGIC: &[u8; 8] = b"PARPROF\0";
 /// The newest format version this parprof writes and reads.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SavedError {
@@ -52,6 +54,32 @@ struct FileV1 {
     threads: Vec<ThreadV1>,
     counts: Vec<CountV1>,
     timeline: Option<Vec<TimedV1>>,
+}
+
+/// Version 2: version 1's tables (its string table serves both), then what else a live
+/// recording shows.
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+struct FileV2 {
+    v1: FileV1,
+    /// How running threads were captured (`perf`, `ptrace`).
+    capture: Option<String>,
+    locks: Vec<LockV2>,
+}
+
+/// `LockStats` of the lock at `address`; strings, stacks and states as in version 1.
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+struct LockV2 {
+    address: u64,
+    kind: u32,
+    symbol: Option<u32>,
+    first_waiter: Option<u32>,
+    site: Option<u32>,
+    wait_samples: u64,
+    waiters: Vec<(i32, u64)>,
+    waiter_stacks: Vec<(u32, u64)>,
+    holders: Vec<(i32, u64)>,
+    /// (holder, its state, its leaf function, samples).
+    holder_activity: Vec<(i32, u8, u32, u64)>,
 }
 
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
@@ -135,26 +163,34 @@ pub fn decode(bytes: &[u8]) -> Result<Profile, SavedError> {
         .split_first_chunk::<4>()
         .ok_or_else(|| corrupt("no format version"))?;
     match u32::from_le_bytes(*version) {
-        1 => {
-            let mut raw = Vec::new();
-            flate2::read::GzDecoder::new(body)
-                .read_to_end(&mut raw)
-                .map_err(corrupt)?;
-            let (file, extra) = postcard::take_from_bytes::<FileV1>(&raw).map_err(corrupt)?;
-            if !extra.is_empty() {
-                return Err(corrupt(format!(
-                    "{} unexpected bytes after the tables",
-                    extra.len()
-                )));
-            }
-            from_file(file)
-        }
+        1 => from_file(FileV2 {
+            v1: tables(body)?,
+            capture: None,
+            locks: Vec::new(),
+        }),
+        2 => from_file(tables(body)?),
         found if found > VERSION => Err(SavedError::Newer {
             found,
             supported: VERSION,
         }),
         other => Err(SavedError::BadVersion(other)),
     }
+}
+
+/// The body's record, which must fill it.
+fn tables<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, SavedError> {
+    let mut raw = Vec::new();
+    flate2::read::GzDecoder::new(body)
+        .read_to_end(&mut raw)
+        .map_err(corrupt)?;
+    let (file, extra) = postcard::take_from_bytes::<T>(&raw).map_err(corrupt)?;
+    if !extra.is_empty() {
+        return Err(corrupt(format!(
+            "{} unexpected bytes after the tables",
+            extra.len()
+        )));
+    }
+    Ok(file)
 }
 
 fn corrupt(e: impl std::fmt::Display) -> SavedError {
@@ -180,7 +216,7 @@ impl Strings {
     }
 }
 
-fn to_file(p: &Profile) -> FileV1 {
+fn to_file(p: &Profile) -> FileV2 {
     let mut strings = Strings::default();
     let frames = p
         .frames()
@@ -229,8 +265,28 @@ fn to_file(p: &Profile) -> FileV1 {
             })
             .collect()
     });
+    let locks = p
+        .locks
+        .iter()
+        .map(|(&address, l)| LockV2 {
+            address,
+            kind: strings.id(&l.kind),
+            symbol: l.symbol.as_deref().map(|s| strings.id(s)),
+            first_waiter: l.first_waiter.as_deref().map(|s| strings.id(s)),
+            site: l.site.as_deref().map(|s| strings.id(s)),
+            wait_samples: l.wait_samples,
+            waiters: l.waiters.iter().map(|(&t, &n)| (t, n)).collect(),
+            waiter_stacks: l.waiter_stacks.iter().map(|(&s, &n)| (s, n)).collect(),
+            holders: l.holders.iter().map(|(&t, &n)| (t, n)).collect(),
+            holder_activity: l
+                .holder_activity
+                .iter()
+                .map(|((t, s, f), &n)| (*t, code(*s), strings.id(f), n))
+                .collect(),
+        })
+        .collect();
     let m = &p.meta;
-    FileV1 {
+    let v1 = FileV1 {
         meta: MetaV1 {
             command: m.command.clone(),
             pid: m.pid,
@@ -248,11 +304,17 @@ fn to_file(p: &Profile) -> FileV1 {
         threads,
         counts,
         timeline,
+    };
+    FileV2 {
+        v1,
+        capture: m.capture.clone(),
+        locks,
     }
 }
 
 /// Rebuilds a profile from the tables, rejecting any reference that points outside them.
-fn from_file(f: FileV1) -> Result<Profile, SavedError> {
+fn from_file(file: FileV2) -> Result<Profile, SavedError> {
+    let f = file.v1;
     let string = |id: u32| {
         f.strings
             .get(id as usize)
@@ -284,7 +346,7 @@ fn from_file(f: FileV1) -> Result<Profile, SavedError> {
         host: m.host,
         parprof_version: m.parprof_version,
         python: m.python,
-        capture: None,
+        capture: file.capture,
     };
     let mut p = Profile::new(meta, f.timeline.is_some());
     let mut frame_ids: Vec<FrameId> = Vec::with_capacity(f.frames.len());
@@ -348,6 +410,28 @@ fn from_file(f: FileV1) -> Result<Profile, SavedError> {
             });
         }
     }
+    for l in file.locks {
+        let mut lock = LockStats {
+            kind: string(l.kind)?,
+            symbol: l.symbol.map(string).transpose()?,
+            first_waiter: l.first_waiter.map(string).transpose()?,
+            site: l.site.map(string).transpose()?,
+            wait_samples: l.wait_samples,
+            waiters: l.waiters.into_iter().collect(),
+            holders: l.holders.into_iter().collect(),
+            ..LockStats::default()
+        };
+        for (s, n) in l.waiter_stacks {
+            *lock.waiter_stacks.entry(stack(s)?).or_default() += n;
+        }
+        for (t, s, f, n) in l.holder_activity {
+            *lock
+                .holder_activity
+                .entry((t, state(s)?, string(f)?))
+                .or_default() += n;
+        }
+        p.locks.insert(l.address, lock);
+    }
     Ok(p)
 }
 
@@ -365,7 +449,7 @@ mod tests {
             host: "box".into(),
             parprof_version: "0.1.0".into(),
             python: Some("3.13.1".into()),
-            capture: None,
+            capture: Some("perf".into()),
         };
         let mut p = Profile::new(meta, true);
         let main = Frame::native("main", "lockscale");
@@ -385,6 +469,20 @@ mod tests {
         p.add(8, b, State::Lock, 10_000_500, 1);
         p.add(7, a, State::CpuWait, 20_000_000, 1);
         p.add(8, a, State::LockSpin, 19_000_000, 2);
+        p.locks.insert(
+            0x5000,
+            LockStats {
+                kind: "pthread_mutex".into(),
+                symbol: Some("big".into()),
+                first_waiter: Some("update_shared".into()),
+                site: None,
+                wait_samples: 3,
+                waiters: [(8, 3)].into(),
+                waiter_stacks: [(b, 3)].into(),
+                holders: [(7, 2)].into(),
+                holder_activity: [((7, State::Compute, "update_shared".into()), 2)].into(),
+            },
+        );
         p
     }
 
@@ -392,6 +490,25 @@ mod tests {
         let mut out = Vec::new();
         write(p, &mut out).unwrap();
         out
+    }
+
+    /// The file of version `version` holding `body`.
+    fn file_of(version: u32, body: &impl Serialize) -> Vec<u8> {
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend(version.to_le_bytes());
+        let mut gz = flate2::write::GzEncoder::new(&mut bytes, flate2::Compression::fast());
+        gz.write_all(&postcard::to_stdvec(body).unwrap()).unwrap();
+        gz.finish().unwrap();
+        bytes
+    }
+
+    #[test]
+    fn version_1_files_still_read_without_locks_or_capture() {
+        let p = sample_profile();
+        let old = decode(&file_of(1, &to_file(&p).v1)).unwrap();
+        assert_eq!((old.meta.capture.as_deref(), old.locks.len()), (None, 0));
+        assert_eq!(old.counts, p.counts);
+        assert_eq!(old.timeline, p.timeline);
     }
 
     #[test]
@@ -432,15 +549,16 @@ mod tests {
     fn out_of_range_references_are_rejected() {
         let p = sample_profile();
         let mut file = to_file(&p);
-        file.stacks[0].push(99);
-        let mut bytes = MAGIC.to_vec();
-        bytes.extend(VERSION.to_le_bytes());
-        let mut gz = flate2::write::GzEncoder::new(&mut bytes, flate2::Compression::fast());
-        gz.write_all(&postcard::to_stdvec(&file).unwrap()).unwrap();
-        gz.finish().unwrap();
+        file.v1.stacks[0].push(99);
         assert_eq!(
-            decode(&bytes).unwrap_err().to_string(),
+            decode(&file_of(VERSION, &file)).unwrap_err().to_string(),
             "the profile is truncated or corrupt (frame id 99 out of range)"
+        );
+        let mut file = to_file(&p);
+        file.locks[0].waiter_stacks[0].0 = 77;
+        assert_eq!(
+            decode(&file_of(VERSION, &file)).unwrap_err().to_string(),
+            "the profile is truncated or corrupt (stack id 77 out of range)"
         );
     }
 

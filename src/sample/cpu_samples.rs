@@ -197,15 +197,17 @@ impl CpuSamples {
         self.events.clear();
     }
 
-    /// Append every timer sample taken since the last drain to `timer`, and every
-    /// switch-out to `switched_out`, each in time order per CPU. Returns false when some
-    /// switch-outs were lost (a ring overflowed): a thread's latest one may be missing.
+    /// Append every timer sample taken since the last drain to `timer`, in time order (a
+    /// thread that moved between CPUs has samples in two rings), and every switch-out to
+    /// `switched_out`, in time order per CPU. Returns false when some switch-outs were
+    /// lost (a ring overflowed): a thread's latest one may be missing.
     pub fn drain(
         &mut self,
         timer: &mut Vec<KernelSample>,
         switched_out: &mut Vec<KernelSample>,
     ) -> bool {
         let mut complete = true;
+        let first_new = timer.len();
         for (rings, out, stack) in [
             (&mut self.timer_rings, &mut *timer, true),
             (&mut self.switch_rings, &mut *switched_out, false),
@@ -230,6 +232,7 @@ impl CpuSamples {
                 }
             }
         }
+        timer[first_new..].sort_by_key(|s| s.time_ns);
         complete
     }
 }
