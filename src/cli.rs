@@ -57,6 +57,11 @@ pub struct ReportArgs {
     /// Start each stack with its thread (`name tid`).
     #[arg(long)]
     pub threads: bool,
+
+    /// Also write the per-thread breakdown and contended locks as JSON (docs/summary.md),
+    /// as `record --summary` does.
+    #[arg(long, value_name = "FILE.json")]
+    pub summary: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

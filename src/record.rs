@@ -150,11 +150,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
     }
     output::write_file(&profile, format, args.threads, &args.output)?;
     if let Some(path) = &args.summary {
-        let file = std::fs::File::create(path)
-            .with_context(|| format!("cannot create {}", path.display()))?;
-        let mut out = std::io::BufWriter::new(file);
-        output::summary_json::write(&profile, &mut out)
-            .with_context(|| format!("writing {}", path.display()))?;
+        output::summary_json::write_file(&profile, path)?;
     }
     crate::output::text::summary(&profile, reason, complete, walks, &args.output);
     if let Some(mut c) = child

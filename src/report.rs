@@ -24,6 +24,9 @@ pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
         );
     }
     output::write_file(&profile, format, args.threads, &args.output)?;
+    if let Some(path) = &args.summary {
+        output::summary_json::write_file(&profile, path)?;
+    }
     let captured = output::text::captured_by(&profile);
     eprintln!(
         "parprof: {} samples of {} threads ({:.1} s{captured}) from {}; wrote {}",

@@ -77,6 +77,20 @@ fn saved_profile_reports_the_recorded_stacks() {
     for line in parprof::output::text::findings(&p) {
         assert!(stderr.contains(&line), "{line:?} not in:\n{stderr}");
     }
+    // `report --summary` writes the saved profile's summary, locks included.
+    let json = scratch_file("report-summary.json");
+    run_parprof(&[
+        "report",
+        path.to_str().unwrap(),
+        "-o",
+        scratch_file("report-summary.folded").to_str().unwrap(),
+        "--summary",
+        json.to_str().unwrap(),
+    ]);
+    let reported: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let expected = serde_json::to_value(parprof::output::summary_json::summary(&p)).unwrap();
+    assert_eq!(reported, expected);
+    assert!(!reported["locks"].as_array().unwrap().is_empty());
 
     for threads in [false, true] {
         let extra: &[&str] = if threads { &["--threads"] } else { &[] };

@@ -163,6 +163,15 @@ pub fn by_count<K: Clone + Ord>(m: &BTreeMap<K, u64>) -> Vec<(K, u64)> {
     v
 }
 
+/// Write the summary of `p` to the file at `path`.
+pub fn write_file(p: &Profile, path: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let file =
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    write(p, &mut std::io::BufWriter::new(file))
+        .with_context(|| format!("writing {}", path.display()))
+}
+
 pub fn write(p: &Profile, out: &mut dyn std::io::Write) -> std::io::Result<()> {
     serde_json::to_writer_pretty(&mut *out, &summary(p))?;
     writeln!(out)?;
