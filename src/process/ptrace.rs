@@ -78,6 +78,11 @@ impl Tracer {
         results
     }
 
+    /// Whether threads that missed a deadline are still held (seized, not yet stopped).
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
     /// Threads that missed an earlier deadline, captured as they stop, until all are in or
     /// `until` (pass `Instant::now()` for those stopped already). They were waiting for a
     /// CPU; a thread reaches its ptrace stop before running any of its own code, so its

@@ -956,7 +956,7 @@ impl Sampler {
     pub fn release_late(&mut self) -> bool {
         let samples = self.collect_late(Instant::now());
         self.late_samples.extend(samples);
-        !self.late.is_empty()
+        self.tracer.has_pending()
     }
 
     /// Capture the threads that missed a tick's stop deadline, as they stop, until all are
@@ -965,7 +965,10 @@ impl Sampler {
     /// runnable, waiting for a CPU. `tick` includes those stopped by then.
     pub fn collect_late(&mut self, until: Instant) -> Vec<RawSample> {
         let mut out = Vec::new();
-        if self.late.is_empty() {
+        // The tracer's threads, not `late`: a late thread that exited was forgotten here
+        // (its exit record came), but is still the tracer's to reap; left unreaped, a
+        // killed target stays a zombie and the recording never ends.
+        if !self.tracer.has_pending() {
             return out;
         }
         let (mem, scratch, python) = (self.mem, &mut self.scratch, &mut self.python);
