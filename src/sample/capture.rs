@@ -414,6 +414,9 @@ impl Sampler {
             );
         }
         self.capture_running(running, at, &mut out, &mut gone);
+        // A thread stopped late gives this tick's sample when it stops, in a later batch:
+        // until then its resolver must not count its last one for it.
+        on_cpu.extend(self.late.keys());
         for &tid in &visit {
             self.attend_if_needed(tid);
         }

@@ -87,7 +87,7 @@ pub struct Batch {
     pub event: Option<ProcessEvent>,
     pub samples: Vec<RawSample>,
     /// Threads on a CPU at this tick: the kernel's samples carry their time, and this tick
-    /// has no sample of them.
+    /// has no sample of them (or, stopped late with ptrace, has it in a later batch).
     pub running: Vec<i32>,
     /// Threads that ended since the previous tick.
     pub gone: Vec<i32>,
