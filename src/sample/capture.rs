@@ -76,6 +76,18 @@ struct At {
     time_ns: u64,
 }
 
+/// Where each thread visited at a tick went.
+#[derive(Default)]
+struct Visited {
+    /// Its sample.
+    samples: Vec<RawSample>,
+    /// To be stopped with ptrace.
+    running: Vec<Ran>,
+    /// On a CPU: the kernel's samples carry it (see `Batch::running`).
+    on_cpu: Vec<i32>,
+    gone: Vec<i32>,
+}
+
 /// One tick's capture, before the batch is made.
 struct Captured {
     at: At,
@@ -122,9 +134,7 @@ const RELIST_TICKS: u32 = 10;
 pub const SAMPLING_ENV: &str = "PARPROF_SAMPLING";
 
 impl ThreadMemo {
-    /// A thread seen for the first time; `None` if it is gone. Its schedstat file is kept
-    /// open when it is read at every tick (`keep_open`: without switch records). A thread
-    /// `born` during the recording is young: it may be about to be named.
+    /// A thread seen for the first time (see `Sampler::memo`); `None` if it is gone.
     fn open(pid: i32, tid: i32, keep_open: bool, born: bool) -> Option<ThreadMemo> {
         let sched_file = SchedStatFile::open(pid, tid, keep_open).ok()?;
         let sched = sched_file.read().ok()?;
@@ -382,13 +392,14 @@ impl Sampler {
             .as_mut()
             .map(SwitchLog::drain)
             .filter(|a| !a.lost);
-        let tids = match &activity {
+        match &activity {
             Some(a) => self.apply_births(a)?,
             None => self.thread_list()?,
-        };
+        }
+        // Every thread when the records cannot say which changed; else the few they name.
         let visit = match &activity {
             Some(a) if !std::mem::take(&mut self.visit_all) => self.to_visit(a),
-            _ => tids,
+            _ => self.tids.clone(),
         };
         if let Some(py) = self.python.as_mut() {
             py.refresh_threads();
@@ -398,21 +409,19 @@ impl Sampler {
         // First, so that a thread's tick sample below follows its kernel samples.
         self.kernel_samples(&mut out);
         let first_tick_sample = out.len();
-        let mut on_cpu = Vec::new();
-        let mut running = Vec::new();
-        let mut gone = Vec::new();
+        let mut v = Visited {
+            samples: out,
+            ..Visited::default()
+        };
         for &tid in &visit {
-            self.visit(
-                tid,
-                at,
-                interval_ns,
-                &activity,
-                &mut out,
-                &mut running,
-                &mut on_cpu,
-                &mut gone,
-            );
+            self.visit(tid, at, interval_ns, &activity, &mut v);
         }
+        let Visited {
+            samples: mut out,
+            running,
+            mut on_cpu,
+            mut gone,
+        } = v;
         self.capture_running(running, at, &mut out, &mut gone);
         // A thread stopped late gives this tick's sample when it stops, in a later batch:
         // until then its resolver must not count its last one for it.
@@ -436,6 +445,19 @@ impl Sampler {
             on_cpu,
             gil,
         })
+    }
+
+    /// Open what is kept of `tid` when it is first seen; false if it is gone. Its schedstat
+    /// file stays open only when every thread is read every tick (polling), and a thread
+    /// found after the first tick is young (about to be named, often).
+    fn has_memo(&mut self, tid: i32) -> bool {
+        if self.threads.contains_key(&tid) {
+            return true;
+        }
+        let (keep_open, born) = (self.switches.is_none(), self.ticks > 1);
+        ThreadMemo::open(self.pid, tid, keep_open, born)
+            .map(|m| self.threads.insert(tid, m))
+            .is_some()
     }
 
     /// A thread the kernel's samples carry at this tick: its name, if just read, waits for
@@ -484,20 +506,21 @@ impl Sampler {
         }
     }
 
-    /// Capture one thread at this tick: a sample into `out`, or onto `running` to be
-    /// stopped, or onto `on_cpu` when the kernel's samples carry it, or onto `gone`.
-    #[allow(clippy::too_many_arguments)]
+    /// Capture one thread at this tick, into `v`.
     fn visit(
         &mut self,
         tid: i32,
         at: At,
         interval_ns: u64,
         activity: &Option<Activity>,
-        out: &mut Vec<RawSample>,
-        running: &mut Vec<Ran>,
-        on_cpu: &mut Vec<i32>,
-        gone: &mut Vec<i32>,
+        v: &mut Visited,
     ) {
+        let Visited {
+            samples: out,
+            running,
+            on_cpu,
+            gone,
+        } = v;
         if let Some((_, ticks)) = self.late.get_mut(&tid) {
             // Seized and still not scheduled: it has not run, so this tick's sample is the
             // one it will give when it stops.
@@ -614,15 +637,10 @@ impl Sampler {
         if !self.switches.as_ref().is_some_and(|s| s.on_cpu(tid)) {
             return Some(false);
         }
-        let memo = match self.threads.entry(tid) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => e.insert(ThreadMemo::open(
-                self.pid,
-                tid,
-                self.switches.is_none(),
-                self.ticks > 1,
-            )?),
-        };
+        if !self.has_memo(tid) {
+            return None;
+        }
+        let memo = self.threads.get_mut(&tid)?;
         if let Some(name) = memo.name_change(self.pid, tid, true) {
             self.unsent_names.insert(tid, name);
         }
@@ -770,7 +788,7 @@ impl Sampler {
     }
 
     /// With switch records: the thread list follows their births and exits.
-    fn apply_births(&mut self, a: &Activity) -> std::io::Result<Vec<i32>> {
+    fn apply_births(&mut self, a: &Activity) -> std::io::Result<()> {
         for tid in &a.exited {
             self.forget(*tid);
         }
@@ -783,11 +801,11 @@ impl Sampler {
             // Every thread exited: is the process gone?
             self.tids = proc::threads(self.pid)?;
         }
-        Ok(self.tids.clone())
+        Ok(())
     }
 
     /// Without switch records: the task directory, re-read when the thread count changes.
-    fn thread_list(&mut self) -> std::io::Result<Vec<i32>> {
+    fn thread_list(&mut self) -> std::io::Result<()> {
         let count = ThreadStat::read(self.pid, self.pid)?.num_threads as usize;
         self.ticks_since_listing += 1;
         if count != self.tids.len()
@@ -805,7 +823,7 @@ impl Sampler {
                 s.reset_threads(&self.tids);
             }
         }
-        Ok(self.tids.clone())
+        Ok(())
     }
 
     /// Threads of `old` no longer listed have ended.
@@ -850,12 +868,8 @@ impl Sampler {
     ) -> Triage {
         let pid = self.pid;
         let is_new = !self.threads.contains_key(&tid);
-        if is_new {
-            let Some(memo) = ThreadMemo::open(pid, tid, self.switches.is_none(), self.ticks > 1)
-            else {
-                return Triage::Gone;
-            };
-            self.threads.insert(tid, memo);
+        if !self.has_memo(tid) {
+            return Triage::Gone;
         }
         let Some(memo) = self.threads.get_mut(&tid) else {
             return Triage::Gone;

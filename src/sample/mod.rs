@@ -64,11 +64,6 @@ impl Tick {
             zero_ns: now,
         }
     }
-
-    /// Nanoseconds since the recording started.
-    pub fn since_zero_ns(self) -> u64 {
-        self.planned_ns.saturating_sub(self.zero_ns)
-    }
 }
 
 /// One process's samples at one tick. Only threads that changed are in it: a thread of the
