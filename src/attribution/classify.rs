@@ -107,6 +107,14 @@ pub fn classify(t: &ThreadFacts, frames: &[Frame]) -> Attribution {
         ('R', _) if role == Some(Role::Acquire) => State::LockSpin,
         ('R', _) if t.cpu_wait_ns > t.run_ns => State::CpuWait,
         ('R', _) => State::Compute,
+        // Its syscall was read in a futex wait and its stack yields: it woke between the
+        // two reads and spins again. The futex it slept on (a parking-lot semaphore on its
+        // own stack) no longer names the lock.
+        (_, Syscall::Blocked { nr, .. })
+            if is_futex_wait(nr) && role == Some(Role::Acquire) && is_yielding(frames) =>
+        {
+            State::LockSpin
+        }
         (_, Syscall::Blocked { nr, args, .. }) if is_futex_wait(nr) => {
             let (rule, frame) = match decided {
                 _ if t.gil.is_some_and(|g| g.contains(args[0]))
@@ -379,6 +387,11 @@ mod tests {
             "__GI_sched_yield",
         ]);
         assert_eq!(classify(&t, &f).state, State::LockSpin);
+        // Read in a futex wait, then woken and yielding again when its stack was taken: no
+        // lock named from the futex it left.
+        let t = facts('S', blocked(libc::SYS_futex, 0x7fe5_4f53_5ac0));
+        let a = classify(&t, &f);
+        assert_eq!((a.state, a.waiting_on.is_none()), (State::LockSpin, true));
     }
 
     #[test]
