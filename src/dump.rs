@@ -42,6 +42,9 @@ pub struct ThreadDump {
     pub tid: i32,
     pub name: String,
     pub state: &'static str,
+    /// The innermost Python frame's label, for a thread running Python code: what a
+    /// Python programmer reads first.
+    pub python: Option<String>,
     /// Frame labels, root first.
     pub frames: Vec<String>,
     pub waiting_on: Option<WaitingOn>,
@@ -142,12 +145,13 @@ pub fn capture(pid: i32) -> anyhow::Result<Dump> {
                 holder: w.holder,
             }
         });
-        let frames = frames.iter().map(Frame::label).collect();
+        let python = frames.iter().rev().find(|f| f.is_python_code());
         threads.push(ThreadDump {
             tid: s.tid,
             name,
             state: a.state.name(),
-            frames,
+            python: python.map(Frame::label),
+            frames: frames.iter().map(Frame::label).collect(),
             waiting_on,
         });
     }
@@ -216,9 +220,14 @@ fn write_text(d: &Dump, out: &mut dyn std::io::Write) -> std::io::Result<()> {
             }
             None => String::new(),
         };
+        let python = t
+            .python
+            .as_ref()
+            .map(|f| format!(" in {f}"))
+            .unwrap_or_default();
         writeln!(
             out,
-            "\nthread {} \"{}\": {}{waiting}",
+            "\nthread {} \"{}\": {}{python}{waiting}",
             t.tid, t.name, t.state
         )?;
         for (i, f) in t.frames.iter().rev().enumerate() {

@@ -46,6 +46,23 @@ impl Frame {
         }
     }
 
+    /// Where a subinterpreter's frames begin: `[interpreter 2]`, outside its outermost
+    /// Python frame (the main interpreter's frames are not marked).
+    pub fn interpreter(id: i64) -> Frame {
+        Frame {
+            function: format!("[interpreter {id}]"),
+            module: String::new(),
+            file: None,
+            line: None,
+            kind: FrameKind::Python,
+        }
+    }
+
+    /// A frame of Python code (not a marker such as `[interpreter 2]`).
+    pub fn is_python_code(&self) -> bool {
+        self.kind == FrameKind::Python && self.file.is_some()
+    }
+
     /// The name shown in flamegraphs and folded stacks: `function`, and for Python
     /// frames `function (file.py:line)`. Folded-format separators (`;`) are replaced.
     pub fn label(&self) -> String {

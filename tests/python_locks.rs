@@ -1,5 +1,5 @@
 //! CPython's own locks on real interpreters (the matrix of tests/python.rs: pyenv's
-//! versions, the `python3`s on PATH and the free-threaded 3.13t, which is required): GIL
+//! versions, the `python3`s on PATH and the 3.13t, 3.14 and 3.14t builds, which are required): GIL
 //! waits with the thread holding the GIL, `threading.Lock` waits named by the line that
 //! takes the lock and measured against the script's own clock, and the waits only
 //! free-threaded builds have (per-object critical sections, stop-the-world pauses).
@@ -273,8 +273,7 @@ fn run_lock_counter(
 
 #[test]
 fn threading_lock_share_matches_the_scripts_own_clock_on_free_threaded_python() {
-    let ft = py::free_threaded();
-    py::each_interpreter(&[ft], |interp| {
+    py::each_interpreter(&py::free_threaded(), |interp| {
         // 10 s, about 800 samples a thread: sampling error alone is ±1.8 points (one sigma)
         // at these shares. Sampled from the kernel, the bound is 5 points plus twice that
         // error. The ptrace fallback overstates this share by about +2 to +8 points on this
@@ -364,8 +363,7 @@ fn threading_lock_waits_are_named_by_the_line_that_takes_the_lock() {
 
 #[test]
 fn free_threaded_critical_sections_and_stop_the_world_pauses_are_their_own_kinds() {
-    let ft = py::free_threaded();
-    py::each_interpreter(&[ft], |interp| {
+    py::each_interpreter(&py::free_threaded(), |interp| {
         // Two threads: with more threads than cores a waiter mostly spins (yields) and
         // seldom parks, and only parked waits name their lock.
         let (_, critical) =

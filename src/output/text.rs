@@ -1,5 +1,6 @@
 //! The short end-of-run summary printed on stderr.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::profile::{Profile, State};
@@ -45,23 +46,62 @@ pub fn captured_by(p: &Profile) -> String {
 }
 
 /// What a profile says, as `record` ends with it and `report` shows it again: the hottest
-/// functions, where each thread's time went, and the most waited-on locks.
+/// functions (of a Python process, its Python functions first, then the native leaves),
+/// where each thread's time went, and the most waited-on locks.
 pub fn findings(p: &Profile) -> Vec<String> {
     let mut lines = Vec::new();
-    let hot = p.hottest_functions(5);
-    if !hot.is_empty() {
-        lines.push("parprof: hottest functions (self samples):".to_string());
-        let total = p.total_samples().max(1) as f64;
-        for (name, n) in hot {
+    let total = p.total_samples().max(1) as f64;
+    let lists = if p.meta.python.is_some() {
+        vec![
+            (
+                "hottest Python functions (innermost Python frame)",
+                p.hottest_python_functions(HOTTEST),
+            ),
+            (
+                "hottest native functions (self samples)",
+                p.hottest_native_functions(HOTTEST),
+            ),
+        ]
+    } else {
+        vec![(
+            "hottest functions (self samples)",
+            p.hottest_functions(HOTTEST),
+        )]
+    };
+    for (title, hot) in lists.into_iter().filter(|(_, hot)| !hot.is_empty()) {
+        lines.push(format!("parprof: {title}:"));
+        for h in hot {
             lines.push(format!(
-                "  {:5.1}%  {n:6}  {name}",
-                100.0 * n as f64 / total
+                "  {:5.1}%  {:6}  {}  ({})",
+                100.0 * h.samples as f64 / total,
+                h.samples,
+                h.name,
+                state_mix(&h.states, h.samples)
             ));
         }
     }
     lines.extend(thread_table(p));
     lines.extend(lock_report(&summary_json::summary(p).locks));
     lines
+}
+
+/// Functions in each hottest list.
+const HOTTEST: usize = 5;
+
+/// `compute 80 %, lock 20 %`: the states of some samples, largest first.
+fn state_mix(states: &BTreeMap<State, u64>, samples: u64) -> String {
+    let mut v: Vec<(&State, &u64)> = states.iter().collect();
+    v.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
+    v.iter()
+        .map(|(state, n)| {
+            format!(
+                "{} {:.0} %",
+                state.name(),
+                100.0 * **n as f64 / samples.max(1) as f64
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The states in the per-thread table, in column order (`other` is what is left).
@@ -148,4 +188,62 @@ pub fn lock_report(locks: &[LockSummary]) -> Vec<String> {
         }
     }
     lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::{Frame, FrameKind};
+    use crate::profile::Meta;
+
+    fn python(function: &str, line: u32) -> Frame {
+        Frame {
+            function: function.into(),
+            module: String::new(),
+            file: Some("/app/primes.py".into()),
+            line: Some(line),
+            kind: FrameKind::Python,
+        }
+    }
+
+    #[test]
+    fn python_processes_lead_with_python_functions_split_by_state() {
+        let meta = Meta {
+            python: Some("3.14.7t".into()),
+            ..Meta::default()
+        };
+        let mut p = Profile::new(meta, false);
+        let worker = python("worker", 30);
+        let compute = p.intern_stack(&[
+            worker.clone(),
+            python("is_prime", 15),
+            Frame::native("_PyLong_Add", "python3.14t"),
+        ]);
+        let lock = p.intern_stack(&[
+            worker,
+            Frame::native("lock_PyThread_acquire_lock", "python3.14t"),
+            Frame::native("__futex_abstimed_wait_common64", "libc.so.6"),
+        ]);
+        p.add(7, compute, State::Compute, 0, 3);
+        p.add(7, lock, State::Lock, 0, 1);
+        let lines = findings(&p);
+        assert_eq!(
+            lines[..4],
+            [
+                "parprof: hottest Python functions (innermost Python frame):",
+                "   75.0%       3  is_prime (primes.py:15)  (compute 100 %)",
+                "   25.0%       1  worker (primes.py:30)  (lock 100 %)",
+                "parprof: hottest native functions (self samples):",
+            ]
+        );
+        // A native program has one list, of its leaves.
+        p.meta.python = None;
+        assert_eq!(
+            findings(&p)[..2],
+            [
+                "parprof: hottest functions (self samples):",
+                "   75.0%       3  _PyLong_Add  (compute 100 %)",
+            ]
+        );
+    }
 }

@@ -166,18 +166,59 @@ impl Profile {
     }
 
     /// Self samples per frame label (the leaf function of each stack), highest first.
-    pub fn hottest_functions(&self, limit: usize) -> Vec<(String, u64)> {
-        let mut by_name: HashMap<String, u64> = HashMap::new();
-        for ((_, stack, _), n) in &self.counts {
-            if let Some(&leaf) = self.stack(*stack).last() {
-                *by_name.entry(self.frame(leaf).label()).or_default() += n;
+    pub fn hottest_functions(&self, limit: usize) -> Vec<Hot> {
+        self.hottest_by(limit, |stack| stack.last().copied())
+    }
+
+    /// Self samples of native code (stacks whose leaf is not a Python frame), highest first.
+    pub fn hottest_native_functions(&self, limit: usize) -> Vec<Hot> {
+        self.hottest_by(limit, |stack| {
+            stack
+                .last()
+                .copied()
+                .filter(|&f| !self.frame(f).is_python_code())
+        })
+    }
+
+    /// Samples per innermost Python function (`name (file.py:line)`), highest first: where
+    /// a Python program's time went, in its own terms, whatever native code ran beneath.
+    pub fn hottest_python_functions(&self, limit: usize) -> Vec<Hot> {
+        self.hottest_by(limit, |stack| {
+            stack
+                .iter()
+                .rev()
+                .copied()
+                .find(|&f| self.frame(f).is_python_code())
+        })
+    }
+
+    /// Samples per the frame `key` picks from each stack (root first), split by state.
+    fn hottest_by(&self, limit: usize, key: impl Fn(&[FrameId]) -> Option<FrameId>) -> Vec<Hot> {
+        let mut by_name: HashMap<String, Hot> = HashMap::new();
+        for ((_, stack, state), n) in &self.counts {
+            if let Some(frame) = key(self.stack(*stack)) {
+                let label = self.frame(frame).label();
+                let hot = by_name.entry(label.clone()).or_insert_with(|| Hot {
+                    name: label,
+                    ..Hot::default()
+                });
+                hot.samples += n;
+                *hot.states.entry(*state).or_default() += n;
             }
         }
-        let mut v: Vec<_> = by_name.into_iter().collect();
-        v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let mut v: Vec<Hot> = by_name.into_values().collect();
+        v.sort_by(|a, b| b.samples.cmp(&a.samples).then_with(|| a.name.cmp(&b.name)));
         v.truncate(limit);
         v
     }
+}
+
+/// A function's samples in one of [`Profile`]'s hottest lists.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Hot {
+    pub name: String,
+    pub samples: u64,
+    pub states: BTreeMap<State, u64>,
 }
 
 #[cfg(test)]
@@ -201,7 +242,9 @@ mod tests {
         assert_eq!(p.thread_states(7).get(&State::Compute), Some(&3));
         assert_eq!(p.thread_states(7).get(&State::Lock), Some(&1));
         assert_eq!(p.threads[&8].samples, 2);
-        assert_eq!(p.hottest_functions(1), vec![("main".to_string(), 3)]);
+        let hot = p.hottest_functions(1);
+        assert_eq!((hot[0].name.as_str(), hot[0].samples), ("main", 3));
+        assert_eq!(hot[0].states, BTreeMap::from([(State::Lock, 3)]));
         assert_eq!(p.timeline.as_ref().unwrap().len(), 3);
     }
 }

@@ -228,4 +228,36 @@ mod tests {
             ["[truncated]", "worker", "count", "is_prime"]
         );
     }
+
+    #[test]
+    fn a_subinterpreters_frames_land_on_its_own_eval_frames_after_its_marker() {
+        // A pool worker: the main interpreter runs `call` (one eval call) into the C
+        // function that enters subinterpreter 1, whose eval call runs `task → is_prime`.
+        let mut sub = PyStack {
+            frames: vec![py("is_prime", false), py("task", true)],
+            truncated: false,
+        };
+        sub.mark_interpreter(1);
+        let mut stack = sub;
+        stack.frames.push(py("call", true));
+        let n = native(&[
+            "start_thread",
+            EVAL,
+            "_interpreters_call",
+            EVAL,
+            "PyNumber_Add",
+        ]);
+        assert_eq!(
+            names(&merge(n, &stack)),
+            [
+                "start_thread",
+                "call",
+                "_interpreters_call",
+                "[interpreter 1]",
+                "task",
+                "is_prime",
+                "PyNumber_Add"
+            ]
+        );
+    }
 }

@@ -1,8 +1,9 @@
 //! CPython reader: finds the interpreter in a target, reads each thread's Python frames from
 //! its memory (no ptrace, no GIL, no pause), and splices them into native stacks.
 //!
-//! Supported: CPython 3.11–3.14, GIL and free-threaded builds. 3.13+ describe their own
-//! layout (`_Py_DebugOffsets`); 3.11/3.12 use per-version tables (see [`offsets`]).
+//! Supported: CPython 3.11–3.14, GIL and free-threaded builds, and 3.15 untested. 3.13+
+//! describe their own layout (`_Py_DebugOffsets`); 3.11/3.12 use per-version tables (see
+//! [`offsets`]).
 
 pub mod detect;
 pub mod linetable;
@@ -58,6 +59,20 @@ impl PyStack {
                 .any(|w| code.contains(&u64::from_le_bytes(w.try_into().unwrap_or_default())))
     }
 
+    /// Mark these frames, a whole thread state's, as run by subinterpreter `id`: a frame
+    /// `[interpreter ID]` outside the outermost one, in its eval-loop group.
+    fn mark_interpreter(&mut self, id: i64) {
+        let Some(outermost) = self.frames.last_mut() else {
+            return;
+        };
+        let entry = std::mem::take(&mut outermost.entry);
+        self.frames.push(PyFrame {
+            frame: Frame::interpreter(id),
+            entry,
+            bytecode: 0..0,
+        });
+    }
+
     /// A stack whose frames could not be trusted: none, marked partial.
     pub fn partial() -> PyStack {
         PyStack {
@@ -71,7 +86,7 @@ impl PyStack {
 pub enum PyError {
     #[error("reading the target: {0}")]
     Memory(MemError),
-    #[error("CPython {0} is not supported (3.11 to 3.14 are)")]
+    #[error("CPython {0} is not supported (3.11 to 3.15 are)")]
     Unsupported(String),
     #[error("unexpected interpreter layout: {0}")]
     BadOffsets(&'static str),
@@ -85,8 +100,13 @@ pub enum PyError {
 pub struct PythonReader {
     mem: Box<dyn Memory + Send>,
     walker: Walker,
-    /// Thread states by OS thread id, as of the last walk of the thread-state lists.
-    threads: HashMap<i32, ThreadState>,
+    /// Thread states by OS thread id, as of the last walk of the thread-state lists; a
+    /// thread that called from one interpreter into another has one in each, innermost
+    /// (newest interpreter) first.
+    threads: HashMap<i32, Vec<ThreadState>>,
+    /// Interpreters found by the last walk: with more than one, frames of subinterpreters
+    /// are marked with their interpreter.
+    interpreters: usize,
     /// The main interpreter (the oldest), whose GIL [`PythonReader::gil`] reports.
     main_interp: u64,
     /// Ticks since the thread-state lists were last walked, and whether that was this tick.
@@ -130,6 +150,7 @@ impl PythonReader {
             mem,
             walker,
             threads: HashMap::new(),
+            interpreters: 0,
             main_interp: 0,
             ticks_since_walk: 0,
             walked_this_tick: false,
@@ -172,21 +193,44 @@ impl PythonReader {
         self.threads.clear();
         if let Ok((threads, interps)) = self.walker.thread_states(&*self.mem) {
             self.main_interp = interps.last().copied().unwrap_or(0);
-            self.threads.extend(threads.into_iter().map(|t| (t.tid, t)));
+            self.interpreters = interps.len();
+            for t in threads {
+                self.threads.entry(t.tid).or_default().push(t);
+            }
         }
     }
 
     /// The Python frames of OS thread `tid`; `None` when it has no Python thread state.
+    ///
+    /// A thread with thread states in several interpreters (a worker of
+    /// `InterpreterPoolExecutor` runs its task in a subinterpreter called from the main
+    /// one) runs them nested: each interpreter's frames are read from its own thread state
+    /// and stacked, the newest interpreter's innermost, so that each group lands on its own
+    /// eval-loop frames when merged. A part read only partly ends the stack there: the
+    /// parts outside it could not be placed.
     pub fn stack(&mut self, tid: i32) -> Option<PyStack> {
-        let known = self.threads.get(&tid).copied();
-        let t = match known {
-            Some(t) if self.walker.names_thread(&*self.mem, t.tstate, tid) => t,
-            _ => {
-                self.walk_threads();
-                *self.threads.get(&tid)?
+        let current = self.threads.get(&tid).is_some_and(|states| {
+            states
+                .iter()
+                .all(|t| self.walker.names_thread(&*self.mem, t.tstate, tid))
+        });
+        if !current {
+            self.walk_threads();
+        }
+        let several = self.interpreters > 1;
+        let mut stack = PyStack::default();
+        for t in self.threads.get(&tid)? {
+            let mut part = self.walker.stack(&*self.mem, t.tstate);
+            if several && t.interp_id != 0 && !part.truncated {
+                part.mark_interpreter(t.interp_id);
             }
-        };
-        Some(self.walker.stack(&*self.mem, t.tstate))
+            stack.frames.append(&mut part.frames);
+            if part.truncated {
+                stack.truncated = true;
+                break;
+            }
+        }
+        Some(stack)
     }
 
     /// The main interpreter's GIL now: where it is, and which thread holds it (on builds
@@ -195,9 +239,13 @@ impl PythonReader {
     pub fn gil(&mut self) -> Option<GilState> {
         let address = self.walker.gil_address(&*self.mem, self.main_interp)?;
         let tstate = self.walker.gil_holder_tstate(&*self.mem, address);
-        let find = |threads: &HashMap<i32, ThreadState>| {
+        let find = |threads: &HashMap<i32, Vec<ThreadState>>| {
             let ts = tstate?;
-            threads.values().find(|t| t.tstate == ts).map(|t| t.tid)
+            threads
+                .values()
+                .flatten()
+                .find(|t| t.tstate == ts)
+                .map(|t| t.tid)
         };
         let holder = find(&self.threads).or_else(|| {
             // A thread state born since the last walk.

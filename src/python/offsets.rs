@@ -73,6 +73,8 @@ pub struct Layout {
 
     pub runtime_interpreters_head: u64,
     pub interp_next: u64,
+    /// `int64_t id`: the number Python shows (`Interpreter.id`), 0 for the main interpreter.
+    pub interp_id: u64,
     pub interp_threads_head: u64,
 
     pub gil: GilAt,
@@ -289,6 +291,72 @@ const DEBUG_OFFSETS_3_14: &[Section] = &[
     ),
 ];
 
+/// `_Py_DebugOffsets` of 3.15, as its release candidates have it (up to the last section
+/// read here). **Untested**: no 3.15 build can be had where parprof is tested. Against 3.14,
+/// `thread_state` gains `base_frame`, `last_profiled_frame` and `last_profiled_frame_seq`
+/// after `current_frame` and four fields at its end, `err_stackitem` and `heap_type_object`
+/// are new, and `type_object` and `unicode_object` grow, so every later section moves.
+/// Earlier 3.15 pre-releases had other layouts; a table read with the wrong one fails
+/// [`Layout::plausible`] and Python frames are not read.
+const DEBUG_OFFSETS_3_15: &[Section] = &[
+    RUNTIME_STATE,
+    DEBUG_OFFSETS_3_14[1],
+    (
+        "thread_state",
+        &[
+            "size",
+            "prev",
+            "next",
+            "interp",
+            "current_frame",
+            "base_frame",
+            "last_profiled_frame",
+            "last_profiled_frame_seq",
+            "thread_id",
+            "native_thread_id",
+            "datastack_chunk",
+            "status",
+            "holds_gil",
+            "gil_requested",
+            "current_exception",
+            "exc_state",
+        ],
+    ),
+    ("err_stackitem", &["exc_value"]),
+    DEBUG_OFFSETS_3_14[3],
+    DEBUG_OFFSETS_3_14[4],
+    ("pyobject", &["size", "ob_type"]),
+    (
+        "type_object",
+        &[
+            "size",
+            "tp_name",
+            "tp_repr",
+            "tp_flags",
+            "tp_basicsize",
+            "tp_dictoffset",
+        ],
+    ),
+    ("heap_type_object", &["size", "ht_cached_keys"]),
+    ("tuple_object", &["size", "ob_item", "ob_size"]),
+    ("list_object", &["size", "ob_item", "ob_size"]),
+    ("set_object", &["size", "used", "table", "mask"]),
+    ("dict_object", &["size", "ma_keys", "ma_values"]),
+    ("float_object", &["size", "ob_fval"]),
+    ("long_object", &["size", "lv_tag", "ob_digit"]),
+    ("bytes_object", &["size", "ob_size", "ob_sval"]),
+    (
+        "unicode_object",
+        &[
+            "size",
+            "state",
+            "length",
+            "asciiobject_size",
+            "compactunicodeobject_size",
+        ],
+    ),
+];
+
 /// The header of `_Py_DebugOffsets`: cookie, version, free_threaded.
 const HEADER: u64 = 24;
 const COOKIE: &[u8; 8] = b"xdebugpy";
@@ -333,6 +401,7 @@ impl Layout {
             (3, 12) => Ok(v3_12(version)),
             (3, 13) => from_debug_offsets(mem, runtime, version, DEBUG_OFFSETS_3_13),
             (3, 14) => from_debug_offsets(mem, runtime, version, DEBUG_OFFSETS_3_14),
+            (3, 15) => from_debug_offsets(mem, runtime, version, DEBUG_OFFSETS_3_15),
             _ => Err(PyError::Unsupported(version.text())),
         }
     }
@@ -384,6 +453,7 @@ impl Layout {
                 &[
                     self.runtime_interpreters_head,
                     self.interp_next,
+                    self.interp_id,
                     self.interp_threads_head,
                     self.tstate_next,
                     self.tstate_interp,
@@ -435,6 +505,7 @@ fn from_debug_offsets(
         free_threaded,
         runtime_interpreters_head: t.get("runtime_state", "interpreters_head")?,
         interp_next: t.get("interpreter_state", "next")?,
+        interp_id: t.get("interpreter_state", "id")?,
         interp_threads_head: t.get("interpreter_state", "threads_head")?,
         gil: GilAt::InterpPointer(t.get("interpreter_state", "ceval_gil")?),
         // The table gives these relative to the interpreter's own `_gil`; the GIL in use may
@@ -465,7 +536,8 @@ fn from_debug_offsets(
             None
         },
         frame_size: t.get("interpreter_frame", "size")?,
-        // 3.13: FRAME_OWNED_BY_CSTACK = 3; 3.14: FRAME_OWNED_BY_INTERPRETER = 3, CSTACK = 4.
+        // 3.13: FRAME_OWNED_BY_CSTACK = 3; 3.14: FRAME_OWNED_BY_INTERPRETER = 3, CSTACK = 4;
+        // 3.15: FRAME_OWNED_BY_INTERPRETER = 3 (CSTACK is gone).
         shim_owner: Some(3),
         max_owner: if newer { 4 } else { 3 },
         code_filename: t.get("code_object", "filename")?,
@@ -506,6 +578,7 @@ fn gil_era(version: PyVersion) -> Layout {
         free_threaded: false,
         runtime_interpreters_head: 40,
         interp_next: 0,
+        interp_id: 0,
         interp_threads_head: 0,
         gil: GilAt::Runtime(0),
         gil_locked: 16,
@@ -551,6 +624,7 @@ fn gil_era(version: PyVersion) -> Layout {
 /// carry `is_entry` and no shims; `PyASCIIObject` still has `wstr`.
 fn v3_11(version: PyVersion) -> Layout {
     Layout {
+        interp_id: 48,
         interp_threads_head: 16,
         gil: GilAt::Runtime(360),
         tstate_native_thread_id: 160,
@@ -574,6 +648,7 @@ fn v3_11(version: PyVersion) -> Layout {
 /// entry shims owned by `FRAME_OWNED_BY_CSTACK` (3).
 fn v3_12(version: PyVersion) -> Layout {
     Layout {
+        interp_id: 8,
         interp_threads_head: 72,
         gil: GilAt::InterpPointer(384),
         tstate_native_thread_id: 144,
@@ -606,6 +681,7 @@ mod tests {
     const REAL_3_13: &[(&str, &str, u64)] = &[
         ("runtime_state", "interpreters_head", 632),
         ("interpreter_state", "next", 7264),
+        ("interpreter_state", "id", 7272),
         ("interpreter_state", "threads_head", 7344),
         ("interpreter_state", "ceval_gil", 16),
         ("interpreter_state", "gil_runtime_state", 7752),
@@ -637,11 +713,22 @@ mod tests {
 
     /// A 3.13 table: `REAL_3_13` with `changes` applied, other fields 0.
     fn table_3_13(changes: &[(&str, &str, u64)], free_threaded: u64) -> Vec<u8> {
+        table(0x030d05f0, DEBUG_OFFSETS_3_13, changes, free_threaded)
+    }
+
+    /// A table of `version` laid out as `sections`: `REAL_3_13`'s values by name with
+    /// `changes` applied, other fields 0.
+    fn table(
+        version: u64,
+        sections: &[Section],
+        changes: &[(&str, &str, u64)],
+        free_threaded: u64,
+    ) -> Vec<u8> {
         let mut bytes = Vec::new();
         bytes.extend_from_slice(COOKIE);
-        bytes.extend_from_slice(&0x030d05f0u64.to_le_bytes());
+        bytes.extend_from_slice(&version.to_le_bytes());
         bytes.extend_from_slice(&free_threaded.to_le_bytes());
-        for (section, fields) in DEBUG_OFFSETS_3_13 {
+        for (section, fields) in sections {
             for field in *fields {
                 let find = |set: &[(&str, &str, u64)]| {
                     set.iter()
@@ -653,6 +740,34 @@ mod tests {
             }
         }
         bytes
+    }
+
+    /// Only that the 3.15 description is wired in and its moved sections are read where it
+    /// puts them: no 3.15 build was at hand to take real values from.
+    #[test]
+    fn reads_3_15_debug_offsets_where_its_layout_puts_them() {
+        let moved = [
+            ("thread_state", "last_profiled_frame_seq", 999_999_999),
+            ("unicode_object", "compactunicodeobject_size", 999_999_999),
+        ];
+        let bytes = table(0x030f00f0, DEBUG_OFFSETS_3_15, &moved, 0);
+        let mem = Bytes {
+            base: 0x1000,
+            bytes: &bytes,
+        };
+        let l = Layout::read(&mem, 0x1000, 0x030f00f0).unwrap();
+        assert_eq!(
+            (l.tstate_native_thread_id, l.frame_owner, l.code_adaptive),
+            (160, 70, 200)
+        );
+        assert_eq!((l.unicode_length, l.ascii_object_size), (16, 40));
+        // Read with 3.14's layout, the same words are implausible.
+        let as_3_14 = table(0x030e00f0, DEBUG_OFFSETS_3_15, &moved, 0);
+        let mem = Bytes {
+            base: 0x1000,
+            bytes: &as_3_14,
+        };
+        assert!(Layout::read(&mem, 0x1000, 0x030e00f0).is_err());
     }
 
     #[test]

@@ -27,6 +27,8 @@ const MAX_CACHED_CODE: usize = 100_000;
 pub struct ThreadState {
     pub tstate: u64,
     pub interp: u64,
+    /// The interpreter's id (`Interpreter.id`): 0 for the main interpreter.
+    pub interp_id: i64,
     pub tid: i32,
 }
 
@@ -91,6 +93,9 @@ impl Walker {
             .map_err(PyError::Memory)?;
         while interp != 0 && interps.len() < MAX_INTERPRETERS && !interps.contains(&interp) {
             interps.push(interp);
+            let Ok(interp_id) = mem.read_u64(interp.wrapping_add(l.interp_id)) else {
+                break;
+            };
             let mut seen = HashSet::new();
             let mut tstate = mem
                 .read_u64(interp.wrapping_add(l.interp_threads_head))
@@ -112,6 +117,7 @@ impl Walker {
                     threads.push(ThreadState {
                         tstate,
                         interp,
+                        interp_id: interp_id as i64,
                         tid,
                     });
                 }

@@ -1075,9 +1075,12 @@ impl Sampler {
     }
 }
 
-/// The CPython interpreter of a process mapped as `maps`, if it runs one.
+/// The CPython interpreter of a process mapped as `maps`, if it runs one. One that cannot
+/// be read (a version parprof does not know, offsets that fail their checks) is said in one
+/// line and left out: native frames only, never Python frames read with a wrong layout.
 fn find_python(pid: i32, maps: &Maps) -> Option<PythonReader> {
     PythonReader::detect(pid, maps, ProcessMemory::new(pid))
+        .inspect_err(|e| eprintln!("parprof: {e:#}; native frames only, no Python frames"))
         .ok()
         .flatten()
 }

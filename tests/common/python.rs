@@ -15,6 +15,14 @@ pub struct Interp {
     pub free_threaded: bool,
 }
 
+impl Interp {
+    /// `(major, minor)`, e.g. `(3, 14)`.
+    pub fn minor(&self) -> (u32, u32) {
+        let mut parts = self.version.split('.').map(|p| p.parse().unwrap_or(0));
+        (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+    }
+}
+
 impl std::fmt::Display for Interp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} ({})", self.version, self.path.display())
@@ -63,42 +71,60 @@ fn probe(python: &Path) -> Option<Interp> {
     })
 }
 
-/// The free-threaded 3.13 from `scripts/free-threaded-python` (built on first use). The
-/// matrix requires it: a failure here fails the test with the script's own message.
-pub fn free_threaded() -> Interp {
-    static FT: OnceLock<Result<Interp, String>> = OnceLock::new();
-    FT.get_or_init(|| {
-        let script = manifest_dir().join("scripts/free-threaded-python");
-        let out = Command::new(&script)
-            .stderr(Stdio::inherit())
-            .output()
-            .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
-        if !out.status.success() {
-            return Err(format!(
-                "{} failed ({}); the free-threaded interpreter is required",
-                script.display(),
-                out.status
-            ));
-        }
-        let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        let interp = probe(&path).ok_or_else(|| {
-            format!(
-                "{} printed {}, which does not run",
-                script.display(),
-                path.display()
-            )
-        })?;
-        if !interp.free_threaded {
-            return Err(format!("{interp} is not a free-threaded build"));
-        }
-        Ok(interp)
-    })
-    .clone()
-    .unwrap_or_else(|e| panic!("{e}"))
+/// The interpreters `scripts/cpython` builds (and caches) for the tests.
+pub const BUILT: [&str; 3] = ["3.13t", "3.14", "3.14t"];
+
+/// The CPython `scripts/cpython FLAVOUR` builds on first use (`3.13t`, `3.14`, `3.14t`). The
+/// matrix requires each: a failure here fails the test with the script's own message.
+pub fn built(flavour: &str) -> Interp {
+    static BUILDS: Mutex<BTreeMap<String, Result<Interp, String>>> = Mutex::new(BTreeMap::new());
+    let mut builds = BUILDS.lock().unwrap_or_else(|e| e.into_inner());
+    builds
+        .entry(flavour.to_string())
+        .or_insert_with(|| build(flavour))
+        .clone()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn build(flavour: &str) -> Result<Interp, String> {
+    let script = manifest_dir().join("scripts/cpython");
+    let out = Command::new(&script)
+        .arg(flavour)
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{} {flavour} failed ({}); CPython {flavour} is required",
+            script.display(),
+            out.status
+        ));
+    }
+    let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    let interp = probe(&path).ok_or_else(|| {
+        format!(
+            "{} {flavour} printed {}, which does not run",
+            script.display(),
+            path.display()
+        )
+    })?;
+    if interp.free_threaded != flavour.ends_with('t') {
+        return Err(format!("{interp} is not the {flavour} build"));
+    }
+    Ok(interp)
+}
+
+/// The free-threaded builds: 3.13t and 3.14t.
+pub fn free_threaded() -> Vec<Interp> {
+    BUILT
+        .iter()
+        .filter(|f| f.ends_with('t'))
+        .map(|f| built(f))
+        .collect()
 }
 
 /// Every CPython ≥ 3.11 on this machine: pyenv's versions, each `python3` on PATH, and the
-/// free-threaded build. Duplicates (a pyenv shim and its version) are listed once.
+/// builds of [`BUILT`]. Duplicates (a pyenv shim and its version) are listed once.
 pub fn interpreters() -> Vec<Interp> {
     static ALL: OnceLock<Vec<Interp>> = OnceLock::new();
     ALL.get_or_init(|| {
@@ -124,8 +150,9 @@ pub fn interpreters() -> Vec<Interp> {
                 found.entry(i.path.clone()).or_insert(i);
             }
         }
-        let ft = free_threaded();
-        found.entry(ft.path.clone()).or_insert(ft);
+        for interp in BUILT.map(built) {
+            found.entry(interp.path.clone()).or_insert(interp);
+        }
         let mut v: Vec<Interp> = found.into_values().collect();
         v.sort_by(|a, b| a.version.cmp(&b.version));
         eprintln!(
@@ -159,6 +186,8 @@ pub struct Recording {
     pub stacks: Vec<Stack>,
     /// Thread ids the fixture announced with `worker-tid N` lines.
     pub workers: Vec<i32>,
+    /// What parprof printed on stderr.
+    pub stderr: String,
 }
 
 impl Recording {
@@ -240,6 +269,7 @@ pub fn record(
     Recording {
         stacks: parse_folded(&text),
         workers: announced,
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
 
