@@ -42,6 +42,14 @@ fn share<'a>(
 }
 
 /// The share of announced worker samples showing `chain`, required to be at least `min`.
+/// The first `n` worker stacks, for a failure message.
+fn examples(rec: &Recording, n: usize) -> Vec<String> {
+    rec.worker_stacks()
+        .take(n)
+        .map(|s| s.frames.join(";"))
+        .collect()
+}
+
 /// A kernel sample whose Python frames were read after the thread moved on is marked
 /// partial (no Python frames, `[truncated]`): unknown, not wrong, so not counted.
 fn partial(s: &py::Stack) -> bool {
@@ -75,11 +83,7 @@ fn chain_share(
         chain.join(" → ")
     );
     if n == 0 || frac < min {
-        let sample: Vec<String> = rec
-            .worker_stacks()
-            .take(5)
-            .map(|s| s.frames.join(";"))
-            .collect();
+        let sample = examples(rec, 5);
         return Err(format!(
             "{msg} (need {:.0}%); e.g. {sample:#?}",
             100.0 * min
@@ -152,11 +156,7 @@ fn subinterpreter_workers_show_their_own_interpreters_frames() {
             return Err(format!("{msg}; a main-interpreter frame inside: {stack}"));
         }
         if n == 0 || frac < 0.9 {
-            let sample: Vec<String> = rec
-                .worker_stacks()
-                .take(3)
-                .map(|s| s.frames.join(";"))
-                .collect();
+            let sample = examples(&rec, 3);
             return Err(format!("{msg} (need 90%); e.g. {sample:#?}"));
         }
         Ok(msg)
@@ -330,11 +330,7 @@ fn c_extension_frames_sit_above_the_python_frames_that_called_them() {
             100.0 * frac
         );
         if frac < 0.5 {
-            let sample: Vec<String> = rec
-                .worker_stacks()
-                .take(5)
-                .map(|s| s.frames.join(";"))
-                .collect();
+            let sample = examples(&rec, 5);
             return Err(format!("{mixed} (need 50%); e.g. {sample:#?}"));
         }
         Ok(format!("{chain}; {mixed}"))

@@ -158,6 +158,16 @@ const THREAD_STATE: Section = (
     ],
 );
 
+/// Sections whose fields are the same in every version that has them (3.13 to 3.15).
+const PYOBJECT: Section = ("pyobject", &["size", "ob_type"]);
+const TUPLE_OBJECT: Section = ("tuple_object", &["size", "ob_item", "ob_size"]);
+const LIST_OBJECT: Section = ("list_object", &["size", "ob_item", "ob_size"]);
+const SET_OBJECT: Section = ("set_object", &["size", "used", "table", "mask"]);
+const DICT_OBJECT: Section = ("dict_object", &["size", "ma_keys", "ma_values"]);
+const FLOAT_OBJECT: Section = ("float_object", &["size", "ob_fval"]);
+const LONG_OBJECT: Section = ("long_object", &["size", "lv_tag", "ob_digit"]);
+const BYTES_OBJECT: Section = ("bytes_object", &["size", "ob_size", "ob_sval"]);
+
 /// `_Py_DebugOffsets` of 3.13 (identical in the GIL and free-threaded builds).
 const DEBUG_OFFSETS_3_13: &[Section] = &[
     RUNTIME_STATE,
@@ -206,14 +216,14 @@ const DEBUG_OFFSETS_3_13: &[Section] = &[
             "co_code_adaptive",
         ],
     ),
-    ("pyobject", &["size", "ob_type"]),
+    PYOBJECT,
     ("type_object", &["size", "tp_name", "tp_repr", "tp_flags"]),
-    ("tuple_object", &["size", "ob_item", "ob_size"]),
-    ("list_object", &["size", "ob_item", "ob_size"]),
-    ("dict_object", &["size", "ma_keys", "ma_values"]),
-    ("float_object", &["size", "ob_fval"]),
-    ("long_object", &["size", "lv_tag", "ob_digit"]),
-    ("bytes_object", &["size", "ob_size", "ob_sval"]),
+    TUPLE_OBJECT,
+    LIST_OBJECT,
+    DICT_OBJECT,
+    FLOAT_OBJECT,
+    LONG_OBJECT,
+    BYTES_OBJECT,
     (
         "unicode_object",
         &["size", "state", "length", "asciiobject_size"],
@@ -221,70 +231,77 @@ const DEBUG_OFFSETS_3_13: &[Section] = &[
     ("gc", &["size", "collecting"]),
 ];
 
+/// Sections of 3.14 that 3.15 keeps (3.14 added fields to their 3.13 forms).
+const INTERPRETER_STATE_3_14: Section = (
+    "interpreter_state",
+    &[
+        "size",
+        "id",
+        "next",
+        "threads_head",
+        "threads_main",
+        "gc",
+        "imports_modules",
+        "sysdict",
+        "builtins",
+        "ceval_gil",
+        "gil_runtime_state",
+        "gil_runtime_state_enabled",
+        "gil_runtime_state_locked",
+        "gil_runtime_state_holder",
+        "code_object_generation",
+        "tlbc_generation",
+    ],
+);
+
+const INTERPRETER_FRAME_3_14: Section = (
+    "interpreter_frame",
+    &[
+        "size",
+        "previous",
+        "executable",
+        "instr_ptr",
+        "localsplus",
+        "owner",
+        "stackpointer",
+        "tlbc_index",
+    ],
+);
+
+const CODE_OBJECT_3_14: Section = (
+    "code_object",
+    &[
+        "size",
+        "filename",
+        "name",
+        "qualname",
+        "linetable",
+        "firstlineno",
+        "argcount",
+        "localsplusnames",
+        "localspluskinds",
+        "co_code_adaptive",
+        "co_tlbc",
+    ],
+);
+
 /// `_Py_DebugOffsets` of 3.14: adds `threads_main`, code-object and TLBC generations, frame
 /// `stackpointer`/`tlbc_index`, code `co_tlbc` and a set section (later sections unused here).
 const DEBUG_OFFSETS_3_14: &[Section] = &[
     RUNTIME_STATE,
-    (
-        "interpreter_state",
-        &[
-            "size",
-            "id",
-            "next",
-            "threads_head",
-            "threads_main",
-            "gc",
-            "imports_modules",
-            "sysdict",
-            "builtins",
-            "ceval_gil",
-            "gil_runtime_state",
-            "gil_runtime_state_enabled",
-            "gil_runtime_state_locked",
-            "gil_runtime_state_holder",
-            "code_object_generation",
-            "tlbc_generation",
-        ],
-    ),
+    INTERPRETER_STATE_3_14,
     THREAD_STATE,
-    (
-        "interpreter_frame",
-        &[
-            "size",
-            "previous",
-            "executable",
-            "instr_ptr",
-            "localsplus",
-            "owner",
-            "stackpointer",
-            "tlbc_index",
-        ],
-    ),
-    (
-        "code_object",
-        &[
-            "size",
-            "filename",
-            "name",
-            "qualname",
-            "linetable",
-            "firstlineno",
-            "argcount",
-            "localsplusnames",
-            "localspluskinds",
-            "co_code_adaptive",
-            "co_tlbc",
-        ],
-    ),
-    ("pyobject", &["size", "ob_type"]),
+    INTERPRETER_FRAME_3_14,
+    CODE_OBJECT_3_14,
+    PYOBJECT,
     ("type_object", &["size", "tp_name", "tp_repr", "tp_flags"]),
-    ("tuple_object", &["size", "ob_item", "ob_size"]),
-    ("list_object", &["size", "ob_item", "ob_size"]),
-    ("set_object", &["size", "used", "table", "mask"]),
-    ("dict_object", &["size", "ma_keys", "ma_values"]),
-    ("float_object", &["size", "ob_fval"]),
-    ("long_object", &["size", "lv_tag", "ob_digit"]),
-    ("bytes_object", &["size", "ob_size", "ob_sval"]),
+    TUPLE_OBJECT,
+    LIST_OBJECT,
+    SET_OBJECT,
+    DICT_OBJECT,
+    FLOAT_OBJECT,
+    LONG_OBJECT,
+    BYTES_OBJECT,
     (
         "unicode_object",
         &["size", "state", "length", "asciiobject_size"],
@@ -300,7 +317,7 @@ const DEBUG_OFFSETS_3_14: &[Section] = &[
 /// [`Layout::plausible`] and Python frames are not read.
 const DEBUG_OFFSETS_3_15: &[Section] = &[
     RUNTIME_STATE,
-    DEBUG_OFFSETS_3_14[1],
+    INTERPRETER_STATE_3_14,
     (
         "thread_state",
         &[
@@ -323,9 +340,9 @@ const DEBUG_OFFSETS_3_15: &[Section] = &[
         ],
     ),
     ("err_stackitem", &["exc_value"]),
-    DEBUG_OFFSETS_3_14[3],
-    DEBUG_OFFSETS_3_14[4],
-    ("pyobject", &["size", "ob_type"]),
+    INTERPRETER_FRAME_3_14,
+    CODE_OBJECT_3_14,
+    PYOBJECT,
     (
         "type_object",
         &[
@@ -338,13 +355,13 @@ const DEBUG_OFFSETS_3_15: &[Section] = &[
         ],
     ),
     ("heap_type_object", &["size", "ht_cached_keys"]),
-    ("tuple_object", &["size", "ob_item", "ob_size"]),
-    ("list_object", &["size", "ob_item", "ob_size"]),
-    ("set_object", &["size", "used", "table", "mask"]),
-    ("dict_object", &["size", "ma_keys", "ma_values"]),
-    ("float_object", &["size", "ob_fval"]),
-    ("long_object", &["size", "lv_tag", "ob_digit"]),
-    ("bytes_object", &["size", "ob_size", "ob_sval"]),
+    TUPLE_OBJECT,
+    LIST_OBJECT,
+    SET_OBJECT,
+    DICT_OBJECT,
+    FLOAT_OBJECT,
+    LONG_OBJECT,
+    BYTES_OBJECT,
     (
         "unicode_object",
         &[
