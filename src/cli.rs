@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::output::Format;
+use crate::profile::State;
 use crate::sample::Capture;
 
 #[derive(Debug, Parser)]
@@ -62,6 +63,11 @@ pub struct ReportArgs {
     /// as `record --summary` does.
     #[arg(long, value_name = "FILE.json")]
     pub summary: Option<PathBuf>,
+
+    /// Draw only the samples in these states (`--state lock --state lock_spin`: where the
+    /// lock waits are); the end-of-run text and `--summary` still count every sample.
+    #[arg(long = "state", value_name = "STATE", value_parser = parse_state)]
+    pub states: Vec<State>,
 }
 
 #[derive(Debug, Args)]
@@ -116,6 +122,11 @@ pub struct RecordArgs {
     #[arg(long)]
     pub threads: bool,
 
+    /// Draw only the samples in these states (`--state lock --state lock_spin`: where the
+    /// lock waits are); the end-of-run text and `--summary` still count every sample.
+    #[arg(long = "state", value_name = "STATE", value_parser = parse_state)]
+    pub states: Vec<State>,
+
     /// Leave out native frames (Python processes only show Python frames).
     #[arg(long)]
     pub no_native: bool,
@@ -138,4 +149,12 @@ pub struct RecordArgs {
     /// The command to start and profile until it exits.
     #[arg(last = true)]
     pub command: Vec<String>,
+}
+
+/// A state name as the outputs write it (`lock`, `lock_spin`, `compute`, …).
+fn parse_state(s: &str) -> Result<State, String> {
+    State::from_name(s).ok_or_else(|| {
+        let names: Vec<&str> = State::ALL.iter().map(|st| st.name()).collect();
+        format!("no state '{s}'; the states are {}", names.join(", "))
+    })
 }

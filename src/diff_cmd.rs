@@ -10,6 +10,7 @@ use anyhow::{Context, bail};
 use crate::cli::DiffArgs;
 use crate::output::diff::{self, Comparison, Counts, markdown};
 use crate::output::folded;
+use crate::output::summary_json::{self, LockSummary};
 use crate::profile::saved;
 
 /// Exit status when `--fail-on-regression` trips (1 stays for errors).
@@ -19,6 +20,8 @@ pub const REGRESSION_EXIT: u8 = 3;
 /// one-line description for the reports.
 struct Input {
     lines: Vec<String>,
+    /// A saved profile's contended locks (none from folded stacks).
+    locks: Vec<LockSummary>,
     description: String,
 }
 
@@ -32,7 +35,9 @@ pub fn run(args: DiffArgs) -> anyhow::Result<ExitCode> {
     let base = load(&args.base)?;
     let new = load(&args.new)?;
     let counts = |i: &Input, p: &Path| {
-        Counts::from_folded(&i.lines).with_context(|| format!("cannot read {}", p.display()))
+        Counts::from_folded(&i.lines)
+            .map(|c| c.with_locks(&i.locks))
+            .with_context(|| format!("cannot read {}", p.display()))
     };
     let comparison = diff::compare(&counts(&base, &args.base)?, &counts(&new, &args.new)?)?;
     let regressions = args
@@ -94,6 +99,7 @@ fn load(path: &Path) -> anyhow::Result<Input> {
         );
         return Ok(Input {
             lines: folded::lines(&p, false),
+            locks: summary_json::summary(&p).locks,
             description,
         });
     }
@@ -108,6 +114,7 @@ fn load(path: &Path) -> anyhow::Result<Input> {
         .samples;
     Ok(Input {
         lines,
+        locks: Vec::new(),
         description: format!("`{name}`: {samples} samples (folded stacks)"),
     })
 }
@@ -141,5 +148,13 @@ fn print_summary(c: &Comparison, base: &Input, new: &Input) {
         if !top.is_empty() {
             println!("  largest {what} changes (points): {}", top.join(", "));
         }
+    }
+    for l in c
+        .locks
+        .iter()
+        .take(3)
+        .filter(|l| l.waits.delta().abs() >= 0.05)
+    {
+        println!("  {}", l.describe());
     }
 }

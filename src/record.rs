@@ -148,7 +148,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
             "parprof: the kernel dropped {kernel_lost} records because parprof's rings were full (it fell behind); the shares are from the rest"
         );
     }
-    output::write_file(&profile, format, args.threads, &args.output)?;
+    output::write_file(&profile, format, args.threads, &args.states, &args.output)?;
     if let Some(path) = &args.summary {
         output::summary_json::write_file(&profile, path)?;
     }

@@ -23,7 +23,7 @@ pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
             args.profile.display()
         );
     }
-    output::write_file(&profile, format, args.threads, &args.output)?;
+    output::write_file(&profile, format, args.threads, &args.states, &args.output)?;
     if let Some(path) = &args.summary {
         output::summary_json::write_file(&profile, path)?;
     }

@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 
 use common::*;
 use parprof::output::pprof::proto;
-use parprof::profile::{Profile, saved};
+use parprof::profile::{Profile, State, saved};
 use prost::Message;
 use serde_json::Value;
 
@@ -459,4 +459,146 @@ fn speedscope_schema_errors(v: &Value) -> Vec<String> {
         }
     }
     e
+}
+
+/// Hue in degrees of an SVG `rgb(r,g,b)` fill.
+fn hue(fill: &str) -> Option<f64> {
+    let inner = fill.strip_prefix("rgb(")?.strip_suffix(')')?;
+    let c: Vec<f64> = inner
+        .split(',')
+        .map(|v| v.trim().parse::<f64>().ok())
+        .collect::<Option<_>>()?;
+    let [r, g, b] = c[..] else { return None };
+    let (max, min) = (r.max(g).max(b), r.min(g).min(b));
+    if max == min {
+        return Some(0.0);
+    }
+    let d = max - min;
+    let h = if max == r {
+        60.0 * ((g - b) / d)
+    } else if max == g {
+        60.0 * ((b - r) / d) + 120.0
+    } else {
+        60.0 * ((r - g) / d) + 240.0
+    };
+    Some(h.rem_euclid(360.0))
+}
+
+#[test]
+fn flamegraph_frames_are_coloured_by_the_states_beneath_them() {
+    // Two workers on two cores, four times the work under the lock: functions that almost
+    // only compute and functions that almost only wait for the lock.
+    let (path, _) = lockscale::record(2, 2, 4, 100);
+    let p = saved::read(&path).expect("the recording decodes");
+    // Per function: its samples' states, each stack counted once (the profile's own data).
+    let mut states: BTreeMap<String, BTreeMap<State, u64>> = BTreeMap::new();
+    for (&(_, stack, state), &n) in &p.counts {
+        let labels: std::collections::BTreeSet<String> =
+            p.stack(stack).iter().map(|&f| p.frame(f).label()).collect();
+        for label in labels {
+            *states.entry(label).or_default().entry(state).or_default() += n;
+        }
+    }
+    // At least 90 % of at least 20 samples in these states (a busy thread still waits for a
+    // CPU now and then; a lock waiter is parked, or runnable inside the acquire).
+    let mostly = |want: &[State]| -> Vec<&String> {
+        states
+            .iter()
+            .filter(|(_, s)| {
+                let all: u64 = s.values().sum();
+                let n: u64 = want.iter().filter_map(|w| s.get(w)).sum();
+                n >= 20 && n * 10 >= all * 9
+            })
+            .map(|(f, _)| f)
+            .collect()
+    };
+    let lock = mostly(&[State::Lock, State::LockSpin]);
+    let compute = mostly(&[State::Compute]);
+    assert!(
+        !lock.is_empty() && !compute.is_empty(),
+        "functions mostly in lock waits {lock:?} and mostly computing {compute:?}: {states:?}"
+    );
+    let svg = String::from_utf8(lockscale::report(&path, "states.svg", &[])).unwrap();
+    let opts = roxmltree::ParsingOptions {
+        allow_dtd: true,
+        ..Default::default()
+    };
+    let doc = roxmltree::Document::parse_with_options(&svg, opts).expect("the SVG parses");
+    // Each frame is a <g> holding <title>NAME (N samples, P%)</title> and a filled <rect>.
+    let mut fills: BTreeMap<String, String> = BTreeMap::new();
+    for g in doc.descendants().filter(|n| n.has_tag_name("g")) {
+        let title = g
+            .children()
+            .find(|c| c.has_tag_name("title"))
+            .and_then(|t| t.text());
+        let fill = g
+            .children()
+            .find(|c| c.has_tag_name("rect"))
+            .and_then(|r| r.attribute("fill"));
+        if let (Some(title), Some(fill)) = (title, fill)
+            && let Some((name, _)) = title.rsplit_once(" (")
+        {
+            fills.insert(name.to_string(), fill.to_string());
+        }
+    }
+    let hue_of = |f: &String| {
+        let fill = fills
+            .get(f)
+            .unwrap_or_else(|| panic!("{f} is not in the SVG"));
+        hue(fill).unwrap_or_else(|| panic!("{f}: fill {fill}"))
+    };
+    let (gap, l, c) = lock
+        .iter()
+        .flat_map(|l| compute.iter().map(move |c| (l, c)))
+        .map(|(l, c)| {
+            let gap = (hue_of(l) - hue_of(c)).abs();
+            (gap.min(360.0 - gap), l, c)
+        })
+        .min_by(|a, b| a.0.total_cmp(&b.0))
+        .expect("pairs");
+    eprintln!(
+        "{} lock-wait and {} compute functions; closest hues {gap:.0}° apart",
+        lock.len(),
+        compute.len()
+    );
+    assert!(
+        gap >= 60.0,
+        "{l} (lock waits, {}) and {c} (compute, {}): hues {gap:.0}° apart",
+        fills[*l],
+        fills[*c]
+    );
+}
+
+#[test]
+fn a_state_filter_draws_only_those_samples() {
+    let p = decoded();
+    let waits: u64 = p
+        .counts
+        .iter()
+        .filter(|((_, _, s), _)| *s == State::Lock)
+        .map(|(_, n)| n)
+        .sum();
+    assert!(waits > 0, "the fixture's threads wait for its lock");
+    let folded = String::from_utf8(lockscale::report(
+        &recording().0,
+        "locks-only.folded",
+        &["--state", "lock"],
+    ))
+    .unwrap();
+    let lines = parse_folded(&folded);
+    assert!(
+        lines
+            .iter()
+            .all(|s| s.frames.last().is_some_and(|f| f == "[lock]")),
+        "{folded}"
+    );
+    assert_eq!(lines.iter().map(|s| s.count).sum::<u64>(), waits);
+    let (status, err) = lockscale::failure(&[
+        "report",
+        recording().0.to_str().unwrap(),
+        "--state",
+        "locked",
+    ]);
+    assert_eq!(status, Some(2), "{err}");
+    assert!(err.contains("no state 'locked'"), "{err}");
 }

@@ -63,6 +63,19 @@ fn four_times_the_work_under_the_lock_fails_the_gate() {
             && stdout.contains("update_shared (self)"),
         "{stdout}"
     );
+    // The gate names the mutex and the function its holders were in.
+    let gate = stdout
+        .split("regression past")
+        .nth(1)
+        .expect("the gate's reasons");
+    let lock_line = gate
+        .lines()
+        .find(|l| l.contains("lock `shared_lock`: waits +"))
+        .unwrap_or_else(|| panic!("the mutex is named among the reasons:\n{stdout}"));
+    assert!(
+        lock_line.contains("holders in `update_shared`"),
+        "{lock_line}"
+    );
 
     let md = std::fs::read_to_string(&md).unwrap();
     assert!(md.contains("❌ regression"), "{md}");
@@ -74,9 +87,15 @@ fn four_times_the_work_under_the_lock_fails_the_gate() {
         .next()
         .unwrap();
     assert!(
-        regressions.contains("update_shared (self)"),
-        "the markdown names the function:\n{md}"
+        regressions.contains("update_shared (self)")
+            && regressions.contains("lock `shared_lock`: waits"),
+        "the markdown names the function and the lock:\n{md}"
     );
+    let lock_row = md
+        .lines()
+        .find(|l| l.starts_with("| `shared_lock`"))
+        .expect("shared_lock has a row in the lock table");
+    assert!(lock_row.contains("`update_shared`"), "{lock_row}");
     // The function's row in the self table shows it grew.
     let row = md
         .lines()

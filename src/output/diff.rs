@@ -1,5 +1,6 @@
-//! Comparing two profiles: per-state and per-function shares, what grew, and a
-//! differential flamegraph. Both sides are folded stacks (`frame;...;[state] COUNT`).
+//! Comparing two profiles: per-state, per-function and (for saved profiles) per-lock shares,
+//! what grew, and a differential flamegraph. Both sides are folded stacks
+//! (`frame;...;[state] COUNT`), with the lock table of each side that is a saved profile.
 //!
 //! Normalisation: every sample stands for one thread during one sampling period, so a
 //! profile's samples add up to the thread-seconds it observed (samples / rate). A share is
@@ -12,6 +13,7 @@ pub mod markdown;
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::summary_json::LockSummary;
 use crate::profile::State;
 
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +34,19 @@ pub struct Counts {
     pub total: BTreeMap<String, u64>,
     /// Samples per state (`lock`, `compute`, ...), from the `[state]` leaf.
     pub states: BTreeMap<String, u64>,
+    /// Contended locks by name (addresses change from run to run; names do not).
+    pub locks: BTreeMap<String, LockCounts>,
+}
+
+/// One contended lock of one profile.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct LockCounts {
+    /// Samples of threads blocked acquiring it.
+    pub waits: u64,
+    /// Threads seen waiting.
+    pub waiters: usize,
+    /// Samples of its holders by the function they were in, while others waited.
+    pub holders_in: BTreeMap<String, u64>,
 }
 
 impl Counts {
@@ -64,6 +79,19 @@ impl Counts {
             }
         }
         Ok(c)
+    }
+
+    /// Add a saved profile's lock table (folded stacks have none).
+    pub fn with_locks(mut self, locks: &[LockSummary]) -> Counts {
+        for l in locks {
+            let c = self.locks.entry(l.name.clone()).or_default();
+            c.waits += l.wait_samples;
+            c.waiters += l.waiters.len();
+            for h in &l.holder_activity {
+                *c.holders_in.entry(h.function.clone()).or_default() += h.samples;
+            }
+        }
+        self
     }
 
     /// Percent of samples in the lock states (blocked or spinning).
@@ -128,6 +156,8 @@ pub enum Measure {
     Total,
     /// The lock states (lock + lock_spin) of all threads.
     LockShare,
+    /// The waits for one lock (the row's name).
+    Lock,
 }
 
 /// A share that grew past the threshold.
@@ -135,6 +165,8 @@ pub enum Measure {
 pub struct Regression {
     pub measure: Measure,
     pub row: Row,
+    /// What else is known: for a lock, what its holders did (`; holders in …`).
+    pub note: String,
 }
 
 impl std::fmt::Display for Regression {
@@ -143,13 +175,15 @@ impl std::fmt::Display for Regression {
             Measure::Self_ => format!("{} (self)", self.row.name),
             Measure::Total => format!("{} (total)", self.row.name),
             Measure::LockShare => "lock share".to_string(),
+            Measure::Lock => format!("lock `{}`: waits", self.row.name),
         };
         write!(
             f,
-            "{what} {:+.1} points ({:.1}% → {:.1}%)",
+            "{what} {:+.1} points ({:.1}% → {:.1}%){}",
             self.row.delta(),
             self.row.base,
-            self.row.new
+            self.row.new,
+            self.note
         )
     }
 }
@@ -163,6 +197,51 @@ pub struct Comparison {
     pub lock: Row,
     pub self_: Vec<Row>,
     pub total: Vec<Row>,
+    /// Locks either side waited for, largest change in waits first.
+    pub locks: Vec<LockRow>,
+}
+
+/// One lock on both sides, matched by name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LockRow {
+    /// Its waits in percent of each side's samples; the row's name is the lock's.
+    pub waits: Row,
+    pub waiters: (usize, usize),
+    /// The function its holders were seen in most (on the new side, else the base), in
+    /// percent of each side's samples.
+    pub holders_in: Option<Row>,
+}
+
+impl LockRow {
+    /// `lock `big`: waits +7.0 points (2.0% → 9.0%), 2 → 2 waiting thread(s); holders in …`
+    pub fn describe(&self) -> String {
+        format!(
+            "lock `{}`: waits {:+.1} points ({:.1}% → {:.1}%), {} → {} waiting thread(s){}",
+            self.waits.name,
+            self.waits.delta(),
+            self.waits.base,
+            self.waits.new,
+            self.waiters.0,
+            self.waiters.1,
+            self.holders_note()
+        )
+    }
+
+    /// `; holders in `update_shared` 4.1x as much (2.0% → 8.2% of samples)`, or nothing.
+    pub fn holders_note(&self) -> String {
+        let Some(h) = &self.holders_in else {
+            return String::new();
+        };
+        let how = if h.base > 0.0 {
+            format!("{:.1}x as much", h.new / h.base)
+        } else {
+            "newly".to_string()
+        };
+        format!(
+            "; holders in `{}` {how} ({:.1}% → {:.1}% of samples)",
+            h.name, h.base, h.new
+        )
+    }
 }
 
 pub fn compare(base: &Counts, new: &Counts) -> Result<Comparison, DiffError> {
@@ -201,21 +280,91 @@ pub fn compare(base: &Counts, new: &Counts) -> Result<Comparison, DiffError> {
         },
         self_: rows(&base.self_, &new.self_),
         total: rows(&base.total, &new.total),
+        locks: lock_rows(base, new),
     })
 }
 
+fn lock_rows(base: &Counts, new: &Counts) -> Vec<LockRow> {
+    let names: BTreeSet<&String> = base.locks.keys().chain(new.locks.keys()).collect();
+    let none = LockCounts::default();
+    let mut v: Vec<LockRow> = names
+        .into_iter()
+        .map(|name| {
+            let (b, n) = (
+                base.locks.get(name).unwrap_or(&none),
+                new.locks.get(name).unwrap_or(&none),
+            );
+            // Holders whose activity is unknown (`?`: not sampled at that tick) name nothing.
+            let busiest = |c: &LockCounts| {
+                c.holders_in
+                    .iter()
+                    .filter(|(f, _)| f.as_str() != "?")
+                    .max_by(|x, y| x.1.cmp(y.1).then_with(|| y.0.cmp(x.0)))
+                    .map(|(f, _)| f.clone())
+            };
+            let holders_in = busiest(n).or_else(|| busiest(b)).map(|f| Row {
+                base: percent(b.holders_in.get(&f).copied().unwrap_or(0), base.samples),
+                new: percent(n.holders_in.get(&f).copied().unwrap_or(0), new.samples),
+                name: f,
+            });
+            LockRow {
+                waits: Row {
+                    name: name.clone(),
+                    base: percent(b.waits, base.samples),
+                    new: percent(n.waits, new.samples),
+                },
+                waiters: (b.waiters, n.waiters),
+                holders_in,
+            }
+        })
+        .collect();
+    v.sort_by(|x, y| {
+        y.waits
+            .delta()
+            .abs()
+            .total_cmp(&x.waits.delta().abs())
+            .then_with(|| x.waits.name.cmp(&y.waits.name))
+    });
+    v
+}
+
 impl Comparison {
-    /// Shares that grew by more than `points` percentage points: the lock share, and each
-    /// function's self and total shares. Thread-entry frames whose total is ~100% on both
-    /// sides never trip it, since only growth counts.
+    /// Shares that grew by more than `points` percentage points: the lock share, each
+    /// lock's waits (with what its holders did), and each function's self and total shares.
+    /// Thread-entry frames whose total is ~100% on both sides never trip it, since only
+    /// growth counts.
     pub fn regressions(&self, points: f64) -> Vec<Regression> {
         let mut out = Vec::new();
         if self.lock.delta() > points {
+            // Which lock grew most, and what its holders did: the waits of spinning threads
+            // (`lock_spin`) name no lock, so a lock's own waits can grow less than the share.
+            let note = self
+                .locks
+                .iter()
+                .find(|l| l.waits.delta() > 0.0)
+                .map(|l| format!("; most of all {}", l.describe()))
+                .unwrap_or_default();
             out.push(Regression {
                 measure: Measure::LockShare,
                 row: self.lock.clone(),
+                note,
             });
         }
+        out.extend(
+            self.locks
+                .iter()
+                .filter(|l| l.waits.delta() > points)
+                .map(|l| Regression {
+                    measure: Measure::Lock,
+                    row: l.waits.clone(),
+                    note: format!(
+                        ", {} → {} waiting thread(s){}",
+                        l.waiters.0,
+                        l.waiters.1,
+                        l.holders_note()
+                    ),
+                }),
+        );
         for (measure, rows) in [(Measure::Self_, &self.self_), (Measure::Total, &self.total)] {
             out.extend(
                 rows.iter()
@@ -223,6 +372,7 @@ impl Comparison {
                     .map(|r| Regression {
                         measure,
                         row: r.clone(),
+                        note: String::new(),
                     }),
             );
         }
@@ -312,5 +462,26 @@ mod tests {
         assert_eq!(r[0].to_string(), "lock share +30.0 points (10.0% → 40.0%)");
         assert_eq!(r[1].to_string(), "b (self) +30.0 points (10.0% → 40.0%)");
         assert!(compare(&base, &base).unwrap().regressions(0.0).is_empty());
+    }
+
+    #[test]
+    fn a_lock_whose_waits_grew_is_named_with_what_its_holders_did() {
+        let lock = |waits: u64, inside: u64| LockCounts {
+            waits,
+            waiters: 2,
+            holders_in: BTreeMap::from([("work_inside".to_string(), inside)]),
+        };
+        let mut base = Counts::from_folded(&["main;a;[compute] 90", "main;b;[lock] 10"]).unwrap();
+        base.locks.insert("big".into(), lock(10, 5));
+        let mut new = Counts::from_folded(&["main;a;[compute] 60", "main;b;[lock] 40"]).unwrap();
+        new.locks.insert("big".into(), lock(40, 20));
+        let c = compare(&base, &new).unwrap();
+        let r = c.regressions(5.0);
+        assert_eq!(
+            r[1].to_string(),
+            "lock `big`: waits +30.0 points (10.0% → 40.0%), 2 → 2 waiting thread(s); holders in \
+             `work_inside` 4.0x as much (5.0% → 20.0% of samples)"
+        );
+        assert!(compare(&new, &new).unwrap().regressions(0.0).is_empty());
     }
 }

@@ -1,16 +1,20 @@
 //! Flamegraph SVG through inferno, with a title that says what was profiled, the state of
-//! each sample as a coloured top frame (`[lock]` red, `[compute]` warm neutral, idle
-//! blue/grey), and a legend for those colours.
+//! each sample as a coloured top frame (`[lock]` red, `[compute]` green, idle blue/grey),
+//! every other frame coloured by the states of the samples beneath it (blended when mixed:
+//! a function that mostly waits for a lock is red wherever it appears), and a legend.
+
+use std::collections::{HashMap, HashSet};
 
 use inferno::flamegraph::color::{Color, PaletteMap};
 use inferno::flamegraph::{self, Options};
 
 use crate::profile::{Profile, State};
 
-/// Lock waits hot (red, orange), computing warm and neutral, idle cool (blue, grey).
+/// Lock waits hot (red, orange), computing green (90° of hue from a lock wait), idle cool
+/// (blue, grey).
 pub fn state_colour(s: State) -> (u8, u8, u8) {
     match s {
-        State::Compute => (222, 190, 140),
+        State::Compute => (130, 195, 95),
         State::Lock => (220, 30, 30),
         State::LockSpin => (255, 140, 0),
         State::Wait => (90, 140, 225),
@@ -26,7 +30,7 @@ pub fn write(p: &Profile, threads: bool, out: &mut dyn std::io::Write) -> anyhow
     if lines.is_empty() {
         anyhow::bail!("no samples were recorded, so there is no flamegraph to draw");
     }
-    let mut palette = PaletteMap::default();
+    let mut palette = frame_colours(p, threads);
     for s in State::ALL {
         let (r, g, b) = state_colour(s);
         palette.insert(s.leaf(), Color { r, g, b });
@@ -44,6 +48,42 @@ pub fn write(p: &Profile, threads: bool, out: &mut dyn std::io::Write) -> anyhow
     flamegraph::from_lines(&mut opts, lines.iter().map(String::as_str), &mut svg)?;
     out.write_all(&with_legend(svg, font_size))?;
     Ok(())
+}
+
+/// Each frame label's colour: the state colours of the samples whose stacks hold it, mixed
+/// in proportion (a label counted once per stack, however often it recurs there).
+fn frame_colours(p: &Profile, threads: bool) -> PaletteMap {
+    let mut by_label: HashMap<String, [u64; State::ALL.len()]> = HashMap::new();
+    for (&(tid, stack, state), &n) in &p.counts {
+        let mut labels: HashSet<String> =
+            p.stack(stack).iter().map(|&f| p.frame(f).label()).collect();
+        if threads {
+            labels.insert(super::folded::thread_label(p, tid));
+        }
+        let at = State::ALL.iter().position(|&s| s == state).unwrap_or(0);
+        for label in labels {
+            by_label.entry(label).or_default()[at] += n;
+        }
+    }
+    let mut palette = PaletteMap::default();
+    for (label, counts) in by_label {
+        palette.insert(&label, blend(&counts));
+    }
+    palette
+}
+
+/// The mean of the state colours weighted by `counts` (indexed as [`State::ALL`]).
+fn blend(counts: &[u64; State::ALL.len()]) -> Color {
+    let total = counts.iter().sum::<u64>().max(1) as f64;
+    let mut rgb = [0.0f64; 3];
+    for (state, &n) in State::ALL.into_iter().zip(counts) {
+        let (r, g, b) = state_colour(state);
+        for (sum, c) in rgb.iter_mut().zip([r, g, b]) {
+            *sum += f64::from(c) * n as f64 / total;
+        }
+    }
+    let [r, g, b] = rgb.map(|c| c.round() as u8);
+    Color { r, g, b }
 }
 
 /// Insert a row of coloured boxes naming the states, on the subtitle line.

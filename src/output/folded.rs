@@ -11,8 +11,7 @@ pub fn lines(p: &Profile, threads: bool) -> Vec<String> {
     for (&(tid, stack, state), &n) in &p.counts {
         let mut parts: Vec<String> = Vec::new();
         if threads {
-            let name = p.threads.get(&tid).map(|t| t.name.as_str()).unwrap_or("");
-            parts.push(format!("{} {}", name.replace(';', ":"), tid));
+            parts.push(thread_label(p, tid));
         }
         parts.extend(p.stack(stack).iter().map(|&f| p.frame(f).label()));
         parts.push(state.leaf());
@@ -22,6 +21,12 @@ pub fn lines(p: &Profile, threads: bool) -> Vec<String> {
         .into_iter()
         .map(|(stack, n)| format!("{stack} {n}"))
         .collect()
+}
+
+/// The root frame of a thread's stacks with `--threads`: `name tid`.
+pub fn thread_label(p: &Profile, tid: i32) -> String {
+    let name = p.threads.get(&tid).map(|t| t.name.as_str()).unwrap_or("");
+    format!("{} {}", name.replace(';', ":"), tid)
 }
 
 pub fn write(p: &Profile, threads: bool, out: &mut dyn std::io::Write) -> std::io::Result<()> {

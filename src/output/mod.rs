@@ -10,7 +10,7 @@ pub mod text;
 
 use std::path::Path;
 
-use crate::profile::Profile;
+use crate::profile::{Profile, State};
 
 /// Output formats, chosen with `--format` or from the output file's extension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -66,9 +66,23 @@ pub fn write(
 }
 
 /// Create `path` and write `p` into it in `format`.
-pub fn write_file(p: &Profile, format: Format, threads: bool, path: &Path) -> anyhow::Result<()> {
+/// Write `p` as `format` to `path`; given `states`, only the samples in those states.
+pub fn write_file(
+    p: &Profile,
+    format: Format,
+    threads: bool,
+    states: &[State],
+    path: &Path,
+) -> anyhow::Result<()> {
     use anyhow::Context;
     use std::io::Write;
+    let only;
+    let p = if states.is_empty() {
+        p
+    } else {
+        only = p.only_states(states);
+        &only
+    };
     let file =
         std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
     let mut out = std::io::BufWriter::new(file);

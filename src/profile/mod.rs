@@ -165,6 +165,26 @@ impl Profile {
         out
     }
 
+    /// A copy with only the samples in `states`: frames, threads and locks stay, each
+    /// thread's sample count is what is left of it, and the timeline goes (an entry lasts
+    /// until the thread's next one, so leaving entries out would lengthen others).
+    pub fn only_states(&self, states: &[State]) -> Profile {
+        let mut p = Profile {
+            timeline: None,
+            ..self.clone()
+        };
+        p.counts.retain(|&(_, _, state), _| states.contains(&state));
+        for t in p.threads.values_mut() {
+            t.samples = 0;
+        }
+        for (&(tid, _, _), &n) in &p.counts {
+            if let Some(t) = p.threads.get_mut(&tid) {
+                t.samples += n;
+            }
+        }
+        p
+    }
+
     /// Self samples per frame label (the leaf function of each stack), highest first.
     pub fn hottest_functions(&self, limit: usize) -> Vec<Hot> {
         self.hottest_by(limit, |stack| stack.last().copied())

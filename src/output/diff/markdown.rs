@@ -1,9 +1,9 @@
 //! The diff as GitHub-flavoured markdown, ready for a CI job summary: the verdict first,
-//! then tables of state and function shares.
+//! then tables of state, lock and function shares.
 
 use std::fmt::Write;
 
-use super::{Comparison, Regression, Row};
+use super::{Comparison, LockRow, Regression, Row};
 
 /// Rows shown per function table.
 const TOP: usize = 15;
@@ -35,12 +35,19 @@ pub fn render(
     if !regressions.is_empty() {
         let _ = writeln!(md, "### Regressions\n");
         for r in regressions {
-            let _ = writeln!(md, "- {}", cell(&r.to_string()));
+            let _ = writeln!(md, "- {r}");
         }
         md.push('\n');
     }
     let _ = writeln!(md, "### Thread states\n");
     table(&mut md, "state", &c.states);
+    if !c.locks.is_empty() {
+        let _ = writeln!(
+            md,
+            "### Locks (samples of threads blocked acquiring them)\n"
+        );
+        lock_table(&mut md, &c.locks[..c.locks.len().min(TOP)]);
+    }
     let _ = writeln!(md, "### Functions by self time (innermost frame)\n");
     table(&mut md, "function", top(&c.self_));
     let _ = writeln!(md, "### Functions by total time (anywhere on the stack)\n");
@@ -65,6 +72,29 @@ fn table(md: &mut String, what: &str, rows: &[Row]) {
             r.base,
             r.new,
             r.delta()
+        );
+    }
+    md.push('\n');
+}
+
+fn lock_table(md: &mut String, locks: &[LockRow]) {
+    let _ = writeln!(
+        md,
+        "| lock | base | new | change | waiting threads | holders were in |\n| --- | ---: | ---: | ---: | ---: | --- |"
+    );
+    for l in locks {
+        let holders = l.holders_in.as_ref().map_or(String::new(), |h| {
+            format!("`{}`: {:.1}% → {:.1}%", cell(&h.name), h.base, h.new)
+        });
+        let _ = writeln!(
+            md,
+            "| `{}` | {:.1}% | {:.1}% | {:+.1} points | {} → {} | {holders} |",
+            cell(&l.waits.name),
+            l.waits.base,
+            l.waits.new,
+            l.waits.delta(),
+            l.waiters.0,
+            l.waiters.1
         );
     }
     md.push('\n');
