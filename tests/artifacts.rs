@@ -128,7 +128,14 @@ fn pprof_has_the_same_samples_labels_and_locations_as_folded() {
         .iter()
         .map(|t| (s(t.r#type), s(t.unit)))
         .collect();
-    assert_eq!(types, [("samples", "count"), ("wall", "nanoseconds")]);
+    assert_eq!(
+        types,
+        [
+            ("samples", "count"),
+            ("wall", "nanoseconds"),
+            ("cpu", "nanoseconds")
+        ]
+    );
     assert_eq!(pp.period, 10_000_000, "100 Hz is a 10 ms period");
 
     let functions: BTreeMap<u64, &proto::Function> =
@@ -176,6 +183,7 @@ fn pprof_has_the_same_samples_labels_and_locations_as_folded() {
         let tid = label(parprof::output::pprof::LABEL_THREAD_ID).num;
         let name = s(label(parprof::output::pprof::LABEL_THREAD_NAME).str);
         let state = s(label(parprof::output::pprof::LABEL_STATE).str);
+        // States are labels, not frames.
         let mut frames = vec![format!("{name} {tid}")];
         frames.extend(
             sample
@@ -184,13 +192,12 @@ fn pprof_has_the_same_samples_labels_and_locations_as_folded() {
                 .rev()
                 .map(|l| name_of(l).to_string()),
         );
-        assert_eq!(
-            frames.last().unwrap(),
-            &format!("[{state}]"),
-            "the state label and the state leaf agree"
-        );
-        assert_eq!(sample.value.len(), 2);
+        assert!(!frames.last().unwrap().starts_with('['), "{frames:?}");
+        frames.push(format!("[{state}]"));
+        assert_eq!(sample.value.len(), 3);
         assert_eq!(sample.value[1], sample.value[0] * pp.period);
+        let on_cpu = ["compute", "lock_spin"].contains(&state);
+        assert_eq!(sample.value[2], if on_cpu { sample.value[1] } else { 0 });
         *rebuilt.entry(frames.join(";")).or_default() += sample.value[0] as u64;
     }
     assert_eq!(rebuilt, folded_map(&folded));
@@ -601,4 +608,92 @@ fn a_state_filter_draws_only_those_samples() {
     ]);
     assert_eq!(status, Some(2), "{err}");
     assert!(err.contains("no state 'locked'"), "{err}");
+}
+
+/// The function column of `go tool pprof -top` lines (`flat flat% sum% cum cum% NAME`).
+fn top_names(text: &str) -> Vec<String> {
+    text.lines()
+        .skip_while(|l| !l.trim_start().starts_with("flat"))
+        .skip(1)
+        .filter_map(|l| {
+            let mut rest = l.trim_start();
+            for _ in 0..5 {
+                let (_, after) = rest.split_once(char::is_whitespace)?;
+                rest = after.trim_start();
+            }
+            (!rest.is_empty()).then(|| rest.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn go_tool_pprof_shows_rust_names_whole_and_the_labels() {
+    let exe = build("fixtures/record/rust_threads.rs", &[]);
+    let pb = scratch_file("rust.pb.gz");
+    run_parprof(&[
+        "record",
+        "-o",
+        pb.to_str().unwrap(),
+        "--",
+        exe.to_str().unwrap(),
+        "2",
+        "2",
+    ]);
+    let go = |args: &[&str]| {
+        let out = std::process::Command::new("go")
+            .args(["tool", "pprof"])
+            .args(args)
+            .arg(&pb)
+            .output()
+            .expect("go is installed by scripts/install-test-deps (Debian's golang-go)");
+        assert!(
+            out.status.success(),
+            "go tool pprof {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let mut raw = Vec::new();
+    flate2::read::GzDecoder::new(&std::fs::read(&pb).unwrap()[..])
+        .read_to_end(&mut raw)
+        .unwrap();
+    let pp = proto::Profile::decode(&raw[..]).unwrap();
+    let ours: std::collections::BTreeSet<&str> = pp
+        .function
+        .iter()
+        .map(|f| pp.string_table[f.name as usize].as_str())
+        .collect();
+    let top = go(&["-top", "-nodecount=1000"]);
+    let names = top_names(&top);
+    assert!(names.len() > 10, "{top}");
+    for name in &names {
+        assert!(
+            ours.contains(name.as_str()) && !name.starts_with("::"),
+            "go tool pprof shows {name:?}, not one of parprof's names:\n{top}"
+        );
+    }
+    assert!(
+        names
+            .iter()
+            .any(|n| n.starts_with('<') && n.contains(">::")),
+        "generic Rust names are shown whole:\n{top}"
+    );
+    assert!(
+        names.iter().any(|n| n == "rust_threads::rust_stage_two"),
+        "{top}"
+    );
+    let tags = go(&["-tags"]);
+    for label in [
+        "state:",
+        "thread_name:",
+        "thread_id:",
+        "compute",
+        "worker-0",
+    ] {
+        assert!(tags.contains(label), "{label} not in:\n{tags}");
+    }
+    // The CPU view counts only samples on a CPU: the sleeping main thread is not in it.
+    let cpu = go(&["-sample_index=cpu", "-top"]);
+    assert!(!cpu.contains("clock_nanosleep"), "{cpu}");
+    assert!(top.contains("clock_nanosleep"), "{top}");
 }

@@ -1,11 +1,15 @@
 //! pprof export: gzipped `perftools.profiles.Profile` (google/pprof's proto/profile.proto),
 //! the format `go tool pprof`, Pyroscope, Parca and Grafana read.
 //!
-//! Two sample values: `samples/count` and `wall/nanoseconds` (count × sampling period).
-//! Every sample carries the labels `thread_id` (number), `thread_name` and `state`, and
-//! its stack ends with a `[state]` location too, so flamegraph views that ignore labels
-//! still tell lock waits from compute. Mappings are per module name: parprof keeps no
-//! addresses after symbolizing, so locations have address 0 and one line each.
+//! Three sample values: `samples/count`, `wall/nanoseconds` (count × sampling period) and
+//! `cpu/nanoseconds` (the same for samples on a CPU: `compute` and `lock_spin`), so tools
+//! show wall-clock and CPU views. Every sample carries the labels `thread_id` (number),
+//! `thread_name` and `state`; states are labels, not frames, so `-top` lists functions.
+//! A function's `system_name` (`module!name`) differs from its `name`: pprof then keeps the
+//! name whole instead of cutting what looks like C++ templates out of it (`<std::sync::
+//! Mutex<T>>::lock` became `::lock`, Python's `<module>` nothing). Mappings are per module
+//! name: parprof keeps no addresses after symbolizing, so locations have address 0 and one
+//! line each.
 
 /// prost types generated from proto/profile.proto by proto/gen (checked in, so building
 /// parprof needs no `protoc`).
@@ -92,11 +96,11 @@ impl Tables {
             return id;
         }
         let id = self.functions.len() as u64 + 1;
-        let name_id = strings.id(name);
+        let short_file = file.rsplit('/').next().unwrap_or(file);
         self.functions.push(proto::Function {
             id,
-            name: name_id,
-            system_name: name_id,
+            name: strings.id(name),
+            system_name: strings.id(&format!("{short_file}!{name}")),
             filename: strings.id(file),
             start_line: 0,
         });
@@ -141,30 +145,21 @@ fn build(p: &Profile) -> proto::Profile {
     if p.frames().iter().any(|f| f.module == exe) {
         t.mapping(&mut s, exe);
     }
-    // Location ids: frame id + 1 for the profile's frames, then one per state.
+    // Location ids: frame id + 1.
     for f in p.frames() {
         let mapping = t.mapping(&mut s, &f.module);
         let file = f.file.as_deref().unwrap_or(&f.module);
         let function = t.function(&mut s, &f.function, file);
         t.location(mapping, function, f.line.map_or(0, i64::from));
     }
-    let state_locations: HashMap<State, u64> = State::ALL
-        .iter()
-        .map(|&st| {
-            let function = t.function(&mut s, &st.leaf(), "");
-            (st, t.location(0, function, 0))
-        })
-        .collect();
 
     let keys = [LABEL_THREAD_ID, LABEL_THREAD_NAME, LABEL_STATE].map(|k| s.id(k));
     let samples = p
         .counts
         .iter()
         .map(|(&(tid, stack, state), &n)| {
-            // The leaf is at location_id[0]: the state, then the stack from its leaf.
-            let location_id = std::iter::once(state_locations[&state])
-                .chain(p.stack(stack).iter().rev().map(|&f| f as u64 + 1))
-                .collect();
+            // The leaf is at location_id[0].
+            let location_id = p.stack(stack).iter().rev().map(|&f| f as u64 + 1).collect();
             let name = p.threads.get(&tid).map(|t| t.name.as_str()).unwrap_or("");
             let label = vec![
                 proto::Label {
@@ -183,9 +178,11 @@ fn build(p: &Profile) -> proto::Profile {
                     ..Default::default()
                 },
             ];
+            let wall = n as i64 * period_ns;
+            let on_cpu = matches!(state, State::Compute | State::LockSpin);
             proto::Sample {
                 location_id,
-                value: vec![n as i64, n as i64 * period_ns],
+                value: vec![n as i64, wall, if on_cpu { wall } else { 0 }],
                 label,
             }
         })
@@ -199,6 +196,10 @@ fn build(p: &Profile) -> proto::Profile {
         },
         proto::ValueType {
             r#type: s.id("wall"),
+            unit: s.id("nanoseconds"),
+        },
+        proto::ValueType {
+            r#type: s.id("cpu"),
             unit: s.id("nanoseconds"),
         },
     ];
