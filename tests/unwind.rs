@@ -288,20 +288,42 @@ fn main_thread_is_seen_in_pthread_join_from_start() {
     assert!(all > 0 && good * 100 >= all * 95, "{stacks:#?}");
 }
 
+/// Function symbols of an ELF file by address.
+fn function_symbols(path: &Path) -> std::collections::BTreeMap<u64, String> {
+    use object::{Object, ObjectSymbol, SymbolKind};
+    let bytes = std::fs::read(path).unwrap();
+    let file = object::File::parse(&bytes[..]).unwrap();
+    file.symbols()
+        .filter(|s| s.kind() == SymbolKind::Text && s.size() > 0)
+        .filter_map(|s| Some((s.address(), s.name().ok()?.to_string())))
+        .collect()
+}
+
 #[test]
-fn stripped_binary_gives_module_offsets_and_still_unwinds() {
+fn stripped_binary_names_each_function_once_by_its_unwind_info() {
     let target = Target::start(&fixtures().stripped);
     let stacks = record(target.pid());
+    // The unstripped twin's symbols: the function each `chain-stripped!fn_START` must be.
+    let symbols = function_symbols(&fixtures().full);
+    let function = |f: &String| {
+        let start = f.strip_prefix("chain-stripped!fn_")?;
+        symbols.get(&u64::from_str_radix(start, 16).ok()?).cloned()
+    };
     let (ok, n) = share(&stacks, "busy", |s| {
         let own: Vec<&String> = s
             .frames
             .iter()
-            .filter(|f| f.starts_with("chain-stripped+0x"))
+            .filter(|f| f.starts_with("chain-stripped"))
             .collect();
-        s.complete() && s.has_in_order(&["start_thread"]) && own.len() >= 4
+        let named: Vec<String> = own.iter().filter_map(|f| function(f)).collect();
+        s.complete()
+            && s.has_in_order(&["start_thread"])
+            && named.len() == own.len()
+            && named.ends_with(&["worker", "a", "b", "c"].map(String::from))
     });
     eprintln!(
-        "stripped busy thread: {:.1}% of {n} samples complete with module+offset frames",
+        "stripped busy thread: {:.1}% of {n} samples complete, each own frame the function \
+         its FDE starts",
         ok * 100.0
     );
     assert!(ok >= 0.95, "{stacks:#?}");

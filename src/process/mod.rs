@@ -11,6 +11,7 @@ pub mod elf;
 pub mod exec;
 pub mod maps;
 pub mod memory;
+pub mod module;
 pub mod proc;
 pub mod ptrace;
 pub mod regs;

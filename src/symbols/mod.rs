@@ -1,16 +1,18 @@
 //! Addresses to function names: ELF symbol tables, DWARF file:line and inlined frames, the
 //! separate debug file when installed, demangled Rust and C++ names. Each module is loaded
-//! once; an address nothing covers is shown as `module+0xoffset` (file offset, like perf).
+//! once. Code no symbol names is named by the function its unwind info puts it in,
+//! `module!fn_START` (the FDE's start address), the same at every pc in the function; an
+//! address nothing covers is shown as `module+0xoffset` (file offset, like perf).
 
 mod demangle;
 mod dwarf;
-pub mod module;
 mod symtab;
 
 use crate::frame::{Frame, FrameKind};
 use crate::process::elf::ElfImage;
+use crate::process::module::{self, ModuleCache};
 use crate::process::{Mapping, Maps, Memory};
-use module::ModuleCache;
+use crate::unwind::CfiTables;
 
 pub use demangle::demangle;
 /// Public so the fuzz targets can load symbols and DWARF from arbitrary bytes.
@@ -21,11 +23,14 @@ pub use symtab::SymbolTable;
 struct SymbolModule {
     symbols: SymbolTable,
     debug: Option<DebugInfo>,
+    /// The module's FDEs, whose address ranges are its functions when symbols are missing.
+    cfi: CfiTables,
 }
 
 impl SymbolModule {
     /// Symbols from the binary and its separate debug file; DWARF from the debug file when
-    /// there is one, else from the binary itself. `None` when there is neither.
+    /// there is one, else from the binary itself; the unwind tables. `None` when there is
+    /// none of them.
     fn load(maps: &Maps, m: &Mapping, image: &ElfImage) -> Option<SymbolModule> {
         let debug_image = module::debug_file(maps, m, image);
         let images: Vec<_> = std::iter::once(image).chain(debug_image.as_ref()).collect();
@@ -34,7 +39,12 @@ impl SymbolModule {
             .as_ref()
             .and_then(DebugInfo::load)
             .or_else(|| DebugInfo::load(image));
-        (!symbols.is_empty() || debug.is_some()).then_some(SymbolModule { symbols, debug })
+        let cfi = CfiTables::load(image, debug_image.as_ref());
+        (!symbols.is_empty() || debug.is_some() || !cfi.is_empty()).then_some(SymbolModule {
+            symbols,
+            debug,
+            cfi,
+        })
     }
 }
 
@@ -105,7 +115,11 @@ impl Symbolizer {
             .map(|d| d.frames(svma))
             .unwrap_or_default();
         if from_dwarf.is_empty() {
-            return symbol.map(|s| vec![Frame::native(demangle(s), name)]);
+            let function = symbol.map(demangle).or_else(|| {
+                let start = module.cfi.function_start(svma)?;
+                Some(format!("{name}!fn_{start:x}"))
+            })?;
+            return Some(vec![Frame::native(function, name)]);
         }
         let frames = from_dwarf
             .into_iter()

@@ -122,16 +122,7 @@ impl CfiTables {
     /// or `None` when no CFI covers it.
     pub fn rule_at(&self, svma: u64, ctx: &mut UnwindContext<usize>) -> Option<Rule> {
         self.rule_from_eh_frame(svma, ctx)
-            .or_else(|| {
-                let s = self.debug_frame.as_ref()?;
-                from_index(
-                    &debug_frame_section(s),
-                    &self.debug_index,
-                    &BaseAddresses::default(),
-                    svma,
-                    ctx,
-                )
-            })
+            .or_else(|| self.rule_from_debug_frame(svma, ctx))
             .or_else(|| {
                 self.plt
                     .iter()
@@ -141,10 +132,37 @@ impl CfiTables {
     }
 
     fn rule_from_eh_frame(&self, svma: u64, ctx: &mut UnwindContext<usize>) -> Option<Rule> {
-        let s = self.eh_frame.as_ref()?;
-        let eh = eh_frame_section(s);
+        let eh = eh_frame_section(self.eh_frame.as_ref()?);
+        let fde = self.eh_fde(svma)?;
+        let row = fde
+            .unwind_info_for_address(&eh, &self.bases, ctx, svma)
+            .ok()?;
+        compile(row, &eh, fde.is_signal_trampoline())
+    }
+
+    fn rule_from_debug_frame(&self, svma: u64, ctx: &mut UnwindContext<usize>) -> Option<Rule> {
+        let df = debug_frame_section(self.debug_frame.as_ref()?);
+        let bases = BaseAddresses::default();
+        let fde = fde_in_index(&df, &self.debug_index, &bases, svma)?;
+        let row = fde.unwind_info_for_address(&df, &bases, ctx, svma).ok()?;
+        compile(row, &df, fde.is_signal_trampoline())
+    }
+
+    /// Where the function holding `svma` starts, by its FDE: code that no symbol names
+    /// still belongs to one function the unwind info knows.
+    pub fn function_start(&self, svma: u64) -> Option<u64> {
+        let fde = self.eh_fde(svma).or_else(|| {
+            let df = debug_frame_section(self.debug_frame.as_ref()?);
+            fde_in_index(&df, &self.debug_index, &BaseAddresses::default(), svma)
+        })?;
+        Some(fde.initial_address())
+    }
+
+    /// The `.eh_frame` FDE covering `svma`.
+    fn eh_fde(&self, svma: u64) -> Option<Fde<'_>> {
+        let eh = eh_frame_section(self.eh_frame.as_ref()?);
         if !self.eh_index.is_empty() {
-            return from_index(&eh, &self.eh_index, &self.bases, svma, ctx);
+            return fde_in_index(&eh, &self.eh_index, &self.bases, svma);
         }
         let hdr = EhFrameHdr::new(self.eh_frame_hdr.as_ref()?.data(), LittleEndian)
             .parse(&self.bases, 8)
@@ -159,15 +177,12 @@ impl CfiTables {
         let fde = eh
             .fde_from_offset(&self.bases, offset, EhFrame::cie_from_offset)
             .ok()?;
-        if !fde.contains(svma) {
-            return None;
-        }
-        let row = fde
-            .unwind_info_for_address(&eh, &self.bases, ctx, svma)
-            .ok()?;
-        compile(row, &eh, fde.is_signal_trampoline())
+        fde.contains(svma).then_some(fde)
     }
 }
+
+/// A parsed FDE of one of a module's sections.
+type Fde<'a> = gimli::FrameDescriptionEntry<Slice<'a>, usize>;
 
 fn eh_frame_section(s: &Section) -> EhFrame<Slice<'_>> {
     let mut eh = EhFrame::new(s.data(), LittleEndian);
@@ -205,13 +220,13 @@ where
     out
 }
 
-fn from_index<'a, S: UnwindSection<Slice<'a>>>(
+/// The FDE of an indexed section covering `svma`.
+fn fde_in_index<'a, S: UnwindSection<Slice<'a>>>(
     section: &S,
     index: &[FdeSpan],
     bases: &BaseAddresses,
     svma: u64,
-    ctx: &mut UnwindContext<usize>,
-) -> Option<Rule>
+) -> Option<Fde<'a>>
 where
     S::Offset: gimli::UnwindOffset<usize>,
 {
@@ -220,13 +235,9 @@ where
     if svma >= span.end {
         return None;
     }
-    let fde = section
+    section
         .fde_from_offset(bases, span.offset.into(), S::cie_from_offset)
-        .ok()?;
-    let row = fde
-        .unwind_info_for_address(section, bases, ctx, svma)
-        .ok()?;
-    compile(row, section, fde.is_signal_trampoline())
+        .ok()
 }
 
 /// A gimli row as a cached rule. `None` when the row has no return-address rule at all

@@ -16,9 +16,9 @@ use std::sync::Arc;
 use gimli::UnwindContext;
 
 use crate::process::elf::ElfImage;
+use crate::process::module::{self, ModuleCache};
 use crate::process::regs::dwarf;
 use crate::process::{Mapping, Maps, Memory, Regs};
-use crate::symbols::module::{self, ModuleCache};
 /// Public so the fuzz targets can load CFI from arbitrary bytes.
 pub use cfi::CfiTables;
 use rule::{Rule, Step};
