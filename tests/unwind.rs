@@ -25,6 +25,69 @@ struct Fixtures {
     /// Built without unwind tables (its CFI is `.debug_frame` only), then split: symbols,
     /// DWARF and `.debug_frame` live in a separate file found through `.gnu_debuglink`.
     split: PathBuf,
+    /// Stripped, with MiniDebugInfo added the way distributions build it: the symbols of
+    /// the functions `.dynsym` lacks, xz-compressed into `.gnu_debugdata`.
+    mini: PathBuf,
+}
+
+/// Output of a command that must succeed.
+fn stdout_of(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?} failed: {}", out.status);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `full` stripped, with MiniDebugInfo, as Fedora's find-debuginfo makes it.
+fn with_mini_debuginfo(full: &Path, dir: &Path) -> PathBuf {
+    let names = |dynamic: bool| -> std::collections::BTreeSet<String> {
+        let mut nm = Command::new("nm");
+        if dynamic {
+            nm.arg("-D");
+        }
+        stdout_of(nm.args(["--format=posix", "--defined-only"]).arg(full))
+            .lines()
+            .filter_map(|l| {
+                let mut f = l.split_whitespace();
+                let (name, kind) = (f.next()?, f.next()?);
+                (dynamic || kind == "T" || kind == "t").then(|| name.to_string())
+            })
+            .collect()
+    };
+    let keep: Vec<String> = names(false).difference(&names(true)).cloned().collect();
+    let keep_file = dir.join("chain-mini.keep");
+    std::fs::write(&keep_file, keep.join("\n") + "\n").unwrap();
+    let debug = dir.join("chain-mini.debug");
+    let mini_debug = dir.join("chain-mini.minidebug");
+    run(Command::new("objcopy")
+        .arg("--only-keep-debug")
+        .arg(full)
+        .arg(&debug));
+    run(Command::new("objcopy")
+        .args([
+            "-S",
+            "--remove-section",
+            ".gdb_index",
+            "--remove-section",
+            ".comment",
+        ])
+        .arg(format!("--keep-symbols={}", keep_file.display()))
+        .arg(&debug)
+        .arg(&mini_debug));
+    run(Command::new("xz").arg("-f").arg(&mini_debug));
+    let out = dir.join("chain-mini");
+    std::fs::copy(full, &out).unwrap();
+    run(Command::new("strip")
+        .args(["--strip-all", "-R", ".comment"])
+        .arg(&out));
+    run(Command::new("objcopy")
+        .arg(format!(
+            "--add-section=.gnu_debugdata={}.xz",
+            mini_debug.display()
+        ))
+        .arg(&out));
+    out
 }
 
 fn run(cmd: &mut Command) {
@@ -69,10 +132,12 @@ fn fixtures() -> &'static Fixtures {
             .arg(&debug)
             .arg(&split)
             .current_dir(&dir));
+        let mini = with_mini_debuginfo(&full, &dir);
         Fixtures {
             full,
             stripped,
             split,
+            mini,
         }
     })
 }
@@ -329,9 +394,10 @@ fn stripped_binary_names_each_function_once_by_its_unwind_info() {
     assert!(ok >= 0.95, "{stacks:#?}");
 }
 
-#[test]
-fn debug_frame_and_symbols_from_a_separate_debug_file() {
-    let target = Target::start(&fixtures().split);
+/// Record `exe` and require its busy thread to read start_thread → … → worker → a → b → c
+/// in 95 % of samples; `how` says where the names came from.
+fn busy_chain_complete(exe: &Path, how: &str) {
+    let target = Target::start(exe);
     let stacks = record(target.pid());
     let (ok, n) = share(&stacks, "busy", |s| {
         s.complete()
@@ -340,10 +406,25 @@ fn debug_frame_and_symbols_from_a_separate_debug_file() {
                 .ends_with(&["worker", "a", "b", "c"].map(String::from))
     });
     eprintln!(
-        "busy thread, CFI and symbols from a debuglink file: {:.1}% of {n} samples complete",
+        "busy thread, {how}: {:.1}% of {n} samples complete",
         ok * 100.0
     );
     assert!(ok >= 0.95, "{stacks:#?}");
+}
+
+#[test]
+fn debug_frame_and_symbols_from_a_separate_debug_file() {
+    busy_chain_complete(&fixtures().split, "CFI and symbols from a debuglink file");
+}
+
+#[test]
+fn symbols_from_mini_debuginfo_name_a_stripped_binarys_functions() {
+    let mini = &fixtures().mini;
+    assert!(
+        !stdout_of(Command::new("nm").arg("-a").arg(mini)).contains(" worker"),
+        "the binary itself has no symbol for worker"
+    );
+    busy_chain_complete(mini, "symbols from .gnu_debugdata");
 }
 
 /// CPU time of the calling thread, in nanoseconds: unlike wall time, not inflated when

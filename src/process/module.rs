@@ -1,6 +1,6 @@
 //! Per-module data, loaded once per module and shared by the unwinder and the symbolizer:
-//! the cache that finds a mapping's module and load bias, and the module's separate debug
-//! file when one is installed.
+//! the cache that finds a mapping's module and load bias, the module's separate debug file
+//! when one is installed, and its MiniDebugInfo when it carries one.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -74,6 +74,43 @@ pub fn debug_file(maps: &Maps, m: &Mapping, image: &ElfImage) -> Option<ElfImage
             // A debuglink can name the file itself (same directory, same name).
             (debug.bytes.len() != own_len || debug.bytes[..] != image.bytes[..]).then_some(debug)
         })
+}
+
+/// Most bytes a `.gnu_debugdata` section may decompress to. MiniDebugInfo is a symbol table
+/// of a few MiB at most; a section that claims more is hostile input and is ignored.
+const MINI_DEBUGINFO_MAX: usize = 64 << 20;
+
+/// The MiniDebugInfo of `image`: its `.gnu_debugdata` section, an xz-compressed ELF file
+/// holding the symbols of the functions `strip` removed (Fedora and others ship binaries
+/// so). `None` when there is none, or it does not decompress within bounds or parse.
+pub fn mini_debuginfo(image: &ElfImage) -> Option<ElfImage> {
+    let (bytes, range) = image.section_bytes(".gnu_debugdata")?;
+    let mut out = Bounded {
+        bytes: Vec::new(),
+        limit: MINI_DEBUGINFO_MAX,
+    };
+    lzma_rs::xz_decompress(&mut &bytes[range], &mut out).ok()?;
+    ElfImage::from_bytes(elf::SharedBytes::owned(out.bytes)).ok()
+}
+
+/// A byte sink that refuses to grow past `limit`.
+struct Bounded {
+    bytes: Vec<u8>,
+    limit: usize,
+}
+
+impl std::io::Write for Bounded {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.len() + buf.len() > self.limit {
+            return Err(std::io::Error::other("decompressed section too large"));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A mapping's identity: start, end, file offset, inode.

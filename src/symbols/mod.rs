@@ -1,5 +1,6 @@
 //! Addresses to function names: ELF symbol tables, DWARF file:line and inlined frames, the
-//! separate debug file when installed, demangled Rust and C++ names. Each module is loaded
+//! separate debug file when installed, MiniDebugInfo (`.gnu_debugdata`), demangled Rust and
+//! C++ names. Each module is loaded
 //! once. Code no symbol names is named by the function its unwind info puts it in,
 //! `module!fn_START` (the FDE's start address), the same at every pc in the function; an
 //! address nothing covers is shown as `module+0xoffset` (file offset, like perf).
@@ -28,12 +29,16 @@ struct SymbolModule {
 }
 
 impl SymbolModule {
-    /// Symbols from the binary and its separate debug file; DWARF from the debug file when
-    /// there is one, else from the binary itself; the unwind tables. `None` when there is
-    /// none of them.
+    /// Symbols from the binary, its separate debug file and its MiniDebugInfo; DWARF from
+    /// the debug file when there is one, else from the binary itself; the unwind tables.
+    /// `None` when there is none of them.
     fn load(maps: &Maps, m: &Mapping, image: &ElfImage) -> Option<SymbolModule> {
         let debug_image = module::debug_file(maps, m, image);
-        let images: Vec<_> = std::iter::once(image).chain(debug_image.as_ref()).collect();
+        let mini = module::mini_debuginfo(image);
+        let images: Vec<_> = std::iter::once(image)
+            .chain(debug_image.as_ref())
+            .chain(mini.as_ref())
+            .collect();
         let symbols = SymbolTable::from_images(&images);
         let debug = debug_image
             .as_ref()
