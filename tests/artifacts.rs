@@ -697,3 +697,44 @@ fn go_tool_pprof_shows_rust_names_whole_and_the_labels() {
     assert!(!cpu.contains("clock_nanosleep"), "{cpu}");
     assert!(top.contains("clock_nanosleep"), "{top}");
 }
+
+#[test]
+fn timeline_has_one_lane_per_thread_as_chromium_reads_it() {
+    let p = decoded();
+    let svg_path = scratch_file("lanes.timeline.svg");
+    std::fs::write(
+        &svg_path,
+        lockscale::report(&recording().0, "lanes.timeline.svg", &[]),
+    )
+    .unwrap();
+    // Debian's chromium (installed by scripts/install-test-deps) loads the file and prints
+    // the document it parsed; an SVG that does not parse prints an error page instead.
+    let out = std::process::Command::new("chromium")
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--dump-dom"])
+        .arg(format!("file://{}", svg_path.display()))
+        .output()
+        .expect("chromium is installed by scripts/install-test-deps");
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && dom.contains("<svg") && !dom.contains("parsererror"),
+        "chromium: {}\n{dom}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lanes: Vec<i32> = dom
+        .split("<g class=\"lane\" data-tid=\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next()?.parse().ok())
+        .collect();
+    let threads: Vec<i32> = p
+        .threads
+        .values()
+        .filter(|t| t.samples > 0)
+        .map(|t| t.tid)
+        .collect();
+    assert_eq!(lanes, threads, "one lane per thread, in tid order");
+    // A lock wait's tooltip names the lock and its holder.
+    assert!(
+        dom.contains("waiting for shared_lock (pthread_mutex), held mostly by"),
+        "{dom}"
+    );
+}

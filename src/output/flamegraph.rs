@@ -86,9 +86,8 @@ fn blend(counts: &[u64; State::ALL.len()]) -> Color {
     Color { r, g, b }
 }
 
-/// Insert a row of coloured boxes naming the states, on the subtitle line.
-fn with_legend(mut svg: Vec<u8>, font_size: usize) -> Vec<u8> {
-    let y = font_size * 3 + 2;
+/// A row of coloured boxes naming the states, at height `y` (also the timeline's legend).
+pub fn legend(y: usize, font_size: usize) -> String {
     let mut g = String::from("<g id=\"parprof-legend\">");
     for (i, s) in State::ALL.into_iter().enumerate() {
         let (r, gr, b) = state_colour(s);
@@ -101,7 +100,12 @@ fn with_legend(mut svg: Vec<u8>, font_size: usize) -> Vec<u8> {
             s.leaf()
         );
     }
-    g += "</g>\n";
+    g + "</g>\n"
+}
+
+/// Insert the legend on the subtitle line.
+fn with_legend(mut svg: Vec<u8>, font_size: usize) -> Vec<u8> {
+    let g = legend(font_size * 3 + 2, font_size);
     match svg.windows(6).rposition(|w| w == b"</svg>") {
         Some(end) => {
             svg.splice(end..end, g.into_bytes());

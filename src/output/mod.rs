@@ -7,6 +7,7 @@ pub mod pprof;
 pub mod speedscope;
 pub mod summary_json;
 pub mod text;
+pub mod timeline;
 
 use std::path::Path;
 
@@ -23,13 +24,20 @@ pub enum Format {
     Pprof,
     /// parprof's saved profile, for `parprof report` and `parprof diff`.
     Profile,
+    /// A per-thread state timeline, an SVG (`.timeline.svg`).
+    Timeline,
 }
 
 impl Format {
-    /// The format a file name implies: `.svg`, `.folded`/`.txt`, `.json`, `.pb.gz`, `.parprof`.
+    /// The format a file name implies: `.svg`, `.folded`/`.txt`, `.json`, `.pb.gz`, `.parprof`,
+    /// `.timeline.svg`.
     pub fn from_path(path: &Path) -> Option<Format> {
-        if path.to_str()?.ends_with(".pb.gz") {
+        let name = path.to_str()?;
+        if name.ends_with(".pb.gz") {
             return Some(Format::Pprof);
+        }
+        if name.ends_with(".timeline.svg") {
+            return Some(Format::Timeline);
         }
         match path.extension()?.to_str()? {
             "svg" => Some(Format::Svg),
@@ -43,7 +51,10 @@ impl Format {
     /// True when the format shows when each sample was taken, so recording must keep
     /// per-sample timestamps.
     pub fn needs_timeline(self) -> bool {
-        matches!(self, Format::Speedscope | Format::Profile)
+        matches!(
+            self,
+            Format::Speedscope | Format::Profile | Format::Timeline
+        )
     }
 }
 
@@ -61,6 +72,7 @@ pub fn write(
         Format::Speedscope => speedscope::write(p, out)?,
         Format::Pprof => pprof::write(p, out)?,
         Format::Profile => crate::profile::saved::write(p, out)?,
+        Format::Timeline => timeline::write(p, out)?,
     }
     Ok(())
 }

@@ -111,25 +111,20 @@ fn build(p: &Profile) -> File {
         })
         .collect();
 
-    match &p.timeline {
-        Some(tl) => {
-            let mut times: BTreeMap<i32, Vec<u64>> = BTreeMap::new();
-            for s in tl {
-                let Some(prof) = per_thread.get_mut(&s.tid) else {
+    match p.thread_runs() {
+        Some(runs) => {
+            for (tid, runs) in runs {
+                let (Some(prof), Some(first), Some(last)) =
+                    (per_thread.get_mut(&tid), runs.first(), runs.last())
+                else {
                     continue;
                 };
-                prof.samples.push(stack_of(s.stack, s.state));
-                times.entry(s.tid).or_default().push(s.time_ns);
-            }
-            for (tid, t) in times {
-                let prof = per_thread.get_mut(&tid).expect("thread seen above");
-                prof.weights = t
-                    .windows(2)
-                    .map(|w| w[1].saturating_sub(w[0]))
-                    .chain([period_ns])
-                    .collect();
-                prof.start_value = t[0];
-                prof.end_value = t[0] + prof.weights.iter().sum::<u64>();
+                prof.start_value = first.start_ns;
+                prof.end_value = last.end_ns;
+                for r in &runs {
+                    prof.samples.push(stack_of(r.stack, r.state));
+                    prof.weights.push(r.end_ns - r.start_ns);
+                }
             }
         }
         None => {

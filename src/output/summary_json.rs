@@ -119,6 +119,18 @@ pub fn summary(p: &Profile) -> Summary {
     }
 }
 
+/// How a lock is named everywhere: its symbol, the Python line that takes it, or the
+/// function its first waiter called the acquire from.
+pub fn lock_name(address: u64, l: &LockStats) -> String {
+    display_name(
+        address,
+        &l.kind,
+        l.symbol.as_deref(),
+        l.site.as_deref(),
+        l.first_waiter.as_deref(),
+    )
+}
+
 fn lock_summary(p: &Profile, address: u64, l: &LockStats) -> LockSummary {
     let holders = by_count(&l.holders)
         .into_iter()
@@ -149,13 +161,7 @@ fn lock_summary(p: &Profile, address: u64, l: &LockStats) -> LockSummary {
         address: format!("{address:#x}"),
         kind: l.kind.clone(),
         symbol: l.symbol.clone(),
-        name: display_name(
-            address,
-            &l.kind,
-            l.symbol.as_deref(),
-            l.site.as_deref(),
-            l.first_waiter.as_deref(),
-        ),
+        name: lock_name(address, l),
         wait_samples: l.wait_samples,
         holders,
         holder_activity,

@@ -185,6 +185,30 @@ impl Profile {
         p
     }
 
+    /// Each thread's timeline as runs, in time order: an entry lasts until the thread's
+    /// next one, its last one for one sampling period. `None` without a timeline.
+    pub fn thread_runs(&self) -> Option<BTreeMap<i32, Vec<Run>>> {
+        let period_ns = if self.meta.rate_hz > 0.0 {
+            (1e9 / self.meta.rate_hz) as u64
+        } else {
+            10_000_000
+        };
+        let mut runs: BTreeMap<i32, Vec<Run>> = BTreeMap::new();
+        for s in self.timeline.as_ref()? {
+            let thread = runs.entry(s.tid).or_default();
+            if let Some(last) = thread.last_mut() {
+                last.end_ns = s.time_ns.max(last.start_ns);
+            }
+            thread.push(Run {
+                start_ns: s.time_ns,
+                end_ns: s.time_ns + period_ns,
+                stack: s.stack,
+                state: s.state,
+            });
+        }
+        Some(runs)
+    }
+
     /// How many of the target's threads were on a CPU at an instant, on average, and how
     /// many were runnable (on a CPU or queued for one). A sample is one thread for one
     /// sampling period, so threads on a CPU per instant = on-CPU samples (`compute`,
@@ -255,6 +279,15 @@ impl Profile {
         v.truncate(limit);
         v
     }
+}
+
+/// A stretch of one thread's timeline in one stack and state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Run {
+    pub start_ns: u64,
+    pub end_ns: u64,
+    pub stack: StackId,
+    pub state: State,
 }
 
 /// Threads per instant, on average: see [`Profile::parallelism`].
