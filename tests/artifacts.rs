@@ -692,10 +692,20 @@ fn go_tool_pprof_shows_rust_names_whole_and_the_labels() {
     ] {
         assert!(tags.contains(label), "{label} not in:\n{tags}");
     }
-    // The CPU view counts only samples on a CPU: the sleeping main thread is not in it.
-    let cpu = go(&["-sample_index=cpu", "-top"]);
-    assert!(!cpu.contains("clock_nanosleep"), "{cpu}");
-    assert!(top.contains("clock_nanosleep"), "{top}");
+    // pprof offers the CPU view, which counts only samples on a CPU (the sleeping main
+    // thread's are not: `pprof_has_the_same_samples_labels_and_locations_as_folded` checks
+    // each sample's values).
+    let total_ms = |view: &str| -> f64 {
+        let text = go(&["-unit=ms", "-sample_index", view, "-top"]);
+        let total = text
+            .split("Total samples = ")
+            .nth(1)
+            .and_then(|t| t.split("ms").next())
+            .and_then(|t| t.trim().parse().ok());
+        total.unwrap_or_else(|| panic!("no total in:\n{text}"))
+    };
+    let (wall, cpu) = (total_ms("wall"), total_ms("cpu"));
+    assert!(cpu > 0.0 && cpu < wall, "cpu {cpu} ms, wall {wall} ms");
 }
 
 #[test]
