@@ -42,6 +42,10 @@ pub const STOP_DEADLINE: Duration = Duration::from_millis(2);
 #[derive(Default)]
 pub struct Tracer {
     pending: Vec<i32>,
+    /// Threads whose detach failed: killed while stopped, they exit still traced, and stay
+    /// zombies (keeping their whole process from being reaped) until their exit is
+    /// collected here.
+    dying: Vec<i32>,
 }
 
 /// One thread's outcome of a stop: its registers and what was copied while it was stopped.
@@ -70,6 +74,7 @@ impl Tracer {
             Instant::now() + STOP_DEADLINE,
             &mut while_stopped,
             &mut results,
+            &mut self.dying,
         );
         for &tid in &waiting {
             results.push((tid, Err(StopError::Timeout)));
@@ -78,9 +83,10 @@ impl Tracer {
         results
     }
 
-    /// Whether threads that missed a deadline are still held (seized, not yet stopped).
+    /// Whether threads are still held: seized and not yet stopped, or exited and not yet
+    /// collected.
     pub fn has_pending(&self) -> bool {
-        !self.pending.is_empty()
+        !self.pending.is_empty() || !self.dying.is_empty()
     }
 
     /// Threads that missed an earlier deadline, captured as they stop, until all are in or
@@ -94,9 +100,27 @@ impl Tracer {
         until: Instant,
         mut while_stopped: impl FnMut(i32, &Regs) -> T,
     ) -> Vec<Stopped<T>> {
+        self.dying.retain(|&tid| !collected(tid));
         let mut results = Vec::new();
-        read_as_they_stop(&mut self.pending, until, &mut while_stopped, &mut results);
+        read_as_they_stop(
+            &mut self.pending,
+            until,
+            &mut while_stopped,
+            &mut results,
+            &mut self.dying,
+        );
         results
+    }
+}
+
+/// Whether a thread whose detach failed is gone for good: its exit collected, or not ours
+/// any more. One that stopped again (a stop the kill overtook) is detached once more.
+fn collected(tid: i32) -> bool {
+    let pid = Pid::from_raw(tid);
+    match waitpid(pid, Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG)) {
+        Ok(WaitStatus::StillAlive) | Err(Errno::EINTR) => false,
+        Ok(WaitStatus::Exited(..)) | Ok(WaitStatus::Signaled(..)) | Err(_) => true,
+        Ok(_) => ptrace::detach(pid, None).is_ok(),
     }
 }
 
@@ -107,9 +131,10 @@ fn read_as_they_stop<T>(
     until: Instant,
     while_stopped: &mut impl FnMut(i32, &Regs) -> T,
     results: &mut Vec<Stopped<T>>,
+    dying: &mut Vec<i32>,
 ) {
     loop {
-        tids.retain(|&tid| !read_if_stopped(tid, while_stopped, results));
+        tids.retain(|&tid| !read_if_stopped(tid, while_stopped, results, dying));
         let now = Instant::now();
         if tids.is_empty() || now >= until {
             return;
@@ -150,11 +175,13 @@ pub fn sleep_until_a_stop(max: Duration) {
 }
 
 /// If `tid` is in its ptrace stop: read its registers, run `while_stopped`, detach it, push
-/// the result and return true. False while it has not stopped yet.
+/// the result and return true. False while it has not stopped yet. A thread whose detach
+/// fails (killed meanwhile) goes to `dying`, to have its exit collected.
 fn read_if_stopped<T>(
     tid: i32,
     while_stopped: &mut impl FnMut(i32, &Regs) -> T,
     results: &mut Vec<Stopped<T>>,
+    dying: &mut Vec<i32>,
 ) -> bool {
     let pid = Pid::from_raw(tid);
     let signal = match wait_for_stop_now(pid) {
@@ -171,7 +198,9 @@ fn read_if_stopped<T>(
         (regs, extra)
     });
     // A signal that arrived while the thread was ours is handed back on detach.
-    let _ = ptrace::detach(pid, signal);
+    if ptrace::detach(pid, signal).is_err() {
+        dying.push(tid);
+    }
     results.push((tid, read.map_err(errno_error)));
     true
 }
@@ -199,15 +228,19 @@ impl StopError {
     }
 }
 
-/// Seize `tid` and ask it to stop; it stops asynchronously.
+/// Seize `tid` and ask it to stop; it stops asynchronously. Once seized it is ours until it
+/// stops or its exit is collected, so it is waited for even when the interrupt fails: that
+/// happens to a thread already exiting (killed with the rest of its process), which stays
+/// a traced zombie, and keeps its whole process from being reaped, until its tracer
+/// collects the exit.
 fn interrupt(tid: i32) -> Result<(), StopError> {
     let pid = Pid::from_raw(tid);
     ptrace::seize(pid, ptrace::Options::empty()).map_err(|e| match e {
         Errno::EPERM => StopError::busy_or_permission(tid),
         e => errno_error(e),
     })?;
-    // This fails only for a thread that is exiting, whose seize the kernel drops.
-    ptrace::interrupt(pid).map_err(errno_error)
+    let _ = ptrace::interrupt(pid);
+    Ok(())
 }
 
 fn errno_error(e: Errno) -> StopError {
