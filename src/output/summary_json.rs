@@ -21,12 +21,6 @@ pub struct Summary {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub capture: Option<String>,
     pub samples: u64,
-    /// The target's threads on a CPU at an instant, on average.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub effective_parallelism: Option<f64>,
-    /// The target's threads on a CPU or waiting for one, on average.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub runnable_threads: Option<f64>,
     pub threads: Vec<ThreadSummary>,
     pub locks: Vec<LockSummary>,
 }
@@ -112,8 +106,6 @@ pub fn summary(p: &Profile) -> Summary {
         rate_hz: p.meta.rate_hz,
         capture: p.meta.capture.clone(),
         samples: p.total_samples(),
-        effective_parallelism: p.parallelism().map(|x| x.on_cpu),
-        runnable_threads: p.parallelism().map(|x| x.runnable),
         threads,
         locks,
     }

@@ -81,15 +81,6 @@ pub fn findings(p: &Profile) -> Vec<String> {
         }
     }
     lines.extend(thread_table(p));
-    if let Some(x) = p.parallelism() {
-        lines.push(format!(
-            "parprof: effective parallelism {:.2} (the target's threads on a CPU at an instant, \
-             on average); {:.2} runnable, {:.2} of them waiting for a CPU",
-            x.on_cpu,
-            x.runnable,
-            x.runnable - x.on_cpu
-        ));
-    }
     lines.extend(lock_report(&summary_json::summary(p).locks));
     lines
 }

@@ -209,30 +209,6 @@ impl Profile {
         Some(runs)
     }
 
-    /// How many of the target's threads were on a CPU at an instant, on average, and how
-    /// many were runnable (on a CPU or queued for one). A sample is one thread for one
-    /// sampling period, so threads on a CPU per instant = on-CPU samples (`compute`,
-    /// `lock_spin`) over the periods recorded. `None` for less than one period.
-    pub fn parallelism(&self) -> Option<Parallelism> {
-        let periods = self.meta.duration_s * self.meta.rate_hz;
-        if periods.is_nan() || periods < 1.0 {
-            return None;
-        }
-        let mut in_state = [0u64; 2];
-        for (&(_, _, state), &n) in &self.counts {
-            match state {
-                State::Compute | State::LockSpin => in_state[0] += n,
-                State::CpuWait => in_state[1] += n,
-                _ => {}
-            }
-        }
-        let on_cpu = in_state[0] as f64 / periods;
-        Some(Parallelism {
-            on_cpu,
-            runnable: on_cpu + in_state[1] as f64 / periods,
-        })
-    }
-
     /// Self samples per frame label (the leaf function of each stack), highest first.
     pub fn hottest_functions(&self, limit: usize) -> Vec<Hot> {
         self.hottest_by(limit, |stack| stack.last().copied())
@@ -288,15 +264,6 @@ pub struct Run {
     pub end_ns: u64,
     pub stack: StackId,
     pub state: State,
-}
-
-/// Threads per instant, on average: see [`Profile::parallelism`].
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Parallelism {
-    /// On a CPU: the effective parallelism.
-    pub on_cpu: f64,
-    /// On a CPU or waiting for one.
-    pub runnable: f64,
 }
 
 /// A function's samples in one of [`Profile`]'s hottest lists.
