@@ -102,8 +102,16 @@ pub fn classify(t: &ThreadFacts, frames: &[Frame]) -> Attribution {
         // what it ran at the tick is unknown, and guessing from that stack over-counts locks.
         // A yield does not block: a lock that spins by yielding is still spinning.
         ('R', _) if t.blocked_after_tick && !is_yielding(frames) => State::Other,
-        // Runnable inside an acquire: spinning, or woken by the unlocker and not yet on a
-        // CPU. Either way the time is lost to the lock.
+        // Runnable but still inside the futex wait of an acquire: woken (by the unlocker,
+        // say) and not yet back on a CPU. It waits for the lock it slept on, named by the
+        // futex word, like a thread still blocked there.
+        ('R', Syscall::Blocked { nr, args, .. })
+            if is_futex_wait(nr) && role == Some(Role::Acquire) && !is_yielding(frames) =>
+        {
+            return futex_wait(t, decided, args[0]);
+        }
+        // Runnable inside an acquire in user code: spinning (on a CPU or preempted from
+        // it). The time is lost to the lock, but no futex names which.
         ('R', _) if role == Some(Role::Acquire) => State::LockSpin,
         ('R', _) if t.cpu_wait_ns > t.run_ns => State::CpuWait,
         ('R', _) => State::Compute,
@@ -116,31 +124,7 @@ pub fn classify(t: &ThreadFacts, frames: &[Frame]) -> Attribution {
             State::LockSpin
         }
         (_, Syscall::Blocked { nr, args, .. }) if is_futex_wait(nr) => {
-            let (rule, frame) = match decided {
-                _ if t.gil.is_some_and(|g| g.contains(args[0]))
-                    && decided.is_none_or(|(_, r)| r.lock != LockId::Gil) =>
-                {
-                    (Some(&rules::GIL), None)
-                }
-                Some((i, r)) => (Some(r), Some(i)),
-                None => (None, None),
-            };
-            let mut waiting_on = WaitOn {
-                address: args[0],
-                rule,
-                frame,
-                holder: None,
-            };
-            waiting_on.set_holder(t.futex_owner, t.gil);
-            let state = if waiting_on.is_lock() {
-                State::Lock
-            } else {
-                State::Wait
-            };
-            return Attribution {
-                state,
-                waiting_on: Some(waiting_on),
-            };
+            return futex_wait(t, decided, args[0]);
         }
         // Locks that back off by sleeping or yielding are still lock waits.
         (_, Syscall::Blocked { nr, .. }) if role == Some(Role::Acquire) && is_backoff(nr) => {
@@ -152,6 +136,36 @@ pub fn classify(t: &ThreadFacts, frames: &[Frame]) -> Attribution {
     Attribution {
         state,
         waiting_on: None,
+    }
+}
+
+/// A wait on the futex word at `word`: a lock wait when the stack's rule is an acquire (or
+/// the word is the GIL's), an idle wait otherwise, with the lock and its holder named.
+fn futex_wait(t: &ThreadFacts, decided: Option<(usize, &'static Rule)>, word: u64) -> Attribution {
+    let (rule, frame) = match decided {
+        _ if t.gil.is_some_and(|g| g.contains(word))
+            && decided.is_none_or(|(_, r)| r.lock != LockId::Gil) =>
+        {
+            (Some(&rules::GIL), None)
+        }
+        Some((i, r)) => (Some(r), Some(i)),
+        None => (None, None),
+    };
+    let mut waiting_on = WaitOn {
+        address: word,
+        rule,
+        frame,
+        holder: None,
+    };
+    waiting_on.set_holder(t.futex_owner, t.gil);
+    let state = if waiting_on.is_lock() {
+        State::Lock
+    } else {
+        State::Wait
+    };
+    Attribution {
+        state,
+        waiting_on: Some(waiting_on),
     }
 }
 
@@ -305,6 +319,20 @@ mod tests {
             classify(&queued, &frames(&["w", "work"])).state,
             State::CpuWait
         );
+        // Woken inside a mutex's futex wait, queued for a CPU: still waiting for that
+        // mutex, named, not spinning; woken inside a condvar wait it waits for a CPU.
+        let mut woken = facts('R', blocked(libc::SYS_futex, 0x4040));
+        (woken.run_ns, woken.cpu_wait_ns) = (0, 5000);
+        let a = classify(
+            &woken,
+            &frames(&["w", "pthread_mutex_lock", "__lll_lock_wait"]),
+        );
+        assert_eq!(
+            (a.state, a.waiting_on.map(|w| w.address)),
+            (State::Lock, Some(0x4040))
+        );
+        let a = classify(&woken, &frames(&["w", "pthread_cond_wait"]));
+        assert_eq!((a.state, a.waiting_on), (State::CpuWait, None));
         let mut late = facts('R', Syscall::Running);
         late.blocked_after_tick = true;
         assert_eq!(

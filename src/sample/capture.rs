@@ -7,6 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use super::cpu_samples::{CpuSamples, KernelSample};
+use super::in_syscall;
 use super::perf::PerfError;
 use super::switches::{Activity, SwitchLog};
 use super::{Batch, Capture, Fresh, ProcessEvent, RawSample, SampleData, Settings, Tick};
@@ -609,6 +610,16 @@ impl Sampler {
             Syscall::Running if kernel => {
                 ran.run_ns = 0;
                 ran.cpu_wait_ns = ran.cpu_wait_ns.max(interval_ns);
+                // It left its CPU asleep in a futex wait and is runnable now: woken (say, by
+                // an unlock), still inside the wait until it runs again. The futex names
+                // what it waits for, as for a thread blocked there.
+                let woken = left_cpu
+                    .as_ref()
+                    .and_then(|regs| in_syscall::futex_wait_left_in(&self.mem, regs));
+                if let Some(syscall) = woken {
+                    ran.futex_owner = syscall.arg0().and_then(|a| owner_beside(&self.mem, a));
+                    ran.syscall = syscall;
+                }
                 let data = left_cpu
                     .and_then(|regs| self.read_preempted(&ran, regs))
                     .unwrap_or(SampleData::Unchanged {
@@ -1035,7 +1046,8 @@ impl Sampler {
         let tid = ran.tid;
         let data = match result {
             Ok((regs, (Ok(stack), py))) => {
-                let blocked_after_tick = ran.state == 'R' && interrupted_syscall(&self.mem, &regs);
+                let blocked_after_tick =
+                    ran.state == 'R' && in_syscall::interrupted(&self.mem, &regs);
                 fresh(&ran, regs, stack, py, blocked_after_tick)
             }
             Ok((_, (Err(e), _))) => self.lost(tid, e),
@@ -1112,27 +1124,6 @@ fn unchanged(
         data: SampleData::Unchanged { cpu_wait_ns },
         futex_owner,
     })
-}
-
-/// Whether the thread was stopped inside a blocking system call that our interrupt cut
-/// short: `ip` follows a `syscall` instruction (0f 05) and `rax` holds one of the kernel's
-/// restart codes. A thread runnable at the tick and found so had blocked in between. A
-/// woken thread still on its way out of a syscall (a lock handed to it) returns a real
-/// value instead, and is classified by its stack like any running thread.
-fn interrupted_syscall(mem: &ProcessMemory, regs: &Regs) -> bool {
-    use crate::process::Memory;
-    use crate::process::regs::dwarf::RAX;
-    const RESTART_CODES: [i64; 4] = [-512, -513, -514, -516]; // ERESTARTSYS, NOINTR, NOHAND, _RESTARTBLOCK
-    let restarting = regs
-        .get(RAX)
-        .is_some_and(|ax| RESTART_CODES.contains(&(ax as i64)));
-    let mut insn = [0u8; 2];
-    restarting
-        && regs
-            .ip()
-            .checked_sub(2)
-            .is_some_and(|a| mem.read(a, &mut insn).is_ok())
-        && insn == [0x0f, 0x05]
 }
 
 /// Keep `k` as its thread's switch-out in `map` unless a later one is there.

@@ -4,6 +4,7 @@
 
 mod capture;
 mod cpu_samples;
+mod in_syscall;
 mod perf;
 pub mod priority;
 mod processes;
