@@ -22,6 +22,8 @@ struct Input {
     lines: Vec<String>,
     /// A saved profile's contended locks (none from folded stacks).
     locks: Vec<LockSummary>,
+    /// A saved profile's effective parallelism, when it was recorded.
+    parallelism: Option<f64>,
     description: String,
 }
 
@@ -36,7 +38,10 @@ pub fn run(args: DiffArgs) -> anyhow::Result<ExitCode> {
     let new = load(&args.new)?;
     let counts = |i: &Input, p: &Path| {
         Counts::from_folded(&i.lines)
-            .map(|c| c.with_locks(&i.locks))
+            .map(|c| Counts {
+                effective_parallelism: i.parallelism,
+                ..c.with_locks(&i.locks)
+            })
             .with_context(|| format!("cannot read {}", p.display()))
     };
     let comparison = diff::compare(&counts(&base, &args.base)?, &counts(&new, &args.new)?)?;
@@ -97,9 +102,11 @@ fn load(path: &Path) -> anyhow::Result<Input> {
             m.rate_hz,
             m.command.replace('`', "'")
         );
+        let summary = summary_json::summary(&p);
         return Ok(Input {
             lines: folded::lines(&p, false),
-            locks: summary_json::summary(&p).locks,
+            locks: summary.locks,
+            parallelism: summary.effective_parallelism,
             description,
         });
     }
@@ -115,6 +122,7 @@ fn load(path: &Path) -> anyhow::Result<Input> {
     Ok(Input {
         lines,
         locks: Vec::new(),
+        parallelism: None,
         description: format!("`{name}`: {samples} samples (folded stacks)"),
     })
 }
@@ -129,6 +137,9 @@ fn print_summary(c: &Comparison, base: &Input, new: &Input) {
         .collect();
     if !states.is_empty() {
         println!("  states (points): {}", states.join(", "));
+    }
+    if let Some((b, n)) = c.parallelism {
+        println!("  effective parallelism: {b:.2} → {n:.2} (threads on a CPU at once)");
     }
     for (what, rows) in [("self", &c.self_), ("total", &c.total)] {
         let top: Vec<String> = rows

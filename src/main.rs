@@ -24,6 +24,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if matches!(cli.command, Command::Report(_) | Command::Diff(_)) {
+        // These only read files and print: a closed pipe (`parprof diff … | head`) ends
+        // them quietly, as it ends other tools, instead of a panic in `println!`. Not
+        // `record` or `dump`, which must release the target whatever becomes of their output.
+        // SAFETY: restoring a signal's default action has no preconditions.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let result = match cli.command {
         Command::Record(args) => parprof::record::run(args),
         Command::Dump(args) => parprof::dump::run(args),

@@ -118,6 +118,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
     let python_version = processes.python_version();
     let capture = processes.capture();
     let kernel_lost = processes.kernel_lost();
+    let occupancy = processes.occupancy();
     let names = processes.names_now();
     let permission_denied = processes.permission_denied();
     drop(processes);
@@ -133,6 +134,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
     profile.meta.duration_s = elapsed.as_secs_f64();
     profile.meta.python = python_version;
     profile.meta.capture = Some(capture.name().to_string());
+    profile.meta.occupancy = occupancy;
     for (process, tid, name) in names {
         if profile.threads.contains_key(&tid) {
             profile.thread_seen(tid, &thread_label(pid, process, &name));

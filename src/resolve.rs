@@ -167,6 +167,8 @@ impl Resolver {
         };
         self.locks
             .record_tick(&self.maps, profile, &observed, &absent);
+        self.locks
+            .record_held(profile, &batch.lock_words, batch.gil, &observed);
     }
 
     /// The recording (or the process) ended at the latest batch: every thread that has

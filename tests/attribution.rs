@@ -35,12 +35,17 @@ fn lock_share_matches_the_fixtures_own_clock_at_two_contention_levels() {
             serde_json::from_str(&std::fs::read_to_string(&summary_path).unwrap()).unwrap();
         let text = std::fs::read_to_string(&measured).unwrap();
         let (mut own_lock, mut own_total, mut our_lock, mut our_total) = (0i64, 0i64, 0u64, 0u64);
+        let (mut held_ns, mut wall_ns) = (0i64, 0i64);
         for line in text.lines() {
             let v: Vec<i64> = line
                 .split_whitespace()
                 .map(|x| x.parse().unwrap())
                 .collect();
             let (tid, lock_ns, total_ns) = (v[0], v[1], v[2]);
+            // Each pass holds the mutex for INSIDE_US of wall time (the fixture spins on
+            // the clock), one thread at a time.
+            held_ns += v[3] * inside as i64 * 1000;
+            wall_ns = wall_ns.max(total_ns);
             let t = thread_by_tid(&summary, tid);
             eprintln!(
                 "lockshare {inside}/{outside} µs: tid {tid}: fixture {:.1}% parprof {:.1}% ({} samples)",
@@ -77,6 +82,31 @@ fn lock_share_matches_the_fixtures_own_clock_at_two_contention_levels() {
         let lock = &summary["locks"][0];
         assert_eq!(lock["symbol"], "big", "{lock}");
         assert_eq!(lock["kind"], "pthread_mutex");
+        // How much of the time the mutex is held, read at every tick, against the passes
+        // the workers made.
+        let own_held = held_ns as f64 / wall_ns as f64;
+        let held = lock["held_share"]
+            .as_f64()
+            .expect("held_share of a glibc mutex");
+        let serialized = lock["serialized_share"].as_f64().expect("serialized_share");
+        let ceiling = lock["speedup_ceiling"].as_f64().expect("speedup_ceiling");
+        eprintln!(
+            "lockshare {inside}/{outside} µs: held {:.1}% by the passes, parprof {:.1}% ({:.1}% with a waiter)",
+            100.0 * own_held,
+            100.0 * held,
+            100.0 * serialized
+        );
+        assert!(
+            (held - own_held).abs() <= 0.05 && serialized <= held,
+            "the passes held the mutex {:.1}% of the time, parprof says {:.1}% ({:.1}% with a waiter)",
+            100.0 * own_held,
+            100.0 * held,
+            100.0 * serialized
+        );
+        assert!(
+            (ceiling * held - 1.0).abs() < 1e-9,
+            "{ceiling} is 1 / {held}"
+        );
         assert!(!lock["holders"].as_array().unwrap().is_empty(), "{lock}");
         let svg = std::fs::read_to_string(&svg).unwrap();
         assert!(

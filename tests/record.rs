@@ -355,3 +355,73 @@ fn normalise(name: &str) -> String {
     let n = name.strip_prefix("__GI_").unwrap_or(name);
     n.trim_start_matches('_').to_string()
 }
+
+/// CPU time the kernel counted for process `pid` (all its threads), in seconds.
+fn process_cpu_s(pid: i32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the fixture runs");
+    let after_name = &stat[stat.rfind(')').expect("a stat line") + 1..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // utime and stime, fields 14 and 15 of the line (12th and 13th after the name).
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    ticks as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+/// The effective parallelism is the kernel's CPU time over wall time, and how the time
+/// splits over thread counts follows: one busy worker is alone on a CPU nearly all the
+/// time; three on this machine's CPUs fill them, and the one left over waits for a CPU.
+#[test]
+fn effective_parallelism_matches_the_cpu_time_the_kernel_counted() {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for workers in [1, 3] {
+        let fx = Fixture::start(&c_fixture(), &["8", &workers.to_string(), "100"]);
+        let summary = scratch_file("parallelism.json");
+        let (cpu0, t0) = (process_cpu_s(fx.pid()), Instant::now());
+        let out = run_parprof(&[
+            "record",
+            "-d",
+            "2",
+            "-o",
+            scratch_file("parallelism.folded").to_str().unwrap(),
+            "--summary",
+            summary.to_str().unwrap(),
+            "--pid",
+            &fx.pid().to_string(),
+        ]);
+        let kernel = (process_cpu_s(fx.pid()) - cpu0) / t0.elapsed().as_secs_f64();
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+        let ours = json["effective_parallelism"]
+            .as_f64()
+            .expect("effective_parallelism in --summary");
+        let x = &json["parallelism"];
+        let runnable = x["runnable"].as_f64().expect("runnable");
+        let shares: Vec<f64> = x["on_cpu_shares"]
+            .as_array()
+            .expect("on_cpu_shares")
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        eprintln!(
+            "{workers} busy worker(s) on {cpus} CPUs: effective parallelism {ours:.2}, the \
+             kernel's CPU time / wall {kernel:.2}; runnable {runnable:.2}; shares {shares:?}"
+        );
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert!(text.contains("parprof: effective parallelism "), "{text}");
+        assert!(
+            (ours - kernel).abs() <= 0.1 + 0.05 * kernel,
+            "{workers} workers: parprof says {ours:.2} threads on a CPU, the kernel {kernel:.2}"
+        );
+        let mean: f64 = shares.iter().enumerate().map(|(k, s)| k as f64 * s).sum();
+        assert!((mean - ours).abs() < 1e-9 && (shares.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+        let most = workers.min(cpus);
+        assert!(
+            shares.get(most).is_some_and(|&s| s >= 0.8),
+            "{workers} workers on {cpus} CPUs: {most} on a CPU most of the time: {shares:?}"
+        );
+        assert!(
+            runnable >= ours && (runnable - workers as f64).abs() <= 0.3,
+            "{workers} busy workers are runnable all the time: {runnable:.2}"
+        );
+    }
+}

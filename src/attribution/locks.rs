@@ -2,7 +2,7 @@
 //! tick, so when a waiter names its lock's holder, what the holder was doing at that
 //! moment is in the same batch.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::rules::{LockId, RULES};
 use super::{Attribution, Globals, WaitOn};
@@ -10,6 +10,7 @@ use crate::frame::{Frame, FrameKind};
 use crate::process::Maps;
 use crate::profile::locks::LockStats;
 use crate::profile::{Profile, StackId, State};
+use crate::python::GilState;
 
 /// One thread's sample at a tick, after classification.
 #[derive(Debug, Clone, Copy)]
@@ -91,6 +92,35 @@ impl LockBook {
                 *stats.holders.entry(key.0).or_default() += 1;
                 *stats.holder_activity.entry(key).or_default() += 1;
             }
+        }
+    }
+
+    /// Whether each known lock was held at this tick: a glibc mutex by its word as the
+    /// sampler read it (0 is unlocked), the GIL by its holder; and held while a thread of
+    /// this tick waited for it.
+    pub fn record_held(
+        &self,
+        profile: &mut Profile,
+        words: &[(u64, u32)],
+        gil: Option<GilState>,
+        tick: &[Observed],
+    ) {
+        let waited: HashSet<u64> = tick
+            .iter()
+            .filter(|o| o.attribution.state == State::Lock)
+            .filter_map(|o| o.attribution.waiting_on)
+            .filter(|w| w.is_lock())
+            .map(|w| w.address)
+            .collect();
+        let gil = gil.map(|g| (g.address, g.holder.is_some()));
+        for (address, held) in words.iter().map(|&(a, w)| (a, w != 0)).chain(gil) {
+            let Some(stats) = profile.locks.get_mut(&address) else {
+                continue;
+            };
+            let h = &mut stats.held;
+            h.observed += 1;
+            h.held += held as u64;
+            h.serialized += (held && waited.contains(&address)) as u64;
         }
     }
 }

@@ -36,6 +36,8 @@ pub struct Counts {
     pub states: BTreeMap<String, u64>,
     /// Contended locks by name (addresses change from run to run; names do not).
     pub locks: BTreeMap<String, LockCounts>,
+    /// Threads on a CPU at once, on average (a saved profile's, when it has one).
+    pub effective_parallelism: Option<f64>,
 }
 
 /// One contended lock of one profile.
@@ -199,6 +201,8 @@ pub struct Comparison {
     pub total: Vec<Row>,
     /// Locks either side waited for, largest change in waits first.
     pub locks: Vec<LockRow>,
+    /// The effective parallelism (base, new), when both sides have it.
+    pub parallelism: Option<(f64, f64)>,
 }
 
 /// One lock on both sides, matched by name.
@@ -281,6 +285,7 @@ pub fn compare(base: &Counts, new: &Counts) -> Result<Comparison, DiffError> {
         self_: rows(&base.self_, &new.self_),
         total: rows(&base.total, &new.total),
         locks: lock_rows(base, new),
+        parallelism: base.effective_parallelism.zip(new.effective_parallelism),
     })
 }
 

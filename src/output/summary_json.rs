@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::attribution::locks::display_name;
 use crate::profile::locks::LockStats;
+use crate::profile::parallelism::Parallelism;
 use crate::profile::{Profile, State};
 
 /// How many waiter stacks each lock lists.
@@ -21,6 +22,12 @@ pub struct Summary {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub capture: Option<String>,
     pub samples: u64,
+    /// The target's threads on a CPU at an instant, on average (the mean of `parallelism`),
+    /// when the kernel's context switches were recorded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub effective_parallelism: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parallelism: Option<Parallelism>,
     pub threads: Vec<ThreadSummary>,
     pub locks: Vec<LockSummary>,
 }
@@ -50,6 +57,17 @@ pub struct LockSummary {
     pub holder_activity: Vec<HolderActivity>,
     pub waiters: Vec<ThreadCount>,
     pub top_stacks: Vec<StackCount>,
+    /// The share of the time the lock was held, from its state read at every tick once it
+    /// was known (glibc mutexes and the GIL; absent for other kinds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_share: Option<f64>,
+    /// The share of the time it was held while a thread waited for it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub serialized_share: Option<f64>,
+    /// 1 / `held_share`: the most any number of threads can speed up a program whose every
+    /// pass takes this lock.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub speedup_ceiling: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -101,11 +119,14 @@ pub fn summary(p: &Profile) -> Summary {
             .cmp(&a.wait_samples)
             .then_with(|| a.address.cmp(&b.address))
     });
+    let parallelism = p.meta.occupancy.as_ref().and_then(|o| o.parallelism());
     Summary {
         duration_s: p.meta.duration_s,
         rate_hz: p.meta.rate_hz,
         capture: p.meta.capture.clone(),
         samples: p.total_samples(),
+        effective_parallelism: parallelism.as_ref().map(|x| x.on_cpu),
+        parallelism,
         threads,
         locks,
     }
@@ -149,6 +170,7 @@ fn lock_summary(p: &Profile, address: u64, l: &LockStats) -> LockSummary {
         })
         .collect();
     top_stacks.truncate(TOP_STACKS);
+    let shares = l.held.shares();
     LockSummary {
         address: format!("{address:#x}"),
         kind: l.kind.clone(),
@@ -159,6 +181,9 @@ fn lock_summary(p: &Profile, address: u64, l: &LockStats) -> LockSummary {
         holder_activity,
         waiters,
         top_stacks,
+        held_share: shares.map(|s| s.0),
+        serialized_share: shares.map(|s| s.1),
+        speedup_ceiling: shares.and_then(|s| s.2),
     }
 }
 

@@ -81,8 +81,67 @@ pub fn findings(p: &Profile) -> Vec<String> {
         }
     }
     lines.extend(thread_table(p));
-    lines.extend(lock_report(&summary_json::summary(p).locks));
+    lines.extend(parallelism_line(p));
+    let locks = summary_json::summary(p).locks;
+    lines.extend(lock_report(&locks));
+    lines.extend(scaling_limits(p, &locks));
     lines
+}
+
+/// A lock held this much of the time is named as a limit to scaling.
+const LIMITING_HELD_SHARE: f64 = 0.3;
+/// This many threads waiting for a CPU at an instant, on average, are named as a limit.
+const LIMITING_CPU_WAIT: f64 = 0.5;
+
+/// What stops the program from scaling, in plain words: the lock held most of the time
+/// (its speedup ceiling), and threads queued for a CPU (more runnable threads than CPUs).
+fn scaling_limits(p: &Profile, locks: &[LockSummary]) -> Vec<String> {
+    let mut limits = Vec::new();
+    let held = locks
+        .iter()
+        .filter_map(|l| Some((l, l.held_share?, l.speedup_ceiling?)))
+        .filter(|(_, held, _)| *held >= LIMITING_HELD_SHARE)
+        .max_by(|a, b| a.1.total_cmp(&b.1));
+    if let Some((l, held, ceiling)) = held {
+        limits.push(format!(
+            "lock `{}` is held {:.0} % of the time: no number of threads can make work that takes it on every pass more than {ceiling:.1}x faster",
+            l.name,
+            100.0 * held
+        ));
+    }
+    let x = p.meta.occupancy.as_ref().and_then(|o| o.parallelism());
+    if let Some(x) = x.filter(|x| x.runnable - x.on_cpu >= LIMITING_CPU_WAIT) {
+        limits.push(format!(
+            "{:.1} threads are runnable at once for {:.1} on a CPU: {:.1} wait for a CPU at any instant (more threads than CPUs)",
+            x.runnable,
+            x.on_cpu,
+            x.runnable - x.on_cpu
+        ));
+    }
+    limits
+        .into_iter()
+        .map(|l| format!("parprof: what limits scaling: {l}"))
+        .collect()
+}
+
+/// How many threads ran at once, from the kernel's context switches: the mean, how the
+/// time split over thread counts (those of at least 1 %), and the runnable mean.
+fn parallelism_line(p: &Profile) -> Option<String> {
+    let x = p.meta.occupancy.as_ref()?.parallelism()?;
+    let split: Vec<String> = x
+        .on_cpu_shares
+        .iter()
+        .enumerate()
+        .filter(|(_, share)| **share >= 0.01)
+        .map(|(k, share)| format!("{k}: {:.0} %", 100.0 * share))
+        .collect();
+    Some(format!(
+        "parprof: effective parallelism {:.2} (the target's threads on a CPU at once, on average; share of the time with k on a CPU, k: {}); {:.2} runnable, {:.2} of them waiting for a CPU",
+        x.on_cpu,
+        split.join(", "),
+        x.runnable,
+        x.runnable - x.on_cpu
+    ))
 }
 
 /// Functions in each hottest list.
@@ -174,6 +233,17 @@ pub fn lock_report(locks: &[LockSummary]) -> Vec<String> {
             l.address,
             l.waiters.len()
         ));
+        if let (Some(held), Some(serialized)) = (l.held_share, l.serialized_share) {
+            let ceiling = l
+                .speedup_ceiling
+                .map(|c| format!(": no number of threads makes a program whose every pass takes it more than {c:.1}x faster"))
+                .unwrap_or_default();
+            lines.push(format!(
+                "          held {:.0} % of the time, {:.0} % with a thread waiting{ceiling}",
+                100.0 * held,
+                100.0 * serialized
+            ));
+        }
         if let Some(h) = l.holder_activity.first() {
             let others = l.holders.len().saturating_sub(1);
             let more = if others > 0 {
@@ -181,10 +251,12 @@ pub fn lock_report(locks: &[LockSummary]) -> Vec<String> {
             } else {
                 String::new()
             };
-            lines.push(format!(
-                "          held mostly by {} while it was in {} [{}]{more}",
-                h.tid, h.function, h.state
-            ));
+            // `?`: the holder was on a CPU with no kernel sample near the tick.
+            let doing = match h.function.as_str() {
+                "?" => "running, its stack at those ticks not captured".to_string(),
+                f => format!("while it was in {f} [{}]", h.state),
+            };
+            lines.push(format!("          held mostly by {} {doing}{more}", h.tid));
         }
     }
     lines

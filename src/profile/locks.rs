@@ -28,4 +28,29 @@ pub struct LockStats {
     /// Wait samples per (holder, the holder's state, the holder's leaf function) at the
     /// same tick: what the holder was doing while others waited.
     pub holder_activity: BTreeMap<(i32, State, String), u64>,
+    /// Ticks at which the lock's state was read once it was known (a glibc mutex's word,
+    /// the GIL's holder), those at which it was held, and those at which it was held while
+    /// a thread waited for it.
+    pub held: HeldTicks,
+}
+
+/// See [`LockStats::held`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HeldTicks {
+    pub observed: u64,
+    pub held: u64,
+    pub serialized: u64,
+}
+
+impl HeldTicks {
+    /// The share of the time the lock is held, its share held while a thread waits, and
+    /// the most any number of threads can speed up a program every pass of which takes
+    /// it (1 / held share); `None` when its state was never read.
+    pub fn shares(&self) -> Option<(f64, f64, Option<f64>)> {
+        (self.observed > 0).then(|| {
+            let held = self.held as f64 / self.observed as f64;
+            let serialized = self.serialized as f64 / self.observed as f64;
+            (held, serialized, (held > 0.0).then(|| 1.0 / held))
+        })
+    }
 }

@@ -3,6 +3,7 @@
 //! timestamps are kept only when a timeline output asks for them.
 
 pub mod locks;
+pub mod parallelism;
 pub mod saved;
 mod state;
 
@@ -31,6 +32,9 @@ pub struct Meta {
     pub python: Option<String>,
     /// How running threads were captured (`perf` or `ptrace`); `None` from a version-1 file.
     pub capture: Option<String>,
+    /// How many of the target's threads ran at once, from the kernel's context switches;
+    /// `None` without them (and from files before version 3).
+    pub occupancy: Option<parallelism::Occupancy>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -8,9 +8,10 @@
 //! The header stays uncompressed so a reader can refuse a newer file before decoding it.
 //! The body is a set of tables (strings, frames, stacks, threads, counts, an optional
 //! delta-encoded timeline) defined by the `*V1` structs below, then (version 2) the capture
-//! backend and the lock table (`*V2`); not by the in-memory types: changing an in-memory
-//! type never changes the file, and changing a file struct means a new version number and
-//! a decoder kept beside the old one. Version 1 files still read, without locks.
+//! backend and the lock table (`*V2`), then (version 3) how many threads ran at once
+//! (`*V3`); not by the in-memory types: changing an in-memory type never changes the file,
+//! and changing a file struct means a new version number and a decoder kept beside the old
+//! one. Version 1 and 2 files still read, without what came later.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -18,13 +19,14 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::locks::LockStats;
+use super::locks::{HeldTicks, LockStats};
+use super::parallelism::Occupancy;
 use super::{FrameId, Meta, Profile, StackId, State, ThreadInfo, TimedSample};
 use crate::frame::{Frame, FrameKind};
 
 pub const MAGIC: &[u8; 8] = b"PARPROF\0";
 /// The newest format version this parprof writes and reads.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SavedError {
@@ -64,6 +66,25 @@ struct FileV2 {
     /// How running threads were captured (`perf`, `ptrace`).
     capture: Option<String>,
     locks: Vec<LockV2>,
+}
+
+/// Version 3: version 2, then the time spent with each number of threads on a CPU and
+/// runnable, when the kernel's context switches were recorded, and how often each lock
+/// was held.
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+struct FileV3 {
+    v2: FileV2,
+    occupancy: Option<OccupancyV3>,
+    /// Per lock of `v2.locks` (by address): ticks its state was read, held, held while
+    /// a thread waited.
+    lock_held: Vec<(u64, u64, u64, u64)>,
+}
+
+/// `Occupancy`: nanoseconds with k threads on a CPU, and runnable, for k = 0, 1, …
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+struct OccupancyV3 {
+    on_cpu_ns: Vec<u64>,
+    runnable_ns: Vec<u64>,
 }
 
 /// `LockStats` of the lock at `address`; strings, stacks and states as in version 1.
@@ -163,12 +184,21 @@ pub fn decode(bytes: &[u8]) -> Result<Profile, SavedError> {
         .split_first_chunk::<4>()
         .ok_or_else(|| corrupt("no format version"))?;
     match u32::from_le_bytes(*version) {
-        1 => from_file(FileV2 {
-            v1: tables(body)?,
-            capture: None,
-            locks: Vec::new(),
+        1 => from_file(FileV3 {
+            v2: FileV2 {
+                v1: tables(body)?,
+                capture: None,
+                locks: Vec::new(),
+            },
+            occupancy: None,
+            lock_held: Vec::new(),
         }),
-        2 => from_file(tables(body)?),
+        2 => from_file(FileV3 {
+            v2: tables(body)?,
+            occupancy: None,
+            lock_held: Vec::new(),
+        }),
+        3 => from_file(tables(body)?),
         found if found > VERSION => Err(SavedError::Newer {
             found,
             supported: VERSION,
@@ -216,7 +246,7 @@ impl Strings {
     }
 }
 
-fn to_file(p: &Profile) -> FileV2 {
+fn to_file(p: &Profile) -> FileV3 {
     let mut strings = Strings::default();
     let frames = p
         .frames()
@@ -305,15 +335,34 @@ fn to_file(p: &Profile) -> FileV2 {
         counts,
         timeline,
     };
-    FileV2 {
-        v1,
-        capture: m.capture.clone(),
-        locks,
+    let lock_held = p
+        .locks
+        .iter()
+        .filter(|(_, l)| l.held.observed > 0)
+        .map(|(&a, l)| (a, l.held.observed, l.held.held, l.held.serialized))
+        .collect();
+    FileV3 {
+        lock_held,
+        v2: FileV2 {
+            v1,
+            capture: m.capture.clone(),
+            locks,
+        },
+        occupancy: m.occupancy.as_ref().map(|o| OccupancyV3 {
+            on_cpu_ns: o.on_cpu_ns.clone(),
+            runnable_ns: o.runnable_ns.clone(),
+        }),
     }
 }
 
 /// Rebuilds a profile from the tables, rejecting any reference that points outside them.
-fn from_file(file: FileV2) -> Result<Profile, SavedError> {
+fn from_file(
+    FileV3 {
+        v2: file,
+        occupancy,
+        lock_held,
+    }: FileV3,
+) -> Result<Profile, SavedError> {
     let f = file.v1;
     let string = |id: u32| {
         f.strings
@@ -347,6 +396,10 @@ fn from_file(file: FileV2) -> Result<Profile, SavedError> {
         parprof_version: m.parprof_version,
         python: m.python,
         capture: file.capture,
+        occupancy: occupancy.map(|o| Occupancy {
+            on_cpu_ns: o.on_cpu_ns,
+            runnable_ns: o.runnable_ns,
+        }),
     };
     let mut p = Profile::new(meta, f.timeline.is_some());
     let mut frame_ids: Vec<FrameId> = Vec::with_capacity(f.frames.len());
@@ -432,6 +485,18 @@ fn from_file(file: FileV2) -> Result<Profile, SavedError> {
         }
         p.locks.insert(l.address, lock);
     }
+    for (address, observed, held, serialized) in lock_held {
+        let lock = p.locks.get_mut(&address).ok_or_else(|| {
+            corrupt(format!(
+                "held ticks of lock {address:#x}, not in the lock table"
+            ))
+        })?;
+        lock.held = HeldTicks {
+            observed,
+            held,
+            serialized,
+        };
+    }
     Ok(p)
 }
 
@@ -450,6 +515,10 @@ mod tests {
             parprof_version: "0.1.0".into(),
             python: Some("3.13.1".into()),
             capture: Some("perf".into()),
+            occupancy: Some(Occupancy {
+                on_cpu_ns: vec![10, 200, 3000],
+                runnable_ns: vec![10, 200, 1000, 2000],
+            }),
         };
         let mut p = Profile::new(meta, true);
         let main = Frame::native("main", "lockscale");
@@ -481,6 +550,11 @@ mod tests {
                 waiter_stacks: [(b, 3)].into(),
                 holders: [(7, 2)].into(),
                 holder_activity: [((7, State::Compute, "update_shared".into()), 2)].into(),
+                held: HeldTicks {
+                    observed: 40,
+                    held: 30,
+                    serialized: 3,
+                },
             },
         );
         p
@@ -505,10 +579,22 @@ mod tests {
     #[test]
     fn version_1_files_still_read_without_locks_or_capture() {
         let p = sample_profile();
-        let old = decode(&file_of(1, &to_file(&p).v1)).unwrap();
+        let old = decode(&file_of(1, &to_file(&p).v2.v1)).unwrap();
         assert_eq!((old.meta.capture.as_deref(), old.locks.len()), (None, 0));
         assert_eq!(old.counts, p.counts);
         assert_eq!(old.timeline, p.timeline);
+    }
+
+    #[test]
+    fn version_2_files_still_read_without_occupancy() {
+        let p = sample_profile();
+        let old = decode(&file_of(2, &to_file(&p).v2)).unwrap();
+        assert_eq!(old.meta.occupancy, None);
+        let mut locks = p.locks.clone();
+        locks
+            .values_mut()
+            .for_each(|l| l.held = HeldTicks::default());
+        assert_eq!((old.locks, old.meta.capture), (locks, p.meta.capture));
     }
 
     #[test]
@@ -549,13 +635,13 @@ mod tests {
     fn out_of_range_references_are_rejected() {
         let p = sample_profile();
         let mut file = to_file(&p);
-        file.v1.stacks[0].push(99);
+        file.v2.v1.stacks[0].push(99);
         assert_eq!(
             decode(&file_of(VERSION, &file)).unwrap_err().to_string(),
             "the profile is truncated or corrupt (frame id 99 out of range)"
         );
         let mut file = to_file(&p);
-        file.locks[0].waiter_stacks[0].0 = 77;
+        file.v2.locks[0].waiter_stacks[0].0 = 77;
         assert_eq!(
             decode(&file_of(VERSION, &file)).unwrap_err().to_string(),
             "the profile is truncated or corrupt (stack id 77 out of range)"

@@ -17,6 +17,7 @@ use crate::process::ptrace::{STOP_DEADLINE, StopError, Tracer};
 use crate::process::{
     Maps, MemError, ProcessMemory, Regs, SchedStat, StackSnapshot, Syscall, ThreadStat, proc,
 };
+use crate::profile::parallelism::Occupancy;
 use crate::python::{PyStack, PythonReader};
 
 pub struct Sampler {
@@ -52,6 +53,10 @@ pub struct Sampler {
     /// Threads whose perf events could not be opened for want of descriptors: captured
     /// with ptrace stops, as without kernel sampling.
     unwatchable: HashSet<i32>,
+    /// Futex words of glibc mutexes a thread was seen waiting on (its `__owner` named a
+    /// thread of the target), read at every tick: whether each is held then, contended
+    /// or not, is how much of the time it is held.
+    lock_words: Vec<u64>,
     /// The open-file limit, for the message when it is reached.
     file_limit: u64,
     /// Names of threads read while they were on a CPU, for their next kernel sample.
@@ -95,7 +100,11 @@ struct Captured {
     samples: Vec<RawSample>,
     on_cpu: Vec<i32>,
     gil: Option<crate::python::GilState>,
+    lock_words: Vec<(u64, u32)>,
 }
+
+/// Mutex words read at every tick, at most: the first mutexes seen contended.
+const LOCK_WORDS: usize = 8;
 
 struct ThreadMemo {
     sched_file: SchedStatFile,
@@ -273,6 +282,7 @@ impl Sampler {
             kernel,
             clock_zero_ns: None,
             unwatchable: HashSet::new(),
+            lock_words: Vec::new(),
             file_limit,
             unsent_names: HashMap::new(),
             switched_out: HashMap::new(),
@@ -287,6 +297,12 @@ impl Sampler {
     /// Kernel samples dropped because a ring was full.
     pub fn kernel_lost(&self) -> u64 {
         self.kernel.as_ref().map_or(0, |k| k.lost)
+    }
+
+    /// How many of the process's threads ran at once, for how long: from the kernel's
+    /// context switches, so `None` without them.
+    pub fn occupancy(&self) -> Option<Occupancy> {
+        self.switches.as_ref().map(|s| s.occupancy().clone())
     }
 
     /// How this sampler captures running threads.
@@ -317,6 +333,7 @@ impl Sampler {
             mut samples,
             on_cpu,
             gil,
+            lock_words,
         } = self.capture(tick)?;
         // Checked after the capture: an exec during it flags these samples, so none taken
         // after an exec is resolved against the old program.
@@ -338,6 +355,7 @@ impl Sampler {
             running: on_cpu,
             gone: std::mem::take(&mut self.departed),
             gil,
+            lock_words,
         })
     }
 
@@ -357,6 +375,7 @@ impl Sampler {
         }
         self.switched_out.clear();
         self.unwatchable.clear();
+        self.lock_words.clear();
         if let Ok(tids) = proc::threads(self.pid) {
             if let Some(s) = self.switches.as_mut() {
                 s.reset_threads(&tids);
@@ -382,6 +401,9 @@ impl Sampler {
             time_ns,
         };
         self.ticks += 1;
+        // First, as near the tick's instant as can be: a lock held for 200 µs changes hands
+        // while parprof reads its threads, and parprof on a CPU delays its next taker.
+        let lock_words = self.read_lock_words();
         // Threads that missed a stop deadline are captured and released first, whatever
         // else happens: one left stopped while holding a lock would freeze every waiter.
         let mut out = std::mem::take(&mut self.late_samples);
@@ -439,13 +461,32 @@ impl Sampler {
         // An owner that is not a thread of the target is not an owner (not a mutex).
         for s in &mut out {
             s.futex_owner = s.futex_owner.filter(|t| self.tids.binary_search(t).is_ok());
+            let word = match &s.data {
+                SampleData::Fresh(f) if s.futex_owner.is_some() => f.syscall.arg0(),
+                _ => None,
+            };
+            if let Some(w) = word.filter(|w| !self.lock_words.contains(w))
+                && self.lock_words.len() < LOCK_WORDS
+            {
+                self.lock_words.push(w);
+            }
         }
         Ok(Captured {
             at,
             samples: out,
             on_cpu,
             gil,
+            lock_words,
         })
+    }
+
+    /// The mutex words now (0: unlocked), each where it could be read.
+    fn read_lock_words(&self) -> Vec<(u64, u32)> {
+        use crate::process::Memory;
+        self.lock_words
+            .iter()
+            .filter_map(|&w| self.mem.read_u32(w).ok().map(|v| (w, v)))
+            .collect()
     }
 
     /// Open what is kept of `tid` when it is first seen; false if it is gone. Its schedstat

@@ -89,6 +89,9 @@ pub struct Batch {
     pub gone: Vec<i32>,
     /// The CPython GIL at this tick.
     pub gil: Option<GilState>,
+    /// The futex words of the glibc mutexes seen contended so far, as read at this tick
+    /// (0: unlocked): how often each is held, waited for or not.
+    pub lock_words: Vec<(u64, u32)>,
 }
 
 impl Batch {
@@ -104,6 +107,7 @@ impl Batch {
             running: Vec::new(),
             gone: Vec::new(),
             gil: None,
+            lock_words: Vec::new(),
         }
     }
 }

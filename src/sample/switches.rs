@@ -18,6 +18,8 @@ use std::os::fd::OwnedFd;
 use perf_event_open_sys::bindings as pb;
 
 use super::perf::{self, PerfError, monotonic_ns, u32_at, u64_at};
+use crate::process::ThreadStat;
+use crate::profile::parallelism::Occupancy;
 
 /// What happened to the target's threads between two drains.
 #[derive(Debug, Default)]
@@ -49,6 +51,16 @@ pub struct SwitchLog {
     threads: HashSet<i32>,
     /// Threads woken and not yet switched in: when they were woken (CLOCK_MONOTONIC ns).
     waking: HashMap<i32, u64>,
+    /// Threads runnable but off a CPU: woken, or preempted (not by parprof).
+    queued: HashSet<i32>,
+    /// Slots of `on_cpu` holding a target thread.
+    running: usize,
+    /// Threads placed on a CPU from their stat file rather than a switch record: until
+    /// their first record they may be on another CPU than the one placed.
+    placed: HashSet<i32>,
+    /// How many threads ran at once, for how long, up to `accounted_ns`.
+    occupancy: Occupancy,
+    accounted_ns: u64,
     last_drain_ns: u64,
     /// Records gathered from all rings, reused each drain.
     scratch: Vec<Record>,
@@ -101,7 +113,12 @@ impl SwitchLog {
             rings.push(ring);
         }
         let max_cpu = cpus.iter().max().map_or(0, |c| c + 1);
-        Ok(SwitchLog {
+        Ok(SwitchLog::over(pid, rings, wakee_offset, max_cpu))
+    }
+
+    /// The log of `pid` over `rings`, for CPUs numbered below `max_cpu`.
+    fn over(pid: i32, rings: Vec<Ring>, wakee_offset: Option<usize>, max_cpu: usize) -> Self {
+        SwitchLog {
             pid,
             rings,
             wakee_offset,
@@ -109,10 +126,15 @@ impl SwitchLog {
             own_pid: std::process::id() as i32,
             threads: HashSet::new(),
             waking: HashMap::new(),
+            queued: HashSet::new(),
+            running: 0,
+            placed: HashSet::new(),
+            occupancy: Occupancy::default(),
+            accounted_ns: monotonic_ns(),
             last_drain_ns: monotonic_ns(),
             scratch: Vec::new(),
             buf: Vec::new(),
-        })
+        }
     }
 
     /// Everything recorded since the previous drain.
@@ -131,7 +153,16 @@ impl SwitchLog {
             act.ran.insert(*cpu);
         }
         for r in &records {
+            if !act.lost {
+                self.account_until(r.time);
+            }
             self.apply(r, &mut act);
+        }
+        if act.lost {
+            // Some switches are missing: the counts of this interval are not known.
+            self.accounted_ns = self.accounted_ns.max(now);
+        } else {
+            self.account_until(now);
         }
         for cpu in self.on_cpu.iter().flatten() {
             act.ran.insert(*cpu);
@@ -148,13 +179,53 @@ impl SwitchLog {
         act
     }
 
+    /// Count the time since the last record with the threads on a CPU and queued then.
+    fn account_until(&mut self, t: u64) {
+        if t > self.accounted_ns {
+            let runnable = self.running + self.queued.len();
+            self.occupancy
+                .add(self.running, runnable, t - self.accounted_ns);
+            self.accounted_ns = t;
+        }
+    }
+
+    /// How many of the target's threads ran at once, for how long, so far.
+    pub fn occupancy(&self) -> &Occupancy {
+        &self.occupancy
+    }
+
+    fn set_on_cpu(&mut self, cpu: usize, tid: Option<i32>) {
+        self.running -= self.on_cpu[cpu].is_some() as usize;
+        self.running += tid.is_some() as usize;
+        self.on_cpu[cpu] = tid;
+        if let Some(t) = tid {
+            self.queued.remove(&t);
+        }
+    }
+
+    /// A record of `tid` on `cpu`: if it was placed from its stat file, the place no longer
+    /// stands (it may have been another CPU's).
+    fn unplace(&mut self, tid: i32, cpu: usize) {
+        if self.placed.is_empty() || !self.placed.remove(&tid) {
+            return;
+        }
+        for c in 0..self.on_cpu.len() {
+            if c != cpu && self.on_cpu[c] == Some(tid) {
+                self.set_on_cpu(c, None);
+            }
+        }
+    }
+
     fn apply(&mut self, r: &Record, act: &mut Activity) {
         let ours = r.pid == self.pid;
+        if ours {
+            self.unplace(r.tid, r.cpu);
+        }
         match r.event {
             // parprof borrowing a CPU leaves it with the target thread it displaced, if any.
             Event::SwitchIn if r.pid == self.own_pid => {}
             Event::SwitchIn => {
-                self.on_cpu[r.cpu] = ours.then_some(r.tid);
+                self.set_on_cpu(r.cpu, ours.then_some(r.tid));
                 if ours {
                     act.ran.insert(r.tid);
                     self.waking.remove(&r.tid);
@@ -166,8 +237,15 @@ impl SwitchLog {
             } => {
                 // A thread that parprof itself displaced still counts as on its CPU: without
                 // parprof it would be running, and the tick must describe that program.
-                if !(ours && preempted && next_pid == self.own_pid) {
-                    self.on_cpu[r.cpu] = None;
+                if ours && preempted && next_pid == self.own_pid {
+                    self.set_on_cpu(r.cpu, Some(r.tid));
+                } else {
+                    self.set_on_cpu(r.cpu, None);
+                    if ours && preempted {
+                        self.queued.insert(r.tid);
+                    } else {
+                        self.queued.remove(&r.tid);
+                    }
                 }
                 if ours {
                     act.ran.insert(r.tid);
@@ -176,6 +254,7 @@ impl SwitchLog {
             Event::Wakeup(wakee) => {
                 if self.threads.contains(&wakee) && !self.on_cpu.contains(&Some(wakee)) {
                     self.waking.entry(wakee).or_insert(r.time);
+                    self.queued.insert(wakee);
                 }
             }
             Event::Fork if ours && r.tid != r.pid && self.threads.insert(r.tid) => {
@@ -183,6 +262,7 @@ impl SwitchLog {
             }
             Event::Exit if ours && self.threads.remove(&r.tid) => {
                 self.waking.remove(&r.tid);
+                self.queued.remove(&r.tid);
                 act.exited.push(r.tid);
             }
             Event::Fork | Event::Exit => {}
@@ -198,12 +278,47 @@ impl SwitchLog {
     pub fn forget(&mut self, tid: i32) {
         self.threads.remove(&tid);
         self.waking.remove(&tid);
+        self.queued.remove(&tid);
+        self.placed.remove(&tid);
+        for c in 0..self.on_cpu.len() {
+            if self.on_cpu[c] == Some(tid) {
+                self.set_on_cpu(c, None);
+            }
+        }
     }
 
-    /// Start from a thread list (at open, and after lost records).
+    /// Start from a thread list (at open, after an exec, and after lost records). A thread
+    /// running now has no switch record until it leaves its CPU, which for a lone busy
+    /// thread may be seconds away: it is placed on the CPU its stat file names, if no
+    /// record placed another thread there.
     pub fn reset_threads(&mut self, tids: &[i32]) {
         self.threads = tids.iter().copied().collect();
         self.waking.retain(|tid, _| self.threads.contains(tid));
+        self.queued.retain(|tid| self.threads.contains(tid));
+        for cpu in 0..self.on_cpu.len() {
+            if self.on_cpu[cpu].is_some_and(|t| !self.threads.contains(&t)) {
+                self.set_on_cpu(cpu, None);
+            }
+        }
+        for &tid in tids {
+            if self.on_cpu.contains(&Some(tid)) {
+                continue;
+            }
+            let Ok(stat) = ThreadStat::read(self.pid, tid) else {
+                continue;
+            };
+            let cpu = usize::try_from(stat.processor).ok();
+            match cpu.filter(|&c| stat.state == 'R' && c < self.on_cpu.len()) {
+                Some(c) if self.on_cpu[c].is_none() => {
+                    self.set_on_cpu(c, Some(tid));
+                    self.placed.insert(tid);
+                }
+                Some(_) => {
+                    self.queued.insert(tid);
+                }
+                None => {}
+            }
+        }
     }
 }
 
@@ -375,6 +490,42 @@ fn field_offset(format: &str, field: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn occupancy_counts_threads_on_a_cpu_and_queued_between_records() {
+        let mut log = SwitchLog::over(100, Vec::new(), None, 2);
+        log.reset_threads(&[]);
+        log.threads = [101, 102].into();
+        log.accounted_ns = 0;
+        let own_pid = log.own_pid;
+        let mut act = Activity::default();
+        let out = |preempted, next_pid| Event::SwitchOut {
+            preempted,
+            next_pid,
+        };
+        for (time, cpu, tid, event) in [
+            (10, 0, 101, Event::SwitchIn),
+            (20, 1, 102, Event::SwitchIn),
+            // Displaced by parprof: still on its CPU.
+            (30, 0, 101, out(true, own_pid)),
+            // Preempted by another process: queued for a CPU.
+            (40, 1, 102, out(true, 999)),
+            (50, 1, 102, Event::SwitchIn),
+        ] {
+            let r = Record {
+                time,
+                cpu,
+                pid: 100,
+                tid,
+                event,
+            };
+            log.account_until(r.time);
+            log.apply(&r, &mut act);
+        }
+        log.account_until(60);
+        assert_eq!(log.occupancy().on_cpu_ns, vec![10, 10 + 10, 20 + 10]);
+        assert_eq!(log.occupancy().runnable_ns, vec![10, 10, 20 + 10 + 10]);
+    }
 
     #[test]
     fn wakeup_format_offset() {

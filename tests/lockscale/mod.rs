@@ -13,7 +13,19 @@ pub fn exe() -> PathBuf {
 /// Record `lockscale THREADS SECONDS LOCKED_SCALE` from start to exit at `rate` Hz into a
 /// `.parprof`; returns the file and parprof's stderr.
 pub fn record(threads: u32, seconds: u32, locked_scale: u32, rate: u32) -> (PathBuf, String) {
-    let out = scratch_file(&format!("lockscale-{threads}-{locked_scale}.parprof"));
+    record_with_unit(threads, seconds, locked_scale, rate, None)
+}
+
+/// `record`, with `unit` iterations in a unit of work (the fixture's default: about 60 µs).
+pub fn record_with_unit(
+    threads: u32,
+    seconds: u32,
+    locked_scale: u32,
+    rate: u32,
+    unit: Option<u32>,
+) -> (PathBuf, String) {
+    let tag = unit.map(|u| format!("-u{u}")).unwrap_or_default();
+    let out = scratch_file(&format!("lockscale-{threads}-{locked_scale}{tag}.parprof"));
     let exe = exe();
     let args = [
         threads.to_string(),
@@ -21,19 +33,19 @@ pub fn record(threads: u32, seconds: u32, locked_scale: u32, rate: u32) -> (Path
         locked_scale.to_string(),
         rate.to_string(),
     ];
-    let o = run_parprof(&[
-        "record",
-        "--rate",
-        &args[3],
-        "-o",
-        out.to_str().unwrap(),
-        "--",
-        exe.to_str().unwrap(),
-        &args[0],
-        &args[1],
-        &args[2],
-    ]);
-    (out, String::from_utf8_lossy(&o.stderr).into_owned())
+    let mut cmd = crate::common::parprof();
+    cmd.args(["record", "--rate", &args[3], "-o"])
+        .arg(&out)
+        .arg("--")
+        .arg(&exe)
+        .args(&args[..3]);
+    if let Some(u) = unit {
+        cmd.env("LOCKSCALE_UNIT", u.to_string());
+    }
+    let o = cmd.output().expect("run parprof record");
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "parprof record failed:\n{stderr}");
+    (out, stderr)
 }
 
 /// `parprof report PROFILE -o OUTPUT [extra...]`; returns OUTPUT's bytes.

@@ -41,6 +41,12 @@ pub fn render(
     }
     let _ = writeln!(md, "### Thread states\n");
     table(&mut md, "state", &c.states);
+    if let Some((b, n)) = c.parallelism {
+        let _ = writeln!(
+            md,
+            "Effective parallelism (threads on a CPU at once): {b:.2} → {n:.2}\n"
+        );
+    }
     if !c.locks.is_empty() {
         let _ = writeln!(
             md,
