@@ -8,6 +8,9 @@ use crate::output::Format;
 use crate::profile::State;
 use crate::sample::Capture;
 
+/// Bytes of stack a sample copies unless told otherwise.
+pub const DEFAULT_STACK_BYTES: usize = 64 * 1024;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "parprof",
@@ -29,6 +32,28 @@ pub enum Command {
     Report(ReportArgs),
     /// Compare two profiles: what grew, a differential flamegraph, and a CI gate.
     Diff(DiffArgs),
+    /// A live view of a running process: threads and their states, hottest functions,
+    /// contended locks, parallelism and what limits it, refreshed every second.
+    Top(TopArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// The running process to watch.
+    #[arg(long, short, allow_hyphen_values = true)]
+    pub pid: String,
+
+    /// Samples per second per thread.
+    #[arg(long, short, default_value_t = 100.0, allow_negative_numbers = true)]
+    pub rate: f64,
+
+    /// Seconds between refreshes.
+    #[arg(long, default_value_t = 1.0)]
+    pub interval: f64,
+
+    /// How running threads are captured (see `record --help`).
+    #[arg(long, value_enum, default_value = "perf", env = "PARPROF_CAPTURE")]
+    pub capture: Capture,
 }
 
 #[derive(Debug, Args)]
@@ -137,7 +162,7 @@ pub struct RecordArgs {
     pub subprocesses: bool,
 
     /// Bytes of each thread's stack copied per sample.
-    #[arg(long, default_value_t = 64 * 1024, hide = true)]
+    #[arg(long, default_value_t = DEFAULT_STACK_BYTES, hide = true)]
     pub stack_bytes: usize,
 
     /// How running threads are captured: `perf` samples them in the kernel without

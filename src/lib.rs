@@ -21,4 +21,5 @@ pub mod report;
 pub mod resolve;
 pub mod sample;
 pub mod symbols;
+pub mod top;
 pub mod unwind;

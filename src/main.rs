@@ -36,6 +36,7 @@ fn main() -> ExitCode {
         Command::Dump(args) => parprof::dump::run(args),
         Command::Report(args) => parprof::report::run(args),
         Command::Diff(args) => parprof::diff_cmd::run(args),
+        Command::Top(args) => parprof::top::run(args),
     };
     match result {
         Ok(code) => code,

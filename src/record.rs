@@ -18,19 +18,15 @@ use crate::sample::{
     Batch, ProcessEvent, Processes, Sampler, Settings, StopReason, priority, run_ticks,
 };
 
-static STOP: AtomicBool = AtomicBool::new(false);
+/// Set by SIGINT and SIGTERM (and `top`'s quit key): the tick loop ends at its next tick.
+pub(crate) static STOP: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_stop_signal(_: libc::c_int) {
     STOP.store(true, Ordering::Relaxed);
 }
 
 pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
-    if !(args.rate.is_finite() && args.rate > 0.0 && args.rate <= 10_000.0) {
-        bail!(
-            "--rate {} is out of range: give samples per second between 1 and 10000 (default 100)",
-            args.rate
-        );
-    }
+    check_rate(args.rate)?;
     if args.duration.is_some_and(|d| !(d.is_finite() && d > 0.0)) {
         bail!("--duration must be a positive number of seconds");
     }
@@ -53,26 +49,13 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
             pid
         }
     };
-    let meta = Meta {
-        // A command just started may not show its arguments in /proc yet: use our own copy.
-        command: if args.command.is_empty() {
-            proc::cmdline(pid)
-        } else {
-            args.command.join(" ")
-        },
-        pid,
-        start_unix_s: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
-        rate_hz: args.rate,
-        host: std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .unwrap_or_default()
-            .trim()
-            .to_string(),
-        parprof_version: env!("CARGO_PKG_VERSION").to_string(),
-        ..Meta::default()
+    // A command just started may not show its arguments in /proc yet: use our own copy.
+    let command = if args.command.is_empty() {
+        proc::cmdline(pid)
+    } else {
+        args.command.join(" ")
     };
+    let meta = meta_for(pid, command, args.rate);
     let maps = Maps::read(pid).with_context(|| format!("reading the memory map of pid {pid}"))?;
     let settings = Settings {
         stack_bytes: args.stack_bytes,
@@ -95,7 +78,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
         .name("parprof-resolve".into())
         .spawn(move || {
             let _ = tid_tx.send(priority::background());
-            resolve_all(rx, profile, include_native, full_regs_tx)
+            resolve_all(rx, profile, include_native, full_regs_tx, |_, _, _| {})
         })?;
     let resolver_tid = tid_rx.recv().ok();
 
@@ -118,7 +101,6 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
     let python_version = processes.python_version();
     let capture = processes.capture();
     let kernel_lost = processes.kernel_lost();
-    let occupancy = processes.occupancy();
     let names = processes.names_now();
     let permission_denied = processes.permission_denied();
     drop(processes);
@@ -134,7 +116,6 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
     profile.meta.duration_s = elapsed.as_secs_f64();
     profile.meta.python = python_version;
     profile.meta.capture = Some(capture.name().to_string());
-    profile.meta.occupancy = occupancy;
     for (process, tid, name) in names {
         if profile.threads.contains_key(&tid) {
             profile.thread_seen(tid, &thread_label(pid, process, &name));
@@ -164,14 +145,44 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+pub(crate) fn check_rate(rate: f64) -> anyhow::Result<()> {
+    if !(rate.is_finite() && rate > 0.0 && rate <= 10_000.0) {
+        bail!(
+            "--rate {rate} is out of range: give samples per second between 1 and 10000 (default 100)"
+        );
+    }
+    Ok(())
+}
+
+/// What is known of a recording of `pid` as it starts.
+pub(crate) fn meta_for(pid: i32, command: String, rate_hz: f64) -> Meta {
+    Meta {
+        command,
+        pid,
+        start_unix_s: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        rate_hz,
+        host: std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+        parprof_version: env!("CARGO_PKG_VERSION").to_string(),
+        ..Meta::default()
+    }
+}
+
 /// The resolver thread: each batch to its process's resolver (made when the process is first
-/// seen, dropped when it exits), every sample into the one profile. Returns the profile and
+/// seen, dropped when it exits), every sample into the one profile; `after_batch` sees the
+/// profile and the resolvers after each batch (`top` shows them). Returns the profile and
 /// the stack walks that were complete, of all walked.
-fn resolve_all(
+pub(crate) fn resolve_all(
     rx: Receiver<Batch>,
     mut profile: Profile,
     include_native: bool,
     full_regs: Sender<i32>,
+    mut after_batch: impl FnMut(&mut Profile, &mut HashMap<i32, Resolver>, u64),
 ) -> (Profile, u64, u64) {
     let target = profile.meta.pid;
     let mut resolvers: HashMap<i32, Resolver> = HashMap::new();
@@ -185,7 +196,7 @@ fn resolve_all(
         match batch.event.take() {
             Some(ProcessEvent::Exited) => {
                 if let Some(mut r) = resolvers.remove(&batch.pid) {
-                    r.finish(&mut profile);
+                    r.catch_up(&mut profile);
                     count(r);
                 }
                 continue;
@@ -212,10 +223,15 @@ fn resolve_all(
                 profile.thread_seen(s.tid, &thread_label(target, batch.pid, name));
             }
         }
+        // The process given, not its followed children: their instants are not merged.
+        if let Some(o) = batch.occupancy.as_ref().filter(|_| batch.pid == target) {
+            profile.meta.occupancy.get_or_insert_default().merge(o);
+        }
         resolver.add_tick(&batch, &mut profile);
+        after_batch(&mut profile, &mut resolvers, batch.time_ns);
     }
     for mut r in resolvers.into_values() {
-        r.finish(&mut profile);
+        r.catch_up(&mut profile);
         count(r);
     }
     (profile, complete, walks)
@@ -261,7 +277,7 @@ fn alive(child: &mut Option<Child>) -> bool {
         .is_none_or(|c| matches!(c.try_wait(), Ok(None)))
 }
 
-fn install_stop_handlers() {
+pub(crate) fn install_stop_handlers() {
     use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
     let action = SigAction::new(
         SigHandler::Handler(on_stop_signal),

@@ -171,9 +171,10 @@ impl Resolver {
             .record_held(profile, &batch.lock_words, batch.gil, &observed);
     }
 
-    /// The recording (or the process) ended at the latest batch: every thread that has
-    /// not run since its last tick sample was there until then.
-    pub fn finish(&mut self, profile: &mut Profile) {
+    /// Count every thread that has not run since its last tick sample as there until the
+    /// latest batch: at the end of the recording (or of the process), and before `top`
+    /// shows the profile. Later batches go on from there.
+    pub fn catch_up(&mut self, profile: &mut Profile) {
         let mut tids: Vec<i32> = self.last.keys().copied().collect();
         tids.sort_unstable();
         for tid in tids {

@@ -419,8 +419,15 @@ fn effective_parallelism_matches_the_cpu_time_the_kernel_counted() {
             shares.get(most).is_some_and(|&s| s >= 0.8),
             "{workers} workers on {cpus} CPUs: {most} on a CPU most of the time: {shares:?}"
         );
+        // A thread stopped with ptrace is off the run queue while it is stopped: under the
+        // ptrace fallback the runnable count reads low by the stops (2.65 of 3 in CI).
+        let slack = if std::env::var("PARPROF_CAPTURE").is_ok_and(|c| c == "ptrace") {
+            0.5
+        } else {
+            0.3
+        };
         assert!(
-            runnable >= ours && (runnable - workers as f64).abs() <= 0.3,
+            runnable >= ours && (runnable - workers as f64).abs() <= slack,
             "{workers} busy workers are runnable all the time: {runnable:.2}"
         );
     }

@@ -49,6 +49,18 @@ pub fn captured_by(p: &Profile) -> String {
 /// functions (of a Python process, its Python functions first, then the native leaves),
 /// where each thread's time went, and the most waited-on locks.
 pub fn findings(p: &Profile) -> Vec<String> {
+    let mut lines = hottest_lines(p);
+    lines.extend(thread_table(p));
+    lines.extend(parallelism_line(p));
+    let locks = summary_json::summary(p).locks;
+    lines.extend(lock_report(&locks));
+    lines.extend(scaling_limits(p, &locks));
+    lines
+}
+
+/// The hottest functions: of a Python process, its Python functions first (innermost
+/// Python frame), then the native leaves.
+pub fn hottest_lines(p: &Profile) -> Vec<String> {
     let mut lines = Vec::new();
     let total = p.total_samples().max(1) as f64;
     let lists = if p.meta.python.is_some() {
@@ -80,12 +92,27 @@ pub fn findings(p: &Profile) -> Vec<String> {
             ));
         }
     }
-    lines.extend(thread_table(p));
-    lines.extend(parallelism_line(p));
-    let locks = summary_json::summary(p).locks;
-    lines.extend(lock_report(&locks));
-    lines.extend(scaling_limits(p, &locks));
     lines
+}
+
+/// Functions in each hottest list.
+const HOTTEST: usize = 5;
+
+/// How many threads ran at once, from the kernel's context switches: the mean, how the
+/// time split over thread counts (those of at least 1 %), and the runnable mean.
+pub fn parallelism_line(p: &Profile) -> Option<String> {
+    let x = p.meta.occupancy.as_ref()?.parallelism()?;
+    let split: Vec<String> = x
+        .notable_shares()
+        .map(|(k, share)| format!("{k}: {:.0} %", 100.0 * share))
+        .collect();
+    Some(format!(
+        "parprof: effective parallelism {:.2} (the target's threads on a CPU at once, on average; share of the time with k on a CPU, k: {}); {:.2} runnable, {:.2} of them waiting for a CPU",
+        x.on_cpu,
+        split.join(", "),
+        x.runnable,
+        x.runnable - x.on_cpu
+    ))
 }
 
 /// A lock held this much of the time is named as a limit to scaling.
@@ -95,7 +122,7 @@ const LIMITING_CPU_WAIT: f64 = 0.5;
 
 /// What stops the program from scaling, in plain words: the lock held most of the time
 /// (its speedup ceiling), and threads queued for a CPU (more runnable threads than CPUs).
-fn scaling_limits(p: &Profile, locks: &[LockSummary]) -> Vec<String> {
+pub fn scaling_limits(p: &Profile, locks: &[LockSummary]) -> Vec<String> {
     let mut limits = Vec::new();
     let held = locks
         .iter()
@@ -124,29 +151,6 @@ fn scaling_limits(p: &Profile, locks: &[LockSummary]) -> Vec<String> {
         .collect()
 }
 
-/// How many threads ran at once, from the kernel's context switches: the mean, how the
-/// time split over thread counts (those of at least 1 %), and the runnable mean.
-fn parallelism_line(p: &Profile) -> Option<String> {
-    let x = p.meta.occupancy.as_ref()?.parallelism()?;
-    let split: Vec<String> = x
-        .on_cpu_shares
-        .iter()
-        .enumerate()
-        .filter(|(_, share)| **share >= 0.01)
-        .map(|(k, share)| format!("{k}: {:.0} %", 100.0 * share))
-        .collect();
-    Some(format!(
-        "parprof: effective parallelism {:.2} (the target's threads on a CPU at once, on average; share of the time with k on a CPU, k: {}); {:.2} runnable, {:.2} of them waiting for a CPU",
-        x.on_cpu,
-        split.join(", "),
-        x.runnable,
-        x.runnable - x.on_cpu
-    ))
-}
-
-/// Functions in each hottest list.
-const HOTTEST: usize = 5;
-
 /// `compute 80 %, lock 20 %`: the states of some samples, largest first.
 fn state_mix(states: &BTreeMap<State, u64>, samples: u64) -> String {
     let mut v: Vec<(&State, &u64)> = states.iter().collect();
@@ -164,7 +168,7 @@ fn state_mix(states: &BTreeMap<State, u64>, samples: u64) -> String {
 }
 
 /// The states in the per-thread table, in column order (`other` is what is left).
-const COLUMNS: [(State, &str); 7] = [
+pub const COLUMNS: [(State, &str); 7] = [
     (State::Compute, "compute"),
     (State::Lock, "lock"),
     (State::LockSpin, "spin"),

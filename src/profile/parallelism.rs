@@ -34,6 +34,16 @@ impl Occupancy {
         bump(&mut self.runnable_ns, runnable.max(on_cpu), ns);
     }
 
+    /// Add what `other` counted (the next stretch of the same recording).
+    pub fn merge(&mut self, other: &Occupancy) {
+        for (k, &ns) in other.on_cpu_ns.iter().enumerate() {
+            bump(&mut self.on_cpu_ns, k, ns);
+        }
+        for (k, &ns) in other.runnable_ns.iter().enumerate() {
+            bump(&mut self.runnable_ns, k, ns);
+        }
+    }
+
     /// The figures, or `None` when nothing was covered.
     pub fn parallelism(&self) -> Option<Parallelism> {
         let total: u64 = self.on_cpu_ns.iter().sum();
@@ -60,6 +70,17 @@ impl Occupancy {
     }
 }
 
+impl Parallelism {
+    /// `(k, share)` for each count of threads on a CPU that took at least 1 % of the time.
+    pub fn notable_shares(&self) -> impl Iterator<Item = (usize, f64)> + '_ {
+        self.on_cpu_shares
+            .iter()
+            .copied()
+            .enumerate()
+            .filter(|(_, share)| *share >= 0.01)
+    }
+}
+
 fn bump(v: &mut Vec<u64>, k: usize, ns: u64) {
     if v.len() <= k {
         v.resize(k + 1, 0);
@@ -83,5 +104,9 @@ mod tests {
         // Runnable counts the threads on a CPU even when none is queued.
         o.add(1, 0, 1000);
         assert_eq!(o.runnable_ns, vec![250, 1000, 0, 750]);
+        let mut sum = Occupancy::default();
+        sum.merge(&o);
+        sum.merge(&o);
+        assert_eq!(sum.on_cpu_ns, vec![500, 2000, 1500]);
     }
 }

@@ -17,7 +17,6 @@ use crate::process::ptrace::{STOP_DEADLINE, StopError, Tracer};
 use crate::process::{
     Maps, MemError, ProcessMemory, Regs, SchedStat, StackSnapshot, Syscall, ThreadStat, proc,
 };
-use crate::profile::parallelism::Occupancy;
 use crate::python::{PyStack, PythonReader};
 
 pub struct Sampler {
@@ -299,12 +298,6 @@ impl Sampler {
         self.kernel.as_ref().map_or(0, |k| k.lost)
     }
 
-    /// How many of the process's threads ran at once, for how long: from the kernel's
-    /// context switches, so `None` without them.
-    pub fn occupancy(&self) -> Option<Occupancy> {
-        self.switches.as_ref().map(|s| s.occupancy().clone())
-    }
-
     /// How this sampler captures running threads.
     pub fn capture_kind(&self) -> Capture {
         if self.kernel.is_some() {
@@ -356,6 +349,7 @@ impl Sampler {
             gone: std::mem::take(&mut self.departed),
             gil,
             lock_words,
+            occupancy: self.switches.as_mut().map(SwitchLog::take_occupancy),
         })
     }
 

@@ -16,6 +16,7 @@ pub use processes::Processes;
 pub use ticker::{StopReason, run_ticks};
 
 use crate::process::{Maps, Regs, StackSnapshot, Syscall};
+use crate::profile::parallelism::Occupancy;
 use crate::python::{GilState, PyStack};
 
 /// How running threads are captured.
@@ -92,6 +93,9 @@ pub struct Batch {
     /// The futex words of the glibc mutexes seen contended so far, as read at this tick
     /// (0: unlocked): how often each is held, waited for or not.
     pub lock_words: Vec<(u64, u32)>,
+    /// How many of the process's threads ran at once since the previous batch, from the
+    /// kernel's context switches; `None` without them.
+    pub occupancy: Option<Occupancy>,
 }
 
 impl Batch {
@@ -108,6 +112,7 @@ impl Batch {
             gone: Vec::new(),
             gil: None,
             lock_words: Vec::new(),
+            occupancy: None,
         }
     }
 }

@@ -15,7 +15,6 @@ use crossbeam_channel::Receiver;
 
 use super::{Batch, Capture, Sampler, Settings, Tick};
 use crate::process::{Maps, proc, ptrace};
-use crate::profile::parallelism::Occupancy;
 
 /// How often the followed processes are searched for new children.
 const SCAN_EVERY: Duration = Duration::from_millis(100);
@@ -184,12 +183,6 @@ impl Processes {
     /// Kernel samples dropped, over every process.
     pub fn kernel_lost(&self) -> u64 {
         self.samplers.iter().map(Sampler::kernel_lost).sum()
-    }
-
-    /// How many of the target's threads ran at once (the process given, not its followed
-    /// children: each has its own switch log, and their instants are not merged).
-    pub fn occupancy(&self) -> Option<Occupancy> {
-        self.samplers[0].occupancy()
     }
 
     /// How the target's running threads are captured.

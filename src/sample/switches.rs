@@ -189,9 +189,9 @@ impl SwitchLog {
         }
     }
 
-    /// How many of the target's threads ran at once, for how long, so far.
-    pub fn occupancy(&self) -> &Occupancy {
-        &self.occupancy
+    /// How many of the target's threads ran at once, for how long, since last taken.
+    pub fn take_occupancy(&mut self) -> Occupancy {
+        std::mem::take(&mut self.occupancy)
     }
 
     fn set_on_cpu(&mut self, cpu: usize, tid: Option<i32>) {
@@ -523,8 +523,10 @@ mod tests {
             log.apply(&r, &mut act);
         }
         log.account_until(60);
-        assert_eq!(log.occupancy().on_cpu_ns, vec![10, 10 + 10, 20 + 10]);
-        assert_eq!(log.occupancy().runnable_ns, vec![10, 10, 20 + 10 + 10]);
+        let o = log.take_occupancy();
+        assert_eq!(o.on_cpu_ns, vec![10, 10 + 10, 20 + 10]);
+        assert_eq!(o.runnable_ns, vec![10, 10, 20 + 10 + 10]);
+        assert_eq!(log.take_occupancy(), Occupancy::default());
     }
 
     #[test]
