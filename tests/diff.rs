@@ -80,7 +80,7 @@ fn four_times_the_work_under_the_lock_fails_the_gate() {
         .find(|l| l.contains("lock `shared_lock`: waits +"))
         .unwrap_or_else(|| panic!("the mutex is named among the reasons:\n{stdout}"));
     assert!(
-        lock_line.contains("holders in `update_shared`"),
+        lock_line.contains("holders in `update_shared`") && lock_line.contains("; held "),
         "{lock_line}"
     );
     // Both sides carry the kernel's count of threads on a CPU at once.

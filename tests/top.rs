@@ -57,13 +57,14 @@ fn top_shows_threads_functions_and_the_lock_sorts_and_quits() {
     let pid = target.id() as i32;
     let session = format!("parprof-top-{pid}");
     let cleanup = Cleanup(session.clone(), target);
-    // When top ends, the pane's shell writes the terminal's modes: they must be cooked again.
+    // When top ends, the pane's shell writes top's exit status and the terminal's modes,
+    // which must be cooked again.
     let modes = scratch_file("top-stty.txt");
     let _ = std::fs::remove_file(&modes);
     let script = format!(
-        "{} top --pid {pid}; stty -a > {}; sleep 60",
+        "{} top --pid {pid}; echo exit $? > {m}; stty -a >> {m}; sleep 60",
         env!("CARGO_BIN_EXE_parprof"),
-        modes.display()
+        m = modes.display()
     );
     let started = tmux(&[
         "new-session",
@@ -101,6 +102,7 @@ fn top_shows_threads_functions_and_the_lock_sorts_and_quits() {
     }
     std::thread::sleep(Duration::from_millis(200));
     let modes = std::fs::read_to_string(&modes).expect("top ended on q and the shell ran on");
+    assert!(modes.starts_with("exit 0\n"), "top's exit status:\n{modes}");
     let words: Vec<&str> = modes.split_whitespace().collect();
     for mode in ["icanon", "echo", "isig"] {
         assert!(

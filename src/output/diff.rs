@@ -22,6 +22,8 @@ pub enum DiffError {
     BadLine { line: usize, text: String },
     #[error("no samples to compare")]
     Empty,
+    #[error("line {0}: the sample counts add up past 2^64")]
+    Overflow(usize),
 }
 
 /// Sample counts of one profile, keyed the way the diff compares them.
@@ -49,6 +51,8 @@ pub struct LockCounts {
     pub waiters: usize,
     /// Samples of its holders by the function they were in, while others waited.
     pub holders_in: BTreeMap<String, u64>,
+    /// The share of the time it was held, when its state was read at every tick.
+    pub held_share: Option<f64>,
 }
 
 impl Counts {
@@ -66,12 +70,13 @@ impl Counts {
             };
             let (stack, n) = line.rsplit_once(' ').ok_or_else(bad)?;
             let n: u64 = n.parse().map_err(|_| bad())?;
+            // Every other count is a sum of some of these: it cannot overflow if this does not.
+            c.samples = c.samples.checked_add(n).ok_or(DiffError::Overflow(i + 1))?;
             let mut frames: Vec<&str> = stack.split(';').collect();
             if let Some(state) = frames.last().and_then(|l| state_of(l)) {
                 *c.states.entry(state.name().to_string()).or_default() += n;
                 frames.pop();
             }
-            c.samples += n;
             if let Some(leaf) = frames.last() {
                 *c.self_.entry(function_key(leaf)).or_default() += n;
             }
@@ -89,6 +94,7 @@ impl Counts {
             let c = self.locks.entry(l.name.clone()).or_default();
             c.waits += l.wait_samples;
             c.waiters += l.waiters.len();
+            c.held_share = c.held_share.or(l.held_share);
             for h in &l.holder_activity {
                 *c.holders_in.entry(h.function.clone()).or_default() += h.samples;
             }
@@ -214,19 +220,32 @@ pub struct LockRow {
     /// The function its holders were seen in most (on the new side, else the base), in
     /// percent of each side's samples.
     pub holders_in: Option<Row>,
+    /// The share of the time it was held (percent), when both sides read it.
+    pub held: Option<(f64, f64)>,
 }
 
 impl LockRow {
     /// `lock `big`: waits +7.0 points (2.0% → 9.0%), 2 → 2 waiting thread(s); holders in …`
     pub fn describe(&self) -> String {
         format!(
-            "lock `{}`: waits {:+.1} points ({:.1}% → {:.1}%), {} → {} waiting thread(s){}",
+            "lock `{}`: waits {:+.1} points ({:.1}% → {:.1}%){}",
             self.waits.name,
             self.waits.delta(),
             self.waits.base,
             self.waits.new,
+            self.details()
+        )
+    }
+
+    /// `, 2 → 2 waiting thread(s); held 40% → 62% of the time; holders in …`
+    pub fn details(&self) -> String {
+        format!(
+            ", {} → {} waiting thread(s){}{}",
             self.waiters.0,
             self.waiters.1,
+            self.held
+                .map(|(b, n)| format!("; held {b:.0}% → {n:.0}% of the time"))
+                .unwrap_or_default(),
             self.holders_note()
         )
     }
@@ -320,6 +339,10 @@ fn lock_rows(base: &Counts, new: &Counts) -> Vec<LockRow> {
                 },
                 waiters: (b.waiters, n.waiters),
                 holders_in,
+                held: b
+                    .held_share
+                    .zip(n.held_share)
+                    .map(|(b, n)| (100.0 * b, 100.0 * n)),
             }
         })
         .collect();
@@ -362,12 +385,7 @@ impl Comparison {
                 .map(|l| Regression {
                     measure: Measure::Lock,
                     row: l.waits.clone(),
-                    note: format!(
-                        ", {} → {} waiting thread(s){}",
-                        l.waiters.0,
-                        l.waiters.1,
-                        l.holders_note()
-                    ),
+                    note: l.details(),
                 }),
         );
         for (measure, rows) in [(Measure::Self_, &self.self_), (Measure::Total, &self.total)] {
@@ -454,6 +472,9 @@ mod tests {
             e.to_string(),
             "line 2 is not a folded stack (`frame;frame;... COUNT`): \"main;work\""
         );
+        let huge = format!("main {}", u64::MAX);
+        let e = Counts::from_folded(&["main 1", &huge]).unwrap_err();
+        assert_eq!(e.to_string(), "line 2: the sample counts add up past 2^64");
     }
 
     #[test]
@@ -475,6 +496,7 @@ mod tests {
             waits,
             waiters: 2,
             holders_in: BTreeMap::from([("work_inside".to_string(), inside)]),
+            held_share: Some(waits as f64 / 50.0),
         };
         let mut base = Counts::from_folded(&["main;a;[compute] 90", "main;b;[lock] 10"]).unwrap();
         base.locks.insert("big".into(), lock(10, 5));
@@ -484,8 +506,8 @@ mod tests {
         let r = c.regressions(5.0);
         assert_eq!(
             r[1].to_string(),
-            "lock `big`: waits +30.0 points (10.0% → 40.0%), 2 → 2 waiting thread(s); holders in \
-             `work_inside` 4.0x as much (5.0% → 20.0% of samples)"
+            "lock `big`: waits +30.0 points (10.0% → 40.0%), 2 → 2 waiting thread(s); held 20% \
+             → 80% of the time; holders in `work_inside` 4.0x as much (5.0% → 20.0% of samples)"
         );
         assert!(compare(&new, &new).unwrap().regressions(0.0).is_empty());
     }
