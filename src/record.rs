@@ -15,7 +15,7 @@ use crate::process::{Maps, check, proc};
 use crate::profile::{Meta, Profile};
 use crate::resolve::{Resolver, SharedModules};
 use crate::sample::{
-    Batch, ProcessEvent, Processes, Sampler, Settings, StopReason, priority, run_ticks,
+    Ask, Batch, ProcessEvent, Processes, Sampler, Settings, StopReason, priority, run_ticks,
 };
 
 /// Set by SIGINT and SIGTERM (and `top`'s quit key): the tick loop ends at its next tick.
@@ -69,8 +69,8 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
     );
 
     let (tx, rx) = crossbeam_channel::bounded::<Batch>(1024);
-    let (full_regs_tx, full_regs_rx) = crossbeam_channel::unbounded();
-    processes.take_full_register_requests(full_regs_rx);
+    let (asks_tx, asks_rx) = crossbeam_channel::unbounded();
+    processes.take_asks(asks_rx);
     let include_native = !args.no_native;
     let profile = Profile::new(meta, format.needs_timeline());
     let (tid_tx, tid_rx) = crossbeam_channel::bounded(1);
@@ -78,7 +78,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
         .name("parprof-resolve".into())
         .spawn(move || {
             let _ = tid_tx.send(priority::background());
-            resolve_all(rx, profile, include_native, full_regs_tx, |_, _, _| {})
+            resolve_all(rx, profile, include_native, asks_tx, |_, _, _| {})
         })?;
     let resolver_tid = tid_rx.recv().ok();
 
@@ -181,7 +181,7 @@ pub(crate) fn resolve_all(
     rx: Receiver<Batch>,
     mut profile: Profile,
     include_native: bool,
-    full_regs: Sender<i32>,
+    asks: Sender<Ask>,
     mut after_batch: impl FnMut(&mut Profile, &mut HashMap<i32, Resolver>, u64),
 ) -> (Profile, u64, u64) {
     let target = profile.meta.pid;
@@ -207,7 +207,7 @@ pub(crate) fn resolve_all(
                     None => {
                         let mut r =
                             Resolver::with_maps(batch.pid, maps, include_native, modules.clone());
-                        r.ask_full_registers_on(full_regs.clone());
+                        r.ask_sampler_on(asks.clone());
                         resolvers.insert(batch.pid, r);
                     }
                 }

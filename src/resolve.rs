@@ -16,7 +16,8 @@ use crate::process::{Maps, ProcessMemory, Regs};
 use crate::profile::{Profile, StackId, State};
 use crate::python;
 use crate::python::GilState;
-use crate::sample::{Batch, Fresh, RawSample, SampleData};
+use crate::sample::lock_words::LockWord;
+use crate::sample::{Ask, Batch, Fresh, RawSample, SampleData};
 use crate::symbols::Symbolizer;
 use crate::unwind::Unwinder;
 
@@ -61,10 +62,12 @@ pub struct Resolver {
     pub complete_walks: u64,
     pub walks: u64,
     pub include_native: bool,
-    /// Tells the sampler which blocked threads to stop for all their registers (see
-    /// `native_frames`), each once.
-    full_regs: Option<Sender<i32>>,
+    /// Asks the sampler to stop blocked threads for all their registers (see
+    /// `native_frames`), each once, and to watch the words of locks it cannot identify
+    /// itself, each once.
+    sampler: Option<Sender<Ask>>,
     asked_full_regs: HashSet<i32>,
+    watched: HashSet<u64>,
 }
 
 impl Resolver {
@@ -94,8 +97,9 @@ impl Resolver {
             complete_walks: 0,
             walks: 0,
             include_native,
-            full_regs: None,
+            sampler: None,
             asked_full_regs: HashSet::new(),
+            watched: HashSet::new(),
         }
     }
 
@@ -109,11 +113,13 @@ impl Resolver {
         self.symbol_cache.clear();
         self.locks = LockBook::new();
         self.asked_full_regs.clear();
+        self.watched.clear();
     }
 
-    /// Where to ask for blocked threads to be stopped rather than read from `/proc`.
-    pub fn ask_full_registers_on(&mut self, tx: Sender<i32>) {
-        self.full_regs = Some(tx);
+    /// Where to ask the sampler for blocked threads to be stopped rather than read from
+    /// `/proc`, and for lock words to be read at every tick.
+    pub fn ask_sampler_on(&mut self, tx: Sender<Ask>) {
+        self.sampler = Some(tx);
     }
 
     /// Add one tick's batch to the profile. A thread not in it is where its last tick
@@ -281,14 +287,19 @@ impl Resolver {
             gil,
         };
         let mut attribution = attribution::classify(&facts, &frames);
-        if let Some(w) = attribution.waiting_on.as_mut() {
-            w.identify_parked(
-                &frames,
-                &Layered {
-                    stack: &f.stack,
-                    rest: &self.mem,
-                },
-            );
+        let word = attribution.waiting_on.as_mut().and_then(|w| {
+            let stack = Layered {
+                stack: &f.stack,
+                rest: &self.mem,
+            };
+            let kind = w.identify(&frames, &stack)?;
+            Some(LockWord {
+                address: w.address,
+                kind,
+            })
+        });
+        if let Some(word) = word {
+            self.watch_lock(word);
         }
         (frames, attribution)
     }
@@ -303,9 +314,21 @@ impl Resolver {
         if futex
             && f.regs.bp().is_none()
             && self.asked_full_regs.insert(tid)
-            && let Some(tx) = &self.full_regs
+            && let Some(tx) = &self.sampler
         {
-            let _ = tx.send(tid);
+            let _ = tx.send(Ask::FullRegisters(tid));
+        }
+    }
+
+    /// Have the sampler read `word` at every tick, for the lock's held share.
+    fn watch_lock(&mut self, word: LockWord) {
+        if self.watched.insert(word.address)
+            && let Some(tx) = &self.sampler
+        {
+            let _ = tx.send(Ask::WatchLock {
+                pid: self.pid,
+                word,
+            });
         }
     }
 

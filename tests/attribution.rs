@@ -2,6 +2,8 @@
 //! (or measures its own lock time), parprof records it, and the summary must agree.
 
 mod attribution_fixtures;
+#[path = "common/steal.rs"]
+mod steal;
 
 use attribution_fixtures::*;
 
@@ -11,7 +13,8 @@ use attribution_fixtures::*;
 /// of about 1.4 points at these shares. And the scaling figures against the fixture's
 /// own: the mutex's held share (its passes times the time each holds it, over wall time)
 /// within 5 points, the speedup ceiling within 10 % of 1 / that share, and the effective
-/// parallelism within 0.15 of the workers' CPU time over wall time.
+/// parallelism within 0.15 of the workers' CPU time over wall time (above it, also what
+/// the hypervisor's steal explains: see `common/steal.rs`).
 #[test]
 fn lock_share_held_share_and_parallelism_match_the_fixtures_own_clocks() {
     let _serial = serial();
@@ -23,6 +26,7 @@ fn lock_share_held_share_and_parallelism_match_the_fixtures_own_clocks() {
         let measured = work_dir().join(format!("{tag}.out"));
         let svg = work_dir().join(format!("{tag}.svg"));
         let summary_path = work_dir().join(format!("{tag}.json"));
+        let stolen = steal::Steal::now();
         run_ok(
             parprof()
                 .args(["record", "--rate", "200", "-o"])
@@ -34,6 +38,7 @@ fn lock_share_held_share_and_parallelism_match_the_fixtures_own_clocks() {
                 .args([threads, inside, outside, 6].map(|n| n.to_string()))
                 .arg(&measured),
         );
+        let stolen = stolen.share_since();
         let summary: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&summary_path).unwrap()).unwrap();
         let text = std::fs::read_to_string(&measured).unwrap();
@@ -46,8 +51,9 @@ fn lock_share_held_share_and_parallelism_match_the_fixtures_own_clocks() {
                 .collect();
             let (tid, lock_ns, total_ns) = (v[0], v[1], v[2]);
             // Each pass holds the mutex for INSIDE_US of wall time (the fixture spins on
-            // the clock), one thread at a time.
-            held_ns += v[3] * inside as i64 * 1000;
+            // the clock), longer when its thread loses its CPU around the spin: the
+            // fixture clocks it, one thread at a time.
+            held_ns += v[5];
             wall_ns = wall_ns.max(total_ns);
             cpu_ns += v[4];
             let t = thread_by_tid(&summary, tid);
@@ -95,7 +101,7 @@ fn lock_share_held_share_and_parallelism_match_the_fixtures_own_clocks() {
         let serialized = lock["serialized_share"].as_f64().expect("serialized_share");
         let ceiling = lock["speedup_ceiling"].as_f64().expect("speedup_ceiling");
         eprintln!(
-            "lockshare {threads}x {inside}/{outside} µs: held {:.1}% by the passes, parprof {:.1}% ({:.1}% with a waiter)",
+            "lockshare {threads}x {inside}/{outside} µs: held {:.1}% by the fixture's clock, parprof {:.1}% ({:.1}% with a waiter)",
             100.0 * own_held,
             100.0 * held,
             100.0 * serialized
@@ -117,10 +123,12 @@ fn lock_share_held_share_and_parallelism_match_the_fixtures_own_clocks() {
             .as_f64()
             .expect("effective_parallelism");
         eprintln!(
-            "lockshare {threads}x {inside}/{outside} µs: CPU time / wall {own_parallelism:.2}, effective parallelism {parallelism:.2}"
+            "lockshare {threads}x {inside}/{outside} µs: CPU time / wall {own_parallelism:.2}, effective parallelism {parallelism:.2} ({:.0} % of busy time stolen by the hypervisor)",
+            100.0 * stolen
         );
         assert!(
-            (parallelism - own_parallelism).abs() <= 0.15,
+            own_parallelism - parallelism <= 0.15
+                && parallelism - own_parallelism <= steal::allowed_above(parallelism, stolen, 0.15),
             "the workers' CPU time over wall time is {own_parallelism:.2}, parprof says {parallelism:.2}"
         );
         assert!(!lock["holders"].as_array().unwrap().is_empty(), "{lock}");

@@ -5,6 +5,7 @@ use crate::frame::Frame;
 use crate::process::{Memory, Syscall};
 use crate::profile::State;
 use crate::python::GilState;
+use crate::sample::lock_words::WordKind;
 
 /// What a sample was doing, and what it waited on if it was blocked on a futex.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,29 +50,57 @@ impl WaitOn {
         };
     }
 
-    /// For a wait inside CPython's parking lot, name the lock by the address parked on
-    /// (the futex is the waiter's own semaphore). `mem` should read the waiter's stack as
-    /// captured at the tick: the `wait_entry` lives there.
-    pub fn identify_parked(&mut self, frames: &[Frame], mem: &dyn Memory) {
+    /// Name the lock where its futex is not the lock itself, and say how its word tells
+    /// whether it is held, where that is known (its held share can then be read).
+    ///
+    /// A wait inside CPython's parking lot sleeps on the waiter's own semaphore: the lock
+    /// is the address parked on, read from the `wait_entry` on the waiter's stack (`mem`
+    /// should read the stack as captured at the tick). It is a `PyMutex` when parked from
+    /// `_PyMutex_LockTimed`; others park (`PyEvent`, `_PyRWMutex`) with other words. A lock
+    /// acquired through `sem_*wait` is a glibc semaphore, the futex its count.
+    pub fn identify(&mut self, frames: &[Frame], mem: &dyn Memory) -> Option<WordKind> {
         let from = self.frame.unwrap_or(0);
-        let parked = frames
-            .get(from..)
-            .unwrap_or_default()
-            .iter()
-            .any(|f| rules::rule_for(f).is_some_and(|r| r.lock == LockId::Parked));
-        if !parked {
-            return;
-        }
+        let parked = frames.iter().enumerate().skip(from).find_map(|(i, f)| {
+            rules::rule_for(f)
+                .is_some_and(|r| r.lock == LockId::Parked)
+                .then_some(i)
+        });
+        let Some(parked) = parked else {
+            let inside = frames.get(from..).unwrap_or_default();
+            let semaphore = inside
+                .iter()
+                .any(|f| SEMAPHORE_WAITS.contains(&f.function.as_str()));
+            return (self.is_lock() && semaphore).then_some(WordKind::Semaphore);
+        };
         // `wait_entry { park_arg, addr, sema }`: `addr` is the word before the semaphore.
         let addr = self
             .address
             .checked_sub(8)
-            .and_then(|a| mem.read_u64(a).ok());
-        if let Some(addr) = addr.filter(|&a| a != 0 && a < USER_SPACE_END) {
-            self.address = addr;
-        }
+            .and_then(|a| mem.read_u64(a).ok())
+            .filter(|&a| a != 0 && a < USER_SPACE_END)?;
+        self.address = addr;
+        // Who parked: the nearest lock function outside the parking lot.
+        let parker = frames[..parked]
+            .iter()
+            .rev()
+            .find(|f| rules::rule_for(f).is_some())?;
+        PY_MUTEX_LOCKS
+            .contains(&parker.function.as_str())
+            .then_some(WordKind::PyMutex)
     }
 }
+
+/// The functions through which a `PyMutex` parks its waiter (threading.Lock and RLock,
+/// critical sections and the runtime's own mutexes all lock one through them).
+const PY_MUTEX_LOCKS: [&str; 2] = ["_PyMutex_LockTimed", "_PyMutex_LockSlow"];
+
+/// glibc's semaphore waits (CPython's `threading.Lock` before 3.14 on default builds).
+const SEMAPHORE_WAITS: [&str; 4] = [
+    "sem_clockwait",
+    "sem_timedwait",
+    "sem_wait",
+    "__new_sem_wait_slow64",
+];
 
 /// Addresses at or above this are not user-space pointers on x86_64.
 const USER_SPACE_END: u64 = 0x0000_8000_0000_0000;
@@ -443,8 +472,19 @@ mod tests {
         let mut w = classify(&facts('S', blocked(libc::SYS_futex, 0x7010)), &f)
             .waiting_on
             .unwrap();
-        w.identify_parked(&f, &mem);
+        let word = w.identify(&f, &mem);
         assert_eq!((w.kind(), w.address), ("threading.Lock", 0x02cc_6600_01b0));
+        assert_eq!(word, Some(WordKind::PyMutex));
+        // An event parks too, but its word is not a mutex's.
+        let f = frames(&["worker", "PyEvent_WaitTimed", "_PyParkingLot_Park"]);
+        let mut w = WaitOn {
+            address: 0x7010,
+            rule: None,
+            frame: None,
+            holder: None,
+        };
+        assert_eq!(w.identify(&f, &mem), None);
+        assert_eq!(w.address, 0x02cc_6600_01b0);
         // A semaphore-based lock (3.11, 3.12): the futex is the lock.
         let f = frames(&[
             "worker",
@@ -456,7 +496,7 @@ mod tests {
         let mut w = classify(&facts('S', blocked(libc::SYS_futex, 0x7010)), &f)
             .waiting_on
             .unwrap();
-        w.identify_parked(&f, &mem);
+        assert_eq!(w.identify(&f, &mem), Some(WordKind::Semaphore));
         assert_eq!(w.address, 0x7010);
     }
 }

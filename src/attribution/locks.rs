@@ -95,13 +95,13 @@ impl LockBook {
         }
     }
 
-    /// Whether each known lock was held at this tick: a glibc mutex by its word as the
-    /// sampler read it (0 is unlocked), the GIL by its holder; and held while a thread of
-    /// this tick waited for it.
+    /// Whether each known lock was held at this tick: a glibc mutex or `PyMutex` by its
+    /// word as the sampler read it, the GIL by its holder; and held while a thread of this
+    /// tick waited for it.
     pub fn record_held(
         &self,
         profile: &mut Profile,
-        words: &[(u64, u32)],
+        words: &[(u64, bool)],
         gil: Option<GilState>,
         tick: &[Observed],
     ) {
@@ -113,7 +113,7 @@ impl LockBook {
             .map(|w| w.address)
             .collect();
         let gil = gil.map(|g| (g.address, g.holder.is_some()));
-        for (address, held) in words.iter().map(|&(a, w)| (a, w != 0)).chain(gil) {
+        for (address, held) in words.iter().copied().chain(gil) {
             let Some(stats) = profile.locks.get_mut(&address) else {
                 continue;
             };

@@ -58,9 +58,12 @@ pub struct LockSummary {
     pub waiters: Vec<ThreadCount>,
     pub top_stacks: Vec<StackCount>,
     /// The share of the time the lock was held, from its state read at every tick once it
-    /// was known (glibc mutexes and the GIL; absent for other kinds).
+    /// was known (glibc mutexes, `PyMutex`es, semaphores and the GIL; absent for others).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub held_share: Option<f64>,
+    /// The ticks at which its state was read: the shares are over these.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_ticks: Option<u64>,
     /// The share of the time it was held while a thread waited for it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub serialized_share: Option<f64>,
@@ -182,6 +185,7 @@ fn lock_summary(p: &Profile, address: u64, l: &LockStats) -> LockSummary {
         waiters,
         top_stacks,
         held_share: shares.map(|s| s.0),
+        held_ticks: shares.map(|_| l.held.observed),
         serialized_share: shares.map(|s| s.1),
         speedup_ceiling: shares.and_then(|s| s.2),
     }

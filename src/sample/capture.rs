@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use super::cpu_samples::{CpuSamples, KernelSample};
 use super::in_syscall;
+use super::lock_words::{LockWord, LockWords, WordKind};
 use super::perf::PerfError;
 use super::switches::{Activity, SwitchLog};
 use super::{Batch, Capture, Fresh, ProcessEvent, RawSample, SampleData, Settings, Tick};
@@ -52,10 +53,10 @@ pub struct Sampler {
     /// Threads whose perf events could not be opened for want of descriptors: captured
     /// with ptrace stops, as without kernel sampling.
     unwatchable: HashSet<i32>,
-    /// Futex words of glibc mutexes a thread was seen waiting on (its `__owner` named a
-    /// thread of the target), read at every tick: whether each is held then, contended
-    /// or not, is how much of the time it is held.
-    lock_words: Vec<u64>,
+    /// Words of contended locks, read at every tick: glibc mutexes a thread was seen
+    /// waiting on (the `__owner` beside the futex word named a thread of the target), and
+    /// the locks the resolver asks for (`watch_lock`).
+    lock_words: LockWords,
     /// The open-file limit, for the message when it is reached.
     file_limit: u64,
     /// Names of threads read while they were on a CPU, for their next kernel sample.
@@ -99,11 +100,8 @@ struct Captured {
     samples: Vec<RawSample>,
     on_cpu: Vec<i32>,
     gil: Option<crate::python::GilState>,
-    lock_words: Vec<(u64, u32)>,
+    lock_words: Vec<(u64, bool)>,
 }
-
-/// Mutex words read at every tick, at most: the first mutexes seen contended.
-const LOCK_WORDS: usize = 8;
 
 struct ThreadMemo {
     sched_file: SchedStatFile,
@@ -281,7 +279,7 @@ impl Sampler {
             kernel,
             clock_zero_ns: None,
             unwatchable: HashSet::new(),
-            lock_words: Vec::new(),
+            lock_words: LockWords::default(),
             file_limit,
             unsent_names: HashMap::new(),
             switched_out: HashMap::new(),
@@ -317,6 +315,11 @@ impl Sampler {
             self.full_regs.insert(tid);
         }
         ours
+    }
+
+    /// Read `word` at every tick from now on, as the resolver asks (a lock it identified).
+    pub fn watch_lock(&mut self, word: LockWord) {
+        self.lock_words.watch(word);
     }
 
     /// Capture every current thread of the target. `Err` when the process is gone.
@@ -397,7 +400,7 @@ impl Sampler {
         self.ticks += 1;
         // First, as near the tick's instant as can be: a lock held for 200 µs changes hands
         // while parprof reads its threads, and parprof on a CPU delays its next taker.
-        let lock_words = self.read_lock_words();
+        let lock_words = self.lock_words.read(&self.mem);
         // Threads that missed a stop deadline are captured and released first, whatever
         // else happens: one left stopped while holding a lock would freeze every waiter.
         let mut out = std::mem::take(&mut self.late_samples);
@@ -459,10 +462,11 @@ impl Sampler {
                 SampleData::Fresh(f) if s.futex_owner.is_some() => f.syscall.arg0(),
                 _ => None,
             };
-            if let Some(w) = word.filter(|w| !self.lock_words.contains(w))
-                && self.lock_words.len() < LOCK_WORDS
-            {
-                self.lock_words.push(w);
+            if let Some(address) = word {
+                self.lock_words.watch(LockWord {
+                    address,
+                    kind: WordKind::GlibcMutex,
+                });
             }
         }
         Ok(Captured {
@@ -472,15 +476,6 @@ impl Sampler {
             gil,
             lock_words,
         })
-    }
-
-    /// The mutex words now (0: unlocked), each where it could be read.
-    fn read_lock_words(&self) -> Vec<(u64, u32)> {
-        use crate::process::Memory;
-        self.lock_words
-            .iter()
-            .filter_map(|&w| self.mem.read_u32(w).ok().map(|v| (w, v)))
-            .collect()
     }
 
     /// Open what is kept of `tid` when it is first seen; false if it is gone. Its schedstat

@@ -5,6 +5,7 @@
 mod capture;
 mod cpu_samples;
 mod in_syscall;
+pub mod lock_words;
 mod perf;
 pub mod priority;
 mod processes;
@@ -18,6 +19,7 @@ pub use ticker::{StopReason, run_ticks};
 use crate::process::{Maps, Regs, StackSnapshot, Syscall};
 use crate::profile::parallelism::Occupancy;
 use crate::python::{GilState, PyStack};
+use lock_words::LockWord;
 
 /// How running threads are captured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -90,9 +92,9 @@ pub struct Batch {
     pub gone: Vec<i32>,
     /// The CPython GIL at this tick.
     pub gil: Option<GilState>,
-    /// The futex words of the glibc mutexes seen contended so far, as read at this tick
-    /// (0: unlocked): how often each is held, waited for or not.
-    pub lock_words: Vec<(u64, u32)>,
+    /// The contended locks whose words are watched, and whether each was held at this
+    /// tick: how often each is held, waited for or not.
+    pub lock_words: Vec<(u64, bool)>,
     /// How many of the process's threads ran at once since the previous batch, from the
     /// kernel's context switches; `None` without them.
     pub occupancy: Option<Occupancy>,
@@ -115,6 +117,17 @@ impl Batch {
             occupancy: None,
         }
     }
+}
+
+/// What a resolver asks of its process's sampler; `Processes` takes the asks at every tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ask {
+    /// Stop this thread for all its registers from now on (see
+    /// `Resolver::want_full_registers`).
+    FullRegisters(i32),
+    /// Read this lock's word in process `pid` at every tick (a lock only the resolver can
+    /// identify: see `lock_words`).
+    WatchLock { pid: i32, word: LockWord },
 }
 
 /// The memory maps come from the sampler, read when it saw the event: the resolver runs

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 
-use super::{Batch, Capture, Sampler, Settings, Tick};
+use super::{Ask, Batch, Capture, Sampler, Settings, Tick};
 use crate::process::{Maps, proc, ptrace};
 
 /// How often the followed processes are searched for new children.
@@ -29,8 +29,8 @@ pub struct Processes {
     next_scan: Instant,
     /// Children that ended but are still listed (zombies not yet reaped): not adopted again.
     ended: HashSet<i32>,
-    /// The resolvers' requests for threads to stop for all their registers (any process's).
-    full_regs_asks: Option<Receiver<i32>>,
+    /// What the resolvers ask of the samplers (of any process).
+    asks: Option<Receiver<Ask>>,
 }
 
 impl Processes {
@@ -44,21 +44,30 @@ impl Processes {
             settings,
             next_scan,
             ended: HashSet::new(),
-            full_regs_asks: None,
+            asks: None,
         }
     }
 
-    /// Take the resolvers' requests for threads to stop for all their registers.
-    pub fn take_full_register_requests(&mut self, rx: Receiver<i32>) {
-        self.full_regs_asks = Some(rx);
+    /// Take what the resolvers ask of the samplers from `rx`.
+    pub fn take_asks(&mut self, rx: Receiver<Ask>) {
+        self.asks = Some(rx);
     }
 
     /// One tick of every process. `Err` when the target is gone; a child that is gone ends
     /// only its own sampling, with a last batch that says so.
     pub fn tick(&mut self, tick: Tick) -> std::io::Result<Vec<Batch>> {
-        if let Some(rx) = &self.full_regs_asks {
-            for tid in rx.try_iter() {
-                self.samplers.iter_mut().any(|s| s.want_full_registers(tid));
+        if let Some(rx) = &self.asks {
+            for ask in rx.try_iter() {
+                match ask {
+                    Ask::FullRegisters(tid) => {
+                        self.samplers.iter_mut().any(|s| s.want_full_registers(tid));
+                    }
+                    Ask::WatchLock { pid, word } => self
+                        .samplers
+                        .iter_mut()
+                        .filter(|s| s.pid == pid)
+                        .for_each(|s| s.watch_lock(word)),
+                }
             }
         }
         if self.follow && Instant::now() >= self.next_scan {

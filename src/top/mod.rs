@@ -34,8 +34,8 @@ pub fn run(args: TopArgs) -> anyhow::Result<ExitCode> {
     };
     let mut processes = Processes::new(Sampler::new(pid, maps, settings), false, settings);
     let (tx, rx) = crossbeam_channel::bounded(1024);
-    let (full_regs_tx, full_regs_rx) = crossbeam_channel::unbounded();
-    processes.take_full_register_requests(full_regs_rx);
+    let (asks_tx, asks_rx) = crossbeam_channel::unbounded();
+    processes.take_asks(asks_rx);
     // One snapshot in flight: a screen that falls behind skips refreshes, never queues them.
     let (snap_tx, snap_rx) = crossbeam_channel::bounded::<Snapshot>(1);
     let profile = Profile::new(meta_for(pid, proc::cmdline(pid), args.rate), false);
@@ -45,22 +45,16 @@ pub fn run(args: TopArgs) -> anyhow::Result<ExitCode> {
         .spawn(move || {
             priority::background();
             let mut next_ns = 0;
-            resolve_all(
-                rx,
-                profile,
-                true,
-                full_regs_tx,
-                |profile, resolvers, time_ns| {
-                    if time_ns < next_ns {
-                        return;
-                    }
-                    next_ns = time_ns + refresh_ns;
-                    for r in resolvers.values_mut() {
-                        r.catch_up(profile);
-                    }
-                    let _ = snap_tx.try_send(Snapshot::of(profile, time_ns as f64 / 1e9));
-                },
-            )
+            resolve_all(rx, profile, true, asks_tx, |profile, resolvers, time_ns| {
+                if time_ns < next_ns {
+                    return;
+                }
+                next_ns = time_ns + refresh_ns;
+                for r in resolvers.values_mut() {
+                    r.catch_up(profile);
+                }
+                let _ = snap_tx.try_send(Snapshot::of(profile, time_ns as f64 / 1e9));
+            })
         })?;
     let screen = std::thread::Builder::new()
         .name("parprof-screen".into())
