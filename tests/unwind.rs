@@ -4,6 +4,7 @@
 //! A last test drives the unwinder and symbolizer directly on captured stacks and prints
 //! their speed.
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -210,7 +211,22 @@ impl Stack {
 /// Record the fixture for two seconds with the real binary and parse the folded stacks.
 fn record(pid: i32) -> Vec<Stack> {
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("unwind-{pid}.folded"));
-    let status = Command::new(env!("CARGO_BIN_EXE_parprof"))
+    record_to(pid, &out, &[]);
+    folded_stacks(&out)
+}
+
+/// What a recording printed on stderr, and how long it took.
+struct Run {
+    stderr: String,
+    wall: Duration,
+}
+
+/// Record `pid` for two seconds with the real binary into `out` (the format its extension
+/// says), with `env` added to parprof's environment. `DEBUGINFOD_URLS` is cleared first:
+/// only the tests that set it reach a debuginfod server, whatever the caller's shell set.
+fn record_to(pid: i32, out: &Path, env: &[(&str, &OsStr)]) -> Run {
+    let started = Instant::now();
+    let run = Command::new(env!("CARGO_BIN_EXE_parprof"))
         .args([
             "record",
             "--threads",
@@ -220,12 +236,24 @@ fn record(pid: i32) -> Vec<Stack> {
             &pid.to_string(),
             "-o",
         ])
-        .arg(&out)
-        .stderr(Stdio::null())
-        .status()
+        .arg(out)
+        .env_remove("DEBUGINFOD_URLS")
+        .envs(env.iter().copied())
+        .output()
         .expect("run parprof");
-    assert!(status.success(), "parprof record failed: {status}");
-    let text = std::fs::read_to_string(&out).unwrap();
+    let wall = started.elapsed();
+    let stderr = String::from_utf8_lossy(&run.stderr).into_owned();
+    assert!(
+        run.status.success(),
+        "parprof record failed: {}\n{stderr}",
+        run.status
+    );
+    Run { stderr, wall }
+}
+
+/// The stacks of a folded file written with `--threads`.
+fn folded_stacks(path: &Path) -> Vec<Stack> {
+    let text = std::fs::read_to_string(path).unwrap();
     text.lines()
         .map(|l| {
             let (stack, count) = l.rsplit_once(' ').unwrap();
@@ -368,13 +396,20 @@ fn function_symbols(path: &Path) -> std::collections::BTreeMap<u64, String> {
 fn stripped_binary_names_each_function_once_by_its_unwind_info() {
     let target = Target::start(&fixtures().stripped);
     let stacks = record(target.pid());
+    busy_chain_grouped_by_fde(&stacks, "stripped");
+}
+
+/// Require the stripped fixture's busy thread to read start_thread → … → worker → a → b → c
+/// in 95 % of `stacks`, its own frames named `chain-stripped!fn_START` after the FDE each
+/// function starts; `how` says how it was recorded.
+fn busy_chain_grouped_by_fde(stacks: &[Stack], how: &str) {
     // The unstripped twin's symbols: the function each `chain-stripped!fn_START` must be.
     let symbols = function_symbols(&fixtures().full);
     let function = |f: &String| {
         let start = f.strip_prefix("chain-stripped!fn_")?;
         symbols.get(&u64::from_str_radix(start, 16).ok()?).cloned()
     };
-    let (ok, n) = share(&stacks, "busy", |s| {
+    let (ok, n) = share(stacks, "busy", |s| {
         let own: Vec<&String> = s
             .frames
             .iter()
@@ -387,7 +422,7 @@ fn stripped_binary_names_each_function_once_by_its_unwind_info() {
             && named.ends_with(&["worker", "a", "b", "c"].map(String::from))
     });
     eprintln!(
-        "stripped busy thread: {:.1}% of {n} samples complete, each own frame the function \
+        "busy thread, {how}: {:.1}% of {n} samples complete, each own frame the function \
          its FDE starts",
         ok * 100.0
     );
@@ -398,8 +433,11 @@ fn stripped_binary_names_each_function_once_by_its_unwind_info() {
 /// in 95 % of samples; `how` says where the names came from.
 fn busy_chain_complete(exe: &Path, how: &str) {
     let target = Target::start(exe);
-    let stacks = record(target.pid());
-    let (ok, n) = share(&stacks, "busy", |s| {
+    busy_chain_named(&record(target.pid()), how);
+}
+
+fn busy_chain_named(stacks: &[Stack], how: &str) {
+    let (ok, n) = share(stacks, "busy", |s| {
         s.complete()
             && s.has_in_order(&["start_thread"])
             && s.frames
@@ -425,6 +463,243 @@ fn symbols_from_mini_debuginfo_name_a_stripped_binarys_functions() {
         "the binary itself has no symbol for worker"
     );
     busy_chain_complete(mini, "symbols from .gnu_debugdata");
+}
+
+/// elfutils' `debuginfod` on a free port, serving the debug files under a directory;
+/// stopped when dropped. It listens on every interface (0.188 has no option to bind one)
+/// and serves only what the test put in that directory.
+struct Debuginfod {
+    child: Child,
+    url: String,
+}
+
+impl Debuginfod {
+    /// Start it on `dir` and wait until it serves the debug file of `build_id`: it indexes
+    /// the directory in the background after it starts listening.
+    fn start(dir: &Path, build_id: &str) -> Debuginfod {
+        let port = free_port();
+        let child = Command::new("debuginfod")
+            .args(["-F", "-p", &port.to_string(), "-d"])
+            .arg(dir.with_extension("sqlite"))
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start debuginfod ({e}): scripts/install-test-deps installs it")
+            });
+        let mut server = Debuginfod {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        let file = format!("{}/buildid/{build_id}/debuginfo", server.url);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let started = Instant::now();
+        while ureq::get(&file).call().is_err() {
+            let exited = server.child.try_wait().unwrap();
+            assert!(exited.is_none(), "debuginfod exited: {exited:?}");
+            assert!(
+                Instant::now() < deadline,
+                "debuginfod did not serve {file} in 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!(
+            "debuginfod served the debug file {:.2} s after it started",
+            started.elapsed().as_secs_f64()
+        );
+        server
+    }
+}
+
+impl Drop for Debuginfod {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port on 127.0.0.1 nothing listens on (until someone binds it).
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+fn build_id_hex(path: &Path) -> String {
+    use object::Object;
+    let bytes = std::fs::read(path).unwrap();
+    let file = object::File::parse(&bytes[..]).unwrap();
+    let id = file
+        .build_id()
+        .unwrap()
+        .expect("the fixture has a build id");
+    id.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A fresh directory for one test's files.
+fn test_dir(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Record `pid` into `dir/<tag>.parprof` with `env`; require the busy thread's chain named
+/// (`how` says from where) and each of its functions given a line of chain.c.
+fn record_with_lines(pid: i32, dir: &Path, tag: &str, env: &[(&str, &OsStr)], how: &str) -> Run {
+    let saved = dir.join(format!("{tag}.parprof"));
+    let run = record_to(pid, &saved, env);
+    let render = |ext: &str| {
+        let out = saved.with_extension(ext);
+        let status = Command::new(env!("CARGO_BIN_EXE_parprof"))
+            .args(["report", "--threads", "-o"])
+            .arg(&out)
+            .arg(&saved)
+            .status()
+            .expect("run parprof report");
+        assert!(status.success(), "parprof report failed: {status}");
+        out
+    };
+    busy_chain_named(&folded_stacks(&render("folded")), how);
+    let speedscope: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(render("json")).unwrap()).unwrap();
+    let frames = speedscope["shared"]["frames"].as_array().unwrap();
+    for function in ["worker", "a", "b", "c"] {
+        let placed = frames.iter().find(|f| {
+            f["name"] == function
+                && f["file"].as_str().is_some_and(|p| p.ends_with("chain.c"))
+                && f["line"].as_u64().is_some_and(|l| l > 0)
+        });
+        assert!(
+            placed.is_some(),
+            "{how}: no chain.c:line for {function} in {frames:#?}"
+        );
+    }
+    run
+}
+
+/// parprof's lines about debuginfod servers on `stderr`.
+fn debuginfod_warnings(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter(|l| l.starts_with("parprof: debuginfod"))
+        .collect()
+}
+
+/// The stripped fixture (no debuglink, no debug file installed) with its debug file only on
+/// a local debuginfod server: parprof fetches it by build id into the cache, quietly (the
+/// server's 404 for the vDSO is no warning), and names the chain with file:line; with the
+/// server stopped, the cache alone still does.
+#[test]
+fn debug_file_from_a_debuginfod_server_names_the_stripped_chain_with_lines() {
+    let dir = test_dir("debuginfod");
+    let (served, cache) = (dir.join("served"), dir.join("cache"));
+    std::fs::create_dir(&served).unwrap();
+    let debug = served.join("chain.debug");
+    run(Command::new("objcopy")
+        .arg("--only-keep-debug")
+        .arg(&fixtures().full)
+        .arg(&debug));
+    let stripped = &fixtures().stripped;
+    let id = build_id_hex(stripped);
+    assert_eq!(id, build_id_hex(&debug));
+    let server = Debuginfod::start(&served, &id);
+    let fetch_started = Instant::now();
+    let bytes = ureq::get(format!("{}/buildid/{id}/debuginfo", server.url))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_vec()
+        .unwrap();
+    eprintln!(
+        "the test's own fetch of the {} KiB debug file: {:.1} ms",
+        bytes.len() >> 10,
+        fetch_started.elapsed().as_secs_f64() * 1e3
+    );
+    let url = server.url.clone();
+    let env = [
+        ("DEBUGINFOD_URLS", OsStr::new(&url)),
+        ("DEBUGINFOD_CACHE_PATH", cache.as_os_str()),
+    ];
+
+    let target = Target::start(stripped);
+    let fetched = record_with_lines(
+        target.pid(),
+        &dir,
+        "fetched",
+        &env,
+        "debug file from debuginfod",
+    );
+    assert!(
+        debuginfod_warnings(&fetched.stderr).is_empty(),
+        "no warning with the server up: {}",
+        fetched.stderr
+    );
+    assert_eq!(
+        std::fs::read(cache.join(&id).join("debuginfo")).unwrap(),
+        std::fs::read(&debug).unwrap(),
+        "the cache keeps the file as served, in elfutils' layout"
+    );
+    drop(server);
+    let cached = record_with_lines(
+        target.pid(),
+        &dir,
+        "cached",
+        &env,
+        "debug file from the debuginfod cache, server stopped",
+    );
+    eprintln!(
+        "recording wall time: {:.2} s fetching, {:.2} s from the cache",
+        fetched.wall.as_secs_f64(),
+        cached.wall.as_secs_f64()
+    );
+}
+
+/// With the debuginfod server unreachable (nothing listening on its port; or a listener that
+/// never answers, with `DEBUGINFOD_TIMEOUT=1`), the stripped fixture's functions keep their
+/// FDE-grouped names, one warning line names the server and what happened, and the recording
+/// takes less than a second longer than without `DEBUGINFOD_URLS`.
+#[test]
+fn debuginfod_server_down_costs_one_warning_and_under_a_second() {
+    let dir = test_dir("debuginfod-down");
+    let target = Target::start(&fixtures().stripped);
+    let base = record_to(target.pid(), &dir.join("base.folded"), &[]);
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    // The kernel completes the handshake (the listen backlog); nothing reads or answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent = format!("http://{}", silent.local_addr().unwrap());
+    for (tag, url, what) in [
+        ("closed", &closed, "connection refused"),
+        ("silent", &silent, "silent for 1 s"),
+    ] {
+        let out = dir.join(format!("{tag}.folded"));
+        let cache = dir.join(format!("{tag}-cache"));
+        let env = [
+            ("DEBUGINFOD_URLS", OsStr::new(url)),
+            ("DEBUGINFOD_CACHE_PATH", cache.as_os_str()),
+            ("DEBUGINFOD_TIMEOUT", OsStr::new("1")),
+        ];
+        let run = record_to(target.pid(), &out, &env);
+        busy_chain_grouped_by_fde(&folded_stacks(&out), &format!("debuginfod server {tag}"));
+        let warnings = debuginfod_warnings(&run.stderr);
+        assert!(
+            warnings.len() == 1 && warnings[0].contains(url.as_str()) && warnings[0].contains(what),
+            "one warning naming {url} ({what}): {}",
+            run.stderr
+        );
+        let delay = run.wall.as_secs_f64() - base.wall.as_secs_f64();
+        eprintln!(
+            "server {tag}: recording took {:.2} s, {:+.2} s against {:.2} s without DEBUGINFOD_URLS; warning: {}",
+            run.wall.as_secs_f64(),
+            delay,
+            base.wall.as_secs_f64(),
+            warnings[0]
+        );
+        assert!(
+            delay < 1.0,
+            "server {tag} delayed the recording by {delay:.2} s"
+        );
+    }
 }
 
 /// CPU time of the calling thread, in nanoseconds: unlike wall time, not inflated when

@@ -7,6 +7,7 @@
 //! registers (a test greps the source for it).
 
 pub mod check;
+mod debuginfod;
 pub mod elf;
 pub mod exec;
 pub mod maps;

@@ -1,12 +1,14 @@
 //! Per-module data, loaded once per module and shared by the unwinder and the symbolizer:
 //! the cache that finds a mapping's module and load bias, the module's separate debug file
-//! when one is installed, and its MiniDebugInfo when it carries one.
+//! when one is installed or a debuginfod server has it, and its MiniDebugInfo when it
+//! carries one.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use object::Object;
 
+use crate::process::debuginfod;
 use crate::process::elf::{self, ElfImage};
 use crate::process::{Mapping, Maps, Memory};
 
@@ -35,14 +37,14 @@ impl ModuleKey {
 
 /// The separate debug file of an image, looked up inside the target's root: by build id
 /// under `/usr/lib/debug/.build-id/xx/rest.debug`, then by `.gnu_debuglink` beside the
-/// file, in its `.debug/` folder and under `/usr/lib/debug/<dir>/`.
+/// file, in its `.debug/` folder and under `/usr/lib/debug/<dir>/`; last, for an image
+/// without DWARF of its own, from the debuginfod servers `DEBUGINFOD_URLS` names.
 pub fn debug_file(maps: &Maps, m: &Mapping, image: &ElfImage) -> Option<ElfImage> {
     let file = image.object()?;
     let root = PathBuf::from(format!("/proc/{}/root", maps.pid));
     let mut candidates = Vec::new();
-    if let Ok(Some(id)) = file.build_id()
-        && id.len() >= 2
-    {
+    let build_id = file.build_id().ok().flatten().filter(|id| id.len() >= 2);
+    if let Some(id) = build_id {
         let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
         candidates.push(root.join(format!(
             "usr/lib/debug/.build-id/{}/{}.debug",
@@ -66,14 +68,19 @@ pub fn debug_file(maps: &Maps, m: &Mapping, image: &ElfImage) -> Option<ElfImage
         }
     }
     let own_len = image.bytes.len();
-    candidates
+    let local = candidates
         .into_iter()
         .filter(|p| p.is_file())
         .find_map(|p| {
             let debug = ElfImage::open(&p).ok()?;
             // A debuglink can name the file itself (same directory, same name).
             (debug.bytes.len() != own_len || debug.bytes[..] != image.bytes[..]).then_some(debug)
-        })
+        });
+    local.or_else(|| {
+        (!image.has_section(".debug_info"))
+            .then(|| debuginfod::debug_file(build_id?))
+            .flatten()
+    })
 }
 
 /// Most bytes a `.gnu_debugdata` section may decompress to. MiniDebugInfo is a symbol table

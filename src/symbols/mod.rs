@@ -1,7 +1,7 @@
 //! Addresses to function names: ELF symbol tables, DWARF file:line and inlined frames, the
-//! separate debug file when installed, MiniDebugInfo (`.gnu_debugdata`), demangled Rust and
-//! C++ names. Each module is loaded
-//! once. Code no symbol names is named by the function its unwind info puts it in,
+//! separate debug file when installed or on a debuginfod server, MiniDebugInfo
+//! (`.gnu_debugdata`), demangled Rust and C++ names. Each module is loaded once. Code no
+//! symbol names is named by the function its unwind info puts it in,
 //! `module!fn_START` (the FDE's start address), the same at every pc in the function; an
 //! address nothing covers is shown as `module+0xoffset` (file offset, like perf).
 
