@@ -13,7 +13,7 @@ use crate::cli::RecordArgs;
 use crate::output::{self, Format};
 use crate::process::{Maps, check, proc};
 use crate::profile::{Meta, Profile};
-use crate::resolve::{Resolver, SharedModules};
+use crate::resolve::{Resolver, SharedModules, WalkStats};
 use crate::sample::{
     Ask, Batch, ProcessEvent, Processes, Sampler, Settings, StopReason, priority, run_ticks,
 };
@@ -110,7 +110,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
     }
     progress.finish();
 
-    let (mut profile, complete, walks) = resolver_thread
+    let (mut profile, walks) = resolver_thread
         .join()
         .map_err(|_| anyhow::anyhow!("the resolver thread panicked"))?;
     profile.meta.duration_s = elapsed.as_secs_f64();
@@ -135,7 +135,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
     if let Some(path) = &args.summary {
         output::summary_json::write_file(&profile, path)?;
     }
-    crate::output::text::summary(&profile, reason, complete, walks, &args.output);
+    crate::output::text::summary(&profile, reason, walks, &args.output);
     if let Some(mut c) = child
         && reason != StopReason::TargetExited
     {
@@ -176,22 +176,19 @@ pub(crate) fn meta_for(pid: i32, command: String, rate_hz: f64) -> Meta {
 /// The resolver thread: each batch to its process's resolver (made when the process is first
 /// seen, dropped when it exits), every sample into the one profile; `after_batch` sees the
 /// profile and the resolvers after each batch (`top` shows them). Returns the profile and
-/// the stack walks that were complete, of all walked.
+/// how its native stack walks went.
 pub(crate) fn resolve_all(
     rx: Receiver<Batch>,
     mut profile: Profile,
     include_native: bool,
     asks: Sender<Ask>,
     mut after_batch: impl FnMut(&mut Profile, &mut HashMap<i32, Resolver>, u64),
-) -> (Profile, u64, u64) {
+) -> (Profile, WalkStats) {
     let target = profile.meta.pid;
     let mut resolvers: HashMap<i32, Resolver> = HashMap::new();
     let modules = SharedModules::default();
-    let (mut complete, mut walks) = (0, 0);
-    let mut count = |r: Resolver| {
-        complete += r.complete_walks;
-        walks += r.walks;
-    };
+    let mut walks = WalkStats::default();
+    let mut count = |r: Resolver| walks.merge(r.walks);
     for mut batch in rx {
         match batch.event.take() {
             Some(ProcessEvent::Exited) => {
@@ -234,7 +231,7 @@ pub(crate) fn resolve_all(
         r.catch_up(&mut profile);
         count(r);
     }
-    (profile, complete, walks)
+    (profile, walks)
 }
 
 /// A thread's name in the profile. A followed child's threads carry their process,

@@ -43,6 +43,29 @@ struct Last {
     parked_at: Option<u64>,
 }
 
+/// Native stack walks: how many there were, how many reached the outermost frame, and how
+/// many found a return address by scanning the stack (code without CFI).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WalkStats {
+    pub all: u64,
+    pub complete: u64,
+    pub scanned: u64,
+}
+
+impl WalkStats {
+    fn add(&mut self, walk: &crate::unwind::Unwound) {
+        self.all += 1;
+        self.complete += walk.complete as u64;
+        self.scanned += !walk.scanned.is_empty() as u64;
+    }
+
+    pub fn merge(&mut self, other: WalkStats) {
+        self.all += other.all;
+        self.complete += other.complete;
+        self.scanned += other.scanned;
+    }
+}
+
 pub struct Resolver {
     pid: i32,
     maps: Maps,
@@ -58,9 +81,8 @@ pub struct Resolver {
     tick: u64,
     time_ns: u64,
     locks: LockBook,
-    /// Stack walks that reached the outermost frame, of all walked (for the summary).
-    pub complete_walks: u64,
-    pub walks: u64,
+    /// How the native stack walks went (for the summary).
+    pub walks: WalkStats,
     pub include_native: bool,
     /// Asks the sampler to stop blocked threads for all their registers (see
     /// `native_frames`), each once, and to watch the words of locks it cannot identify
@@ -94,8 +116,7 @@ impl Resolver {
             tick: 0,
             time_ns: 0,
             locks: LockBook::new(),
-            complete_walks: 0,
-            walks: 0,
+            walks: WalkStats::default(),
             include_native,
             sampler: None,
             asked_full_regs: HashSet::new(),
@@ -375,8 +396,7 @@ impl Resolver {
                 walk = modules.unwinder.unwind(&self.maps, &f.regs, &mem);
             }
         }
-        self.walks += 1;
-        self.complete_walks += walk.complete as u64;
+        self.walks.add(&walk);
         let mut frames = Vec::with_capacity(walk.pcs.len() + 1);
         if !walk.complete {
             frames.push(Frame::truncated());

@@ -702,6 +702,84 @@ fn debuginfod_server_down_costs_one_warning_and_under_a_second() {
     }
 }
 
+/// fixtures/unwind/nocfi_main.c, linked against libnocfi.so built from nocfi_lib.c without
+/// unwind info or frame pointers. Returns the program and the library.
+fn nocfi_fixture() -> (PathBuf, PathBuf) {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("nocfi");
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/unwind");
+    let lib = dir.join("libnocfi.so");
+    run(Command::new("cc")
+        .args(["-O2", "-shared", "-fPIC", "-fno-asynchronous-unwind-tables"])
+        .args([
+            "-fno-unwind-tables",
+            "-fomit-frame-pointer",
+            "-mno-red-zone",
+            "-o",
+        ])
+        .arg(&lib)
+        .arg(src.join("nocfi_lib.c")));
+    let exe = dir.join("nocfi");
+    run(Command::new("cc")
+        .args(["-O2", "-g", "-pthread", "-o"])
+        .arg(&exe)
+        .arg(src.join("nocfi_main.c"))
+        .arg(format!("-L{}", dir.display()))
+        .arg(format!("-Wl,-rpath,{}", dir.display()))
+        .arg("-lnocfi"));
+    (exe, lib)
+}
+
+/// Code without CFI or a frame pointer, called from normal code (what BLAS kernels are to
+/// numpy): the walk finds each return address by scanning the stack, and only there. Code
+/// addresses on the stack that follow no call (decoys) never become frames.
+#[test]
+fn code_without_cfi_or_frame_pointer_unwinds_by_scanning_without_inventing_frames() {
+    let (exe, lib) = nocfi_fixture();
+    // The fixture is what it claims: no FDE covers the library's functions.
+    let starts = fde_starts(&lib);
+    let symbols = function_symbols(&lib);
+    for f in ["nocfi_leaf", "nocfi_middle", "nocfi_middle_decoys"] {
+        let (&at, _) = symbols
+            .iter()
+            .find(|(_, n)| *n == f)
+            .expect("library symbol");
+        assert!(!starts.contains(&at), "{f} has an FDE");
+    }
+    let target = Target::start(&exe);
+    let stacks = record(target.pid());
+    for (thread, chain) in [
+        (
+            "nocfi-worker",
+            ["nocfi_worker", "nocfi_middle", "nocfi_leaf"],
+        ),
+        (
+            "decoys",
+            ["decoy_worker", "nocfi_middle_decoys", "nocfi_leaf"],
+        ),
+    ] {
+        let (ok, n) = share(&stacks, thread, |s| {
+            s.complete()
+                && s.has_in_order(&["start_thread"])
+                && s.frames.ends_with(&chain.map(String::from))
+        });
+        eprintln!(
+            "{thread}: the full chain through code without CFI in {:.1}% of {n} samples",
+            100.0 * ok
+        );
+        assert!(ok >= 0.95, "{thread}: {stacks:#?}");
+    }
+    let invented: Vec<&Stack> = stacks
+        .iter()
+        .filter(|s| {
+            s.frames
+                .iter()
+                .any(|f| f.starts_with("decoy_") && f != "decoy_worker")
+        })
+        .collect();
+    assert!(invented.is_empty(), "decoys taken as frames: {invented:#?}");
+}
+
 /// The start addresses of the FDEs in `path`'s `.eh_frame`, as binutils' readelf lists them:
 /// the functions a stripped module's unwind info says it has.
 fn fde_starts(path: &Path) -> std::collections::BTreeSet<u64> {

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::profile::{Profile, State};
+use crate::resolve::WalkStats;
 use crate::sample::StopReason;
 
 use super::summary_json::{self, LockSummary};
@@ -11,7 +12,7 @@ use super::summary_json::{self, LockSummary};
 /// How many contended locks the end-of-run summary lists.
 const TOP_LOCKS: usize = 5;
 
-pub fn summary(p: &Profile, reason: StopReason, complete_walks: u64, walks: u64, output: &Path) {
+pub fn summary(p: &Profile, reason: StopReason, walks: WalkStats, output: &Path) {
     let why = match reason {
         StopReason::Duration => "duration reached",
         StopReason::Interrupted => "interrupted",
@@ -25,10 +26,17 @@ pub fn summary(p: &Profile, reason: StopReason, complete_walks: u64, walks: u64,
         p.meta.duration_s,
         output.display()
     );
-    if walks > 0 {
+    if walks.all > 0 {
+        let scanned = match walks.scanned {
+            0 => String::new(),
+            n => format!(
+                " ({:.1}% through code without unwind info, by a stack scan)",
+                100.0 * n as f64 / walks.all as f64
+            ),
+        };
         eprintln!(
-            "parprof: {:.1}% of native stacks unwound to their outermost frame",
-            100.0 * complete_walks as f64 / walks as f64
+            "parprof: {:.1}% of native stacks unwound to their outermost frame{scanned}",
+            100.0 * walks.complete as f64 / walks.all as f64
         );
     }
     for line in findings(p) {

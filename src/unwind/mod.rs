@@ -1,13 +1,16 @@
 //! Native unwinding over a captured stack: DWARF CFI per module (loaded once, rules cached
-//! per address), frame pointers where no CFI covers the code (JIT or anonymous memory), and
+//! per address), frame pointers where no CFI covers the code (JIT or anonymous memory),
 //! signal frames, through the CFI of the signal trampoline or by recognising
-//! `rt_sigreturn` and reading the saved context.
+//! `rt_sigreturn` and reading the saved context, and where none of these leads on, a scan
+//! of the stack for a return address that follows a call and that CFI continues from
+//! (`scan`).
 //!
 //! The walk never guesses: a register the next frame needs but the sample does not have
 //! (threads blocked in a syscall only give ip and sp) stops it, marked incomplete.
 
 mod cfi;
 pub mod rule;
+mod scan;
 mod sigframe;
 
 use std::collections::HashMap;
@@ -34,6 +37,8 @@ pub struct Unwound {
     /// Each frame's registers as the walk recovered them, `regs[i]` at `pcs[i]`: a
     /// callee-saved register holds there what that frame's code left in it.
     pub regs: Vec<Regs>,
+    /// Indexes into `pcs` of the return addresses found by scanning the stack.
+    pub scanned: Vec<usize>,
 }
 
 /// Deeper stacks are cut: a bound on any walk, whatever the memory holds.
@@ -47,6 +52,8 @@ pub struct Unwinder {
     modules: ModuleCache<CfiTables>,
     /// (module, address in the module) → the compiled rule, or `None` for no CFI.
     rules: HashMap<(usize, u64), Option<Arc<Rule>>>,
+    /// Return addresses met while scanning → whether a call instruction precedes them.
+    call_sites: HashMap<u64, bool>,
     ctx: Box<UnwindContext<usize>>,
 }
 
@@ -55,6 +62,7 @@ impl Default for Unwinder {
         Unwinder {
             modules: ModuleCache::default(),
             rules: HashMap::new(),
+            call_sites: HashMap::new(),
             ctx: Box::new(UnwindContext::new()),
         }
     }
@@ -77,6 +85,7 @@ impl Unwinder {
             pcs: vec![regs.ip()],
             complete: false,
             regs: vec![regs.clone()],
+            scanned: Vec::new(),
         };
         walk.complete = self.walk(maps, &mut walk, mem);
         walk
@@ -101,7 +110,18 @@ impl Unwinder {
                 Plan::Cfi(rule) => rule::apply(&rule, regs, mem).map(|s| (s, rule.signal)),
                 Plan::NoCfi => match sigframe::restore(pc, regs, mem) {
                     Some(caller) => Ok((Step::Caller(caller), true)),
-                    None => frame_pointer(regs, mem).map(|s| (s, false)),
+                    None => match frame_pointer(regs, mem) {
+                        Ok(Step::Caller(c)) if leads_on(maps, regs, &c) => {
+                            Ok((Step::Caller(c), false))
+                        }
+                        fp => match self.scan(maps, regs, mem) {
+                            Some(caller) => {
+                                walk.scanned.push(walk.pcs.len());
+                                Ok((Step::Caller(caller), false))
+                            }
+                            None => fp.map(|s| (s, false)),
+                        },
+                    },
                 },
             };
             let (caller, signal) = match step {
@@ -155,6 +175,17 @@ impl Unwinder {
         };
         rule.map_or(Plan::NoCfi, Plan::Cfi)
     }
+}
+
+/// Whether a frame pointer's caller is plausible: above the frame, and returning into
+/// code (or to 0, the outermost frame). Code that uses `rbp` for data fails this, and its
+/// caller is looked for by scanning instead.
+fn leads_on(maps: &Maps, regs: &Regs, caller: &Regs) -> bool {
+    caller.sp() > regs.sp()
+        && (caller.ip() == 0
+            || maps
+                .find(caller.ip().wrapping_sub(1))
+                .is_some_and(|m| m.executable))
 }
 
 /// The caller of a frame that keeps a frame pointer: saved rbp at [rbp], return address
