@@ -87,15 +87,23 @@ impl Unwinder {
             regs: vec![regs.clone()],
             scanned: Vec::new(),
         };
-        walk.complete = self.walk(maps, &mut walk, mem);
+        walk.complete = self.walk(maps, &mut walk, mem, true, scan::NESTED);
         walk
     }
 
     /// Extend `walk` frame by frame from its last registers; true when it reached the
-    /// outermost frame.
-    fn walk(&mut self, maps: &Maps, walk: &mut Unwound, mem: &dyn Memory) -> bool {
+    /// outermost frame. `exact`: its last pc is not a return address (the first pc of a
+    /// sample). `scans`: how deep stack scans may vouch for their candidates (0: none).
+    fn walk(
+        &mut self,
+        maps: &Maps,
+        walk: &mut Unwound,
+        mem: &dyn Memory,
+        exact: bool,
+        scans: u32,
+    ) -> bool {
         // The first pc, and the pc interrupted by a signal, are not return addresses.
-        let mut exact = true;
+        let mut exact = exact;
         loop {
             if walk.pcs.len() >= MAX_DEPTH {
                 return false;
@@ -103,7 +111,9 @@ impl Unwinder {
             let regs = walk.regs.last().expect("a walk starts with registers");
             let pc = regs.ip();
             let lookup = if exact { pc } else { pc.wrapping_sub(1) };
-            let Some(mapping) = maps.find(lookup) else {
+            // Code runs only from executable memory: a pc anywhere else is a bad step
+            // (a wrong CFA, a scanned word that was data), never a frame to go on from.
+            let Some(mapping) = maps.find(lookup).filter(|m| m.executable) else {
                 return false;
             };
             let step = match self.plan(maps, mapping, mem, lookup) {
@@ -111,15 +121,24 @@ impl Unwinder {
                 Plan::NoCfi => match sigframe::restore(pc, regs, mem) {
                     Some(caller) => Ok((Step::Caller(caller), true)),
                     None => match frame_pointer(regs, mem) {
-                        Ok(Step::Caller(c)) if leads_on(maps, regs, &c) => {
+                        Ok(Step::Caller(c))
+                            if leads_on(maps, regs, &c)
+                                && (scans == 0 || self.vouched(maps, &c, mem, scans)) =>
+                        {
                             Ok((Step::Caller(c), false))
                         }
-                        fp => match self.scan(maps, regs, mem) {
+                        fp => match (scans > 0)
+                            .then(|| self.scan(maps, regs, mem, scans))
+                            .flatten()
+                        {
                             Some(caller) => {
                                 walk.scanned.push(walk.pcs.len());
                                 Ok((Step::Caller(caller), false))
                             }
-                            None => fp.map(|s| (s, false)),
+                            // A frame pointer's caller that failed the checks is no caller.
+                            None => {
+                                fp.and(Err(rule::StepError::UnknownRegister(dwarf::RBP as u16)))
+                            }
                         },
                     },
                 },
@@ -178,8 +197,9 @@ impl Unwinder {
 }
 
 /// Whether a frame pointer's caller is plausible: above the frame, and returning into
-/// code (or to 0, the outermost frame). Code that uses `rbp` for data fails this, and its
-/// caller is looked for by scanning instead.
+/// code (or to 0, the outermost frame). Code that uses `rbp` for data mostly fails this;
+/// where `rbp` happens to point into the stack, the caller must also pass the checks a
+/// scanned word does (`Unwinder::vouched`), or it is looked for by scanning instead.
 fn leads_on(maps: &Maps, regs: &Regs, caller: &Regs) -> bool {
     caller.sp() > regs.sp()
         && (caller.ip() == 0
@@ -227,19 +247,37 @@ mod tests {
         ws.iter().flat_map(|w| w.to_le_bytes()).collect()
     }
 
+    /// Two byte arrays at their addresses: code and a stack.
+    struct CodeAndStack<'a>(Bytes<'a>, Bytes<'a>);
+
+    impl Memory for CodeAndStack<'_> {
+        fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), crate::process::MemError> {
+            self.0.read(addr, buf).or_else(|_| self.1.read(addr, buf))
+        }
+    }
+
     #[test]
     fn frame_pointer_chain_in_anonymous_code_walks_to_a_zero_return() {
         let maps = Maps {
             pid: 0,
             mappings: vec![anon(0x10_0000, 0x20_0000)],
         };
-        // Two frames: rbp → [saved rbp, ret], then a final frame returning to 0.
+        // Two frames: rbp → [saved rbp, ret], then a final frame returning to 0. The
+        // return address follows a `call rax` (FF D0).
         let base = 0x7000_0000u64;
         let stack = words(&[0, 0, base + 0x20, 0x10_1111, 0, 0, 0, 0]);
-        let mem = Bytes {
-            base,
-            bytes: &stack,
-        };
+        let mut code = vec![0x90u8; 0x2000];
+        code[0x110f..0x1111].copy_from_slice(&[0xFF, 0xD0]);
+        let mem = CodeAndStack(
+            Bytes {
+                base,
+                bytes: &stack,
+            },
+            Bytes {
+                base: 0x10_0000,
+                bytes: &code,
+            },
+        );
         let mut regs = Regs::from_ip_sp(0x10_0010, base);
         regs.set(dwarf::RBP, base + 0x10);
         let out = Unwinder::new().unwind(&maps, &regs, &mem);
@@ -248,6 +286,21 @@ mod tests {
         // one saved by the callee.
         assert_eq!(out.regs[1].sp(), base + 0x20);
         assert_eq!(out.regs[1].bp(), Some(base + 0x20));
+        // The same return address after code that is not a call: not a frame.
+        let mut code = code.clone();
+        code[0x110f..0x1111].copy_from_slice(&[0x90, 0x90]);
+        let mem = CodeAndStack(
+            Bytes {
+                base,
+                bytes: &stack,
+            },
+            Bytes {
+                base: 0x10_0000,
+                bytes: &code,
+            },
+        );
+        let out = Unwinder::new().unwind(&maps, &regs, &mem);
+        assert_eq!((out.pcs, out.complete), (vec![0x10_0010], false));
     }
 
     #[test]

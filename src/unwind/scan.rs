@@ -8,34 +8,37 @@
 //! 1. it points just past a call instruction (decoded from the code bytes before it: a
 //!    `call rel32` whose target is executable, or an indirect `call r/m64` whose length
 //!    from its ModRM byte ends exactly there);
-//! 2. the walk continues consistently from it: where the code it returns into has CFI,
-//!    that CFI unwinds the caller to a higher stack pointer and a return address that is
-//!    0 (the outermost frame) or in executable memory; where that code has no CFI either
-//!    (a caller in the same assembly library), a scan from its frame finds a caller that
-//!    passes these checks in turn, at most `NESTED` frames on.
+//! 2. the walk continued from it reaches the thread's outermost frame, through CFI and
+//!    frame pointers, and through further scans (a caller in the same assembly library)
+//!    at most `NESTED` deep. This refuses stale return addresses that earlier, deeper
+//!    calls left below the live frames: their chains look right for a frame or two, then
+//!    break.
 
-use super::rule::{self, Step};
-use super::{Plan, Unwinder};
+use super::{Unwinder, Unwound};
 use crate::process::{Maps, Memory, Regs};
 
-/// Stack words looked at above the stack pointer, at most: 16 KiB, room for a kernel's
-/// own frame and spills. Most candidates are rejected by a map lookup alone.
-const SCAN_WORDS: u64 = 2048;
+/// Stack words looked at above the stack pointer, at most: 48 KiB. OpenBLAS's Haswell
+/// dgemm kernel aligns a 28 KiB buffer below its caller's frame, so its return address
+/// sits 28–32 KiB above its stack pointer. Most words are rejected by a map lookup alone.
+const SCAN_WORDS: usize = 6144;
 
-/// Frames without CFI a candidate may be vouched for through, before code with CFI.
-const NESTED: u32 = 2;
+/// Words read at once: the copied stack ends well before 48 KiB, and the rest is read
+/// from the target, a chunk per read rather than a word per read.
+const CHUNK_WORDS: usize = 512;
+
+/// Scans a walk may make within the walks that vouch for its candidates: the frames
+/// without CFI above a scanned one (callers in the same assembly library).
+pub(super) const NESTED: u32 = 2;
 
 impl Unwinder {
     /// The caller of the frame whose registers are `regs`, found by scanning its stack;
-    /// `None` when no word passes the checks. The callee-saved registers are passed on as
-    /// they are: the caller's CFI restores what it saved, and the consistency check
-    /// rejects a continuation that needed a value the callee had overwritten.
-    pub(super) fn scan(&mut self, maps: &Maps, regs: &Regs, mem: &dyn Memory) -> Option<Regs> {
-        self.scan_nested(maps, regs, mem, NESTED)
-    }
-
-    /// `scan`, vouching for a caller without CFI through at most `depth` more scans.
-    fn scan_nested(
+    /// `None` when no word passes the checks. The caller knows only its pc and stack
+    /// pointer: where the scanned code saved the callee-saved registers it reuses is
+    /// unknown, and passing on the values it left (a BLAS kernel's loop counters in `rbx`
+    /// and `rbp`) sent frame-pointer-based CFA rules above into heap memory, through
+    /// invented frames that happened to reach `clone3`. Unknown, such a rule stops the walk.
+    /// `depth` bounds the scans the walks that vouch for a candidate may make in turn.
+    pub(super) fn scan(
         &mut self,
         maps: &Maps,
         regs: &Regs,
@@ -43,23 +46,50 @@ impl Unwinder {
         depth: u32,
     ) -> Option<Regs> {
         let sp = regs.sp();
-        for i in 0..SCAN_WORDS {
-            let slot = sp.checked_add(i * 8)?;
-            let word = mem.read_u64(slot).ok()?;
-            let executable = maps
-                .find(word.wrapping_sub(1))
-                .is_some_and(|m| m.executable);
-            if !executable || !self.follows_a_call(maps, word, mem) {
-                continue;
+        let mut chunk = [0u8; CHUNK_WORDS * 8];
+        for first in (0..SCAN_WORDS).step_by(CHUNK_WORDS) {
+            let base = sp.checked_add(first as u64 * 8)?;
+            // A chunk past the stack's end: its words up to there, one by one.
+            let words = if mem.read(base, &mut chunk).is_ok() {
+                CHUNK_WORDS
+            } else {
+                readable_words(mem, base, &mut chunk)
+            };
+            if words == 0 {
+                return None;
             }
-            let mut caller = regs.clone();
-            caller.set(crate::process::regs::dwarf::RIP, word);
-            caller.set(crate::process::regs::dwarf::RSP, slot + 8);
-            if self.continues(maps, &caller, mem, depth) {
-                return Some(caller);
+            for (i, bytes) in chunk[..words * 8].chunks_exact(8).enumerate() {
+                let word = u64::from_le_bytes(bytes.try_into().expect("8 bytes"));
+                let slot = base + i as u64 * 8;
+                let executable = maps
+                    .find(word.wrapping_sub(1))
+                    .is_some_and(|m| m.executable);
+                if !executable || !self.follows_a_call(maps, word, mem) {
+                    continue;
+                }
+                let caller = Regs::from_ip_sp(word, slot + 8);
+                if self.continues(maps, &caller, mem, depth.saturating_sub(1)) {
+                    return Some(caller);
+                }
             }
         }
         None
+    }
+
+    /// Whether a caller found another way (a frame pointer in code without CFI) passes the
+    /// checks a scanned word must: it returns just past a call, and the walk continued
+    /// from it reaches the outermost frame, with scans `depth` allows.
+    pub(super) fn vouched(
+        &mut self,
+        maps: &Maps,
+        caller: &Regs,
+        mem: &dyn Memory,
+        depth: u32,
+    ) -> bool {
+        // A return address of 0 ends the walk: nothing to vouch for.
+        caller.ip() == 0
+            || (self.follows_a_call(maps, caller.ip(), mem)
+                && self.continues(maps, caller, mem, depth.saturating_sub(1)))
     }
 
     /// Whether the code just before `ret` is a call instruction (cached per address).
@@ -83,28 +113,31 @@ impl Unwinder {
         is_call
     }
 
-    /// Whether the walk continues consistently from `caller`: through the CFI of the code
-    /// it returns into, or, without CFI there, through a scan `depth` allows.
+    /// Whether the walk continues consistently from `caller`: walked on from there (with
+    /// scans `depth` allows), it reaches the outermost frame. A stale return address left
+    /// below the live frames by an earlier, deeper call is consistent for a frame or two
+    /// (its own CFI unwinds it into the stale frames above it), but its chain breaks
+    /// before the thread's entry; the live one reaches it.
     fn continues(&mut self, maps: &Maps, caller: &Regs, mem: &dyn Memory, depth: u32) -> bool {
-        let lookup = caller.ip().wrapping_sub(1);
-        let Some(mapping) = maps.find(lookup) else {
-            return false;
+        let mut rest = Unwound {
+            pcs: vec![caller.ip()],
+            regs: vec![caller.clone()],
+            ..Unwound::default()
         };
-        let Plan::Cfi(rule) = self.plan(maps, mapping, mem, lookup) else {
-            return depth > 0 && self.scan_nested(maps, caller, mem, depth - 1).is_some();
-        };
-        match rule::apply(&rule, caller, mem) {
-            Ok(Step::Outermost) => true,
-            Ok(Step::Caller(next)) => {
-                next.sp() > caller.sp()
-                    && (next.ip() == 0
-                        || maps
-                            .find(next.ip().wrapping_sub(1))
-                            .is_some_and(|m| m.executable))
-            }
-            Err(_) => false,
-        }
+        self.walk(maps, &mut rest, mem, false, depth)
     }
+}
+
+/// Read words from `base` into `chunk` one by one until one cannot be read; how many were.
+fn readable_words(mem: &dyn Memory, base: u64, chunk: &mut [u8]) -> usize {
+    let mut n = 0;
+    for (i, word) in chunk.chunks_exact_mut(8).enumerate() {
+        if mem.read(base + i as u64 * 8, word).is_err() {
+            break;
+        }
+        n += 1;
+    }
+    n
 }
 
 /// Whether `code`, the 8 bytes before address `ret`, ends with an x86-64 call: `E8 rel32`
