@@ -247,8 +247,23 @@ mod tests {
         ws.iter().flat_map(|w| w.to_le_bytes()).collect()
     }
 
-    /// Two byte arrays at their addresses: code and a stack.
+    /// Two byte arrays at their addresses: a stack, and code at 0x10_0000.
     struct CodeAndStack<'a>(Bytes<'a>, Bytes<'a>);
+
+    impl<'a> CodeAndStack<'a> {
+        fn new(stack_base: u64, stack: &'a [u8], code: &'a [u8]) -> Self {
+            CodeAndStack(
+                Bytes {
+                    base: stack_base,
+                    bytes: stack,
+                },
+                Bytes {
+                    base: 0x10_0000,
+                    bytes: code,
+                },
+            )
+        }
+    }
 
     impl Memory for CodeAndStack<'_> {
         fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), crate::process::MemError> {
@@ -268,18 +283,9 @@ mod tests {
         let stack = words(&[0, 0, base + 0x20, 0x10_1111, 0, 0, 0, 0]);
         let mut code = vec![0x90u8; 0x2000];
         code[0x110f..0x1111].copy_from_slice(&[0xFF, 0xD0]);
-        let mem = CodeAndStack(
-            Bytes {
-                base,
-                bytes: &stack,
-            },
-            Bytes {
-                base: 0x10_0000,
-                bytes: &code,
-            },
-        );
         let mut regs = Regs::from_ip_sp(0x10_0010, base);
         regs.set(dwarf::RBP, base + 0x10);
+        let mem = CodeAndStack::new(base, &stack, &code);
         let out = Unwinder::new().unwind(&maps, &regs, &mem);
         assert_eq!((out.pcs, out.complete), (vec![0x10_0010, 0x10_1111], true));
         // The caller's registers: its stack pointer past the return address, its rbp the
@@ -287,18 +293,8 @@ mod tests {
         assert_eq!(out.regs[1].sp(), base + 0x20);
         assert_eq!(out.regs[1].bp(), Some(base + 0x20));
         // The same return address after code that is not a call: not a frame.
-        let mut code = code.clone();
         code[0x110f..0x1111].copy_from_slice(&[0x90, 0x90]);
-        let mem = CodeAndStack(
-            Bytes {
-                base,
-                bytes: &stack,
-            },
-            Bytes {
-                base: 0x10_0000,
-                bytes: &code,
-            },
-        );
+        let mem = CodeAndStack::new(base, &stack, &code);
         let out = Unwinder::new().unwind(&maps, &regs, &mem);
         assert_eq!((out.pcs, out.complete), (vec![0x10_0010], false));
     }
