@@ -48,6 +48,12 @@ impl DebugInfo {
     /// The frames at `svma`, outermost first (the function, then what was inlined into it).
     pub fn frames(&self, svma: u64) -> Vec<DwarfFrame> {
         let mut out = Vec::new();
+        // addr2line looks up the range [svma, svma + 1), which overflows (a panic with
+        // overflow checks) at the last address; no code is there (found by the elf fuzz
+        // target, from a hostile image's segment addresses).
+        if svma == u64::MAX {
+            return out;
+        }
         let Ok(mut iter) = self.ctx.find_frames(svma).skip_all_loads() else {
             return out;
         };
@@ -68,5 +74,19 @@ impl DebugInfo {
         }
         out.reverse();
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_address_has_no_frames_and_no_panic() {
+        // This test binary's own DWARF: real units, so the lookup gets as far as a range.
+        let exe = std::env::current_exe().unwrap();
+        let image = ElfImage::open(&exe).unwrap();
+        let debug = DebugInfo::load(&image).expect("the test binary has DWARF");
+        assert!(debug.frames(u64::MAX).is_empty());
     }
 }
