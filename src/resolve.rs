@@ -389,8 +389,11 @@ impl Resolver {
         };
         let mut modules = self.modules.borrow_mut();
         let mut walk = modules.unwinder.unwind(&self.maps, &f.regs, &mem);
-        if walk.pcs.iter().any(|&pc| self.maps.find(pc).is_none()) {
-            // A module loaded since the maps were read (dlopen): read them again, once.
+        let stale = |maps: &Maps, pc: u64| maps.find(pc).is_none_or(|m| !m.executable);
+        if walk.pcs.iter().any(|&pc| stale(&self.maps, pc)) {
+            // A module loaded since the maps were read (dlopen), or a new program (a
+            // child's exec) whose code lies where the old map has none, or data: read
+            // them again, once.
             if let Ok(m) = Maps::read(self.pid) {
                 self.maps = m;
                 walk = modules.unwinder.unwind(&self.maps, &f.regs, &mem);
