@@ -364,8 +364,10 @@ fn threading_lock_held_share_and_parallelism_match_the_scripts_own_clocks_on_fre
     py::each_interpreter(&py::free_threaded(), |interp| {
         let mut lines = Vec::new();
         // (threads, INSIDE increments under the lock, OUTSIDE iterations of compute): the
-        // lock held about two fifths of the time by two threads, and a quarter of it by
-        // three on this machine's two CPUs. Sections of about 0.1 ms: waiters park (only a
+        // lock held about two fifths of the time by two threads, and a third of it by
+        // three on this machine's two CPUs (at a quarter, the ceiling's 10 % is only 2.5
+        // points of held share: 3.14t read 26.3 % against 23.1 % in CI with another test
+        // run beside it). Sections of about 0.1 ms: waiters park (only a
         // parked waiter names the lock, and a lock is watched once it is named), but for
         // less than a millisecond. A waiter parked longer is handed the lock by the
         // unlocker (CPython's fairness rule), and it stays locked until the waiter runs:
@@ -381,7 +383,7 @@ fn threading_lock_held_share_and_parallelism_match_the_scripts_own_clocks_on_fre
         // points, as for the lock share, and a ceiling within 25 %.
         let ptrace = std::env::var("PARPROF_CAPTURE").is_ok_and(|c| c == "ptrace");
         let (allowed, ceiling_allowed) = if ptrace { (0.12, 0.25) } else { (0.05, 0.1) };
-        for (threads, inside, outside) in [(2, "1000", "3000"), (3, "1000", "6000")] {
+        for (threads, inside, outside) in [(2, "1000", "3000"), (3, "1000", "4000")] {
             let stolen = steal::Steal::now();
             let (summary, own) =
                 run_lock_counter(interp, threads, &["8", inside, outside], &["--rate", "200"])?;
