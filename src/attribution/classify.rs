@@ -57,7 +57,9 @@ impl WaitOn {
     /// is the address parked on, read from the `wait_entry` on the waiter's stack (`mem`
     /// should read the stack as captured at the tick). It is a `PyMutex` when parked from
     /// `_PyMutex_LockTimed`; others park (`PyEvent`, `_PyRWMutex`) with other words. A lock
-    /// acquired through `sem_*wait` is a glibc semaphore, the futex its count.
+    /// acquired through `sem_*wait` is a glibc semaphore, the futex its count. Only a lock
+    /// wait's word is a lock's: `Condition.wait` parks on a lock of its own that it took
+    /// itself, which is held the whole time by design, and an idle pool has one per worker.
     pub fn identify(&mut self, frames: &[Frame], mem: &dyn Memory) -> Option<WordKind> {
         let from = self.frame.unwrap_or(0);
         let parked = frames.iter().enumerate().skip(from).find_map(|(i, f)| {
@@ -84,8 +86,7 @@ impl WaitOn {
             .iter()
             .rev()
             .find(|f| rules::rule_for(f).is_some())?;
-        PY_MUTEX_LOCKS
-            .contains(&parker.function.as_str())
+        (self.is_lock() && PY_MUTEX_LOCKS.contains(&parker.function.as_str()))
             .then_some(WordKind::PyMutex)
     }
 }
@@ -498,5 +499,32 @@ mod tests {
             .unwrap();
         assert_eq!(w.identify(&f, &mem), Some(WordKind::Semaphore));
         assert_eq!(w.address, 0x7010);
+    }
+
+    #[test]
+    fn a_condition_waiters_own_lock_is_not_a_lock_to_watch() {
+        use crate::process::memory::Bytes;
+        let mut bytes = vec![0u8; 32];
+        bytes[8..16].copy_from_slice(&0x02cc_6600_01b0_u64.to_le_bytes());
+        let mem = Bytes {
+            base: 0x7000,
+            bytes: &bytes,
+        };
+        let mut wait = Frame::native("Condition.wait", "");
+        wait.kind = crate::frame::FrameKind::Python;
+        wait.file = Some("/usr/lib/python3.14/threading.py".into());
+        let mut f = vec![wait];
+        f.extend(frames(&[
+            "lock_PyThread_acquire_lock",
+            "_PyMutex_LockTimed",
+            "_PyParkingLot_Park",
+            "_PySemaphore_Wait",
+            "sem_clockwait",
+        ]));
+        let a = classify(&facts('S', blocked(libc::SYS_futex, 0x7010)), &f);
+        assert_eq!(a.state, State::Wait);
+        let mut w = a.waiting_on.unwrap();
+        assert_eq!(w.identify(&f, &mem), None);
+        assert_eq!(w.address, 0x02cc_6600_01b0);
     }
 }
