@@ -47,6 +47,9 @@ pub struct ThreadDump {
     pub python: Option<String>,
     /// Frame labels, root first.
     pub frames: Vec<String>,
+    /// Labels of the native frames found by scanning the stack for return addresses (code
+    /// without unwind info or frame pointer): checked, not proven by unwind info.
+    pub scanned: Vec<String>,
     pub waiting_on: Option<WaitingOn>,
 }
 
@@ -152,6 +155,7 @@ pub fn capture(pid: i32) -> anyhow::Result<Dump> {
             state: a.state.name(),
             python: python.map(Frame::label),
             frames: frames.iter().map(Frame::label).collect(),
+            scanned: resolver.scanned_frames().to_vec(),
             waiting_on,
         });
     }

@@ -90,6 +90,9 @@ pub struct Resolver {
     sampler: Option<Sender<Ask>>,
     asked_full_regs: HashSet<i32>,
     watched: HashSet<u64>,
+    /// Labels of the frames that the last sample's native walk found by scanning the stack
+    /// (`dump --json` lists them), innermost first.
+    scanned: Vec<String>,
 }
 
 impl Resolver {
@@ -121,6 +124,7 @@ impl Resolver {
             sampler: None,
             asked_full_regs: HashSet::new(),
             watched: HashSet::new(),
+            scanned: Vec::new(),
         }
     }
 
@@ -353,6 +357,11 @@ impl Resolver {
         }
     }
 
+    /// Labels of the frames that the last resolved sample's walk found by scanning.
+    pub fn scanned_frames(&self) -> &[String] {
+        &self.scanned
+    }
+
     /// The target's memory map as last read (for naming addresses).
     pub fn maps(&self) -> &Maps {
         &self.maps
@@ -360,6 +369,7 @@ impl Resolver {
 
     /// The sample's stack, root first.
     fn frames(&mut self, f: &Fresh) -> Vec<Frame> {
+        self.scanned.clear();
         let (native, eval) = if self.include_native || f.python.is_some() {
             self.native_frames(f)
         } else {
@@ -412,7 +422,11 @@ impl Resolver {
                     .symbolize(&self.maps, &self.mem, pc, i > 0);
                 self.symbol_cache.insert(key, resolved);
             }
-            frames.extend(self.symbol_cache[&key].iter().cloned());
+            let symbolized = &self.symbol_cache[&key];
+            if walk.scanned.contains(&i) {
+                self.scanned.extend(symbolized.iter().map(Frame::label));
+            }
+            frames.extend(symbolized.iter().cloned());
         }
         let eval = f.python.as_ref().and_then(|_| {
             let i = (0..walk.pcs.len()).find(|&i| {

@@ -277,4 +277,46 @@ fn rust_std_mutex_contention_is_lock() {
             .lines()
             .any(|l| l.contains("lock_contended") && l.contains(";[lock] "))
     );
+    // Its held share, read from the mutex's own word once a waiter names it, against the
+    // time the fixture's threads held it: two threads, 500 µs in for 1500 µs out, about
+    // half the time held, for 6 s.
+    let measured = work_dir().join("rust_mutex_held.out");
+    let summary = record_summary(
+        "rust_mutex_held",
+        &[],
+        &[
+            exe.to_str().unwrap(),
+            "2",
+            "6",
+            "500",
+            "1500",
+            measured.to_str().unwrap(),
+        ],
+    );
+    let (mut held_ns, mut wall_ns) = (0u64, 0u64);
+    for line in std::fs::read_to_string(&measured).unwrap().lines() {
+        let v: Vec<u64> = line
+            .split_whitespace()
+            .map(|x| x.parse().unwrap())
+            .collect();
+        held_ns += v[0];
+        wall_ns = wall_ns.max(v[1]);
+    }
+    let own_held = held_ns as f64 / wall_ns as f64;
+    let lock = &summary["locks"][0];
+    let held = lock["held_share"]
+        .as_f64()
+        .expect("held_share of a std Mutex");
+    eprintln!(
+        "std::sync::Mutex: held {:.1}% by the fixture's clock, parprof {:.1}% over {} ticks",
+        100.0 * own_held,
+        100.0 * held,
+        lock["held_ticks"]
+    );
+    assert!(
+        (held - own_held).abs() <= 0.05,
+        "the threads held the mutex {:.1}% of the time, parprof says {:.1}%: {lock}",
+        100.0 * own_held,
+        100.0 * held
+    );
 }

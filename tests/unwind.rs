@@ -778,6 +778,44 @@ fn code_without_cfi_or_frame_pointer_unwinds_by_scanning_without_inventing_frame
         })
         .collect();
     assert!(invented.is_empty(), "decoys taken as frames: {invented:#?}");
+    // `dump --json` marks the frames found by scanning: the callers of code without CFI
+    // (`nocfi_worker` is only ever found so, whichever library function the thread is in),
+    // never a frame its unwind info gave.
+    let dump: serde_json::Value = serde_json::from_str(&stdout_of(
+        Command::new(env!("CARGO_BIN_EXE_parprof")).args([
+            "dump",
+            "--json",
+            "--pid",
+            &target.pid().to_string(),
+        ]),
+    ))
+    .unwrap();
+    let worker = dump["threads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "nocfi-worker")
+        .expect("the nocfi-worker thread in the dump");
+    let labels = |key: &str| -> Vec<&str> {
+        worker[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|f| f.as_str())
+            .collect()
+    };
+    let (frames, scanned) = (labels("frames"), labels("scanned"));
+    eprintln!("nocfi-worker in dump: {frames:?}, found by scanning: {scanned:?}");
+    assert!(
+        frames.last() == Some(&"nocfi_worker") || scanned.contains(&"nocfi_worker"),
+        "nocfi_worker not marked as found by scanning: {worker}"
+    );
+    assert!(
+        scanned
+            .iter()
+            .all(|f| frames.contains(f) && !["start_thread", "clone3"].contains(f)),
+        "{worker}"
+    );
 }
 
 /// The start addresses of the FDEs in `path`'s `.eh_frame`, as binutils' readelf lists them:

@@ -57,7 +57,8 @@ impl WaitOn {
     /// is the address parked on, read from the `wait_entry` on the waiter's stack (`mem`
     /// should read the stack as captured at the tick). It is a `PyMutex` when parked from
     /// `_PyMutex_LockTimed`; others park (`PyEvent`, `_PyRWMutex`) with other words. A lock
-    /// acquired through `sem_*wait` is a glibc semaphore, the futex its count. Only a lock
+    /// acquired through `sem_*wait` is a glibc semaphore, the futex its count; Rust std's
+    /// `Mutex` waits on its own word (`FUTEX_LOCKS`). Only a lock
     /// wait's word is a lock's: `Condition.wait` parks on a lock of its own that it took
     /// itself, which is held the whole time by design, and an idle pool has one per worker.
     pub fn identify(&mut self, frames: &[Frame], mem: &dyn Memory) -> Option<WordKind> {
@@ -68,11 +69,17 @@ impl WaitOn {
                 .then_some(i)
         });
         let Some(parked) = parked else {
+            if !self.is_lock() {
+                return None;
+            }
+            if self.rule.is_some_and(|r| FUTEX_LOCKS.contains(&r.kind)) {
+                return Some(WordKind::Futex);
+            }
             let inside = frames.get(from..).unwrap_or_default();
             let semaphore = inside
                 .iter()
                 .any(|f| SEMAPHORE_WAITS.contains(&f.function.as_str()));
-            return (self.is_lock() && semaphore).then_some(WordKind::Semaphore);
+            return semaphore.then_some(WordKind::Semaphore);
         };
         // `wait_entry { park_arg, addr, sema }`: `addr` is the word before the semaphore.
         let addr = self
@@ -94,6 +101,10 @@ impl WaitOn {
 /// The functions through which a `PyMutex` parks its waiter (threading.Lock and RLock,
 /// critical sections and the runtime's own mutexes all lock one through them).
 const PY_MUTEX_LOCKS: [&str; 2] = ["_PyMutex_LockTimed", "_PyMutex_LockSlow"];
+
+/// Locks whose waiters sleep on the lock's own futex word, 0 when unlocked, and whose holder
+/// it does not name (glibc mutexes name theirs and the sampler finds them by it).
+const FUTEX_LOCKS: [&str; 1] = ["std::sync::Mutex"];
 
 /// glibc's semaphore waits (CPython's `threading.Lock` before 3.14 on default builds).
 const SEMAPHORE_WAITS: [&str; 4] = [

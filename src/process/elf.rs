@@ -191,13 +191,30 @@ const MAX_SECTION: u64 = 1 << 30;
 pub fn open(maps: &Maps, m: &Mapping, mem: &dyn Memory) -> Result<ElfImage, ElfError> {
     if m.is_vdso() {
         let len = usize::try_from(m.end - m.start).map_err(|_| ElfError::NotElf(m.path.clone()))?;
-        let bytes = mem.read_vec(m.start, len.min(1 << 20))?;
+        let len = len.min(1 << 20);
+        let bytes = match mem.read_vec(m.start, len) {
+            Ok(bytes) => bytes,
+            // Gone before its samples were resolved (the resolver runs behind a busy
+            // target): the kernel maps one vDSO image into every process of an ABI, so
+            // parprof's own is the target's when the sizes agree. Without it every stack
+            // through `clock_gettime` stopped at `[vdso]+0xb66` (7 % complete, CI).
+            Err(e) => own_vdso().filter(|own| own.len() == len).ok_or(e)?,
+        };
         return ElfImage::from_bytes(SharedBytes::owned(bytes));
     }
     if !m.is_file() {
         return Err(ElfError::NotElf(m.short_name().to_string()));
     }
     ElfImage::of_file(maps, m)
+}
+
+/// A copy of parprof's own vDSO.
+fn own_vdso() -> Option<Vec<u8>> {
+    let pid = std::process::id() as i32;
+    let maps = Maps::read(pid).ok()?;
+    let m = maps.mappings.iter().find(|m| m.is_vdso())?;
+    let len = usize::try_from(m.end - m.start).ok()?.min(1 << 20);
+    super::ProcessMemory::new(pid).read_vec(m.start, len).ok()
 }
 
 /// Real and damaged ELF images for tests.
@@ -310,6 +327,24 @@ mod tests {
             Some(0x5555_5555_4000)
         );
         assert_eq!(image.bias(&mapping(0x5555_5556_0000, 0x9000, false)), None);
+    }
+
+    #[test]
+    fn an_exited_processs_vdso_is_read_from_parprofs_own() {
+        use object::{Object, ObjectSymbol};
+        let maps = Maps::read(std::process::id() as i32).unwrap();
+        let vdso = maps.mappings.iter().find(|m| m.is_vdso()).unwrap();
+        // Memory that can no longer be read, as a process's that has exited.
+        let gone = crate::process::memory::Bytes {
+            base: 0,
+            bytes: &[],
+        };
+        let image = open(&maps, vdso, &gone).expect("the vDSO of a process that exited");
+        let file = image.object().unwrap();
+        assert!(
+            file.dynamic_symbols()
+                .any(|s| s.name().is_ok_and(|n| n.ends_with("clock_gettime")))
+        );
     }
 
     #[test]

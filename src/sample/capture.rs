@@ -465,7 +465,7 @@ impl Sampler {
             if let Some(address) = word {
                 self.lock_words.watch(LockWord {
                     address,
-                    kind: WordKind::GlibcMutex,
+                    kind: WordKind::Futex,
                 });
             }
         }

@@ -1,16 +1,18 @@
 //! The words of contended locks, read at the start of every tick: whether each lock is held
 //! at each instant, contended or not, is how much of the time it is held (`held_share`).
 //! A glibc mutex is found by the sampler itself (its waiter's futex word sits beside an
-//! `__owner` naming a thread of the target); a `PyMutex` or a semaphore used as a lock only
-//! by the resolver, from its waiter's stack, which then asks the sampler to watch it.
+//! `__owner` naming a thread of the target); a `PyMutex`, a Rust std `Mutex` or a semaphore
+//! used as a lock only by the resolver, from its waiter's stack, which then asks the
+//! sampler to watch it.
 
 use crate::process::Memory;
 
 /// How a lock's word says it is held.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WordKind {
-    /// A glibc mutex's futex word (`__lock`, four bytes): 0 is unlocked.
-    GlibcMutex,
+    /// A futex word that is the lock itself (four bytes): 0 is unlocked. A glibc mutex's
+    /// `__lock`, and Rust std's `Mutex` (0 unlocked, 1 locked, 2 locked with waiters).
+    Futex,
     /// A CPython `PyMutex` (`_bits`, one byte): bit 0 is set while it is locked (bit 1 says
     /// that a thread is parked on it).
     PyMutex,
@@ -30,7 +32,7 @@ impl LockWord {
     /// Whether the lock is held now, `None` when its word cannot be read.
     fn held(&self, mem: &dyn Memory) -> Option<bool> {
         match self.kind {
-            WordKind::GlibcMutex => mem.read_u32(self.address).ok().map(|w| w != 0),
+            WordKind::Futex => mem.read_u32(self.address).ok().map(|w| w != 0),
             WordKind::Semaphore => mem.read_u32(self.address).ok().map(|w| w == 0),
             WordKind::PyMutex => {
                 let mut bits = [0u8];
@@ -88,7 +90,7 @@ mod tests {
         };
         let mut words = LockWords::default();
         for (address, kind) in [
-            (0x1000, WordKind::GlibcMutex),
+            (0x1000, WordKind::Futex),
             (0x1004, WordKind::PyMutex),
             (0x1005, WordKind::PyMutex),
             (0x1006, WordKind::Semaphore),
