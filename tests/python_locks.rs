@@ -319,9 +319,11 @@ fn threading_lock_share_matches_the_scripts_own_clock_on_free_threaded_python() 
     py::each_interpreter(&py::free_threaded(), |interp| {
         // 10 s, about 800 samples a thread: sampling error alone is ±1.8 points (one sigma)
         // at these shares. Sampled from the kernel, the bound is 5 points plus twice that
-        // error. The ptrace fallback overstates this share by about +2 to +8 points on this
-        // 2-core machine (its stops of running threads make others wait), so under it the
-        // bound is 12 points (3.14t measured up to 10.5).
+        // error. The ptrace fallback overstates this share on this 2-core machine: three
+        // threads for two CPUs, and waiters that spin by yielding are caught spinning more
+        // often by stops than by the kernel's timer. Ten runs read +6 to +15 points on
+        // 3.13t and 3.14t (14.1 in CI), the commit that landed before this test's bound
+        // was set alike, and 50 Hz no better than 100: under ptrace the bound is 18 points.
         let ptrace = std::env::var("PARPROF_CAPTURE").is_ok_and(|c| c == "ptrace");
         let (summary, own) = run_lock_counter(interp, 3, &["10"], &[])?;
         let mut lines = Vec::new();
@@ -337,7 +339,7 @@ fn threading_lock_share_matches_the_scripts_own_clock_on_free_threaded_python() 
             let ours = (state(t, "lock") + state(t, "lock_spin")) as f64 / known(t).max(1) as f64;
             let sampling =
                 2.0 * (fixture_share * (1.0 - fixture_share) / known(t).max(1) as f64).sqrt();
-            allowed = allowed.min(if ptrace { 0.12 } else { 0.05 + sampling });
+            allowed = allowed.min(if ptrace { 0.18 } else { 0.05 + sampling });
             worst = worst.max((ours - fixture_share).abs());
             lines.push(format!(
                 "tid {tid}: script {:.1}% parprof {:.1}% ({} samples)",

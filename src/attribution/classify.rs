@@ -463,13 +463,18 @@ mod tests {
         assert_eq!((a.state, a.waiting_on.is_none()), (State::LockSpin, true));
     }
 
-    #[test]
-    fn parking_lot_waits_are_named_by_the_parked_address() {
-        use crate::process::memory::Bytes;
-        // wait_entry { park_arg, addr, sema } on the waiter's stack at 0x7000.
+    /// A parked waiter's stack at 0x7000: `wait_entry { park_arg, addr, sema }` parked on
+    /// the word at 0x02cc_6600_01b0, its semaphore at 0x7010.
+    fn parked_stack() -> Vec<u8> {
         let mut bytes = vec![0u8; 32];
         bytes[8..16].copy_from_slice(&0x02cc_6600_01b0_u64.to_le_bytes());
-        let mem = Bytes {
+        bytes
+    }
+
+    #[test]
+    fn parking_lot_waits_are_named_by_the_parked_address() {
+        let bytes = parked_stack();
+        let mem = crate::process::memory::Bytes {
             base: 0x7000,
             bytes: &bytes,
         };
@@ -514,10 +519,8 @@ mod tests {
 
     #[test]
     fn a_condition_waiters_own_lock_is_not_a_lock_to_watch() {
-        use crate::process::memory::Bytes;
-        let mut bytes = vec![0u8; 32];
-        bytes[8..16].copy_from_slice(&0x02cc_6600_01b0_u64.to_le_bytes());
-        let mem = Bytes {
+        let bytes = parked_stack();
+        let mem = crate::process::memory::Bytes {
             base: 0x7000,
             bytes: &bytes,
         };
