@@ -155,7 +155,7 @@ pub fn capture(pid: i32) -> anyhow::Result<Dump> {
             state: a.state.name(),
             python: python.map(Frame::label),
             frames: frames.iter().map(Frame::label).collect(),
-            scanned: resolver.scanned_frames().to_vec(),
+            scanned: resolver.scanned_frames(),
             waiting_on,
         });
     }

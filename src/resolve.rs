@@ -90,9 +90,9 @@ pub struct Resolver {
     sampler: Option<Sender<Ask>>,
     asked_full_regs: HashSet<i32>,
     watched: HashSet<u64>,
-    /// Labels of the frames that the last sample's native walk found by scanning the stack
-    /// (`dump --json` lists them), innermost first.
-    scanned: Vec<String>,
+    /// The symbol-cache keys of the pcs that the last sample's native walk found by
+    /// scanning the stack, root first: named only when asked (`dump --json`).
+    scanned: Vec<(u64, bool)>,
 }
 
 impl Resolver {
@@ -357,9 +357,14 @@ impl Resolver {
         }
     }
 
-    /// Labels of the frames that the last resolved sample's walk found by scanning.
-    pub fn scanned_frames(&self) -> &[String] {
-        &self.scanned
+    /// Labels of the frames that the last resolved sample's walk found by scanning, root
+    /// first.
+    pub fn scanned_frames(&self) -> Vec<String> {
+        self.scanned
+            .iter()
+            .flat_map(|key| &self.symbol_cache[key])
+            .map(Frame::label)
+            .collect()
     }
 
     /// The target's memory map as last read (for naming addresses).
@@ -422,11 +427,10 @@ impl Resolver {
                     .symbolize(&self.maps, &self.mem, pc, i > 0);
                 self.symbol_cache.insert(key, resolved);
             }
-            let symbolized = &self.symbol_cache[&key];
             if walk.scanned.contains(&i) {
-                self.scanned.extend(symbolized.iter().map(Frame::label));
+                self.scanned.push(key);
             }
-            frames.extend(symbolized.iter().cloned());
+            frames.extend(self.symbol_cache[&key].iter().cloned());
         }
         let eval = f.python.as_ref().and_then(|_| {
             let i = (0..walk.pcs.len()).find(|&i| {

@@ -57,18 +57,24 @@ fn partial(s: &py::Stack) -> bool {
         && s.frames.iter().all(|f| python_function(f).is_none())
 }
 
+/// The fixture announced `expected` workers.
+fn announced(rec: &Recording, expected: usize) -> Result<(), String> {
+    if rec.workers.len() == expected {
+        return Ok(());
+    }
+    Err(format!(
+        "expected {expected} workers to announce themselves, got {:?}",
+        rec.workers
+    ))
+}
+
 fn chain_share(
     rec: &Recording,
     expected_workers: usize,
     chain: &[&str],
     min: f64,
 ) -> Result<String, String> {
-    if rec.workers.len() != expected_workers {
-        return Err(format!(
-            "expected {expected_workers} workers to announce themselves, got {:?}",
-            rec.workers
-        ));
-    }
+    announced(rec, expected_workers)?;
     let marked: u64 = rec
         .worker_stacks()
         .filter(|s| partial(s))
@@ -271,12 +277,7 @@ fn task_chain_share(
     expected_workers: usize,
     chain: &[&str],
 ) -> Result<String, String> {
-    if rec.workers.len() != expected_workers {
-        return Err(format!(
-            "expected {expected_workers} workers to announce themselves, got {:?}",
-            rec.workers
-        ));
-    }
+    announced(rec, expected_workers)?;
     let leaf = chain[chain.len() - 1];
     fn innermost(s: &py::Stack) -> Option<&str> {
         s.frames.iter().rev().find_map(|f| python_function(f))
@@ -308,7 +309,9 @@ fn task_chain_share(
             .take(3)
             .map(|s| s.frames.join(";"))
             .collect();
-        return Err(format!("{msg} (need 90 % and half); e.g. {broken:#?}"));
+        return Err(format!(
+            "{msg} (need 90 % of 100 or more); e.g. {broken:#?}"
+        ));
     }
     Ok(msg)
 }

@@ -69,17 +69,17 @@ impl WaitOn {
                 .then_some(i)
         });
         let Some(parked) = parked else {
-            if !self.is_lock() {
-                return None;
-            }
-            if self.rule.is_some_and(|r| FUTEX_LOCKS.contains(&r.kind)) {
-                return Some(WordKind::Futex);
-            }
             let inside = frames.get(from..).unwrap_or_default();
-            let semaphore = inside
-                .iter()
-                .any(|f| SEMAPHORE_WAITS.contains(&f.function.as_str()));
-            return semaphore.then_some(WordKind::Semaphore);
+            let semaphore = || {
+                inside
+                    .iter()
+                    .any(|f| SEMAPHORE_WAITS.contains(&f.function.as_str()))
+            };
+            return match self.rule {
+                _ if !self.is_lock() => None,
+                Some(r) if FUTEX_LOCKS.contains(&r.kind) => Some(WordKind::Futex),
+                _ => semaphore().then_some(WordKind::Semaphore),
+            };
         };
         // `wait_entry { park_arg, addr, sema }`: `addr` is the word before the semaphore.
         let addr = self

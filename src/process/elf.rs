@@ -190,8 +190,7 @@ const MAX_SECTION: u64 = 1 << 30;
 /// The mapping's ELF image: its file, or for the vDSO a copy read from target memory.
 pub fn open(maps: &Maps, m: &Mapping, mem: &dyn Memory) -> Result<ElfImage, ElfError> {
     if m.is_vdso() {
-        let len = usize::try_from(m.end - m.start).map_err(|_| ElfError::NotElf(m.path.clone()))?;
-        let len = len.min(1 << 20);
+        let len = vdso_len(m).ok_or_else(|| ElfError::NotElf(m.path.clone()))?;
         let bytes = match mem.read_vec(m.start, len) {
             Ok(bytes) => bytes,
             // Gone before its samples were resolved (the resolver runs behind a busy
@@ -208,13 +207,19 @@ pub fn open(maps: &Maps, m: &Mapping, mem: &dyn Memory) -> Result<ElfImage, ElfE
     ElfImage::of_file(maps, m)
 }
 
+/// The bytes of a vDSO mapping worth reading (a few pages in truth).
+fn vdso_len(m: &Mapping) -> Option<usize> {
+    Some(usize::try_from(m.end - m.start).ok()?.min(1 << 20))
+}
+
 /// A copy of parprof's own vDSO.
 fn own_vdso() -> Option<Vec<u8>> {
     let pid = std::process::id() as i32;
     let maps = Maps::read(pid).ok()?;
     let m = maps.mappings.iter().find(|m| m.is_vdso())?;
-    let len = usize::try_from(m.end - m.start).ok()?.min(1 << 20);
-    super::ProcessMemory::new(pid).read_vec(m.start, len).ok()
+    super::ProcessMemory::new(pid)
+        .read_vec(m.start, vdso_len(m)?)
+        .ok()
 }
 
 /// Real and damaged ELF images for tests.
