@@ -214,8 +214,12 @@ fn merged_stacks_read_from_start_thread_through_the_python_chain() {
     py::each_interpreter(&py::interpreters(), |interp| {
         let rec = py::record(interp, "primes.py", &["2", FIXTURE_SECS], 2, SECS, &[]);
         let chain = ["worker", "count_primes_in_range", "is_prime"];
+        // A Python walk cut short (a torn read of a running thread's frames: 1 sample in
+        // about 400 on 3.14 in CI) is marked `[truncated]` at the root, and the eval-loop
+        // frames it could not pair stay native, as merge documents: not a leftover.
         let leftover = rec.stacks.iter().find(|s| {
-            s.frames.iter().any(|f| python_function(f).is_some())
+            s.frames.first().is_some_and(|f| f != "[truncated]")
+                && s.frames.iter().any(|f| python_function(f).is_some())
                 && s.frames
                     .iter()
                     .any(|f| f.starts_with("_PyEval_EvalFrameDefault"))
