@@ -19,11 +19,14 @@
 #      write vs `perf script | inferno-collapse-perf | inferno-flamegraph`;
 #   d. parprof's peak RSS recording 100 threads, extrapolated to 10 minutes;
 #   e. Python frames that belong to their native stack: fixtures/python/alternate.py (two
-#      functions taking turns every 50 µs, each calling its own C function), per backend.
+#      functions taking turns every 50 µs, each calling its own C function), per backend;
+#   f. --subprocesses: CHILDREN forked children of a shell, each with 50 parked threads (the
+#      first also 2 busy ones), beside one process with as many threads: parprof's CPU,
+#      descriptors and perf ring mappings 5 s in, and the busy threads' samples.
 # Each scenario runs ROUNDS times, interleaved; figures are medians. Must run as root (or
 # with ptrace and perf permissions). Knobs (environment):
 #   ROUNDS=5 SECS=4 RATES="100 1000" BUSY="2 8" POST_SECS=60 POST_ROUNDS=3 MEM_SECS="30 120"
-#   PY_PARKED=200 PARKED_COUNTS="1000 10000" ONLY="a b c d" (a subset of scenarios)
+#   PY_PARKED=200 PARKED_COUNTS="1000 10000" CHILDREN=20 ONLY="a b c d" (a subset of scenarios)
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-5}
@@ -33,7 +36,8 @@ BUSY=${BUSY:-2 8}
 POST_SECS=${POST_SECS:-60}
 POST_ROUNDS=${POST_ROUNDS:-3}
 MEM_SECS=${MEM_SECS:-30 120}
-ONLY=${ONLY:-a b c d e}
+ONLY=${ONLY:-a b c d e f}
+CHILDREN=${CHILDREN:-20}
 PY_PARKED=${PY_PARKED:-200}
 PARKED_COUNTS=${PARKED_COUNTS:-1000 10000}
 
@@ -285,3 +289,47 @@ fi
 
 echo
 echo "machine: $(nproc) CPUs, $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo), kernel $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg)"
+
+# --- f. many followed processes ---------------------------------------------------------------
+# One recording of 10 s: "tree" is a shell with CHILDREN children, "one" a single process
+# with the same threads. Prints CPU %, descriptors, perf ring mappings, busy samples.
+follow_run() {
+    local shape=$1 rec=(--rate 100 --duration 10 --summary "$tmp/f.json" -o "$tmp/f.folded")
+    if [[ $shape == tree ]]; then
+        bash -c 'for i in $(seq "$2"); do busy=0; ((i == 1)) && busy=2; "$1" 16 50 "$busy" >/dev/null & done; wait' _ "$PARKED" "$CHILDREN" &
+        FX_PID=$!
+        sleep 1
+        rec+=(--subprocesses)
+    else
+        start_fixture "$PARKED" 16 $((CHILDREN * 50)) 2
+    fi
+    "${RUSAGE[@]}" "$tmp/f.rusage" "$PARPROF" record --pid "$FX_PID" "${rec[@]}" 2>/dev/null &
+    local rec_pid=$!
+    sleep 5
+    local pp fds maps
+    pp=$(pgrep -P "$rec_pid" -x parprof || echo "$rec_pid")
+    fds=$(ls "/proc/$pp/fd" 2>/dev/null | wc -l)
+    maps=$(grep -c perf_event "/proc/$pp/maps" 2>/dev/null || echo 0)
+    wait "$rec_pid" || true
+    pkill -P "$FX_PID" 2>/dev/null || true
+    stop_fixture
+    local busy
+    busy=$("$PYTHON" -c 'import json, sys; print(sum(t["samples"] for t in json.load(open(sys.argv[1]))["threads"] if t.get("name", "").startswith("busy")))' "$tmp/f.json" 2>/dev/null || echo "?")
+    echo "$(awk '{printf "%.2f", $1 / $2 * 100}' "$tmp/f.rusage") $fds $maps $busy"
+}
+
+if wants f; then
+    say "f. --subprocesses: $ROUNDS rounds of $CHILDREN children x 50 parked threads beside one process..."
+    declare -A F
+    for ((r = 1; r <= ROUNDS; r++)); do
+        for shape in tree one; do F[$shape]+="$(follow_run "$shape")"$'\n'; done
+    done
+    echo
+    echo "f. --subprocesses, 100 Hz for 10 s (medians of $ROUNDS rounds; busy samples: 2 threads, 2000 expected)"
+    printf '   %-34s %12s %12s %16s %14s\n' "target" "% of a core" "descriptors" "perf mappings" "busy samples"
+    for shape in tree one; do
+        label="$CHILDREN processes x 50 parked"; [[ $shape == one ]] && label="1 process, $((CHILDREN * 50)) parked"
+        col() { awk NF <<<"${F[$shape]}" | awk -v c="$1" '{print $c}' | median; }
+        printf '   %-34s %12s %12s %16s %14s\n' "$label" "$(col 1)" "$(col 2)" "$(col 3)" "$(col 4)"
+    done
+fi

@@ -15,7 +15,8 @@ use crate::process::{Maps, check, proc};
 use crate::profile::{Meta, Profile};
 use crate::resolve::{Resolver, SharedModules, WalkStats};
 use crate::sample::{
-    Ask, Batch, ProcessEvent, Processes, Sampler, Settings, StopReason, priority, run_ticks,
+    Ask, Backlog, Batch, ProcessEvent, Processes, Sampler, Settings, StopReason, priority,
+    run_ticks,
 };
 
 /// Set by SIGINT and SIGTERM (and `top`'s quit key): the tick loop ends at its next tick.
@@ -96,6 +97,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
             alive(&mut child)
         },
         &tx,
+        Backlog::new(resolver_tid),
     );
     let elapsed = started.elapsed();
     let python_version = processes.python_version();

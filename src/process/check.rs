@@ -42,25 +42,25 @@ pub fn check_process(pid: i32) -> Result<(), TargetError> {
         return Err(TargetError::Zombie(pid));
     }
     // Reading the memory map needs the same access as ptrace-reading the process.
-    match std::fs::read_to_string(format!("/proc/{pid}/maps")) {
-        Ok(_) => {}
+    let maps = match super::Maps::read(pid) {
+        Ok(maps) => maps,
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
             return Err(TargetError::Permission(pid));
         }
         Err(_) => return Err(TargetError::NoSuchProcess(pid)),
-    }
+    };
     let mut probe = [0u8; 1];
     let mem = super::ProcessMemory::new(pid);
-    if let Err(super::MemError::Permission) = mem.read_partial(first_readable(pid), &mut probe) {
+    if let Err(super::MemError::Permission) = mem.read_partial(first_readable(&maps), &mut probe) {
         return Err(TargetError::Permission(pid));
     }
     let _ = proc::threads(pid).map_err(|_| TargetError::NoSuchProcess(pid))?;
     Ok(())
 }
 
-fn first_readable(pid: i32) -> u64 {
-    super::Maps::read(pid)
-        .ok()
-        .and_then(|m| m.mappings.iter().find(|m| m.readable).map(|m| m.start))
-        .unwrap_or(0)
+fn first_readable(maps: &super::Maps) -> u64 {
+    maps.mappings
+        .iter()
+        .find(|m| m.readable)
+        .map_or(0, |m| m.start)
 }

@@ -19,5 +19,5 @@ pub mod regs;
 
 pub use maps::{Mapping, Maps};
 pub use memory::{MemError, Memory, ProcessMemory, StackSnapshot};
-pub use proc::{SchedStat, Syscall, ThreadStat};
+pub use proc::{NamedStat, SchedStat, Syscall, ThreadStat};
 pub use regs::Regs;

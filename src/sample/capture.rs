@@ -16,7 +16,8 @@ use crate::process::exec::{ExecWatch, ProcessNow};
 use crate::process::proc::SchedStatFile;
 use crate::process::ptrace::{STOP_DEADLINE, StopError, Tracer};
 use crate::process::{
-    Maps, MemError, ProcessMemory, Regs, SchedStat, StackSnapshot, Syscall, ThreadStat, proc,
+    Maps, MemError, NamedStat, ProcessMemory, Regs, SchedStat, StackSnapshot, Syscall, ThreadStat,
+    proc,
 };
 use crate::python::{PyStack, PythonReader};
 
@@ -45,6 +46,11 @@ pub struct Sampler {
     ticks_since_listing: u32,
     /// Context-switch records, when permitted; `None` means schedstat polling.
     switches: Option<SwitchLog>,
+    /// What the stat files said, when the switch log last listed the threads, of those
+    /// asleep then: a capture takes state and name from it (two files fewer a thread when
+    /// attaching to thousands) while the records say the thread stayed idle; cleared once
+    /// a tick's records have been read after the listing.
+    asleep_at_listing: HashMap<i32, NamedStat>,
     last_tick_ns: u64,
     /// Running threads sampled by the kernel (`--capture perf`); `None`: stopped with ptrace.
     kernel: Option<CpuSamples>,
@@ -157,8 +163,14 @@ impl ThreadMemo {
     }
 
     /// The thread's name if it changed: read on each of its first ticks, then every
-    /// `NAME_REFRESH` captures in which it ran.
-    fn name_change(&mut self, pid: i32, tid: i32, ran: bool) -> Option<String> {
+    /// `NAME_REFRESH` captures in which it ran; `known` when the caller has just read it.
+    fn name_change(
+        &mut self,
+        pid: i32,
+        tid: i32,
+        ran: bool,
+        known: Option<String>,
+    ) -> Option<String> {
         if self.young > 0 {
             self.young -= 1;
         } else {
@@ -168,7 +180,7 @@ impl ThreadMemo {
             }
         }
         self.since_name = 0;
-        let now = proc::thread_name(pid, tid);
+        let now = known.unwrap_or_else(|| proc::thread_name(pid, tid));
         (now != self.name && !now.is_empty()).then(|| {
             self.name = now.clone();
             now
@@ -212,6 +224,8 @@ enum Hint {
     Unknown,
     /// The switch records say it ran.
     Ran,
+    /// The switch records say it neither ran nor was woken.
+    Idle,
 }
 
 impl Sampler {
@@ -257,9 +271,10 @@ impl Sampler {
         // Listed after the rings are open, so a thread created meanwhile is in the list or
         // in a fork record, never in neither.
         let tids = proc::threads(pid).unwrap_or_default();
-        if let Some(s) = switches.as_mut() {
-            s.reset_threads(&tids);
-        }
+        let asleep_at_listing = switches
+            .as_mut()
+            .map(|s| s.reset_threads(&tids))
+            .unwrap_or_default();
         Sampler {
             pid,
             mem: ProcessMemory::new(pid),
@@ -275,6 +290,7 @@ impl Sampler {
             tids,
             ticks_since_listing: 0,
             switches,
+            asleep_at_listing,
             last_tick_ns: 0,
             kernel,
             clock_zero_ns: None,
@@ -291,9 +307,9 @@ impl Sampler {
         }
     }
 
-    /// Kernel samples dropped because a ring was full.
+    /// Kernel samples dropped because a ring was full (the rings every process shares).
     pub fn kernel_lost(&self) -> u64 {
-        self.kernel.as_ref().map_or(0, |k| k.lost)
+        self.kernel.as_ref().map_or(0, CpuSamples::lost)
     }
 
     /// How this sampler captures running threads.
@@ -375,7 +391,7 @@ impl Sampler {
         self.lock_words.clear();
         if let Ok(tids) = proc::threads(self.pid) {
             if let Some(s) = self.switches.as_mut() {
-                s.reset_threads(&tids);
+                self.asleep_at_listing = s.reset_threads(&tids);
             }
             let old = std::mem::replace(&mut self.tids, tids);
             self.departed_from(&old);
@@ -436,6 +452,8 @@ impl Sampler {
         for &tid in &visit {
             self.visit(tid, at, interval_ns, &activity, &mut v);
         }
+        // True only up to the first drain after the listing, which this tick's was.
+        self.asleep_at_listing.clear();
         let Visited {
             samples: mut out,
             running,
@@ -577,6 +595,7 @@ impl Sampler {
                 return;
             }
             (Some(a), _) if a.ran.contains(&tid) => Hint::Ran,
+            (Some(a), _) if !a.woken_waiting.contains_key(&tid) => Hint::Idle,
             _ => Hint::Unknown,
         };
         let mut ran = match self.triage(tid, hint, at, interval_ns, out) {
@@ -682,7 +701,7 @@ impl Sampler {
             return None;
         }
         let memo = self.threads.get_mut(&tid)?;
-        if let Some(name) = memo.name_change(self.pid, tid, true) {
+        if let Some(name) = memo.name_change(self.pid, tid, true, None) {
             self.unsent_names.insert(tid, name);
         }
         Some(true)
@@ -861,7 +880,7 @@ impl Sampler {
                 .retain(|tid, _| tids.binary_search(tid).is_ok());
             if let Some(s) = self.switches.as_mut() {
                 // Records were lost: the list from the switch log may be stale too.
-                s.reset_threads(&self.tids);
+                self.asleep_at_listing = s.reset_threads(&self.tids);
             }
         }
         Ok(())
@@ -908,6 +927,11 @@ impl Sampler {
         out: &mut Vec<RawSample>,
     ) -> Triage {
         let pid = self.pid;
+        // Asleep when listed and idle since: what its stat file said then still holds.
+        let listed = match hint {
+            Hint::Idle => self.asleep_at_listing.remove(&tid),
+            _ => None,
+        };
         let is_new = !self.threads.contains_key(&tid);
         if !self.has_memo(tid) {
             return Triage::Gone;
@@ -938,14 +962,15 @@ impl Sampler {
             out.extend(unchanged(pid, &self.mem, tid, memo, at, cpu_wait_ns));
             return Triage::Unchanged;
         }
-        let name = memo.name_change(pid, tid, true);
+        let name = memo.name_change(pid, tid, true, listed.as_ref().map(|l| l.name.clone()));
         let Ok(syscall) = Syscall::read(pid, tid) else {
             return Triage::Gone;
         };
         // The kernel says "running" exactly when the thread's state is R; the stat file is
         // read only for the other states, which classification tells apart (S, D, T...).
-        let state = match syscall {
-            Syscall::Running => 'R',
+        let state = match (syscall, listed) {
+            (Syscall::Running, _) => 'R',
+            (_, Some(listed)) => listed.stat.state,
             _ => match ThreadStat::read(pid, tid) {
                 Ok(stat) => stat.state,
                 Err(_) => return Triage::Gone,
@@ -1145,7 +1170,7 @@ fn unchanged(
     cpu_wait_ns: u64,
 ) -> Option<RawSample> {
     let futex_owner = memo.owned_futex.and_then(|f| owner_beside(mem, f));
-    let name = memo.name_change(pid, tid, false);
+    let name = memo.name_change(pid, tid, false, None);
     (cpu_wait_ns > 0 || memo.owned_futex.is_some() || name.is_some()).then_some(RawSample {
         tid,
         time_ns: at.time_ns,

@@ -10,13 +10,18 @@
 //! those registers and its stack, read then, are what it is at a tick: off-CPU threads are
 //! read exactly without being stopped, whatever registers their frames need.
 //!
+//! The rings are per CPU and shared by every process parprof follows (`--subprocesses`):
+//! each process's events write into the same rings, and draining them sorts the samples by
+//! process for each process's sampler to take.
+//!
 //! Why per-thread events: a CPU-wide sampling event would fire for every process on the
 //! machine and copy their stacks too (the cost would follow the machine's other processes,
 //! and parprof would receive memory of processes it may not read). Per-thread events cost
 //! a descriptor per thread and CPU, opened once; the kernel only ever samples the target.
 
 use std::collections::HashMap;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use perf_event_open_sys::bindings as pb;
 
@@ -34,21 +39,39 @@ pub struct KernelSample {
     pub stack: StackSnapshot,
 }
 
+/// One process's kernel samples: its threads' events, writing into the shared rings.
 pub struct CpuSamples {
     pid: i32,
-    cpus: Vec<usize>,
-    /// Per CPU, the rings of timer samples and of switch-out registers, each mapped over a
-    /// CPU-wide dummy event that records nothing itself: every thread's event of that kind
-    /// on that CPU writes into it.
-    timer_rings: Vec<perf::Ring>,
-    switch_rings: Vec<perf::Ring>,
+    rings: Arc<Mutex<Rings>>,
     /// Each watched thread's events, two per CPU.
     events: HashMap<i32, Vec<OwnedFd>>,
     timer: pb::perf_event_attr,
     switch_out: pb::perf_event_attr,
+    /// With `wake_on_each`: the timer rings' descriptors, duplicated, to poll on.
+    poll_fds: Vec<OwnedFd>,
+}
+
+/// Per CPU, the rings of timer samples and of switch-out registers, each mapped over a
+/// CPU-wide dummy event that records nothing itself: every thread's event of that kind on
+/// that CPU, of whichever followed process, writes into it.
+struct Rings {
+    cpus: Vec<usize>,
+    timer_rings: Vec<perf::Ring>,
+    switch_rings: Vec<perf::Ring>,
     buf: Vec<u8>,
+    /// What each process's sampler has yet to take; samples of a process not in it are
+    /// dropped unread.
+    pending: HashMap<i32, Pending>,
     /// Samples the kernel dropped because a ring was full.
-    pub lost: u64,
+    lost: u64,
+}
+
+#[derive(Default)]
+struct Pending {
+    timer: Vec<KernelSample>,
+    switched_out: Vec<KernelSample>,
+    /// Switch-outs were dropped since the last take.
+    incomplete: bool,
 }
 
 /// A CPU's timer ring holds this long of its samples (one busy thread at the sampling
@@ -91,32 +114,31 @@ const SAMPLED_REGS: [(u32, usize); 17] = [
 ];
 
 impl CpuSamples {
-    /// Rings for `pid`'s samples at `rate_hz` of each thread's CPU time, each copying up to
-    /// `stack_bytes` of stack; threads are then added with `watch`. With `wake_on_each`,
-    /// the rings' descriptors poll readable at every sample, not only when draining.
+    /// `pid`'s samples at `rate_hz` of each thread's CPU time, each copying up to
+    /// `stack_bytes` of stack, into the rings of this parprof (opened if none are: every
+    /// process of a recording has the same rate and stack size); threads are then added
+    /// with `watch`. With `wake_on_each`, the rings' descriptors poll readable at every
+    /// sample of this process, not only when draining.
     pub fn open(
         pid: i32,
         rate_hz: f64,
         stack_bytes: usize,
         wake_on_each: bool,
     ) -> Result<CpuSamples, PerfError> {
-        let cpus = perf::online_cpus()?;
-        let carrier = |cpu: usize, pages: usize| {
-            let mut attr = perf::base_attr();
-            attr.type_ = pb::PERF_TYPE_SOFTWARE;
-            attr.config = pb::PERF_COUNT_SW_DUMMY as u64;
-            perf::Ring::map(perf::open(&mut attr, -1, cpu as i32)?, pages)
-        };
         let stack_bytes = stack_bytes.min(MAX_STACK_BYTES) & !7;
-        let timer_bytes = TIMER_RING_SECONDS * rate_hz * (stack_bytes + 512) as f64;
-        let timer_pages = ((timer_bytes as usize).div_ceil(perf::page_size()))
-            .next_power_of_two()
-            .max(64);
-        let (mut timer_rings, mut switch_rings) = (Vec::new(), Vec::new());
-        for &cpu in &cpus {
-            timer_rings.push(carrier(cpu, timer_pages)?);
-            switch_rings.push(carrier(cpu, SWITCH_RING_PAGES)?);
-        }
+        let rings = Rings::shared(rate_hz, stack_bytes)?;
+        let poll_fds = {
+            let mut r = rings.lock().unwrap_or_else(PoisonError::into_inner);
+            r.pending.insert(pid, Pending::default());
+            let fds = r
+                .timer_rings
+                .iter()
+                .map(|t| t.poll_fd().try_clone_to_owned());
+            match wake_on_each {
+                true => fds.collect::<Result<_, _>>().map_err(PerfError::Open)?,
+                false => Vec::new(),
+            }
+        };
         let mut timer = perf::base_attr();
         timer.type_ = pb::PERF_TYPE_SOFTWARE;
         timer.config = pb::PERF_COUNT_SW_CPU_CLOCK as u64;
@@ -138,15 +160,21 @@ impl CpuSamples {
         switch_out.sample_regs_user = timer.sample_regs_user;
         Ok(CpuSamples {
             pid,
-            cpus,
-            timer_rings,
-            switch_rings,
+            rings,
             events: HashMap::new(),
             timer,
             switch_out,
-            buf: Vec::new(),
-            lost: 0,
+            poll_fds,
         })
+    }
+
+    fn rings(&self) -> std::sync::MutexGuard<'_, Rings> {
+        self.rings.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Samples the kernel dropped because a ring was full, over every process.
+    pub fn lost(&self) -> u64 {
+        self.rings().lost
     }
 
     /// Nanoseconds of a thread's CPU time between two of its samples.
@@ -155,14 +183,14 @@ impl CpuSamples {
         unsafe { self.timer.__bindgen_anon_1.sample_period }
     }
 
-    /// The descriptors that poll readable when samples are waiting.
-    pub fn poll_fds(&self) -> impl Iterator<Item = std::os::fd::BorrowedFd<'_>> {
-        self.timer_rings.iter().map(perf::Ring::poll_fd)
+    /// With `wake_on_each`, the descriptors that poll readable when samples are waiting.
+    pub fn poll_fds(&self) -> impl Iterator<Item = BorrowedFd<'_>> {
+        self.poll_fds.iter().map(AsFd::as_fd)
     }
 
-    /// Descriptors held once one more thread is watched.
+    /// Descriptors this process holds once one more of its threads is watched.
     pub fn descriptors_with_one_more(&self) -> usize {
-        (self.events.len() + 1) * 2 * self.cpus.len()
+        (self.events.len() + 1) * 2 * self.rings().cpus.len()
     }
 
     pub fn watching(&self, tid: i32) -> bool {
@@ -171,8 +199,9 @@ impl CpuSamples {
 
     /// Sample `tid` from now on. A thread that has exited is an error, as is a refusal.
     pub fn watch(&mut self, tid: i32) -> Result<(), PerfError> {
-        let mut fds = Vec::with_capacity(2 * self.cpus.len());
-        for (i, &cpu) in self.cpus.iter().enumerate() {
+        let rings = self.rings.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut fds = Vec::with_capacity(2 * rings.cpus.len());
+        for (i, &cpu) in rings.cpus.iter().enumerate() {
             let timer = match perf::open(&mut self.timer, tid, cpu as i32) {
                 // Kernel-mode samples need more privilege than user-mode ones; the user
                 // registers and stack are the same either way, only samples taken while
@@ -183,11 +212,12 @@ impl CpuSamples {
                 }
                 r => r?,
             };
-            perf::redirect(&timer, self.timer_rings[i].fd())?;
+            perf::redirect(&timer, rings.timer_rings[i].fd())?;
             let switch_out = perf::open(&mut self.switch_out, tid, cpu as i32)?;
-            perf::redirect(&switch_out, self.switch_rings[i].fd())?;
+            perf::redirect(&switch_out, rings.switch_rings[i].fd())?;
             fds.extend([timer, switch_out]);
         }
+        drop(rings);
         self.events.insert(tid, fds);
         Ok(())
     }
@@ -201,34 +231,109 @@ impl CpuSamples {
         self.events.clear();
     }
 
-    /// Append every timer sample taken since the last drain to `timer`, in time order (a
-    /// thread that moved between CPUs has samples in two rings), and every switch-out to
-    /// `switched_out`, in time order per CPU. Returns false when some switch-outs were
-    /// lost (a ring overflowed): a thread's latest one may be missing.
+    /// Append every timer sample of this process taken since the last drain to `timer`,
+    /// in time order (a thread that moved between CPUs has samples in two rings), and every
+    /// switch-out to `switched_out`, in time order per CPU. Returns false when some
+    /// switch-outs were lost (a ring overflowed): a thread's latest one may be missing.
     pub fn drain(
         &mut self,
         timer: &mut Vec<KernelSample>,
         switched_out: &mut Vec<KernelSample>,
     ) -> bool {
-        let mut complete = true;
+        let mut rings = self.rings();
+        rings.read();
+        let Some(mine) = rings.pending.get_mut(&self.pid) else {
+            return true;
+        };
         let first_new = timer.len();
-        for (rings, out, stack) in [
-            (&mut self.timer_rings, &mut *timer, true),
-            (&mut self.switch_rings, &mut *switched_out, false),
-        ] {
+        timer.append(&mut mine.timer);
+        switched_out.append(&mut mine.switched_out);
+        timer[first_new..].sort_by_key(|s| s.time_ns);
+        !std::mem::take(&mut mine.incomplete)
+    }
+}
+
+impl Drop for CpuSamples {
+    fn drop(&mut self) {
+        self.rings().pending.remove(&self.pid);
+    }
+}
+
+impl Rings {
+    /// The rings of this parprof, opened if no process's samples hold them: they are
+    /// released when the last is dropped.
+    fn shared(rate_hz: f64, stack_bytes: usize) -> Result<Arc<Mutex<Rings>>, PerfError> {
+        static SHARED: Mutex<Weak<Mutex<Rings>>> = Mutex::new(Weak::new());
+        let mut slot = SHARED.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(rings) = slot.upgrade() {
+            return Ok(rings);
+        }
+        let rings = Arc::new(Mutex::new(Rings::open(rate_hz, stack_bytes)?));
+        *slot = Arc::downgrade(&rings);
+        Ok(rings)
+    }
+
+    fn open(rate_hz: f64, stack_bytes: usize) -> Result<Rings, PerfError> {
+        let cpus = perf::online_cpus()?;
+        let carrier = |cpu: usize, pages: usize| {
+            let mut attr = perf::base_attr();
+            attr.type_ = pb::PERF_TYPE_SOFTWARE;
+            attr.config = pb::PERF_COUNT_SW_DUMMY as u64;
+            perf::Ring::map(perf::open(&mut attr, -1, cpu as i32)?, pages)
+        };
+        let timer_bytes = TIMER_RING_SECONDS * rate_hz * (stack_bytes + 512) as f64;
+        let timer_pages = ((timer_bytes as usize).div_ceil(perf::page_size()))
+            .next_power_of_two()
+            .max(64);
+        let (mut timer_rings, mut switch_rings) = (Vec::new(), Vec::new());
+        for &cpu in &cpus {
+            timer_rings.push(carrier(cpu, timer_pages)?);
+            switch_rings.push(carrier(cpu, SWITCH_RING_PAGES)?);
+        }
+        Ok(Rings {
+            cpus,
+            timer_rings,
+            switch_rings,
+            buf: Vec::new(),
+            pending: HashMap::new(),
+            lost: 0,
+        })
+    }
+
+    /// Read every ring, each sample into its process's pending samples.
+    fn read(&mut self) {
+        let Rings {
+            timer_rings,
+            switch_rings,
+            buf,
+            pending,
+            lost,
+            ..
+        } = self;
+        for (rings, stack) in [(timer_rings, true), (switch_rings, false)] {
             for ring in rings.iter_mut() {
-                ring.read(&mut self.buf);
-                for r in perf::records(&self.buf) {
+                ring.read(buf);
+                for r in perf::records(buf) {
                     match r.kind {
                         pb::PERF_RECORD_SAMPLE => {
-                            out.extend(parse_sample(r.bytes, self.pid, stack))
+                            let pid = u32_at(r.bytes, 8).map(|p| p as i32);
+                            if let Some((pid, p)) =
+                                pid.and_then(|pid| Some((pid, pending.get_mut(&pid)?)))
+                            {
+                                let out = if stack {
+                                    &mut p.timer
+                                } else {
+                                    &mut p.switched_out
+                                };
+                                out.extend(parse_sample(r.bytes, pid, stack));
+                            }
                         }
                         pb::PERF_RECORD_LOST => {
-                            self.lost += u64_at(r.bytes, 16).unwrap_or(1);
+                            *lost += u64_at(r.bytes, 16).unwrap_or(1);
                             // Lost timer samples are only fewer samples; lost switch-outs
-                            // would leave stale registers behind.
+                            // would leave stale registers behind, in any process.
                             if !stack {
-                                complete = false;
+                                pending.values_mut().for_each(|p| p.incomplete = true);
                             }
                         }
                         _ => {}
@@ -236,8 +341,6 @@ impl CpuSamples {
                 }
             }
         }
-        timer[first_new..].sort_by_key(|s| s.time_ns);
-        complete
     }
 }
 

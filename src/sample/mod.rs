@@ -14,7 +14,7 @@ mod ticker;
 
 pub use capture::{SAMPLING_ENV, Sampler};
 pub use processes::Processes;
-pub use ticker::{StopReason, run_ticks};
+pub use ticker::{Backlog, StopReason, run_ticks};
 
 use crate::process::{Maps, Regs, StackSnapshot, Syscall};
 use crate::profile::parallelism::Occupancy;

@@ -24,10 +24,17 @@ pub fn sample_on_time() -> bool {
 /// behind, caught up from the channel before them. Returns the thread's id, for
 /// `foreground`.
 pub fn background() -> i32 {
-    // SAFETY: plain syscalls; PRIO_PROCESS with who = 0 is the calling thread on Linux.
+    // SAFETY: a plain syscall on the calling thread.
+    let tid = unsafe { libc::gettid() };
+    lower(tid);
+    tid
+}
+
+/// Thread `tid` of this process to nice 19 (again).
+pub fn lower(tid: i32) {
+    // SAFETY: a plain syscall on a thread of this process.
     unsafe {
-        libc::setpriority(libc::PRIO_PROCESS, 0, 19);
-        libc::gettid()
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19);
     }
 }
 

@@ -12,13 +12,14 @@
 //! per second on a busy machine. They need CAP_PERFMON (or root, or
 //! `perf_event_paranoid` ≤ 0); without it the sampler polls schedstat instead.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::os::fd::OwnedFd;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use perf_event_open_sys::bindings as pb;
 
 use super::perf::{self, PerfError, monotonic_ns, u32_at, u64_at};
-use crate::process::ThreadStat;
+use crate::process::{NamedStat, ThreadStat};
 use crate::profile::parallelism::Occupancy;
 
 /// What happened to the target's threads between two drains.
@@ -36,13 +37,13 @@ pub struct Activity {
     pub lost: bool,
 }
 
-/// Per-CPU perf rings delivering context switches, wakeups and thread births/exits.
+/// One process's view of the context switches, wakeups and thread births/exits that the
+/// shared per-CPU rings deliver.
 pub struct SwitchLog {
     pid: i32,
-    rings: Vec<Ring>,
-    /// Where the woken thread's id sits in a `sched_wakeup` raw record, when the
-    /// tracepoint could be opened.
-    wakee_offset: Option<usize>,
+    feed: Arc<Mutex<Feed>>,
+    /// This log's place in the feed.
+    reader: u64,
     /// The target thread each CPU is running (by its latest switch record), if any.
     on_cpu: Vec<Option<i32>>,
     /// parprof's own pid: its threads' switches say which target threads it displaced.
@@ -62,9 +63,8 @@ pub struct SwitchLog {
     occupancy: Occupancy,
     accounted_ns: u64,
     last_drain_ns: u64,
-    /// Records gathered from all rings, reused each drain.
+    /// Records taken from the feed, reused each drain.
     scratch: Vec<Record>,
-    buf: Vec<u8>,
 }
 
 /// Pages per ring (a power of two): 256 KiB holds ~5000 switch records, a 10 ms tick's
@@ -82,6 +82,8 @@ enum Event {
     Wakeup(i32),
     Fork,
     Exit,
+    /// A ring dropped records: what follows is incomplete.
+    Lost,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -94,34 +96,22 @@ struct Record {
 }
 
 impl SwitchLog {
-    /// Open the rings for every online CPU, for `pid`; its threads are then told with
-    /// `reset_threads`.
+    /// The log of `pid`, reading the rings every log of this parprof shares (opened for
+    /// every online CPU if none is open); its threads are then told with `reset_threads`.
     pub fn open(pid: i32) -> Result<SwitchLog, PerfError> {
-        let cpus = perf::online_cpus()?;
-        let wakeup = wakeup_tracepoint();
-        let mut rings = Vec::with_capacity(cpus.len());
-        let mut wakee_offset = wakeup.map(|(_, off)| off);
-        for &cpu in &cpus {
-            let mut ring = Ring::open(cpu)?;
-            if let Some((id, _)) = wakeup {
-                // Without the tracepoint, woken threads that wait for a CPU keep their
-                // previous state until they run: a loss of detail, not of correctness.
-                if ring.add_wakeups(id).is_err() {
-                    wakee_offset = None;
-                }
-            }
-            rings.push(ring);
-        }
-        let max_cpu = cpus.iter().max().map_or(0, |c| c + 1);
-        Ok(SwitchLog::over(pid, rings, wakee_offset, max_cpu))
+        Ok(SwitchLog::over(pid, Feed::shared()?))
     }
 
-    /// The log of `pid` over `rings`, for CPUs numbered below `max_cpu`.
-    fn over(pid: i32, rings: Vec<Ring>, wakee_offset: Option<usize>, max_cpu: usize) -> Self {
+    /// The log of `pid` reading `feed` from now on.
+    fn over(pid: i32, feed: Arc<Mutex<Feed>>) -> Self {
+        let (reader, max_cpu) = {
+            let mut f = feed.lock().unwrap_or_else(PoisonError::into_inner);
+            (f.join(), f.max_cpu)
+        };
         SwitchLog {
             pid,
-            rings,
-            wakee_offset,
+            feed,
+            reader,
             on_cpu: vec![None; max_cpu],
             own_pid: std::process::id() as i32,
             threads: HashSet::new(),
@@ -133,7 +123,6 @@ impl SwitchLog {
             accounted_ns: monotonic_ns(),
             last_drain_ns: monotonic_ns(),
             scratch: Vec::new(),
-            buf: Vec::new(),
         }
     }
 
@@ -143,16 +132,15 @@ impl SwitchLog {
         let mut act = Activity::default();
         let mut records = std::mem::take(&mut self.scratch);
         records.clear();
-        for ring in &mut self.rings {
-            act.lost |= ring.read(&mut self.buf, self.wakee_offset, &mut records);
-        }
-        // Rings are per CPU; a wakeup on one CPU and the switch-in it causes on another
-        // must be seen in the order they happened.
-        records.sort_by_key(|r| r.time);
+        self.feed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .read(self.reader, &mut records);
         for cpu in self.on_cpu.iter().flatten() {
             act.ran.insert(*cpu);
         }
         for r in &records {
+            act.lost |= matches!(r.event, Event::Lost);
             if !act.lost {
                 self.account_until(r.time);
             }
@@ -265,7 +253,7 @@ impl SwitchLog {
                 self.queued.remove(&r.tid);
                 act.exited.push(r.tid);
             }
-            Event::Fork | Event::Exit => {}
+            Event::Fork | Event::Exit | Event::Lost => {}
         }
     }
 
@@ -290,8 +278,9 @@ impl SwitchLog {
     /// Start from a thread list (at open, after an exec, and after lost records). A thread
     /// running now has no switch record until it leaves its CPU, which for a lone busy
     /// thread may be seconds away: it is placed on the CPU its stat file names, if no
-    /// record placed another thread there.
-    pub fn reset_threads(&mut self, tids: &[i32]) {
+    /// record placed another thread there. Returns what the stat files said of the
+    /// threads found asleep, which holds until the records say they ran or were woken.
+    pub fn reset_threads(&mut self, tids: &[i32]) -> HashMap<i32, NamedStat> {
         self.threads = tids.iter().copied().collect();
         self.waking.retain(|tid, _| self.threads.contains(tid));
         self.queued.retain(|tid| self.threads.contains(tid));
@@ -300,13 +289,15 @@ impl SwitchLog {
                 self.set_on_cpu(cpu, None);
             }
         }
+        let mut asleep = HashMap::new();
         for &tid in tids {
             if self.on_cpu.contains(&Some(tid)) {
                 continue;
             }
-            let Ok(stat) = ThreadStat::read(self.pid, tid) else {
+            let Ok(named) = ThreadStat::read_named(self.pid, tid) else {
                 continue;
             };
+            let stat = named.stat;
             let cpu = usize::try_from(stat.processor).ok();
             match cpu.filter(|&c| stat.state == 'R' && c < self.on_cpu.len()) {
                 Some(c) if self.on_cpu[c].is_none() => {
@@ -316,9 +307,145 @@ impl SwitchLog {
                 Some(_) => {
                     self.queued.insert(tid);
                 }
+                None if stat.state != 'R' => {
+                    asleep.insert(tid, named);
+                }
                 None => {}
             }
         }
+        asleep
+    }
+}
+
+impl Drop for SwitchLog {
+    fn drop(&mut self) {
+        self.feed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .leave(self.reader);
+    }
+}
+
+/// The per-CPU rings, opened once for every process parprof follows (twenty followed
+/// children cost two rings on two CPUs, not forty), each record read and parsed once. A log
+/// reads the records that arrive after it joined; records every log has read are dropped.
+struct Feed {
+    rings: Vec<Ring>,
+    /// Where the woken thread's id sits in a `sched_wakeup` raw record, when the
+    /// tracepoint could be opened.
+    wakee_offset: Option<usize>,
+    /// CPUs are numbered below this.
+    max_cpu: usize,
+    buf: Vec<u8>,
+    /// Records some reader has yet to read; the first is record number `first`.
+    records: VecDeque<Record>,
+    first: u64,
+    /// Each reader's next record number.
+    readers: HashMap<u64, u64>,
+    next_reader: u64,
+}
+
+impl Feed {
+    /// The feed the logs of this parprof share, opened if no log holds one: it is closed
+    /// (its rings released) when the last log is dropped.
+    fn shared() -> Result<Arc<Mutex<Feed>>, PerfError> {
+        static SHARED: Mutex<Weak<Mutex<Feed>>> = Mutex::new(Weak::new());
+        let mut slot = SHARED.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(feed) = slot.upgrade() {
+            return Ok(feed);
+        }
+        let feed = Arc::new(Mutex::new(Feed::open()?));
+        *slot = Arc::downgrade(&feed);
+        Ok(feed)
+    }
+
+    /// Rings for every online CPU.
+    fn open() -> Result<Feed, PerfError> {
+        let cpus = perf::online_cpus()?;
+        let wakeup = wakeup_tracepoint();
+        let mut rings = Vec::with_capacity(cpus.len());
+        let mut wakee_offset = wakeup.map(|(_, off)| off);
+        for &cpu in &cpus {
+            let mut ring = Ring::open(cpu)?;
+            if let Some((id, _)) = wakeup {
+                // Without the tracepoint, woken threads that wait for a CPU keep their
+                // previous state until they run: a loss of detail, not of correctness.
+                if ring.add_wakeups(id).is_err() {
+                    wakee_offset = None;
+                }
+            }
+            rings.push(ring);
+        }
+        let max_cpu = cpus.iter().max().map_or(0, |c| c + 1);
+        Ok(Feed::over(rings, wakee_offset, max_cpu))
+    }
+
+    fn over(rings: Vec<Ring>, wakee_offset: Option<usize>, max_cpu: usize) -> Feed {
+        Feed {
+            rings,
+            wakee_offset,
+            max_cpu,
+            buf: Vec::new(),
+            records: VecDeque::new(),
+            first: 0,
+            readers: HashMap::new(),
+            next_reader: 0,
+        }
+    }
+
+    fn end(&self) -> u64 {
+        self.first + self.records.len() as u64
+    }
+
+    fn join(&mut self) -> u64 {
+        let id = self.next_reader;
+        self.next_reader += 1;
+        self.readers.insert(id, self.end());
+        id
+    }
+
+    fn leave(&mut self, reader: u64) {
+        self.readers.remove(&reader);
+        self.trim();
+    }
+
+    /// Read the rings, then append to `out` what `reader` has not read yet. A batch with
+    /// dropped records starts with a `Lost` record.
+    fn read(&mut self, reader: u64, out: &mut Vec<Record>) {
+        let mut batch = Vec::new();
+        let mut lost = false;
+        for ring in &mut self.rings {
+            lost |= ring.read(&mut self.buf, self.wakee_offset, &mut batch);
+        }
+        // Rings are per CPU; a wakeup on one CPU and the switch-in it causes on another
+        // must be seen in the order they happened.
+        batch.sort_by_key(|r| r.time);
+        if lost {
+            let time = batch.first().map_or_else(monotonic_ns, |r| r.time);
+            self.records.push_back(Record {
+                time,
+                cpu: 0,
+                pid: 0,
+                tid: 0,
+                event: Event::Lost,
+            });
+        }
+        self.records.extend(batch);
+        let end = self.end();
+        if let Some(next) = self.readers.get_mut(&reader) {
+            let from = next.saturating_sub(self.first) as usize;
+            out.extend(self.records.range(from..));
+            *next = end;
+        }
+        self.trim();
+    }
+
+    /// Drop the records every reader has read.
+    fn trim(&mut self) {
+        let oldest = self.readers.values().copied().min().unwrap_or(self.end());
+        let read_by_all = (oldest.saturating_sub(self.first) as usize).min(self.records.len());
+        self.records.drain(..read_by_all);
+        self.first += read_by_all as u64;
     }
 }
 
@@ -493,7 +620,7 @@ mod tests {
 
     #[test]
     fn occupancy_counts_threads_on_a_cpu_and_queued_between_records() {
-        let mut log = SwitchLog::over(100, Vec::new(), None, 2);
+        let mut log = SwitchLog::over(100, Arc::new(Mutex::new(Feed::over(Vec::new(), None, 2))));
         log.reset_threads(&[]);
         log.threads = [101, 102].into();
         log.accounted_ns = 0;
@@ -527,6 +654,41 @@ mod tests {
         assert_eq!(o.on_cpu_ns, vec![10, 10 + 10, 20 + 10]);
         assert_eq!(o.runnable_ns, vec![10, 10, 20 + 10 + 10]);
         assert_eq!(log.take_occupancy(), Occupancy::default());
+    }
+
+    #[test]
+    fn every_log_reads_each_record_once_from_where_it_joined() {
+        let mut feed = Feed::over(Vec::new(), None, 1);
+        let record = |time| Record {
+            time,
+            cpu: 0,
+            pid: 1,
+            tid: 1,
+            event: Event::SwitchIn,
+        };
+        let times = |out: &[Record]| out.iter().map(|r| r.time).collect::<Vec<_>>();
+        let a = feed.join();
+        feed.records.extend([record(1), record(2)]);
+        let b = feed.join();
+        feed.records.push_back(record(3));
+        let mut out = Vec::new();
+        feed.read(a, &mut out);
+        assert_eq!(times(&out), [1, 2, 3]);
+        // Read by a, not yet by b: kept for b.
+        assert_eq!(times(&Vec::from(feed.records.clone())), [3]);
+        out.clear();
+        feed.read(b, &mut out);
+        assert_eq!(times(&out), [3]);
+        assert!(feed.records.is_empty());
+        out.clear();
+        feed.read(a, &mut out);
+        assert!(out.is_empty(), "nothing twice");
+        // A reader that leaves holds nothing back.
+        feed.records.push_back(record(4));
+        feed.leave(b);
+        feed.read(a, &mut out);
+        assert_eq!(times(&out), [4]);
+        assert!(feed.records.is_empty());
     }
 
     #[test]

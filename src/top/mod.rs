@@ -15,7 +15,7 @@ use crate::cli::{DEFAULT_STACK_BYTES, TopArgs};
 use crate::process::{Maps, check, proc};
 use crate::profile::Profile;
 use crate::record::{STOP, check_rate, install_stop_handlers, meta_for, resolve_all};
-use crate::sample::{Processes, Sampler, Settings, priority, run_ticks};
+use crate::sample::{Backlog, Processes, Sampler, Settings, priority, run_ticks};
 use screen::Closed;
 use snapshot::Snapshot;
 
@@ -40,10 +40,11 @@ pub fn run(args: TopArgs) -> anyhow::Result<ExitCode> {
     let (snap_tx, snap_rx) = crossbeam_channel::bounded::<Snapshot>(1);
     let profile = Profile::new(meta_for(pid, proc::cmdline(pid), args.rate), false);
     let refresh_ns = (args.interval * 1e9) as u64;
+    let (tid_tx, tid_rx) = crossbeam_channel::bounded(1);
     let resolver = std::thread::Builder::new()
         .name("parprof-resolve".into())
         .spawn(move || {
-            priority::background();
+            let _ = tid_tx.send(priority::background());
             let mut next_ns = 0;
             resolve_all(rx, profile, true, asks_tx, |profile, resolvers, time_ns| {
                 if time_ns < next_ns {
@@ -56,6 +57,7 @@ pub fn run(args: TopArgs) -> anyhow::Result<ExitCode> {
                 let _ = snap_tx.try_send(Snapshot::of(profile, time_ns as f64 / 1e9));
             })
         })?;
+    let resolver_tid = tid_rx.recv().ok();
     let screen = std::thread::Builder::new()
         .name("parprof-screen".into())
         .spawn(move || {
@@ -65,7 +67,15 @@ pub fn run(args: TopArgs) -> anyhow::Result<ExitCode> {
         })?;
 
     priority::sample_on_time();
-    run_ticks(&mut processes, args.rate, None, &STOP, |_, _| true, &tx);
+    run_ticks(
+        &mut processes,
+        args.rate,
+        None,
+        &STOP,
+        |_, _| true,
+        &tx,
+        Backlog::new(resolver_tid),
+    );
     // Released before anything else: the target must not wait on the screen.
     drop(processes);
     drop(tx);
