@@ -20,7 +20,10 @@ fn lock_share_held_share_and_parallelism_match_the_fixtures_own_clocks() {
     let _serial = serial();
     let exe = build_c("lockshare");
     // (threads, inside µs, outside µs): heavy and lighter contention, and three threads on
-    // this machine's two CPUs; phases long against the time it takes to stop a thread.
+    // this machine's two CPUs; phases long against the time it takes to stop a thread. The
+    // outside phase is jittered by ±50 %: two workers at a fixed 1000/1500 cycle can fall
+    // into turns that never meet (0.1 % of their time in the lock, by their own clocks, in
+    // one CI run), and a lock that is never contended has no held share to measure.
     for (threads, inside, outside) in [(2, 2000, 500), (2, 1000, 1500), (3, 1000, 1500)] {
         let tag = format!("lockshare-{threads}-{inside}-{outside}");
         let measured = work_dir().join(format!("{tag}.out"));
@@ -36,7 +39,8 @@ fn lock_share_held_share_and_parallelism_match_the_fixtures_own_clocks() {
                 .arg("--")
                 .arg(&exe)
                 .args([threads, inside, outside, 6].map(|n| n.to_string()))
-                .arg(&measured),
+                .arg(&measured)
+                .arg("50"),
         );
         let stolen = stolen.share_since();
         let summary: serde_json::Value =
