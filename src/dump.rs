@@ -6,7 +6,7 @@
 //! are stopped only for as long as it takes to read their registers, then detached, so the
 //! target is left as it was.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -40,7 +40,11 @@ pub struct Dump {
 #[derive(Debug, Serialize)]
 pub struct ThreadDump {
     pub tid: i32,
+    /// Its Python name (`threading`) when it has one, else the kernel's.
     pub name: String,
+    /// The kernel's name, when a Python name is shown instead.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub os_name: Option<String>,
     pub state: &'static str,
     /// The innermost Python frame's label, for a thread running Python code: what a
     /// Python programmer reads first.
@@ -93,7 +97,7 @@ pub fn run(args: DumpArgs) -> anyhow::Result<ExitCode> {
 /// Capture every thread of `pid` once and build the wait-for graph.
 pub fn capture(pid: i32) -> anyhow::Result<Dump> {
     let maps = Maps::read(pid).with_context(|| format!("reading the memory map of pid {pid}"))?;
-    let (samples, gil) = {
+    let (samples, gils, python_names) = {
         // A snapshot stops each running thread once: ptrace, not the kernel's periodic samples.
         let settings = Settings {
             stack_bytes: STACK_BYTES,
@@ -107,7 +111,8 @@ pub fn capture(pid: i32) -> anyhow::Result<Dump> {
         let mut samples = batch.samples;
         // Threads that were waiting for a CPU stop when they get one.
         samples.extend(sampler.collect_late(Instant::now() + LATE_WAIT));
-        (samples, batch.gil)
+        let python_names: HashMap<i32, String> = batch.thread_names.into_iter().collect();
+        (samples, batch.gils, python_names)
         // The sampler is dropped here: any thread still seized is released.
     };
     let mut resolver = Resolver::new(pid, true);
@@ -115,7 +120,7 @@ pub fn capture(pid: i32) -> anyhow::Result<Dump> {
     let mut threads = Vec::with_capacity(samples.len());
     for s in &samples {
         let (frames, a) = match &s.data {
-            SampleData::Fresh(f) => resolver.resolve(s, f, gil),
+            SampleData::Fresh(f) => resolver.resolve(s, f, &gils),
             // Not captured (e.g. it could not be stopped): say so rather than guess.
             _ => (
                 vec![Frame::truncated()],
@@ -125,10 +130,14 @@ pub fn capture(pid: i32) -> anyhow::Result<Dump> {
                 },
             ),
         };
-        let name = s
+        let os_name = s
             .name
             .clone()
             .unwrap_or_else(|| proc::thread_name(pid, s.tid));
+        let (name, os_name) = match python_names.get(&s.tid) {
+            Some(python) => (python.clone(), Some(os_name)),
+            None => (os_name, None),
+        };
         let waiting_on = a.waiting_on.map(|w| {
             let symbol = globals.name(resolver.maps(), w.address);
             let frames: Vec<&Frame> = frames.iter().collect();
@@ -152,6 +161,7 @@ pub fn capture(pid: i32) -> anyhow::Result<Dump> {
         threads.push(ThreadDump {
             tid: s.tid,
             name,
+            os_name,
             state: a.state.name(),
             python: python.map(Frame::label),
             frames: frames.iter().map(Frame::label).collect(),

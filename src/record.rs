@@ -104,6 +104,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
     let capture = processes.capture();
     let kernel_lost = processes.kernel_lost();
     let names = processes.names_now();
+    let python_names = processes.python_names_now();
     let permission_denied = processes.permission_denied();
     drop(processes);
     drop(tx);
@@ -121,6 +122,11 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
     for (process, tid, name) in names {
         if profile.threads.contains_key(&tid) {
             profile.thread_seen(tid, &thread_label(pid, process, &name));
+        }
+    }
+    for (process, tid, name) in python_names {
+        if profile.threads.contains_key(&tid) {
+            profile.thread_named(tid, &thread_label(pid, process, &name));
         }
     }
     if permission_denied {
@@ -221,6 +227,9 @@ pub(crate) fn resolve_all(
             if let Some(name) = &s.name {
                 profile.thread_seen(s.tid, &thread_label(target, batch.pid, name));
             }
+        }
+        for (tid, name) in &batch.thread_names {
+            profile.thread_named(*tid, &thread_label(target, batch.pid, name));
         }
         // The process given, not its followed children: their instants are not merged.
         if let Some(o) = batch.occupancy.as_ref().filter(|_| batch.pid == target) {

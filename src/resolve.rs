@@ -12,10 +12,10 @@ use crate::attribution::locks::{LockBook, Observed};
 use crate::attribution::{self, Attribution, ThreadFacts};
 use crate::frame::Frame;
 use crate::process::memory::Layered;
-use crate::process::{Maps, ProcessMemory, Regs};
+use crate::process::{Maps, ProcessMemory, Regs, Syscall};
 use crate::profile::{Profile, StackId, State};
 use crate::python;
-use crate::python::GilState;
+use crate::python::{GilState, gil_for};
 use crate::sample::lock_words::LockWord;
 use crate::sample::{Ask, Batch, Fresh, RawSample, SampleData};
 use crate::symbols::Symbolizer;
@@ -160,7 +160,7 @@ impl Resolver {
         let mut observed: Vec<Observed> = batch
             .samples
             .iter()
-            .filter_map(|s| self.add(s, batch.gil, profile))
+            .filter_map(|s| self.add(s, &batch.gils, profile))
             .collect();
         for &tid in &batch.running {
             self.fold(tid, batch.tick, None, profile);
@@ -186,7 +186,7 @@ impl Resolver {
                 data: SampleData::Unchanged { cpu_wait_ns: 0 },
                 futex_owner: None,
             };
-            observed.extend(self.add(&still, batch.gil, profile));
+            observed.extend(self.add(&still, &batch.gils, profile));
         }
         // A holder with no sample at this tick is where it last was, unless it ran since
         // (it is on a CPU, its stack unknown).
@@ -197,9 +197,9 @@ impl Resolver {
                 .map(|l| (l.attribution.state, l.stack))
         };
         self.locks
-            .record_tick(&self.maps, profile, &observed, &absent);
+            .record_tick(&self.maps, profile, &observed, &batch.gils, &absent);
         self.locks
-            .record_held(profile, &batch.lock_words, batch.gil, &observed);
+            .record_held(profile, &batch.lock_words, &batch.gils, &observed);
     }
 
     /// Count every thread that has not run since its last tick sample as there until the
@@ -234,18 +234,13 @@ impl Resolver {
         }
     }
 
-    fn add(
-        &mut self,
-        s: &RawSample,
-        gil: Option<GilState>,
-        profile: &mut Profile,
-    ) -> Option<Observed> {
+    fn add(&mut self, s: &RawSample, gils: &[GilState], profile: &mut Profile) -> Option<Observed> {
         if let Some(tick) = s.tick {
             self.fold(s.tid, tick, None, profile);
         }
         let (stack, attribution) = match &s.data {
             SampleData::Fresh(f) => {
-                let (frames, attribution) = self.resolve(s, f, gil);
+                let (frames, attribution) = self.resolve(s, f, gils);
                 if frames
                     .first()
                     .is_some_and(|f| f.kind == crate::frame::FrameKind::Truncated)
@@ -261,7 +256,7 @@ impl Resolver {
                     a.state = State::CpuWait;
                 }
                 if let Some(w) = a.waiting_on.as_mut() {
-                    w.set_holder(s.futex_owner, gil);
+                    w.set_holder(s.futex_owner, gil_for(gils, w.address));
                 }
                 (stack, a)
             }
@@ -299,9 +294,14 @@ impl Resolver {
         &mut self,
         s: &RawSample,
         f: &Fresh,
-        gil: Option<GilState>,
+        gils: &[GilState],
     ) -> (Vec<Frame>, Attribution) {
         let frames = self.frames(f);
+        // A GIL wait's futex word says which interpreter's GIL it waits for.
+        let word = match f.syscall {
+            Syscall::Blocked { args, .. } => args[0],
+            _ => 0,
+        };
         let facts = ThreadFacts {
             os_state: f.os_state,
             syscall: f.syscall,
@@ -309,7 +309,7 @@ impl Resolver {
             run_ns: f.run_ns,
             cpu_wait_ns: f.cpu_wait_ns,
             futex_owner: s.futex_owner,
-            gil,
+            gil: gil_for(gils, word),
         };
         let mut attribution = attribution::classify(&facts, &frames);
         let word = attribution.waiting_on.as_mut().and_then(|w| {

@@ -113,6 +113,67 @@ fn prime_workers_show_the_full_python_chain() {
     });
 }
 
+/// Threads carry the names `threading` gave them, read from the target's memory (its
+/// registry of threads), not the OS's (`python3.13`, or on 3.14 the name cut to 15 bytes):
+/// a long name, Latin-1 and CJK names, the main thread, and a worker that renames itself
+/// after parprof attached. The kernel's name stays beside it in the summary.
+#[test]
+fn threads_carry_the_names_threading_gave_them() {
+    py::each_interpreter(&py::interpreters(), |interp| {
+        let dir = py::manifest_dir().join("target/python-tests");
+        let names = dir.join(format!("thread-names-{}.txt", interp.version));
+        let summary = dir.join(format!("thread-names-{}.json", interp.version));
+        let rec = py::record(
+            interp,
+            "thread_names.py",
+            &[names.to_str().unwrap(), FIXTURE_SECS],
+            4,
+            SECS,
+            &["--summary", summary.to_str().unwrap()],
+        );
+        announced(&rec, 4)?;
+        // The fixture's own account: each thread's final name (a renamed one's last line).
+        let text = std::fs::read_to_string(&names).map_err(|e| e.to_string())?;
+        let expected: std::collections::BTreeMap<i64, &str> = text
+            .lines()
+            .filter_map(|l| {
+                let (tid, name) = l.split_once(' ')?;
+                Some((tid.parse().ok()?, name))
+            })
+            .collect();
+        if expected.len() != 5 {
+            return Err(format!(
+                "the fixture named {} threads: {text}",
+                expected.len()
+            ));
+        }
+        let summary: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&summary).map_err(|e| e.to_string())?)
+                .map_err(|e| e.to_string())?;
+        let threads = summary["threads"].as_array().cloned().unwrap_or_default();
+        let mut shown = Vec::new();
+        for (&tid, &name) in &expected {
+            let Some(t) = threads.iter().find(|t| t["tid"] == tid) else {
+                return Err(format!("thread {tid} ({name}) is not in the profile"));
+            };
+            if t["name"] != name || !t["os_name"].is_string() {
+                return Err(format!(
+                    "thread {tid}: threading names it {name:?}, parprof {} (OS name {})",
+                    t["name"], t["os_name"]
+                ));
+            }
+            shown.push(format!(
+                "{name} (OS: {})",
+                t["os_name"].as_str().unwrap_or("?")
+            ));
+        }
+        Ok(format!(
+            "named as threading names them: {}",
+            shown.join(", ")
+        ))
+    });
+}
+
 /// Frames a worker of `InterpreterPoolExecutor` runs in the main interpreter (the thread,
 /// the executor's work loop, `Interpreter.call`): never inside its subinterpreter's part.
 const MAIN_SIDE_FILES: [&str; 3] = ["threading.py", "thread.py", "__init__.py"];

@@ -97,6 +97,90 @@ fn record_summary(
     Ok((rec, read_summary(&path)?))
 }
 
+/// Isolated subinterpreters (3.12+) each have a GIL of their own. On 3.14, two threads
+/// computing in the main interpreter and two in a subinterpreter each wait for their own
+/// interpreter's GIL, held by the other thread of their pair: two locks, named apart,
+/// neither waited for nor held by the other pair.
+#[test]
+fn each_interpreters_own_gil_is_its_own_lock_with_its_own_holder() {
+    let interps: Vec<Interp> = py::interpreters()
+        .into_iter()
+        .filter(|i| i.minor() >= (3, 14) && !i.free_threaded)
+        .collect();
+    assert!(!interps.is_empty(), "3.14 is built");
+    py::each_interpreter(&interps, |interp| {
+        let groups = summary_path("two-gils-groups", interp).with_extension("txt");
+        let path = summary_path("two-gils", interp);
+        let rec = py::record(
+            interp,
+            "two_gils.py",
+            &[groups.to_str().unwrap(), FIXTURE_SECS],
+            4,
+            SECS,
+            &["--summary", path.to_str().unwrap()],
+        );
+        let summary = read_summary(&path)?;
+        let text = std::fs::read_to_string(&groups).map_err(|e| e.to_string())?;
+        let group: std::collections::HashMap<i32, &str> = text
+            .lines()
+            .filter_map(|l| {
+                let (tid, g) = l.split_once(' ')?;
+                Some((tid.parse().ok()?, g))
+            })
+            .collect();
+        if group.len() != 4 || rec.workers.len() != 4 {
+            return Err(format!("workers {:?}, groups {text}", rec.workers));
+        }
+        let gils: Vec<&Value> = locks_of_kind(&summary, "GIL").collect();
+        if gils.len() != 2 {
+            return Err(format!("expected two GILs: {:#?}", summary["locks"]));
+        }
+        let mut figures = Vec::new();
+        for lock in gils {
+            let (mine, name_ok) = match lock["interpreter"].as_i64() {
+                None => ("main", lock["name"] == "GIL"),
+                Some(id) => (
+                    "sub",
+                    lock["name"] == format!("GIL of interpreter {id}").as_str(),
+                ),
+            };
+            let pair: Vec<i32> = group
+                .iter()
+                .filter(|&(_, g)| *g == mine)
+                .map(|(&t, _)| t)
+                .collect();
+            let waiters: Vec<i32> = lock["waiters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|w| w["tid"].as_i64())
+                .map(|t| t as i32)
+                .collect();
+            let holders = tids(&lock["holders"]);
+            // The pair's own threads wait for it and hold it; a worker of the other pair
+            // never does (the thread that called into the subinterpreter may wait, at the
+            // end, to take its GIL back).
+            let foreign = |t: &i32| group.get(t).is_some_and(|g| *g != mine);
+            if !name_ok
+                || pair.iter().any(|t| !waiters.contains(t))
+                || waiters.iter().any(foreign)
+                || holders.iter().any(foreign)
+                || holders.first().is_none_or(|h| !pair.contains(h))
+            {
+                return Err(format!(
+                    "the {mine} pair {pair:?}: its GIL {} waited for by {waiters:?}, held by {holders:?}",
+                    lock["name"]
+                ));
+            }
+            figures.push(format!(
+                "{} ({} waits, holders {holders:?})",
+                lock["name"], lock["wait_samples"]
+            ));
+        }
+        Ok(figures.join("; "))
+    });
+}
+
 /// The line of `fixture` marked with `marker`, as `file.py:LINE`.
 fn marked_line(fixture: &str, marker: &str) -> String {
     let text = std::fs::read_to_string(py::fixture(fixture)).expect("read fixture");

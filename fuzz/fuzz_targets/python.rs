@@ -2,7 +2,7 @@
 //! the address of `_PyRuntime` and of the type objects, then the memory itself, placed at
 //! address 0 so that small numbers in it are pointers into it. Detection of the layout,
 //! the thread list, every thread's frame walk and the GIL holder must end, boundedly,
-//! with frames or an error.
+//! with frames or an error, and so must reading `threading`'s thread names.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -53,8 +53,11 @@ fuzz_target!(|data: &[u8]| {
         code: word(rest, 2),
         unicode: word(rest, 3),
         bytes: word(rest, 4),
+        dict: word(rest, 5),
+        long: word(rest, 6),
+        module: word(rest, 7),
     };
-    let memory = rest.get(40..).unwrap_or(&[]).to_vec();
+    let memory = rest.get(64..).unwrap_or(&[]).to_vec();
 
     let mem = Owned(memory.clone());
     let Ok(layout) = Layout::read(&mem, runtime, version) else {
@@ -78,5 +81,6 @@ fuzz_target!(|data: &[u8]| {
     for t in threads.iter().take(64) {
         let _ = reader.stack(t.tid);
     }
-    let _ = reader.gil();
+    let _ = reader.gils();
+    let _ = reader.thread_names_now();
 });

@@ -419,6 +419,7 @@ mod tests {
             address: 0x5000,
             size: 208,
             holder: Some(9),
+            interp_id: 0,
         };
         let mut t = facts('S', blocked(libc::SYS_futex, 0x5000 + 48));
         t.gil = Some(gil);

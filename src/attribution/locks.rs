@@ -42,6 +42,7 @@ impl LockBook {
         maps: &Maps,
         profile: &mut Profile,
         tick: &[Observed],
+        gils: &[GilState],
         absent: &dyn Fn(i32) -> Option<(State, StackId)>,
     ) {
         let by_tid: HashMap<i32, &Observed> = tick.iter().map(|o| (o.tid, o)).collect();
@@ -53,7 +54,11 @@ impl LockBook {
             else {
                 continue;
             };
-            if is_per_process(w.kind()) {
+            // One entry per kind for one-per-process locks, whatever futex each waiter
+            // sleeps on; but an isolated subinterpreter's GIL, read at the tick, is a lock
+            // of its own.
+            let gil = gils.iter().find(|g| g.address == w.address);
+            if is_per_process(w.kind()) && gil.is_none_or(|g| g.interp_id == 0) {
                 w.address = *self.per_process.entry(w.kind()).or_insert(w.address);
             }
             let (caller, site) = {
@@ -76,6 +81,7 @@ impl LockBook {
             let stats = profile.locks.entry(w.address).or_insert_with(|| LockStats {
                 kind: w.kind().to_string(),
                 symbol: self.globals.name(maps, w.address),
+                interpreter: gil.map(|g| g.interp_id).filter(|&id| id != 0),
                 ..LockStats::default()
             });
             // A first waiter seen with a cut-short stack names no caller; a later one may.
@@ -102,7 +108,7 @@ impl LockBook {
         &self,
         profile: &mut Profile,
         words: &[(u64, bool)],
-        gil: Option<GilState>,
+        gils: &[GilState],
         tick: &[Observed],
     ) {
         let waited: HashSet<u64> = tick
@@ -112,8 +118,8 @@ impl LockBook {
             .filter(|w| w.is_lock())
             .map(|w| w.address)
             .collect();
-        let gil = gil.map(|g| (g.address, g.holder.is_some()));
-        for (address, held) in words.iter().copied().chain(gil) {
+        let gils = gils.iter().map(|g| (g.address, g.holder.is_some()));
+        for (address, held) in words.iter().copied().chain(gils) {
             let Some(stats) = profile.locks.get_mut(&address) else {
                 continue;
             };
@@ -241,10 +247,10 @@ mod tests {
             },
         ];
         let mut book = LockBook::new();
-        book.record_tick(&Maps::default(), &mut p, &tick, &|_| None);
+        book.record_tick(&Maps::default(), &mut p, &tick, &[], &|_| None);
         // The holder has no sample at the next tick: it is where it last was.
         let absent = |t: i32| (t == 2).then_some((State::Compute, busy));
-        book.record_tick(&Maps::default(), &mut p, &tick[..1], &absent);
+        book.record_tick(&Maps::default(), &mut p, &tick[..1], &[], &absent);
         let l = &p.locks[&0x1000];
         assert_eq!(
             (l.kind.as_str(), l.wait_samples, l.symbol.as_deref()),
@@ -336,6 +342,7 @@ mod tests {
             &Maps::default(),
             &mut p,
             &[paused(1, 0x100), paused(2, 0x200)],
+            &[],
             &|_| None,
         );
         assert_eq!(p.locks.len(), 1);

@@ -35,7 +35,11 @@ pub struct Summary {
 #[derive(Debug, Serialize)]
 pub struct ThreadSummary {
     pub tid: i32,
+    /// Its Python name (`threading`) when it has one, else the kernel's.
     pub name: String,
+    /// The kernel's name, when a Python name is shown instead.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub os_name: Option<String>,
     pub samples: u64,
     /// Samples per state; every state is present, zero or not.
     pub states: BTreeMap<&'static str, u64>,
@@ -50,6 +54,9 @@ pub struct LockSummary {
     pub symbol: Option<String>,
     /// How people are shown the lock: the symbol, else where the first waiter locked it.
     pub name: String,
+    /// For the GIL of an isolated subinterpreter: its `Interpreter.id`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interpreter: Option<i64>,
     pub wait_samples: u64,
     /// Threads seen holding the lock while others waited, most often first.
     pub holders: Vec<i32>,
@@ -107,6 +114,7 @@ pub fn summary(p: &Profile) -> Summary {
             ThreadSummary {
                 tid: t.tid,
                 name: t.name.clone(),
+                os_name: t.os_name.clone().filter(|n| !n.is_empty()),
                 samples: t.samples,
                 states,
             }
@@ -138,6 +146,9 @@ pub fn summary(p: &Profile) -> Summary {
 /// How a lock is named everywhere: its symbol, the Python line that takes it, or the
 /// function its first waiter called the acquire from.
 pub fn lock_name(address: u64, l: &LockStats) -> String {
+    if let Some(id) = l.interpreter {
+        return format!("{} of interpreter {id}", l.kind);
+    }
     display_name(
         address,
         &l.kind,
@@ -179,6 +190,7 @@ fn lock_summary(p: &Profile, address: u64, l: &LockStats) -> LockSummary {
         kind: l.kind.clone(),
         symbol: l.symbol.clone(),
         name: lock_name(address, l),
+        interpreter: l.interpreter,
         wait_samples: l.wait_samples,
         holders,
         holder_activity,

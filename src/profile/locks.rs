@@ -17,6 +17,9 @@ pub struct LockStats {
     /// Where the first waiter's Python code took the lock: `file.py:LINE` of its innermost
     /// Python frame (Python locks have no symbol; this is how people find them).
     pub site: Option<String>,
+    /// The subinterpreter whose own GIL this is (`Interpreter.id`), for the GIL of an
+    /// isolated subinterpreter.
+    pub interpreter: Option<i64>,
     /// Samples of threads blocked acquiring it.
     pub wait_samples: u64,
     /// Wait samples per waiting thread.

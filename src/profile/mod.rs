@@ -40,7 +40,12 @@ pub struct Meta {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ThreadInfo {
     pub tid: i32,
+    /// The name shown: the thread's Python name (`threading`) when it has one, else the
+    /// kernel's.
     pub name: String,
+    /// The kernel's name (`comm`), kept when a Python name is shown instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os_name: Option<String>,
     pub samples: u64,
 }
 
@@ -65,6 +70,8 @@ pub struct Profile {
     pub counts: BTreeMap<(i32, StackId, State), u64>,
     /// Contended locks by address (the futex word).
     pub locks: BTreeMap<u64, locks::LockStats>,
+    /// Python names of threads that have no sample yet.
+    unseen_names: HashMap<i32, String>,
     pub timeline: Option<Vec<TimedSample>>,
 }
 
@@ -102,18 +109,50 @@ impl Profile {
         id
     }
 
+    /// Thread `tid`'s name as the kernel has it now.
     pub fn thread_seen(&mut self, tid: i32, name: &str) {
         let t = self.thread(tid);
-        if !name.is_empty() {
-            t.name = name.to_string();
+        if name.is_empty() {
+            return;
+        }
+        match t.os_name.as_mut() {
+            Some(os) => *os = name.to_string(),
+            None => t.name = name.to_string(),
         }
     }
 
+    /// Thread `tid`'s name in its language's runtime (Python's `threading`): shown from
+    /// now on, the kernel's kept beside it. A thread without samples yet is named when its
+    /// first one comes.
+    pub fn thread_named(&mut self, tid: i32, name: &str) {
+        if name.is_empty() {
+            return;
+        }
+        let Some(t) = self.threads.get_mut(&tid) else {
+            self.unseen_names.insert(tid, name.to_string());
+            return;
+        };
+        let shown = std::mem::replace(&mut t.name, name.to_string());
+        t.os_name.get_or_insert(shown);
+    }
+
     fn thread(&mut self, tid: i32) -> &mut ThreadInfo {
-        self.threads.entry(tid).or_insert_with(|| ThreadInfo {
-            tid,
-            ..ThreadInfo::default()
-        })
+        let unseen = &mut self.unseen_names;
+        self.threads
+            .entry(tid)
+            .or_insert_with(|| match unseen.remove(&tid) {
+                Some(name) => ThreadInfo {
+                    tid,
+                    name,
+                    // The kernel's name comes with the sample.
+                    os_name: Some(String::new()),
+                    samples: 0,
+                },
+                None => ThreadInfo {
+                    tid,
+                    ..ThreadInfo::default()
+                },
+            })
     }
 
     /// Count `n` samples of thread `tid` on stack `stack` in `state`, with one timeline

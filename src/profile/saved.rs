@@ -442,6 +442,7 @@ fn from_file(
             ThreadInfo {
                 tid: t.tid,
                 name: string(t.name)?,
+                os_name: None,
                 samples: t.samples,
             },
         );
@@ -545,6 +546,7 @@ mod tests {
                 symbol: Some("big".into()),
                 first_waiter: Some("update_shared".into()),
                 site: None,
+                interpreter: None,
                 wait_samples: 3,
                 waiters: [(8, 3)].into(),
                 waiter_stacks: [(b, 3)].into(),

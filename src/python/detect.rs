@@ -32,6 +32,9 @@ struct Symbols {
     code: u64,
     unicode: u64,
     bytes: u64,
+    dict: u64,
+    long: u64,
+    module: u64,
 }
 
 /// The CPython module mapped in `pid`, if any. Modules with "python" in their name are
@@ -109,6 +112,8 @@ fn examine(maps: &Maps, m: &Mapping) -> Result<Option<Found>, PyError> {
         return Ok(None);
     };
     let at = |v: u64| v.wrapping_add(bias);
+    // Symbols the module may lack stay 0: no object is of type 0.
+    let found = |v: u64| if v == 0 { 0 } else { at(v) };
     // Caught while the loader maps the file segment by segment: not there yet.
     let mapped = |v: u64| maps.find(at(v)).is_some_and(|f| f.path == m.path);
     if !mapped(syms.runtime) || !mapped(syms.py_version) {
@@ -122,6 +127,9 @@ fn examine(maps: &Maps, m: &Mapping) -> Result<Option<Found>, PyError> {
             code: at(syms.code),
             unicode: at(syms.unicode),
             bytes: at(syms.bytes),
+            dict: found(syms.dict),
+            long: found(syms.long),
+            module: found(syms.module),
         },
     }))
 }
@@ -134,6 +142,9 @@ fn symbols(file: &object::File) -> Option<Symbols> {
         code: 0,
         unicode: 0,
         bytes: 0,
+        dict: 0,
+        long: 0,
+        module: 0,
     };
     for sym in file.dynamic_symbols().chain(file.symbols()) {
         let slot = match sym.name() {
@@ -142,6 +153,9 @@ fn symbols(file: &object::File) -> Option<Symbols> {
             Ok("PyCode_Type") => &mut s.code,
             Ok("PyUnicode_Type") => &mut s.unicode,
             Ok("PyBytes_Type") => &mut s.bytes,
+            Ok("PyDict_Type") => &mut s.dict,
+            Ok("PyLong_Type") => &mut s.long,
+            Ok("PyModule_Type") => &mut s.module,
             _ => continue,
         };
         if *slot == 0 {
@@ -149,7 +163,8 @@ fn symbols(file: &object::File) -> Option<Symbols> {
         }
     }
     // Py_Version appeared in 3.11, as did the .PyRuntime section: older interpreters and
-    // modules that merely import these symbols are skipped.
+    // modules that merely import these symbols are skipped. Without the dict, int or module
+    // type (never seen) only thread names are lost.
     [s.runtime, s.py_version, s.code, s.unicode, s.bytes]
         .iter()
         .all(|&a| a != 0)

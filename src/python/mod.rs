@@ -8,17 +8,23 @@
 pub mod detect;
 pub mod linetable;
 pub mod merge;
+pub mod objects;
 pub mod offsets;
 pub mod strings;
+#[cfg(test)]
+mod test_image;
+pub mod threading;
 pub mod walk;
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use crate::frame::Frame;
 use crate::process::{Maps, MemError, Memory, ProcessMemory};
 pub use merge::{is_eval_frame, merge, python_only};
 use offsets::Layout;
 use strings::Types;
+use threading::ThreadNames;
 use walk::{ThreadState, Walker};
 
 /// One thread's Python frames, innermost first.
@@ -104,20 +110,28 @@ pub struct PythonReader {
     /// thread that called from one interpreter into another has one in each, innermost
     /// (newest interpreter) first.
     threads: HashMap<i32, Vec<ThreadState>>,
-    /// Interpreters found by the last walk: with more than one, frames of subinterpreters
-    /// are marked with their interpreter.
-    interpreters: usize,
-    /// The main interpreter (the oldest), whose GIL [`PythonReader::gil`] reports.
-    main_interp: u64,
+    /// Interpreters found by the last walk, newest first (the main one last): with more
+    /// than one, frames of subinterpreters are marked with their interpreter, and each
+    /// may have a GIL of its own.
+    interps: Vec<u64>,
     /// Ticks since the thread-state lists were last walked, and whether that was this tick.
     ticks_since_walk: u32,
     walked_this_tick: bool,
+    /// `threading`'s names of the threads, and when they are next read.
+    names: ThreadNames,
+    names_due: Option<Instant>,
 }
 
 /// Ticks between walks of the thread-state lists when no thread asks for one sooner. A walk
 /// costs three reads of the target per Python thread: with 200 threads at 1000 Hz, every
 /// tick, it took more than half a CPU.
 const REWALK_TICKS: u32 = 50;
+
+/// How often `threading`'s names are read while recording, and how much longer per thread
+/// named: a read costs about five small reads of the target per thread (10,000 threads:
+/// a read every 10 s). The names are read once more at the end.
+const NAMES_EVERY: Duration = Duration::from_secs(1);
+const NAMES_EVERY_PER_THREAD: Duration = Duration::from_millis(1);
 
 impl PythonReader {
     /// `Ok(None)` when the target is not a CPython process.
@@ -150,10 +164,11 @@ impl PythonReader {
             mem,
             walker,
             threads: HashMap::new(),
-            interpreters: 0,
-            main_interp: 0,
+            interps: Vec::new(),
             ticks_since_walk: 0,
             walked_this_tick: false,
+            names: ThreadNames::default(),
+            names_due: None,
         })
     }
 
@@ -192,8 +207,7 @@ impl PythonReader {
         self.ticks_since_walk = 0;
         self.threads.clear();
         if let Ok((threads, interps)) = self.walker.thread_states(&*self.mem) {
-            self.main_interp = interps.last().copied().unwrap_or(0);
-            self.interpreters = interps.len();
+            self.interps = interps;
             for t in threads {
                 self.threads.entry(t.tid).or_default().push(t);
             }
@@ -217,7 +231,7 @@ impl PythonReader {
         if !current {
             self.walk_threads();
         }
-        let several = self.interpreters > 1;
+        let several = self.interps.len() > 1;
         let mut stack = PyStack::default();
         for t in self.threads.get(&tid)? {
             let mut part = self.walker.stack(&*self.mem, t.tstate);
@@ -233,31 +247,85 @@ impl PythonReader {
         Some(stack)
     }
 
-    /// The main interpreter's GIL now: where it is, and which thread holds it (on builds
-    /// that have one enabled). Read once per tick, so every waiter of that tick is given
-    /// the same holder.
-    pub fn gil(&mut self) -> Option<GilState> {
-        let address = self.walker.gil_address(&*self.mem, self.main_interp)?;
-        let tstate = self.walker.gil_holder_tstate(&*self.mem, address);
+    /// The threads `threading` named, or renamed, since this was last asked, if their
+    /// names are due to be read at `now` (see `NAMES_EVERY`).
+    pub fn renamed_threads(&mut self, now: Instant) -> Vec<(i32, String)> {
+        if self.names_due.is_some_and(|due| now < due) || self.interps.is_empty() {
+            return Vec::new();
+        }
+        let renamed = self.read_names();
+        let per_thread = NAMES_EVERY_PER_THREAD * self.names.all().count() as u32;
+        self.names_due = Some(now + NAMES_EVERY.max(per_thread));
+        renamed
+    }
+
+    /// Every thread's `threading` name, read now (threads that ended keep the name last
+    /// read).
+    pub fn thread_names_now(&mut self) -> Vec<(i32, String)> {
+        if self.interps.is_empty() {
+            self.walk_threads();
+        }
+        self.read_names();
+        self.names
+            .all()
+            .map(|(tid, name)| (tid, name.to_string()))
+            .collect()
+    }
+
+    fn read_names(&mut self) -> Vec<(i32, String)> {
+        let Some(&main) = self.interps.last() else {
+            return Vec::new();
+        };
+        let w = &self.walker;
+        self.names.refresh(&*self.mem, &w.layout, &w.types, main)
+    }
+
+    /// Every GIL in use now, the main interpreter's first (isolated subinterpreters, 3.12+,
+    /// have their own): where each is and which thread holds it (on builds that have one
+    /// enabled). Read once per tick, so every waiter of that tick is given the same holder.
+    pub fn gils(&mut self) -> Vec<GilState> {
+        let size = GIL_SIZE + if self.free_threaded() { 8 } else { 0 };
+        let mut gils: Vec<GilState> = Vec::new();
+        // Oldest first, so a GIL shared with the main interpreter is the main one's.
+        for i in (0..self.interps.len()).rev() {
+            let interp = self.interps[i];
+            let Some(address) = self.walker.gil_address(&*self.mem, interp) else {
+                continue;
+            };
+            if gils.iter().any(|g| g.address == address) {
+                continue;
+            }
+            let interp_id = match gils.is_empty() {
+                true => 0,
+                false => self
+                    .mem
+                    .read_u64(interp.wrapping_add(self.walker.layout.interp_id))
+                    .map_or(-1, |id| id as i64),
+            };
+            let tstate = self.walker.gil_holder_tstate(&*self.mem, address);
+            gils.push(GilState {
+                address,
+                size,
+                holder: tstate.and_then(|ts| self.thread_of(ts)),
+                interp_id,
+            });
+        }
+        gils
+    }
+
+    /// The OS thread running thread state `tstate`, walking the lists again (once per
+    /// tick) for one born since the last walk.
+    fn thread_of(&mut self, tstate: u64) -> Option<i32> {
         let find = |threads: &HashMap<i32, Vec<ThreadState>>| {
-            let ts = tstate?;
             threads
                 .values()
                 .flatten()
-                .find(|t| t.tstate == ts)
+                .find(|t| t.tstate == tstate)
                 .map(|t| t.tid)
         };
-        let holder = find(&self.threads).or_else(|| {
-            // A thread state born since the last walk.
-            tstate?;
+        find(&self.threads).or_else(|| {
             self.walk_threads();
             find(&self.threads)
-        });
-        let size = GIL_SIZE + if self.free_threaded() { 8 } else { 0 };
-        Some(GilState {
-            address,
-            size,
-            holder,
         })
     }
 }
@@ -273,7 +341,7 @@ impl GilState {
 /// (48) and switch_mutex (40). Free-threaded builds add an `enabled` int in front.
 const GIL_SIZE: u64 = 208;
 
-/// The GIL at one tick.
+/// A GIL at one tick.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GilState {
     /// The GIL structure: the identity of every GIL wait, whichever of its condition
@@ -283,4 +351,17 @@ pub struct GilState {
     pub size: u64,
     /// The OS thread holding it.
     pub holder: Option<i32>,
+    /// The interpreter whose GIL it is (`Interpreter.id`): 0 for the main interpreter's,
+    /// which subinterpreters without a GIL of their own share.
+    pub interp_id: i64,
+}
+
+/// The GIL a wait on the futex word `word` is for, among a tick's `gils` (the main
+/// interpreter's first): the one whose structure holds the word, else the main one (a wait
+/// told by its `take_gil` frame, its word not read).
+pub fn gil_for(gils: &[GilState], word: u64) -> Option<GilState> {
+    gils.iter()
+        .find(|g| g.contains(word))
+        .or(gils.first())
+        .copied()
 }

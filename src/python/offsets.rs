@@ -64,6 +64,54 @@ pub enum GilAt {
     InterpPointer(u64),
 }
 
+/// Where an instance of a Python class keeps its attributes (a class with
+/// `Py_TPFLAGS_MANAGED_DICT`, as every class defined in Python is): read for
+/// `threading.Thread`'s `_name` and `_native_id`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstanceDict {
+    /// 3.11: a dict pointer 3 words before the object or, while it has none, a values
+    /// array 4 words before it.
+    PreHeader,
+    /// 3.12: one word 3 words before the object: a dict, or, with its low bit set, a
+    /// values array's address minus one.
+    Tagged,
+    /// 3.13+: a dict pointer at `dict_offset` from the object (3 words before it, 1 in
+    /// free-threaded builds, which have no GC header) or, while it has none, values inline
+    /// after the object's `tp_basicsize` bytes.
+    Inline { dict_offset: i64 },
+}
+
+/// Offsets into plain objects (dicts, ints, types, modules, instances), for reading
+/// `threading`'s registry of threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectLayout {
+    /// `interp->modules` (3.11) or `interp->imports.modules`: `sys.modules`.
+    pub interp_modules: u64,
+    pub dict_keys: u64,
+    pub dict_values: u64,
+    /// Where a values array's pointers start (3.13 put capacity, size, embedded and valid
+    /// bytes in front of them).
+    pub values_start: u64,
+    /// An int's `ob_size` (3.11: signed digit count) or `lv_tag` (3.12+: digit count << 3
+    /// and the sign in the low bits); its 30-bit digits start at `long_digits`.
+    pub long_size: u64,
+    pub long_digits: u64,
+    pub long_tagged: bool,
+    pub type_basicsize: u64,
+    pub type_flags: u64,
+    /// `PyHeapTypeObject.ht_cached_keys`: the keys a class's instances share.
+    pub heap_cached_keys: u64,
+    pub instance_dict: InstanceDict,
+}
+
+/// What `PyHeapTypeObject` puts between its `PyTypeObject` and `ht_cached_keys` (x86_64,
+/// 3.10 to 3.14): the async, number, mapping, sequence and buffer method tables (4, 36, 3,
+/// 10 and 2 pointers), then `ht_name`, `ht_slots` and `ht_qualname`.
+const HEAP_TYPE_CACHED_KEYS: u64 = 8 * (4 + 36 + 3 + 10 + 2 + 3);
+
+/// `tp_basicsize` follows `tp_name`.
+const TP_BASICSIZE_AFTER_NAME: u64 = 8;
+
 /// Offsets (in bytes) into CPython's structures, and the facts about object layout that
 /// the walk needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,6 +179,8 @@ pub struct Layout {
 
     /// Low bits of `f_executable` that are tags, not address (3.14 stack references).
     pub executable_tag_bits: u64,
+
+    pub objects: ObjectLayout,
 }
 
 /// One section of the debug-offsets table: its name and its fields, in order.
@@ -446,7 +496,18 @@ impl Layout {
         ];
         let state_fits = self.unicode_state + 4 <= self.ascii_object_size
             && self.unicode_length + 8 <= self.ascii_object_size;
+        let o = &self.objects;
+        let objects_fit = within(128, &[o.dict_keys, o.dict_values, o.values_start])
+            && within(128, &[o.long_size, o.long_digits])
+            && o.long_size + 8 <= o.long_digits
+            && within(1024, &[o.type_basicsize, o.type_flags])
+            && within(2048, &[o.heap_cached_keys])
+            && match o.instance_dict {
+                InstanceDict::Inline { dict_offset } => (-64..0).contains(&dict_offset),
+                InstanceDict::PreHeader | InstanceDict::Tagged => true,
+            };
         (self.object_header == 16 || self.object_header == 32)
+            && objects_fit
             && self.ob_type + 8 <= self.object_header
             && (48..512).contains(&self.frame_size)
             && within(self.frame_size, &frame_fields)
@@ -470,6 +531,7 @@ impl Layout {
                 &[
                     self.runtime_interpreters_head,
                     self.interp_next,
+                    self.objects.interp_modules,
                     self.interp_id,
                     self.interp_threads_head,
                     self.tstate_next,
@@ -514,6 +576,33 @@ fn from_debug_offsets(
     let free_threaded = word(16) != 0;
     let t = Table { sections, bytes };
     let newer = version.minor >= 14;
+    // 3.15's table names the type fields that 3.13 and 3.14 leave to be derived.
+    let (type_basicsize, heap_cached_keys) = if version.minor >= 15 {
+        (
+            t.get("type_object", "tp_basicsize")?,
+            t.get("heap_type_object", "ht_cached_keys")?,
+        )
+    } else {
+        (
+            t.get("type_object", "tp_name")? + TP_BASICSIZE_AFTER_NAME,
+            t.get("type_object", "size")? + HEAP_TYPE_CACHED_KEYS,
+        )
+    };
+    let objects = ObjectLayout {
+        interp_modules: t.get("interpreter_state", "imports_modules")?,
+        dict_keys: t.get("dict_object", "ma_keys")?,
+        dict_values: t.get("dict_object", "ma_values")?,
+        values_start: 8,
+        long_size: t.get("long_object", "lv_tag")?,
+        long_digits: t.get("long_object", "ob_digit")?,
+        long_tagged: true,
+        type_basicsize,
+        type_flags: t.get("type_object", "tp_flags")?,
+        heap_cached_keys,
+        instance_dict: InstanceDict::Inline {
+            dict_offset: if free_threaded { -8 } else { -24 },
+        },
+    };
     let gil_struct = t.get("interpreter_state", "gil_runtime_state")?;
     let nonzero = |v: u64| (v != 0).then_some(v);
     let ascii_object_size = t.get("unicode_object", "asciiobject_size")?;
@@ -580,6 +669,7 @@ fn from_debug_offsets(
         // 3.14's free-threaded build makes `interned` a whole byte.
         state_kind_shift: if newer && free_threaded { 8 } else { 2 },
         executable_tag_bits: if newer { 3 } else { 0 },
+        objects,
     };
     if layout.plausible() {
         Ok(layout)
@@ -634,11 +724,25 @@ fn gil_era(version: PyVersion) -> Layout {
         compact_extra: 0,
         state_kind_shift: 2,
         executable_tag_bits: 0,
+        objects: ObjectLayout {
+            interp_modules: 0,
+            dict_keys: 32,
+            dict_values: 40,
+            values_start: 0,
+            long_size: 16,
+            long_digits: 24,
+            long_tagged: false,
+            type_basicsize: 32,
+            type_flags: 168,
+            heap_cached_keys: 0,
+            instance_dict: InstanceDict::PreHeader,
+        },
     }
 }
 
 /// 3.11: one GIL in `_PyRuntime.ceval.gil`; `_PyCFrame` starts with `use_tracing`; frames
-/// carry `is_entry` and no shims; `PyASCIIObject` still has `wstr`.
+/// carry `is_entry` and no shims; `PyASCIIObject` still has `wstr`; `sizeof(PyTypeObject)`
+/// is 408 (3.12 adds `tp_watched`).
 fn v3_11(version: PyVersion) -> Layout {
     Layout {
         interp_id: 48,
@@ -657,6 +761,11 @@ fn v3_11(version: PyVersion) -> Layout {
         code_adaptive: 184,
         ascii_object_size: 48,
         compact_extra: 24,
+        objects: ObjectLayout {
+            interp_modules: 888,
+            heap_cached_keys: 408 + HEAP_TYPE_CACHED_KEYS,
+            ..gil_era(version).objects
+        },
         ..gil_era(version)
     }
 }
@@ -678,6 +787,13 @@ fn v3_12(version: PyVersion) -> Layout {
         code_adaptive: 192,
         ascii_object_size: 40,
         compact_extra: 16,
+        objects: ObjectLayout {
+            interp_modules: 944,
+            long_tagged: true,
+            heap_cached_keys: 416 + HEAP_TYPE_CACHED_KEYS,
+            instance_dict: InstanceDict::Tagged,
+            ..gil_era(version).objects
+        },
         ..gil_era(version)
     }
 }
@@ -726,6 +842,14 @@ mod tests {
         ("unicode_object", "state", 32),
         ("unicode_object", "length", 16),
         ("unicode_object", "asciiobject_size", 40),
+        ("interpreter_state", "imports_modules", 7656),
+        ("type_object", "size", 416),
+        ("type_object", "tp_name", 24),
+        ("type_object", "tp_flags", 168),
+        ("dict_object", "ma_keys", 32),
+        ("dict_object", "ma_values", 40),
+        ("long_object", "lv_tag", 16),
+        ("long_object", "ob_digit", 24),
     ];
 
     /// A 3.13 table: `REAL_3_13` with `changes` applied, other fields 0.

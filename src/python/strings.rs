@@ -11,11 +11,15 @@ const MAX_STR_CHARS: u64 = 4096;
 const MAX_BYTES: u64 = 1 << 20;
 
 /// The type objects an object's `ob_type` must point at.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Types {
     pub code: u64,
     pub unicode: u64,
     pub bytes: u64,
+    /// `dict`, `int` and `module`: read only for thread names (see [`super::threading`]).
+    pub dict: u64,
+    pub long: u64,
+    pub module: u64,
 }
 
 fn word(b: &[u8], at: u64) -> u64 {
@@ -23,13 +27,19 @@ fn word(b: &[u8], at: u64) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
 }
 
-/// The text of a compact `str` object (code names and file names always are compact).
-pub fn read_str(
+/// A compact `str` object's header: where its characters are, how many, how wide.
+struct StrHeader {
+    data: u64,
+    len: u64,
+    width: u64,
+}
+
+fn str_header(
     mem: &dyn Memory,
     layout: &Layout,
     types: &Types,
     addr: u64,
-) -> Result<String, PyError> {
+) -> Result<StrHeader, PyError> {
     let header = mem
         .read_vec(addr, layout.ascii_object_size as usize)
         .map_err(PyError::Memory)?;
@@ -52,21 +62,53 @@ pub fn read_str(
     if !compact {
         return Err(PyError::Torn("str is not compact"));
     }
-    let data =
-        addr.wrapping_add(layout.ascii_object_size + if ascii { 0 } else { layout.compact_extra });
     let width = match kind {
         1 | 2 | 4 => kind as u64,
         _ => return Err(PyError::Torn("bad str kind")),
     };
+    Ok(StrHeader {
+        data: addr
+            .wrapping_add(layout.ascii_object_size + if ascii { 0 } else { layout.compact_extra }),
+        len,
+        width,
+    })
+}
+
+/// The text of a compact `str` object (code names, file names, dict keys and thread names
+/// always are compact).
+pub fn read_str(
+    mem: &dyn Memory,
+    layout: &Layout,
+    types: &Types,
+    addr: u64,
+) -> Result<String, PyError> {
+    let h = str_header(mem, layout, types, addr)?;
     let raw = mem
-        .read_vec(data, (len * width) as usize)
+        .read_vec(h.data, (h.len * h.width) as usize)
         .map_err(PyError::Memory)?;
-    let chars = raw.chunks_exact(width as usize).map(|c| {
+    let chars = raw.chunks_exact(h.width as usize).map(|c| {
         let mut v = [0u8; 4];
         v[..c.len()].copy_from_slice(c);
         char::from_u32(u32::from_le_bytes(v)).unwrap_or(char::REPLACEMENT_CHARACTER)
     });
     Ok(chars.collect())
+}
+
+/// Whether the `str` object at `addr` is `text` (ASCII): its characters are read only when
+/// its length matches, so looking a key up among many costs one read per key.
+pub fn str_is(
+    mem: &dyn Memory,
+    layout: &Layout,
+    types: &Types,
+    addr: u64,
+    text: &str,
+) -> Result<bool, PyError> {
+    let h = str_header(mem, layout, types, addr)?;
+    if h.len != text.len() as u64 || h.width != 1 {
+        return Ok(false);
+    }
+    let raw = mem.read_vec(h.data, text.len()).map_err(PyError::Memory)?;
+    Ok(raw == text.as_bytes())
 }
 
 /// The contents of a `bytes` object.
@@ -100,6 +142,9 @@ mod tests {
         code: 0xc0de,
         unicode: 0x5700,
         bytes: 0xb7e5,
+        dict: 0xd1c7,
+        long: 0x1017,
+        module: 0x3d01,
     };
 
     fn layout() -> Layout {

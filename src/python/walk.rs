@@ -404,12 +404,16 @@ mod tests {
                 code: base + 0x100,
                 unicode: base + 0x200,
                 bytes: base + 0x300,
+                dict: base + 0x400,
+                long: base + 0x500,
+                module: base + 0x600,
             };
             let mut reader =
                 PythonReader::new(Box::new(noise(seed, base, 1 << 16)), base, version, types)
                     .unwrap();
             reader.refresh_threads();
-            let _ = reader.gil();
+            let _ = reader.gils();
+            let _ = reader.thread_names_now();
             let mut walker = Walker::new(reader.walker.layout, types, base);
             for addr in (base..base + (1 << 16)).step_by(8 * 97) {
                 let stack = walker.stack(&mem, addr);

@@ -105,7 +105,7 @@ struct Captured {
     at: At,
     samples: Vec<RawSample>,
     on_cpu: Vec<i32>,
-    gil: Option<crate::python::GilState>,
+    gils: Vec<crate::python::GilState>,
     lock_words: Vec<(u64, bool)>,
 }
 
@@ -344,7 +344,7 @@ impl Sampler {
             at,
             mut samples,
             on_cpu,
-            gil,
+            gils,
             lock_words,
         } = self.capture(tick)?;
         // Checked after the capture: an exec during it flags these samples, so none taken
@@ -358,6 +358,12 @@ impl Sampler {
             ProcessNow::Exec => Some(ProcessEvent::Exec(self.program_replaced(&mut samples))),
             ProcessNow::Same => self.first_maps.take().map(ProcessEvent::Started),
         };
+        // After the capture, which must be near the tick's instant; due about once a second.
+        let thread_names = self
+            .python
+            .as_mut()
+            .map(|p| p.renamed_threads(Instant::now()))
+            .unwrap_or_default();
         Ok(Batch {
             pid: self.pid,
             tick: at.tick,
@@ -366,9 +372,10 @@ impl Sampler {
             samples,
             running: on_cpu,
             gone: std::mem::take(&mut self.departed),
-            gil,
+            gils,
             lock_words,
             occupancy: self.switches.as_mut().map(SwitchLog::take_occupancy),
+            thread_names,
         })
     }
 
@@ -440,7 +447,11 @@ impl Sampler {
         if let Some(py) = self.python.as_mut() {
             py.refresh_threads();
         }
-        let gil = self.python.as_mut().and_then(|p| p.gil());
+        let gils = self
+            .python
+            .as_mut()
+            .map(PythonReader::gils)
+            .unwrap_or_default();
         out.reserve(visit.len());
         // First, so that a thread's tick sample below follows its kernel samples.
         self.kernel_samples(&mut out);
@@ -491,7 +502,7 @@ impl Sampler {
             at,
             samples: out,
             on_cpu,
-            gil,
+            gils,
             lock_words,
         })
     }
@@ -1130,6 +1141,15 @@ impl Sampler {
             .map(|&tid| (tid, proc::thread_name(self.pid, tid)))
             .filter(|(_, n)| !n.is_empty())
             .collect()
+    }
+
+    /// Every thread's name in Python's `threading` now (threads that ended keep the last
+    /// one read); nothing for a process that does not run CPython.
+    pub fn python_names_now(&mut self) -> Vec<(i32, String)> {
+        self.python
+            .as_mut()
+            .map(PythonReader::thread_names_now)
+            .unwrap_or_default()
     }
 
     /// The thread list as of the last tick (sorted).

@@ -90,14 +90,16 @@ pub struct Batch {
     pub running: Vec<i32>,
     /// Threads that ended since the previous tick.
     pub gone: Vec<i32>,
-    /// The CPython GIL at this tick.
-    pub gil: Option<GilState>,
+    /// The CPython GILs at this tick, the main interpreter's first.
+    pub gils: Vec<GilState>,
     /// The contended locks whose words are watched, and whether each was held at this
     /// tick: how often each is held, waited for or not.
     pub lock_words: Vec<(u64, bool)>,
     /// How many of the process's threads ran at once since the previous batch, from the
     /// kernel's context switches; `None` without them.
     pub occupancy: Option<Occupancy>,
+    /// Threads that Python's `threading` named or renamed since the previous batch.
+    pub thread_names: Vec<(i32, String)>,
 }
 
 impl Batch {
@@ -112,9 +114,10 @@ impl Batch {
             samples: Vec::new(),
             running: Vec::new(),
             gone: Vec::new(),
-            gil: None,
+            gils: Vec::new(),
             lock_words: Vec::new(),
             occupancy: None,
+            thread_names: Vec::new(),
         }
     }
 }

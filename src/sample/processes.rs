@@ -188,7 +188,20 @@ impl Processes {
             .collect()
     }
 
-    /// The target's CPython version, if it runs CPython.
+    /// Every thread's name in Python's `threading` now, as `(pid, tid, name)` (see
+    /// `Sampler::python_names_now`).
+    pub fn python_names_now(&mut self) -> Vec<(i32, i32, String)> {
+        self.samplers
+            .iter_mut()
+            .flat_map(|s| {
+                let pid = s.pid;
+                s.python_names_now()
+                    .into_iter()
+                    .map(move |(tid, name)| (pid, tid, name))
+            })
+            .collect()
+    }
+
     /// Kernel samples dropped, over every process.
     pub fn kernel_lost(&self) -> u64 {
         self.samplers.iter().map(Sampler::kernel_lost).sum()
@@ -199,6 +212,7 @@ impl Processes {
         self.samplers[0].capture_kind()
     }
 
+    /// The target's CPython version, if it runs CPython.
     pub fn python_version(&self) -> Option<String> {
         self.samplers[0].python_version()
     }
