@@ -20,6 +20,7 @@ use crate::cli::DumpArgs;
 use crate::frame::Frame;
 use crate::process::{Maps, check, proc};
 use crate::profile::State;
+use crate::python::own_gil;
 use crate::resolve::Resolver;
 use crate::sample::{Capture, SampleData, Sampler, Settings, Tick};
 
@@ -151,6 +152,7 @@ pub fn capture(pid: i32) -> anyhow::Result<Dump> {
                     symbol.as_deref(),
                     site.as_deref(),
                     caller.as_deref(),
+                    own_gil(&gils, w.address),
                 ),
                 symbol,
                 lock: w.is_lock(),

@@ -10,7 +10,7 @@ use crate::frame::{Frame, FrameKind};
 use crate::process::Maps;
 use crate::profile::locks::LockStats;
 use crate::profile::{Profile, StackId, State};
-use crate::python::GilState;
+use crate::python::{GilState, own_gil};
 
 /// One thread's sample at a tick, after classification.
 #[derive(Debug, Clone, Copy)]
@@ -57,8 +57,8 @@ impl LockBook {
             // One entry per kind for one-per-process locks, whatever futex each waiter
             // sleeps on; but an isolated subinterpreter's GIL, read at the tick, is a lock
             // of its own.
-            let gil = gils.iter().find(|g| g.address == w.address);
-            if is_per_process(w.kind()) && gil.is_none_or(|g| g.interp_id == 0) {
+            let own_gil = own_gil(gils, w.address);
+            if is_per_process(w.kind()) && own_gil.is_none() {
                 w.address = *self.per_process.entry(w.kind()).or_insert(w.address);
             }
             let (caller, site) = {
@@ -81,7 +81,7 @@ impl LockBook {
             let stats = profile.locks.entry(w.address).or_insert_with(|| LockStats {
                 kind: w.kind().to_string(),
                 symbol: self.globals.name(maps, w.address),
-                interpreter: gil.map(|g| g.interp_id).filter(|&id| id != 0),
+                interpreter: own_gil,
                 ..LockStats::default()
             });
             // A first waiter seen with a cut-short stack names no caller; a later one may.
@@ -187,18 +187,23 @@ fn leaf(p: &Profile, stack: StackId) -> String {
         .unwrap_or_default()
 }
 
-/// How a lock is shown to people: the kind for one-per-process locks (`GIL`), else its
-/// symbol, else "KIND at file.py:LINE" for locks Python code took, else "ADDRESS (from
-/// CALLER)", else its address.
+/// How a lock is shown to people: the kind for one-per-process locks (`GIL`, or `GIL of
+/// interpreter N` for an isolated subinterpreter's own), else its symbol, else "KIND at
+/// file.py:LINE" for locks Python code took, else "ADDRESS (from CALLER)", else its
+/// address.
 pub fn display_name(
     address: u64,
     kind: &str,
     symbol: Option<&str>,
     site: Option<&str>,
     first_waiter: Option<&str>,
+    interpreter: Option<i64>,
 ) -> String {
     match (symbol, site, first_waiter) {
-        _ if is_per_process(kind) => kind.to_string(),
+        _ if is_per_process(kind) => match interpreter {
+            Some(id) => format!("{kind} of interpreter {id}"),
+            None => kind.to_string(),
+        },
         (Some(s), _, _) => s.to_string(),
         (None, Some(site), _) => format!("{kind} at {site}"),
         (None, None, Some(f)) => format!("{kind} taken in {f}"),
@@ -269,7 +274,8 @@ mod tests {
                 &l.kind,
                 None,
                 l.site.as_deref(),
-                l.first_waiter.as_deref()
+                l.first_waiter.as_deref(),
+                None
             ),
             "pthread_mutex taken in worker"
         );
@@ -303,15 +309,22 @@ mod tests {
         assert_eq!(site.as_deref(), Some("app.py:30"));
         let caller = caller_of_acquire(&refs, &w);
         assert_eq!(
-            display_name(0x10, w.kind(), None, site.as_deref(), caller.as_deref()),
+            display_name(
+                0x10,
+                w.kind(),
+                None,
+                site.as_deref(),
+                caller.as_deref(),
+                None
+            ),
             "threading.Lock at app.py:30"
         );
         assert_eq!(
-            display_name(0x10, "GIL", Some("_PyRuntime+0x168"), None, None),
+            display_name(0x10, "GIL", Some("_PyRuntime+0x168"), None, None, None),
             "GIL"
         );
         assert_eq!(
-            display_name(0x10, "stop-the-world", None, Some("app.py:3"), None),
+            display_name(0x10, "stop-the-world", None, Some("app.py:3"), None, None),
             "stop-the-world"
         );
     }

@@ -146,15 +146,13 @@ pub fn summary(p: &Profile) -> Summary {
 /// How a lock is named everywhere: its symbol, the Python line that takes it, or the
 /// function its first waiter called the acquire from.
 pub fn lock_name(address: u64, l: &LockStats) -> String {
-    if let Some(id) = l.interpreter {
-        return format!("{} of interpreter {id}", l.kind);
-    }
     display_name(
         address,
         &l.kind,
         l.symbol.as_deref(),
         l.site.as_deref(),
         l.first_waiter.as_deref(),
+        l.interpreter,
     )
 }
 

@@ -132,6 +132,9 @@ const REWALK_TICKS: u32 = 50;
 /// a read every 10 s). The names are read once more at the end.
 const NAMES_EVERY: Duration = Duration::from_secs(1);
 const NAMES_EVERY_PER_THREAD: Duration = Duration::from_millis(1);
+/// `Thread`s read per tick while a sweep of the registry is under way (some 500 small
+/// reads).
+const NAMES_PER_TICK: usize = 64;
 
 impl PythonReader {
     /// `Ok(None)` when the target is not a CPython process.
@@ -247,16 +250,25 @@ impl PythonReader {
         Some(stack)
     }
 
-    /// The threads `threading` named, or renamed, since this was last asked, if their
-    /// names are due to be read at `now` (see `NAMES_EVERY`).
+    /// The threads `threading` named, or renamed, since this was last asked. A sweep of
+    /// its registry begins when one is due at `now` (see `NAMES_EVERY`) and is read
+    /// `NAMES_PER_TICK` threads a tick, so that a pool of thousands does not hold up one.
     pub fn renamed_threads(&mut self, now: Instant) -> Vec<(i32, String)> {
-        if self.names_due.is_some_and(|due| now < due) || self.interps.is_empty() {
+        let Some(&main) = self.interps.last() else {
             return Vec::new();
+        };
+        let (mem, w) = (&*self.mem, &self.walker);
+        if !self.names.sweeping() {
+            if self.names_due.is_some_and(|due| now < due) {
+                return Vec::new();
+            }
+            let per_thread = NAMES_EVERY_PER_THREAD * self.names.all().count() as u32;
+            self.names_due = Some(now + NAMES_EVERY.max(per_thread));
+            if !self.names.start(mem, &w.layout, &w.types, main) {
+                return Vec::new();
+            }
         }
-        let renamed = self.read_names();
-        let per_thread = NAMES_EVERY_PER_THREAD * self.names.all().count() as u32;
-        self.names_due = Some(now + NAMES_EVERY.max(per_thread));
-        renamed
+        self.names.step(mem, &w.layout, &w.types, NAMES_PER_TICK)
     }
 
     /// Every thread's `threading` name, read now (threads that ended keep the name last
@@ -265,19 +277,14 @@ impl PythonReader {
         if self.interps.is_empty() {
             self.walk_threads();
         }
-        self.read_names();
+        if let Some(&main) = self.interps.last() {
+            let w = &self.walker;
+            self.names.refresh(&*self.mem, &w.layout, &w.types, main);
+        }
         self.names
             .all()
             .map(|(tid, name)| (tid, name.to_string()))
             .collect()
-    }
-
-    fn read_names(&mut self) -> Vec<(i32, String)> {
-        let Some(&main) = self.interps.last() else {
-            return Vec::new();
-        };
-        let w = &self.walker;
-        self.names.refresh(&*self.mem, &w.layout, &w.types, main)
     }
 
     /// Every GIL in use now, the main interpreter's first (isolated subinterpreters, 3.12+,
@@ -354,6 +361,14 @@ pub struct GilState {
     /// The interpreter whose GIL it is (`Interpreter.id`): 0 for the main interpreter's,
     /// which subinterpreters without a GIL of their own share.
     pub interp_id: i64,
+}
+
+/// The subinterpreter whose own GIL is at `address` among a tick's `gils` (`None` for the
+/// main interpreter's, and for any other address).
+pub fn own_gil(gils: &[GilState], address: u64) -> Option<i64> {
+    gils.iter()
+        .find(|g| g.address == address && g.interp_id != 0)
+        .map(|g| g.interp_id)
 }
 
 /// The GIL a wait on the futex word `word` is for, among a tick's `gils` (the main

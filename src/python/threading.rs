@@ -32,11 +32,15 @@ pub struct ThreadNames {
     /// Each thread's name, and the `str` object it was read from (a thread renamed gets
     /// a new one; the same pointer is the same name, held by its `Thread`).
     names: HashMap<i32, (u64, String)>,
+    /// The `Thread`s of the registry not yet read in this sweep of it, and the threads
+    /// found so far: a sweep may be read a part at a time (see [`ThreadNames::step`]).
+    sweep: Vec<u64>,
+    live: HashSet<i32>,
 }
 
 impl ThreadNames {
-    /// Read the registry of interpreter `interp` again: the threads whose name is new or
-    /// changed since the last read. Nothing when `threading` is not imported (yet).
+    /// Read the registry of interpreter `interp` whole, now: the threads whose name is
+    /// new or changed since the last read. Nothing when `threading` is not imported (yet).
     pub fn refresh(
         &mut self,
         mem: &dyn Memory,
@@ -44,21 +48,54 @@ impl ThreadNames {
         t: &Types,
         interp: u64,
     ) -> Vec<(i32, String)> {
+        self.start(mem, l, t, interp);
+        self.step(mem, l, t, usize::MAX)
+    }
+
+    /// Begin a sweep of the registry (a sweep under way starts again): whether there is
+    /// one to sweep.
+    pub fn start(&mut self, mem: &dyn Memory, l: &Layout, t: &Types, interp: u64) -> bool {
+        self.sweep.clear();
+        self.live.clear();
         let Some(active) = self.active(mem, l, t, interp) else {
-            return Vec::new();
+            return false;
         };
         let Ok(threads) = self.objects.items(mem, l, t, active) else {
             // Freed or replaced: looked for again next time.
             self.active = None;
-            return Vec::new();
+            return false;
         };
+        self.sweep = threads
+            .into_iter()
+            .take(MAX_THREADS)
+            .map(|(_, thread)| thread)
+            .collect();
+        true
+    }
+
+    /// Whether a sweep is under way.
+    pub fn sweeping(&self) -> bool {
+        !self.sweep.is_empty()
+    }
+
+    /// Read `most` more `Thread`s of the sweep: those whose name is new or changed. A
+    /// `Thread` that ended since the sweep began reads as torn or not started, and is
+    /// passed over.
+    pub fn step(
+        &mut self,
+        mem: &dyn Memory,
+        l: &Layout,
+        t: &Types,
+        most: usize,
+    ) -> Vec<(i32, String)> {
         let mut changed = Vec::new();
-        let mut live = HashSet::new();
-        for (_, thread) in threads.into_iter().take(MAX_THREADS) {
+        let take = self.sweep.len().min(most);
+        let batch: Vec<u64> = self.sweep.drain(..take).collect();
+        for thread in batch {
             let Ok(Some((tid, name_at))) = self.thread(mem, l, t, thread) else {
                 continue;
             };
-            live.insert(tid);
+            self.live.insert(tid);
             if self.names.get(&tid).is_none_or(|(at, _)| *at != name_at)
                 && let Ok(name) = read_str(mem, l, t, name_at)
             {
@@ -66,8 +103,9 @@ impl ThreadNames {
                 changed.push((tid, name));
             }
         }
-        if self.names.len() > MAX_NAMES_KEPT {
+        if self.sweep.is_empty() && self.names.len() > MAX_NAMES_KEPT {
             // Threads come and go (one per connection): the ended ones' names are let go.
+            let live = &self.live;
             self.names.retain(|tid, _| live.contains(tid));
         }
         changed
@@ -212,6 +250,22 @@ mod tests {
         let mut all: Vec<(i32, &str)> = names.all().collect();
         all.sort();
         assert_eq!(all, vec![(101, "MainThread"), (102, "renamed-2")]);
+    }
+
+    #[test]
+    fn a_sweep_read_a_part_at_a_time_reads_every_thread_once() {
+        let l = layout_3_12();
+        let img = registry(&l);
+        let mut names = ThreadNames::default();
+        assert!(names.start(&img.mem(), &l, &TYPES, INTERP));
+        let mut read = names.step(&img.mem(), &l, &TYPES, 1);
+        assert_eq!(read.len(), 1);
+        assert!(names.sweeping());
+        read.extend(names.step(&img.mem(), &l, &TYPES, 1));
+        assert!(!names.sweeping());
+        assert!(names.step(&img.mem(), &l, &TYPES, 1).is_empty());
+        read.sort();
+        assert_eq!(read[1], (102, "線程-2".to_string()));
     }
 
     #[test]
