@@ -100,7 +100,8 @@ fn record_summary(
 /// Isolated subinterpreters (3.12+) each have a GIL of their own. On 3.14, two threads
 /// computing in the main interpreter and two in a subinterpreter each wait for their own
 /// interpreter's GIL, held by the other thread of their pair: two locks, named apart,
-/// neither waited for nor held by the other pair.
+/// neither waited for nor held by the other pair. Each thread carries the name its own
+/// interpreter's `threading` gave it.
 #[test]
 fn each_interpreters_own_gil_is_its_own_lock_with_its_own_holder() {
     let interps: Vec<Interp> = py::interpreters()
@@ -121,13 +122,22 @@ fn each_interpreters_own_gil_is_its_own_lock_with_its_own_holder() {
         );
         let summary = read_summary(&path)?;
         let text = std::fs::read_to_string(&groups).map_err(|e| e.to_string())?;
-        let group: std::collections::HashMap<i32, &str> = text
-            .lines()
-            .filter_map(|l| {
-                let (tid, g) = l.split_once(' ')?;
-                Some((tid.parse().ok()?, g))
-            })
-            .collect();
+        let mut group = std::collections::HashMap::new();
+        for line in text.lines() {
+            let mut words = line.split(' ');
+            let (Some(tid), Some(g), Some(name)) = (words.next(), words.next(), words.next())
+            else {
+                return Err(format!("a line of the fixture's: {line:?}"));
+            };
+            let tid: i32 = tid.parse().map_err(|e| format!("{line:?}: {e}"))?;
+            let shown = thread(&summary, tid).map(|t| &t["name"]);
+            if shown.is_none_or(|n| n != name) {
+                return Err(format!(
+                    "thread {tid} is {name} in {g}, parprof says {shown:?}"
+                ));
+            }
+            group.insert(tid, g);
+        }
         if group.len() != 4 || rec.workers.len() != 4 {
             return Err(format!("workers {:?}, groups {text}", rec.workers));
         }

@@ -254,9 +254,9 @@ impl PythonReader {
     /// its registry begins when one is due at `now` (see `NAMES_EVERY`) and is read
     /// `NAMES_PER_TICK` threads a tick, so that a pool of thousands does not hold up one.
     pub fn renamed_threads(&mut self, now: Instant) -> Vec<(i32, String)> {
-        let Some(&main) = self.interps.last() else {
+        if self.interps.is_empty() {
             return Vec::new();
-        };
+        }
         let (mem, w) = (&*self.mem, &self.walker);
         if !self.names.sweeping() {
             if self.names_due.is_some_and(|due| now < due) {
@@ -264,7 +264,8 @@ impl PythonReader {
             }
             let per_thread = NAMES_EVERY_PER_THREAD * self.names.all().count() as u32;
             self.names_due = Some(now + NAMES_EVERY.max(per_thread));
-            if !self.names.start(mem, &w.layout, &w.types, main) {
+            let oldest_first: Vec<u64> = self.interps.iter().rev().copied().collect();
+            if !self.names.start(mem, &w.layout, &w.types, &oldest_first) {
                 return Vec::new();
             }
         }
@@ -277,10 +278,10 @@ impl PythonReader {
         if self.interps.is_empty() {
             self.walk_threads();
         }
-        if let Some(&main) = self.interps.last() {
-            let w = &self.walker;
-            self.names.refresh(&*self.mem, &w.layout, &w.types, main);
-        }
+        let oldest_first: Vec<u64> = self.interps.iter().rev().copied().collect();
+        let w = &self.walker;
+        self.names
+            .refresh(&*self.mem, &w.layout, &w.types, &oldest_first);
         self.names
             .all()
             .map(|(tid, name)| (tid, name.to_string()))

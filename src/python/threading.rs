@@ -20,57 +20,110 @@ const MAX_THREADS: usize = 1 << 16;
 /// the ended threads' samples at the end).
 const MAX_NAMES_KEPT: usize = 1 << 16;
 
-/// Where the registry was found, and what was read from it.
+/// Where one interpreter's registry was found.
 #[derive(Default)]
-pub struct ThreadNames {
-    objects: Objects,
+struct Registry {
     /// `threading._active`, once found.
     active: Option<u64>,
     /// Entries of `sys.modules` when `threading` was last looked for and not found: the
     /// next look waits for a module to be imported.
     modules_seen: Option<usize>,
+}
+
+/// Where the registries were found, and what was read from them.
+#[derive(Default)]
+pub struct ThreadNames {
+    objects: Objects,
+    /// Each interpreter's (a subinterpreter has a `threading` of its own, naming the
+    /// threads started in it).
+    registries: HashMap<u64, Registry>,
     /// Each thread's name, and the `str` object it was read from (a thread renamed gets
     /// a new one; the same pointer is the same name, held by its `Thread`).
     names: HashMap<i32, (u64, String)>,
-    /// The `Thread`s of the registry not yet read in this sweep of it, and the threads
+    /// The `Thread`s of the registries not yet read in this sweep of them, and the threads
     /// found so far: a sweep may be read a part at a time (see [`ThreadNames::step`]).
     sweep: Vec<u64>,
     live: HashSet<i32>,
 }
 
+impl Registry {
+    /// `threading._active`, found through `sys.modules` the first time; `None` until the
+    /// program imports `threading`.
+    fn active(
+        &mut self,
+        objects: &Objects,
+        mem: &dyn Memory,
+        l: &Layout,
+        t: &Types,
+        interp: u64,
+    ) -> Option<u64> {
+        if self.active.is_some() {
+            return self.active;
+        }
+        let modules = mem
+            .read_u64(interp.wrapping_add(l.objects.interp_modules))
+            .ok()?;
+        let entries = objects.items(mem, l, t, modules).ok()?;
+        if self.modules_seen == Some(entries.len()) {
+            return None;
+        }
+        let Some(module) = find_str_key(mem, l, t, &entries, "threading") else {
+            self.modules_seen = Some(entries.len());
+            return None;
+        };
+        let header = mem.read_vec(module, l.object_header as usize + 8).ok()?;
+        let word = |at: u64| -> Option<u64> {
+            let at = at as usize;
+            Some(u64::from_le_bytes(header.get(at..at + 8)?.try_into().ok()?))
+        };
+        if word(l.ob_type) != Some(t.module) {
+            return None;
+        }
+        // `md_dict` follows the object header.
+        let dict = word(l.object_header)?;
+        self.active = objects.lookup(mem, l, t, dict, "_active").ok()?;
+        self.active
+    }
+}
+
 impl ThreadNames {
-    /// Read the registry of interpreter `interp` whole, now: the threads whose name is
-    /// new or changed since the last read. Nothing when `threading` is not imported (yet).
+    /// Read the registries of `interps` (oldest first) whole, now: the threads whose name
+    /// is new or changed since the last read. Nothing where `threading` is not imported
+    /// (yet).
     pub fn refresh(
         &mut self,
         mem: &dyn Memory,
         l: &Layout,
         t: &Types,
-        interp: u64,
+        interps: &[u64],
     ) -> Vec<(i32, String)> {
-        self.start(mem, l, t, interp);
+        self.start(mem, l, t, interps);
         self.step(mem, l, t, usize::MAX)
     }
 
-    /// Begin a sweep of the registry (a sweep under way starts again): whether there is
-    /// one to sweep.
-    pub fn start(&mut self, mem: &dyn Memory, l: &Layout, t: &Types, interp: u64) -> bool {
+    /// Begin a sweep of the registries of `interps`, oldest first (a sweep under way starts
+    /// again): whether there is anything to sweep. A thread known to an older interpreter
+    /// keeps that name: a thread that calls into a subinterpreter is the main interpreter's
+    /// `Thread` (the subinterpreter may know it only as a `_DummyThread`).
+    pub fn start(&mut self, mem: &dyn Memory, l: &Layout, t: &Types, interps: &[u64]) -> bool {
         self.sweep.clear();
         self.live.clear();
-        let Some(active) = self.active(mem, l, t, interp) else {
-            return false;
-        };
-        let Ok(threads) = self.objects.items(mem, l, t, active) else {
-            // Freed or replaced: looked for again next time.
-            self.active = None;
-            return false;
-        };
-        self.sweep = threads
-            .into_iter()
-            .take(MAX_THREADS)
-            .map(|(_, thread)| thread)
-            .collect();
-        true
+        self.registries.retain(|i, _| interps.contains(i));
+        for &interp in interps {
+            let registry = self.registries.entry(interp).or_default();
+            let Some(active) = registry.active(&self.objects, mem, l, t, interp) else {
+                continue;
+            };
+            match self.objects.items(mem, l, t, active) {
+                Ok(threads) => self
+                    .sweep
+                    .extend(threads.into_iter().map(|(_, thread)| thread)),
+                // Freed or replaced: looked for again next time.
+                Err(_) => registry.active = None,
+            }
+        }
+        self.sweep.truncate(MAX_THREADS);
+        !self.sweep.is_empty()
     }
 
     /// Whether a sweep is under way.
@@ -95,7 +148,10 @@ impl ThreadNames {
             let Ok(Some((tid, name_at))) = self.thread(mem, l, t, thread) else {
                 continue;
             };
-            self.live.insert(tid);
+            if !self.live.insert(tid) {
+                // Named by an older interpreter in this sweep.
+                continue;
+            }
             if self.names.get(&tid).is_none_or(|(at, _)| *at != name_at)
                 && let Ok(name) = read_str(mem, l, t, name_at)
             {
@@ -141,37 +197,6 @@ impl ThreadNames {
             .ok()
             .filter(|&tid| tid > 0)
             .map(|tid| (tid, name)))
-    }
-
-    /// `threading._active`, found through `sys.modules` the first time; `None` until the
-    /// program imports `threading`.
-    fn active(&mut self, mem: &dyn Memory, l: &Layout, t: &Types, interp: u64) -> Option<u64> {
-        if self.active.is_some() {
-            return self.active;
-        }
-        let modules = mem
-            .read_u64(interp.wrapping_add(l.objects.interp_modules))
-            .ok()?;
-        let entries = self.objects.items(mem, l, t, modules).ok()?;
-        if self.modules_seen == Some(entries.len()) {
-            return None;
-        }
-        let Some(module) = find_str_key(mem, l, t, &entries, "threading") else {
-            self.modules_seen = Some(entries.len());
-            return None;
-        };
-        let header = mem.read_vec(module, l.object_header as usize + 8).ok()?;
-        let word = |at: u64| -> Option<u64> {
-            let at = at as usize;
-            Some(u64::from_le_bytes(header.get(at..at + 8)?.try_into().ok()?))
-        };
-        if word(l.ob_type) != Some(t.module) {
-            return None;
-        }
-        // `md_dict` follows the object header.
-        let dict = word(l.object_header)?;
-        self.active = self.objects.lookup(mem, l, t, dict, "_active").ok()?;
-        self.active
     }
 }
 
@@ -228,25 +253,25 @@ mod tests {
         let l = layout_3_12();
         let mut img = registry(&l);
         let mut names = ThreadNames::default();
-        let mut first = names.refresh(&img.mem(), &l, &TYPES, INTERP);
+        let mut first = names.refresh(&img.mem(), &l, &TYPES, &[INTERP]);
         first.sort();
         assert_eq!(
             first,
             vec![(101, "MainThread".to_string()), (102, "線程-2".to_string())]
         );
-        assert!(names.refresh(&img.mem(), &l, &TYPES, INTERP).is_empty());
+        assert!(names.refresh(&img.mem(), &l, &TYPES, &[INTERP]).is_empty());
         // Renamed: `_name` is a new str.
         img.str(BASE + 0x4400, "renamed-2");
         img.word(BASE + 0x3100, BASE + 0x4400);
         assert_eq!(
-            names.refresh(&img.mem(), &l, &TYPES, INTERP),
+            names.refresh(&img.mem(), &l, &TYPES, &[INTERP]),
             vec![(102, "renamed-2".to_string())]
         );
         // Not started: `_native_id` is None, not an int.
         img.word(BASE + 0x5100 + 8, 0x9999);
         img.str(BASE + 0x4500, "unstarted");
         img.word(BASE + 0x3100, BASE + 0x4500);
-        assert!(names.refresh(&img.mem(), &l, &TYPES, INTERP).is_empty());
+        assert!(names.refresh(&img.mem(), &l, &TYPES, &[INTERP]).is_empty());
         let mut all: Vec<(i32, &str)> = names.all().collect();
         all.sort();
         assert_eq!(all, vec![(101, "MainThread"), (102, "renamed-2")]);
@@ -257,7 +282,7 @@ mod tests {
         let l = layout_3_12();
         let img = registry(&l);
         let mut names = ThreadNames::default();
-        assert!(names.start(&img.mem(), &l, &TYPES, INTERP));
+        assert!(names.start(&img.mem(), &l, &TYPES, &[INTERP]));
         let mut read = names.step(&img.mem(), &l, &TYPES, 1);
         assert_eq!(read.len(), 1);
         assert!(names.sweeping());
@@ -274,16 +299,16 @@ mod tests {
         let mut img = registry(&l);
         img.str(BASE + 0x300, "threadinf");
         let mut names = ThreadNames::default();
-        assert!(names.refresh(&img.mem(), &l, &TYPES, INTERP).is_empty());
+        assert!(names.refresh(&img.mem(), &l, &TYPES, &[INTERP]).is_empty());
         // sys.modules unchanged since: not searched again.
         img.str(BASE + 0x300, "threading");
-        assert!(names.refresh(&img.mem(), &l, &TYPES, INTERP).is_empty());
+        assert!(names.refresh(&img.mem(), &l, &TYPES, &[INTERP]).is_empty());
         // A module imported: searched, found.
         img.keys(
             BASE + 0x200,
             1,
             &[(BASE + 0x300, BASE + 0x400), (BASE + 0x700, BASE + 0x400)],
         );
-        assert_eq!(names.refresh(&img.mem(), &l, &TYPES, INTERP).len(), 2);
+        assert_eq!(names.refresh(&img.mem(), &l, &TYPES, &[INTERP]).len(), 2);
     }
 }
