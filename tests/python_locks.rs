@@ -57,6 +57,17 @@ fn tids(v: &Value) -> Vec<i32> {
         .collect()
 }
 
+/// The threads that waited for `lock`.
+fn waiter_tids(lock: &Value) -> Vec<i32> {
+    lock["waiters"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|w| w["tid"].as_i64())
+        .map(|t| t as i32)
+        .collect()
+}
+
 fn summary_path(name: &str, interp: &Interp) -> PathBuf {
     let dir = py::manifest_dir().join("target/python-tests");
     std::fs::create_dir_all(&dir).expect("create target/python-tests");
@@ -159,13 +170,7 @@ fn each_interpreters_own_gil_is_its_own_lock_with_its_own_holder() {
                 .filter(|&(_, g)| *g == mine)
                 .map(|(&t, _)| t)
                 .collect();
-            let waiters: Vec<i32> = lock["waiters"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|w| w["tid"].as_i64())
-                .map(|t| t as i32)
-                .collect();
+            let waiters = waiter_tids(lock);
             let holders = tids(&lock["holders"]);
             // The pair's own threads wait for it and hold it; a worker of the other pair
             // never does (the thread that called into the subinterpreter may wait, at the
@@ -232,13 +237,7 @@ fn cpu_bound_threads_wait_for_the_gil_held_by_another_worker() {
         }
         // Every worker waits for it (the main thread may too, when it wakes from join's
         // wait and needs the GIL back).
-        let waiters: Vec<i32> = lock["waiters"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|w| w["tid"].as_i64())
-            .map(|t| t as i32)
-            .collect();
+        let waiters = waiter_tids(lock);
         if rec.workers.iter().any(|w| !waiters.contains(w)) {
             return Err(format!(
                 "GIL waiters {waiters:?}, workers {:?}",
@@ -559,13 +558,7 @@ fn threading_lock_waits_are_named_by_the_line_that_takes_the_lock() {
                 lock["name"]
             ));
         }
-        let waiters: Vec<i32> = lock["waiters"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|w| w["tid"].as_i64())
-            .map(|t| t as i32)
-            .collect();
+        let waiters = waiter_tids(lock);
         if waiters.len() < 2 || waiters.iter().any(|w| !rec.workers.contains(w)) {
             return Err(format!("waiters {waiters:?}, workers {:?}", rec.workers));
         }

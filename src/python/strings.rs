@@ -138,14 +138,7 @@ mod tests {
     use crate::process::memory::Bytes;
     use crate::python::offsets::PyVersion;
 
-    const TYPES: Types = Types {
-        code: 0xc0de,
-        unicode: 0x5700,
-        bytes: 0xb7e5,
-        dict: 0xd1c7,
-        long: 0x1017,
-        module: 0x3d01,
-    };
+    use crate::python::test_image::TYPES;
 
     fn layout() -> Layout {
         // The 3.12 table: 40-byte PyASCIIObject, 16 more bytes for compact non-ASCII.
