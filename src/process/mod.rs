@@ -13,6 +13,7 @@ pub mod exec;
 pub mod maps;
 pub mod memory;
 pub mod module;
+pub mod page_cache;
 pub mod proc;
 pub mod ptrace;
 pub mod regs;

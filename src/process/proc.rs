@@ -4,6 +4,7 @@
 
 use std::fs;
 use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The tids of every thread of `pid`, in the order the kernel lists them.
 pub fn threads(pid: i32) -> io::Result<Vec<i32>> {
@@ -150,10 +151,7 @@ pub enum Syscall {
 
 impl Syscall {
     pub fn read(pid: i32, tid: i32) -> io::Result<Syscall> {
-        parse_syscall(&fs::read_to_string(format!(
-            "/proc/{pid}/task/{tid}/syscall"
-        ))?)
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "malformed syscall file"))
+        ThreadFile::open(pid, tid, "syscall", false)?.syscall()
     }
 
     pub fn number(&self) -> Option<i64> {
@@ -201,7 +199,7 @@ pub struct SchedStat {
 
 impl SchedStat {
     pub fn read(pid: i32, tid: i32) -> io::Result<SchedStat> {
-        SchedStatFile::open(pid, tid, false)?.read()
+        ThreadFile::open(pid, tid, "schedstat", false)?.sched_stat()
     }
 
     fn parse(text: &str) -> SchedStat {
@@ -253,44 +251,114 @@ pub fn allow_a_file_per_thread() -> u64 {
     limit.rlim_cur
 }
 
-/// A thread's schedstat file kept open: re-reading it with `pread` costs one syscall
-/// instead of three, which matters when a thousand parked threads are checked per tick.
+/// One of a thread's files under `/proc/<pid>/task/<tid>/`, re-read from its start with
+/// `pread`. Kept open, a read costs one syscall instead of three (open, read, close), which
+/// matters when a thousand parked threads are checked per tick.
 #[derive(Debug)]
-pub enum SchedStatFile {
+pub enum ThreadFile {
     Open(fs::File),
     /// Opened at each read: where few threads are read per tick, a descriptor per thread
-    /// is not worth its place under the open-file limit.
-    Path(String),
+    /// is not worth its place under the open-file limit. A thread read this way for the
+    /// `KEEP_AFTER`th time is one that runs often (parked threads are not read), and keeps
+    /// its file from then on while fewer than `MAX_KEPT` are kept.
+    Path {
+        pid: i32,
+        tid: i32,
+        name: &'static str,
+        reads: u8,
+    },
+    Kept(KeptFile),
 }
 
-impl SchedStatFile {
-    /// The file of `tid`, kept open with `keep_open`.
-    pub fn open(pid: i32, tid: i32, keep_open: bool) -> io::Result<SchedStatFile> {
-        let path = format!("/proc/{pid}/task/{tid}/schedstat");
+/// Reads by path after which a thread's file is kept open.
+const KEEP_AFTER: u8 = 3;
+/// Files kept open at once beyond those of polling (which raises the open-file limit for a
+/// file per thread): those of the threads that keep running, not of a pool of thousands
+/// that each woke a few times.
+pub const MAX_KEPT: usize = 256;
+static KEPT: AtomicUsize = AtomicUsize::new(0);
+
+/// A file kept open after its thread proved busy, counted against `MAX_KEPT`.
+#[derive(Debug)]
+pub struct KeptFile(fs::File);
+
+impl KeptFile {
+    fn keep(f: fs::File) -> Option<KeptFile> {
+        KEPT.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+            (n < MAX_KEPT).then_some(n + 1)
+        })
+        .ok()
+        .map(|_| KeptFile(f))
+    }
+}
+
+impl Drop for KeptFile {
+    fn drop(&mut self) {
+        KEPT.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl ThreadFile {
+    /// File `name` of `tid`, kept open from the start with `keep_open`.
+    pub fn open(pid: i32, tid: i32, name: &'static str, keep_open: bool) -> io::Result<ThreadFile> {
         if keep_open {
-            fs::File::open(path).map(SchedStatFile::Open)
+            fs::File::open(format!("/proc/{pid}/task/{tid}/{name}")).map(ThreadFile::Open)
         } else {
-            Ok(SchedStatFile::Path(path))
+            Ok(ThreadFile::Path {
+                pid,
+                tid,
+                name,
+                reads: 0,
+            })
         }
     }
 
-    /// Fails once the thread has exited (ESRCH, or ENOENT when opened by path).
-    pub fn read(&self) -> io::Result<SchedStat> {
+    /// The file's text now, in `buf`. Fails once the thread has exited (ESRCH, or ENOENT
+    /// when opened by path), and on an empty read.
+    pub fn read<'b>(&mut self, buf: &'b mut [u8]) -> io::Result<&'b str> {
         use std::os::unix::fs::FileExt;
-        let mut buf = [0u8; 128];
         let n = match self {
-            SchedStatFile::Open(f) => f.read_at(&mut buf, 0)?,
-            SchedStatFile::Path(p) => fs::File::open(p)?.read_at(&mut buf, 0)?,
+            ThreadFile::Open(f) | ThreadFile::Kept(KeptFile(f)) => f.read_at(buf, 0)?,
+            ThreadFile::Path {
+                pid,
+                tid,
+                name,
+                reads,
+            } => {
+                let f = fs::File::open(format!("/proc/{pid}/task/{tid}/{name}"))?;
+                let n = f.read_at(buf, 0)?;
+                *reads = reads.saturating_add(1);
+                if *reads >= KEEP_AFTER
+                    && let Some(kept) = KeptFile::keep(f)
+                {
+                    *self = ThreadFile::Kept(kept);
+                }
+                n
+            }
         };
         if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "empty schedstat",
-            ));
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "empty file"));
         }
-        Ok(SchedStat::parse(
-            std::str::from_utf8(&buf[..n]).unwrap_or(""),
-        ))
+        std::str::from_utf8(&buf[..n])
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not text"))
+    }
+
+    /// The thread's scheduler counters (a `schedstat` file).
+    pub fn sched_stat(&mut self) -> io::Result<SchedStat> {
+        self.read(&mut [0u8; 128]).map(SchedStat::parse)
+    }
+
+    /// The thread's state and counters (a `stat` file: at most 52 numbers and a 16-byte
+    /// name, well within the buffer).
+    pub fn stat(&mut self) -> io::Result<ThreadStat> {
+        parse_stat(self.read(&mut [0u8; 2048])?)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "malformed stat"))
+    }
+
+    /// What the thread is doing in the kernel (a `syscall` file).
+    pub fn syscall(&mut self) -> io::Result<Syscall> {
+        parse_syscall(self.read(&mut [0u8; 256])?)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "malformed syscall file"))
     }
 }
 

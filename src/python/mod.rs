@@ -20,6 +20,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crate::frame::Frame;
+use crate::process::page_cache::Pages;
 use crate::process::{Maps, MemError, Memory, ProcessMemory};
 pub use merge::{is_eval_frame, merge, python_only};
 use offsets::Layout;
@@ -105,6 +106,8 @@ pub enum PyError {
 /// A CPython interpreter found in the target.
 pub struct PythonReader {
     mem: Box<dyn Memory + Send>,
+    /// Pages of the target read by the current walk (each walk takes a fresh view).
+    pages: Pages,
     walker: Walker,
     /// Thread states by OS thread id, as of the last walk of the thread-state lists; a
     /// thread that called from one interpreter into another has one in each, innermost
@@ -126,6 +129,10 @@ pub struct PythonReader {
 /// costs three reads of the target per Python thread: with 200 threads at 1000 Hz, every
 /// tick, it took more than half a CPU.
 const REWALK_TICKS: u32 = 50;
+
+/// Pages of the target one walk keeps (`process::page_cache`): a deep stack's frames and
+/// code objects, or a sweep step's 64 `Thread`s and their dicts, for 256 KiB.
+const PAGES_PER_WALK: usize = 64;
 
 /// How often `threading`'s names are read while recording, and how much longer per thread
 /// named: a read costs about five small reads of the target per thread (10,000 threads:
@@ -165,6 +172,7 @@ impl PythonReader {
         let walker = Walker::new(layout, types, runtime);
         Ok(PythonReader {
             mem,
+            pages: Pages::new(PAGES_PER_WALK),
             walker,
             threads: HashMap::new(),
             interps: Vec::new(),
@@ -209,7 +217,8 @@ impl PythonReader {
         self.walked_this_tick = true;
         self.ticks_since_walk = 0;
         self.threads.clear();
-        if let Ok((threads, interps)) = self.walker.thread_states(&*self.mem) {
+        let mem = self.pages.view(&*self.mem);
+        if let Ok((threads, interps)) = self.walker.thread_states(&mem) {
             self.interps = interps;
             for t in threads {
                 self.threads.entry(t.tid).or_default().push(t);
@@ -226,18 +235,20 @@ impl PythonReader {
     /// eval-loop frames when merged. A part read only partly ends the stack there: the
     /// parts outside it could not be placed.
     pub fn stack(&mut self, tid: i32) -> Option<PyStack> {
+        let mem = self.pages.view(&*self.mem);
         let current = self.threads.get(&tid).is_some_and(|states| {
             states
                 .iter()
-                .all(|t| self.walker.names_thread(&*self.mem, t.tstate, tid))
+                .all(|t| self.walker.names_thread(&mem, t.tstate, tid))
         });
         if !current {
             self.walk_threads();
         }
         let several = self.interps.len() > 1;
         let mut stack = PyStack::default();
+        let mem = self.pages.view(&*self.mem);
         for t in self.threads.get(&tid)? {
-            let mut part = self.walker.stack(&*self.mem, t.tstate);
+            let mut part = self.walker.stack(&mem, t.tstate);
             if several && t.interp_id != 0 && !part.truncated {
                 part.mark_interpreter(t.interp_id);
             }
@@ -257,7 +268,7 @@ impl PythonReader {
         if self.interps.is_empty() {
             return Vec::new();
         }
-        let (mem, w) = (&*self.mem, &self.walker);
+        let (mem, w) = (self.pages.view(&*self.mem), &self.walker);
         if !self.names.sweeping() {
             if self.names_due.is_some_and(|due| now < due) {
                 return Vec::new();
@@ -265,11 +276,11 @@ impl PythonReader {
             let per_thread = NAMES_EVERY_PER_THREAD * self.names.all().count() as u32;
             self.names_due = Some(now + NAMES_EVERY.max(per_thread));
             let oldest_first: Vec<u64> = self.interps.iter().rev().copied().collect();
-            if !self.names.start(mem, &w.layout, &w.types, &oldest_first) {
+            if !self.names.start(&mem, &w.layout, &w.types, &oldest_first) {
                 return Vec::new();
             }
         }
-        self.names.step(mem, &w.layout, &w.types, NAMES_PER_TICK)
+        self.names.step(&mem, &w.layout, &w.types, NAMES_PER_TICK)
     }
 
     /// Every thread's `threading` name, read now (threads that ended keep the name last
@@ -280,8 +291,12 @@ impl PythonReader {
         }
         let oldest_first: Vec<u64> = self.interps.iter().rev().copied().collect();
         let w = &self.walker;
-        self.names
-            .refresh(&*self.mem, &w.layout, &w.types, &oldest_first);
+        self.names.refresh(
+            &self.pages.view(&*self.mem),
+            &w.layout,
+            &w.types,
+            &oldest_first,
+        );
         self.names
             .all()
             .map(|(tid, name)| (tid, name.to_string()))
@@ -294,10 +309,11 @@ impl PythonReader {
     pub fn gils(&mut self) -> Vec<GilState> {
         let size = GIL_SIZE + if self.free_threaded() { 8 } else { 0 };
         let mut gils: Vec<GilState> = Vec::new();
+        let mut holders = Vec::new();
+        let mem = self.pages.view(&*self.mem);
         // Oldest first, so a GIL shared with the main interpreter is the main one's.
-        for i in (0..self.interps.len()).rev() {
-            let interp = self.interps[i];
-            let Some(address) = self.walker.gil_address(&*self.mem, interp) else {
+        for &interp in self.interps.iter().rev() {
+            let Some(address) = self.walker.gil_address(&mem, interp) else {
                 continue;
             };
             if gils.iter().any(|g| g.address == address) {
@@ -305,18 +321,20 @@ impl PythonReader {
             }
             let interp_id = match gils.is_empty() {
                 true => 0,
-                false => self
-                    .mem
+                false => mem
                     .read_u64(interp.wrapping_add(self.walker.layout.interp_id))
                     .map_or(-1, |id| id as i64),
             };
-            let tstate = self.walker.gil_holder_tstate(&*self.mem, address);
+            holders.push(self.walker.gil_holder_tstate(&mem, address));
             gils.push(GilState {
                 address,
                 size,
-                holder: tstate.and_then(|ts| self.thread_of(ts)),
+                holder: None,
                 interp_id,
             });
+        }
+        for (gil, tstate) in gils.iter_mut().zip(holders) {
+            gil.holder = tstate.and_then(|ts| self.thread_of(ts));
         }
         gils
     }

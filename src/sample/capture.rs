@@ -13,7 +13,7 @@ use super::perf::PerfError;
 use super::switches::{Activity, SwitchLog};
 use super::{Batch, Capture, Fresh, ProcessEvent, RawSample, SampleData, Settings, Tick};
 use crate::process::exec::{ExecWatch, ProcessNow};
-use crate::process::proc::SchedStatFile;
+use crate::process::proc::ThreadFile;
 use crate::process::ptrace::{STOP_DEADLINE, StopError, Tracer};
 use crate::process::{
     Maps, MemError, NamedStat, ProcessMemory, Regs, SchedStat, StackSnapshot, Syscall, ThreadStat,
@@ -110,8 +110,12 @@ struct Captured {
 }
 
 struct ThreadMemo {
-    sched_file: SchedStatFile,
+    sched_file: ThreadFile,
     sched: SchedStat,
+    /// Read each time the thread ran (kept open once it proves busy); `stat` only when
+    /// it was not running.
+    syscall_file: ThreadFile,
+    stat_file: ThreadFile,
     name: String,
     /// Captures since the name was last read (threads rename themselves).
     since_name: u32,
@@ -128,8 +132,9 @@ struct ThreadMemo {
     runnable: bool,
 }
 
-/// Descriptors kept free of perf events, for the files read as needed.
-const FILES_KEPT_FREE: usize = 256;
+/// Descriptors kept free of perf events, for the files read as needed and those kept open
+/// for busy threads (`proc::ThreadFile`).
+const FILES_KEPT_FREE: usize = proc::MAX_KEPT + 64;
 
 /// Re-read a thread's name after this many captures.
 const NAME_REFRESH: u32 = 100;
@@ -149,11 +154,13 @@ pub const SAMPLING_ENV: &str = "PARPROF_SAMPLING";
 impl ThreadMemo {
     /// A thread seen for the first time (see `Sampler::memo`); `None` if it is gone.
     fn open(pid: i32, tid: i32, keep_open: bool, born: bool) -> Option<ThreadMemo> {
-        let sched_file = SchedStatFile::open(pid, tid, keep_open).ok()?;
-        let sched = sched_file.read().ok()?;
+        let mut sched_file = ThreadFile::open(pid, tid, "schedstat", keep_open).ok()?;
+        let sched = sched_file.sched_stat().ok()?;
         Some(ThreadMemo {
             sched_file,
             sched,
+            syscall_file: ThreadFile::open(pid, tid, "syscall", false).ok()?,
+            stat_file: ThreadFile::open(pid, tid, "stat", false).ok()?,
             name: String::new(),
             since_name: NAME_REFRESH,
             young: if born { YOUNG_TICKS } else { 0 },
@@ -162,8 +169,9 @@ impl ThreadMemo {
         })
     }
 
-    /// The thread's name if it changed: read on each of its first ticks, then every
+    /// The thread's name if it changed: read on its 1st, 2nd, 4th and 8th tick, then every
     /// `NAME_REFRESH` captures in which it ran; `known` when the caller has just read it.
+    /// (Every one of its first ten ticks cost a pool of 200 new threads 2,000 reads.)
     fn name_change(
         &mut self,
         pid: i32,
@@ -173,6 +181,10 @@ impl ThreadMemo {
     ) -> Option<String> {
         if self.young > 0 {
             self.young -= 1;
+            let age = YOUNG_TICKS - self.young;
+            if known.is_none() && !age.is_power_of_two() {
+                return None;
+            }
         } else {
             self.since_name += ran as u32;
             if self.since_name < NAME_REFRESH {
@@ -649,7 +661,7 @@ impl Sampler {
                     // It returned before the copy was complete: the copy may not match
                     // the registers, so capture it as a running thread instead (the
                     // kernel's samples do that when they are on).
-                    Ok(_) if Syscall::read(self.pid, tid).ok() != Some(ran.syscall) => {
+                    Ok(_) if self.syscall_now(tid) != Some(ran.syscall) => {
                         if kernel {
                             self.on_cpu_without_a_sample(ran, on_cpu);
                         } else {
@@ -846,12 +858,17 @@ impl Sampler {
         });
     }
 
+    /// What `tid` does in the kernel now, read through its kept file.
+    fn syscall_now(&mut self, tid: i32) -> Option<Syscall> {
+        self.threads.get_mut(&tid)?.syscall_file.syscall().ok()
+    }
+
     /// A preempted thread's stack from the registers it left its CPU with, if it did not
     /// run again while the stack was copied (its run time says).
     fn read_preempted(&mut self, ran: &Ran, regs: Regs) -> Option<SampleData> {
         let stack = copy_stack(&self.mem, regs.sp(), &mut self.scratch).ok()?;
-        let memo = self.threads.get(&ran.tid)?;
-        if memo.sched_file.read().ok()?.run_ns != memo.sched.run_ns {
+        let memo = self.threads.get_mut(&ran.tid)?;
+        if memo.sched_file.sched_stat().ok()?.run_ns != memo.sched.run_ns {
             return None;
         }
         let python = self.python.as_mut().and_then(|p| p.stack(ran.tid));
@@ -953,7 +970,7 @@ impl Sampler {
         // A new thread's counters were read just now, when it was opened.
         let sched = match is_new {
             true => Ok(memo.sched),
-            false => memo.sched_file.read(),
+            false => memo.sched_file.sched_stat(),
         };
         let Ok(sched) = sched else {
             return Triage::Gone;
@@ -974,7 +991,7 @@ impl Sampler {
             return Triage::Unchanged;
         }
         let name = memo.name_change(pid, tid, true, listed.as_ref().map(|l| l.name.clone()));
-        let Ok(syscall) = Syscall::read(pid, tid) else {
+        let Ok(syscall) = memo.syscall_file.syscall() else {
             return Triage::Gone;
         };
         // The kernel says "running" exactly when the thread's state is R; the stat file is
@@ -982,7 +999,7 @@ impl Sampler {
         let state = match (syscall, listed) {
             (Syscall::Running, _) => 'R',
             (_, Some(listed)) => listed.stat.state,
-            _ => match ThreadStat::read(pid, tid) {
+            _ => match memo.stat_file.stat() {
                 Ok(stat) => stat.state,
                 Err(_) => return Triage::Gone,
             },

@@ -18,10 +18,9 @@ pub fn sample_on_time() -> bool {
     }
 }
 
-/// Lower the calling thread to the weakest ordinary priority (nice 19) while sampling
-/// runs: the resolver's unwinding and symbol loading then take a CPU only when the target
-/// leaves one idle, or about 1.5 % of one it wants, instead of an even share, and run
-/// behind, caught up from the channel before them. Returns the thread's id, for
+/// Lower the calling thread to the weakest priority while sampling runs: the resolver's
+/// unwinding and symbol loading then take a CPU only when the target leaves one idle, and
+/// run behind, caught up from the channel before them. Returns the thread's id, for
 /// `foreground`.
 pub fn background() -> i32 {
     // SAFETY: a plain syscall on the calling thread.
@@ -30,20 +29,43 @@ pub fn background() -> i32 {
     tid
 }
 
-/// Thread `tid` of this process to nice 19 (again).
+/// Thread `tid` of this process to `SCHED_IDLE` (again): scheduler weight 3 against an
+/// ordinary thread's 1024, where nice 19 still has 15 — at nice 19 the resolver's start
+/// (loading libc's DWARF) took about 1.5 % of a CPU the target wanted; under `SCHED_IDLE`
+/// the target's slowdown at 100 Hz fell from 1.015x to 1.006x (docs/performance.md). Only a
+/// thread with CAP_SYS_NICE may leave `SCHED_IDLE` again (`foreground`), so without it the
+/// resolver goes to nice 19, which it may leave only as far as its `RLIMIT_NICE` allows.
 pub fn lower(tid: i32) {
-    // SAFETY: a plain syscall on a thread of this process.
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: plain syscalls on a thread of this process with a valid parameter.
     unsafe {
-        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19);
+        if !may_raise() || libc::sched_setscheduler(tid, libc::SCHED_IDLE, &param) != 0 {
+            libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19);
+        }
     }
 }
 
-/// Back to the ordinary priority once sampling ended, so the backlog is resolved at full
-/// speed however busy the target keeps the CPUs. Needs CAP_SYS_NICE (root); without it the
-/// backlog drains at the lower priority.
+/// Back to the ordinary policy at nice 0 once sampling ended, so the backlog is resolved at
+/// full speed however busy the target keeps the CPUs. Needs CAP_SYS_NICE (root); without it
+/// the backlog drains at nice 19.
 pub fn foreground(tid: i32) {
-    // SAFETY: a plain syscall on a thread of this process.
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: plain syscalls on a thread of this process with a valid parameter.
     unsafe {
+        libc::sched_setscheduler(tid, libc::SCHED_OTHER, &param);
         libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 0);
     }
+}
+
+/// Whether this process holds CAP_SYS_NICE in its effective set (bit 23 of `CapEff` in
+/// `/proc/self/status`), which a thread needs to leave `SCHED_IDLE`.
+fn may_raise() -> bool {
+    const CAP_SYS_NICE: u32 = 23;
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+            u64::from_str_radix(hex.trim(), 16).ok()
+        })
+        .is_some_and(|caps| caps & (1 << CAP_SYS_NICE) != 0)
 }

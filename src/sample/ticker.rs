@@ -20,10 +20,10 @@ pub enum StopReason {
     TargetExited,
 }
 
-/// The resolver thread, lowered to nice 19 while sampling runs (`priority::background`),
+/// The resolver thread, lowered to `SCHED_IDLE` while sampling runs (`priority::background`),
 /// raised while the channel to it is full: a full channel would block the tick loop, and
 /// the kernel would drop the samples no tick drains. Twenty followed processes' first
-/// captures once filled the 1024 batches in 2 s; the loop blocked for 3.8 s and 700
+/// captures once filled the 1024 batches in 2 s (at nice 19); the loop blocked for 3.8 s and 700
 /// samples were lost. Raised, it resolves at an ordinary thread's share until the backlog
 /// is down to a quarter.
 pub struct Backlog {
