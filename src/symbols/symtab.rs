@@ -1,53 +1,115 @@
-//! ELF symbol tables (`.symtab`, then `.dynsym`) as one sorted, size-aware address table.
+//! ELF symbol tables (`.symtab`, then `.dynsym`) as one sorted, size-aware address index.
+//!
+//! Names stay in the mapped file until a lookup asks for one: an entry keeps where its name
+//! starts in its string table. PyTorch's `libtorch_cpu.so` holds hundreds of thousands of
+//! function symbols whose mangled names run to hundreds of bytes; copying them all when the
+//! module is first seen cost memory and time for names that no sample ever lands in, and
+//! reading each name's first byte alone would fault in the whole string table.
 
-use object::{Object, ObjectSymbol, SymbolKind};
+use object::elf::{SHN_XINDEX, STT_FUNC};
+use object::read::elf::{ElfFile64, SectionHeader, Sym, SymbolTable as ElfSymbols};
 
-use crate::process::elf::ElfImage;
+use crate::process::elf::{ElfImage, SharedBytes};
 
+/// One function symbol. 24 bytes; the name is read from `strings[table]` on lookup.
 struct Entry {
     addr: u64,
-    size: u64,
-    name: Box<str>,
+    /// Sizes past 4 GiB (hostile input) are kept as 4 GiB.
+    size: u32,
+    /// Offset of the name in its string table.
+    name: u32,
+    /// Which of the tables' string tables holds the name.
+    table: u8,
+}
+
+/// A string table: the image bytes it lies in and its range there.
+struct Strings {
+    bytes: SharedBytes,
+    range: std::ops::Range<usize>,
 }
 
 /// Function symbols sorted by address.
 #[derive(Default)]
 pub struct SymbolTable {
     entries: Vec<Entry>,
+    strings: Vec<Strings>,
 }
 
 impl SymbolTable {
-    /// The function symbols of all `images` (a binary and its debug file); the first name
-    /// seen for an address wins, so `.symtab` names come before `.dynsym` aliases.
+    /// The function symbols of all `images` (a binary, its debug file, its MiniDebugInfo);
+    /// the first seen for an address wins, so `.symtab` names come before `.dynsym` aliases.
     pub fn from_images(images: &[&ElfImage]) -> Self {
-        let mut entries = Vec::new();
+        let mut t = SymbolTable::default();
         for image in images {
-            let Some(file) = image.object() else { continue };
-            for sym in file.symbols().chain(file.dynamic_symbols()) {
-                if sym.kind() != SymbolKind::Text || !sym.is_definition() || sym.address() == 0 {
-                    continue;
-                }
-                if let Ok(name) = sym.name()
-                    && !name.is_empty()
-                {
-                    entries.push(Entry {
-                        addr: sym.address(),
-                        size: sym.size(),
-                        name: name.into(),
-                    });
-                }
-            }
+            let Ok(file) = ElfFile64::<object::Endianness>::parse(&*image.bytes) else {
+                continue;
+            };
+            t.add(&image.bytes, &file, file.elf_symbol_table());
+            t.add(&image.bytes, &file, file.elf_dynamic_symbol_table());
         }
-        // Stable: keeps the first seen among equal addresses, globals sorted by size after.
-        entries.sort_by_key(|e| e.addr);
-        entries.dedup_by(|later, first| {
+        // Stable: keeps the first seen among equal addresses; a sized alias lends its size.
+        t.entries.sort_by_key(|e| e.addr);
+        t.entries.dedup_by(|later, first| {
             let same = later.addr == first.addr;
             if same && first.size == 0 {
                 first.size = later.size;
             }
             same
         });
-        SymbolTable { entries }
+        t.entries.shrink_to_fit();
+        t
+    }
+
+    /// The defined, named function symbols of `symbols`, names left in place.
+    fn add(
+        &mut self,
+        bytes: &SharedBytes,
+        file: &ElfFile64<object::Endianness>,
+        symbols: &ElfSymbols<object::elf::FileHeader64<object::Endianness>>,
+    ) {
+        let endian = file.endian();
+        let Some(range) = file
+            .elf_section_table()
+            .section(symbols.string_section())
+            .ok()
+            .and_then(|s| s.file_range(endian))
+            .and_then(|(start, len)| {
+                let start = usize::try_from(start).ok()?;
+                let end = start.checked_add(usize::try_from(len).ok()?)?;
+                (end <= bytes.len()).then_some(start..end)
+            })
+        else {
+            return;
+        };
+        let (Ok(table), true) = (u8::try_from(self.strings.len()), !symbols.is_empty()) else {
+            return;
+        };
+        let before = self.entries.len();
+        for sym in symbols.symbols() {
+            let shndx = sym.st_shndx(endian);
+            let addr = sym.st_value(endian);
+            let name = sym.st_name(endian);
+            if sym.st_type() != STT_FUNC
+                || (shndx.is_special() && shndx != SHN_XINDEX)
+                || addr == 0
+                || name == 0
+            {
+                continue;
+            }
+            let size = u32::try_from(sym.st_size(endian)).unwrap_or(u32::MAX);
+            self.entries.push(Entry {
+                addr,
+                size,
+                name,
+                table,
+            });
+        }
+        if self.entries.len() > before {
+            self.strings.push(Strings {
+                bytes: bytes.clone(),
+                range,
+            });
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -55,14 +117,22 @@ impl SymbolTable {
     }
 
     /// The function containing `svma`: the closest symbol at or below it, if its size
-    /// covers the address (a symbol without a size covers up to the next symbol).
+    /// covers the address (a symbol without a size covers up to the next symbol). `None`
+    /// also when its name is empty, runs past its table or is not UTF-8.
     pub fn find(&self, svma: u64) -> Option<&str> {
         let i = self
             .entries
             .partition_point(|e| e.addr <= svma)
             .checked_sub(1)?;
         let e = &self.entries[i];
-        (e.size == 0 || svma - e.addr < e.size).then_some(&*e.name)
+        if e.size != 0 && svma - e.addr >= u64::from(e.size) {
+            return None;
+        }
+        let s = self.strings.get(usize::from(e.table))?;
+        let table = s.bytes.get(s.range.clone())?;
+        let tail = table.get(usize::try_from(e.name).ok()?..)?;
+        let name = &tail[..tail.iter().position(|&b| b == 0)?];
+        std::str::from_utf8(name).ok().filter(|n| !n.is_empty())
     }
 }
 
@@ -90,24 +160,74 @@ mod tests {
     }
 
     #[test]
+    fn lazy_names_are_the_names_object_reads() {
+        use object::{Object, ObjectSymbol, SymbolKind};
+        use std::collections::{HashMap, HashSet};
+        let image = testdata::some_library();
+        let file = image.object().unwrap();
+        let mut by_addr: HashMap<u64, HashSet<String>> = HashMap::new();
+        for sym in file.symbols().chain(file.dynamic_symbols()) {
+            if sym.kind() == SymbolKind::Text && sym.is_definition() && sym.address() != 0 {
+                let name = sym.name().unwrap().to_string();
+                by_addr.entry(sym.address()).or_default().insert(name);
+            }
+        }
+        let table = SymbolTable::from_images(&[&image]);
+        assert_eq!(table.entries.len(), by_addr.len());
+        for e in &table.entries {
+            let name = table.find(e.addr).expect("a symbol names its own address");
+            assert!(by_addr[&e.addr].contains(name), "{name} at {:#x}", e.addr);
+        }
+    }
+
+    #[test]
     fn sized_symbols_do_not_cover_the_gap_after_them() {
+        let strings = b"\0f\0asm_label\0".to_vec();
+        let len = strings.len();
         let table = SymbolTable {
             entries: vec![
                 Entry {
                     addr: 0x100,
                     size: 0x10,
-                    name: "f".into(),
+                    name: 1,
+                    table: 0,
                 },
                 Entry {
                     addr: 0x120,
                     size: 0,
-                    name: "asm_label".into(),
+                    name: 3,
+                    table: 0,
                 },
             ],
+            strings: vec![Strings {
+                bytes: SharedBytes::owned(strings),
+                range: 0..len,
+            }],
         };
         assert_eq!(table.find(0x10f), Some("f"));
         assert_eq!(table.find(0x110), None);
         assert_eq!(table.find(0x150), Some("asm_label"));
         assert_eq!(table.find(0xff), None);
+    }
+
+    #[test]
+    fn names_past_their_table_or_unterminated_are_not_read() {
+        let strings = b"\0cut".to_vec();
+        let entry = |addr, name| Entry {
+            addr,
+            size: 0x10,
+            name,
+            table: 0,
+        };
+        let table = SymbolTable {
+            entries: vec![entry(0x100, 1), entry(0x200, 99), entry(0x300, 0)],
+            strings: vec![Strings {
+                bytes: SharedBytes::owned(strings),
+                range: 0..4,
+            }],
+        };
+        assert_eq!(table.find(0x100), None, "no NUL before the table's end");
+        assert_eq!(table.find(0x200), None, "offset past the table");
+        assert_eq!(table.find(0x300), None, "empty name");
     }
 }
