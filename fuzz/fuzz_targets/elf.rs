@@ -9,7 +9,7 @@ use parprof::process::elf::{ElfImage, SharedBytes};
 use parprof::process::memory::Bytes;
 use parprof::process::regs::dwarf;
 use parprof::process::{Mapping, Regs};
-use parprof::symbols::{DebugInfo, SymbolTable, demangle};
+use parprof::symbols::{DebugInfo, SymbolKind, SymbolTable, demangle};
 use parprof::unwind::{CfiTables, rule};
 
 /// Where the image's own bytes sit when used as stack memory for the rules.
@@ -58,10 +58,12 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 
-    let symbols = SymbolTable::from_images(&[&image, &image]);
-    for &a in &addrs {
-        if let Some(name) = symbols.find(a) {
-            let _ = demangle(name);
+    for kind in [SymbolKind::Functions, SymbolKind::Data] {
+        let symbols = SymbolTable::from_images(&[&image, &image], kind);
+        for &a in &addrs {
+            if let Some((_, name)) = symbols.find(a) {
+                let _ = demangle(name);
+            }
         }
     }
     if let Some(debug) = DebugInfo::load(&image) {

@@ -2,15 +2,14 @@
 //! `cond+0x8` inside one) gets the name of the variable. Heap locks have none.
 //!
 //! Function names come from the symbolizer; this only needs the data symbols (`.data`,
-//! `.bss`) of the module whose loaded image covers the address, read once per module.
+//! `.bss`) of the module whose loaded image covers the address, indexed once per module and
+//! named (demangled) only for the addresses asked about.
 
 use std::collections::HashMap;
 
-use object::{Object, ObjectSymbol, SymbolKind};
-
 use crate::process::elf::ElfImage;
 use crate::process::{Mapping, Maps};
-use crate::symbols::demangle;
+use crate::symbols::{SymbolKind, SymbolTable, demangle};
 
 /// Data symbols per module, loaded on first use.
 #[derive(Default)]
@@ -22,8 +21,7 @@ struct ModuleData {
     /// Kept for its segments: the bias is computed per call, as the same file may be loaded
     /// at another address in another followed process.
     image: ElfImage,
-    /// (address, size, name), sorted by address.
-    symbols: Vec<(u64, u64, String)>,
+    symbols: SymbolTable,
 }
 
 impl Globals {
@@ -49,13 +47,10 @@ impl Globals {
         {
             return None;
         }
-        let i = data.symbols.partition_point(|s| s.0 <= vaddr);
-        let (start, _, name) = data.symbols[..i]
-            .iter()
-            .rev()
-            .find(|s| vaddr < s.0.saturating_add(s.1.max(1)))?;
+        let (start, name) = data.symbols.find(vaddr)?;
+        let name = demangle(name.split('@').next()?);
         Some(match vaddr - start {
-            0 => name.clone(),
+            0 => name,
             off => format!("{name}+{off:#x}"),
         })
     }
@@ -80,28 +75,7 @@ fn owning_module(maps: &Maps, addr: u64) -> Option<&Mapping> {
 impl ModuleData {
     fn load(maps: &Maps, m: &Mapping) -> Option<ModuleData> {
         let image = ElfImage::of_file(maps, m).ok()?;
-        let file = image.object()?;
-        let mut symbols: Vec<(u64, u64, String)> = file
-            .symbols()
-            .chain(file.dynamic_symbols())
-            .filter(|s| {
-                matches!(
-                    s.kind(),
-                    SymbolKind::Data | SymbolKind::Tls | SymbolKind::Unknown
-                ) && s.address() != 0
-                    && !s.is_undefined()
-            })
-            .filter_map(|s| {
-                Some((
-                    s.address(),
-                    s.size(),
-                    demangle(s.name().ok()?.split('@').next()?),
-                ))
-            })
-            .filter(|s| !s.2.is_empty())
-            .collect();
-        symbols.sort();
-        symbols.dedup_by(|a, b| a.0 == b.0);
+        let symbols = SymbolTable::from_images(&[&image], SymbolKind::Data);
         Some(ModuleData { image, symbols })
     }
 }

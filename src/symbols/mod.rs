@@ -18,7 +18,7 @@ use crate::unwind::CfiTables;
 pub use demangle::demangle;
 /// Public so the fuzz targets can load symbols and DWARF from arbitrary bytes.
 pub use dwarf::DebugInfo;
-pub use symtab::SymbolTable;
+pub use symtab::{Kind as SymbolKind, SymbolTable};
 
 /// What is known about one module's symbols.
 struct SymbolModule {
@@ -39,7 +39,7 @@ impl SymbolModule {
             .chain(debug_image.as_ref())
             .chain(mini.as_ref())
             .collect();
-        let symbols = SymbolTable::from_images(&images);
+        let symbols = SymbolTable::from_images(&images, SymbolKind::Functions);
         let debug = debug_image
             .as_ref()
             .and_then(DebugInfo::load)
@@ -113,7 +113,7 @@ impl Symbolizer {
         let module = self.modules.get(index)?;
         let name = m.short_name();
         let svma = probe.wrapping_sub(bias);
-        let symbol = module.symbols.find(svma);
+        let symbol = module.symbols.find(svma).map(|(_, name)| name);
         let from_dwarf = module
             .debug
             .as_ref()

@@ -1,4 +1,6 @@
-//! ELF symbol tables (`.symtab`, then `.dynsym`) as one sorted, size-aware address index.
+//! ELF symbol tables (`.symtab`, then `.dynsym`) as one sorted, size-aware address index:
+//! of a module's functions (for the symbolizer), or of its static data (naming a lock that is
+//! a global).
 //!
 //! Names stay in the mapped file until a lookup asks for one: an entry keeps where its name
 //! starts in its string table. PyTorch's `libtorch_cpu.so` holds hundreds of thousands of
@@ -6,12 +8,12 @@
 //! module is first seen cost memory and time for names that no sample ever lands in, and
 //! reading each name's first byte alone would fault in the whole string table.
 
-use object::elf::{SHN_XINDEX, STT_FUNC};
+use object::elf::{SHN_XINDEX, STT_COMMON, STT_FUNC, STT_NOTYPE, STT_OBJECT, STT_TLS, SymbolType};
 use object::read::elf::{ElfFile64, SectionHeader, Sym, SymbolTable as ElfSymbols};
 
 use crate::process::elf::{ElfImage, SharedBytes};
 
-/// One function symbol. 24 bytes; the name is read from `strings[table]` on lookup.
+/// One symbol. 24 bytes; the name is read from `strings[table]` on lookup.
 struct Entry {
     addr: u64,
     /// Sizes past 4 GiB (hostile input) are kept as 4 GiB.
@@ -28,18 +30,42 @@ struct Strings {
     range: std::ops::Range<usize>,
 }
 
-/// Function symbols sorted by address.
+/// Which symbols a table holds.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub enum Kind {
+    /// Functions. A function symbol without a size (assembly) covers up to the next one.
+    #[default]
+    Functions,
+    /// Variables, thread-locals and untyped labels. One without a size covers only its own
+    /// address: the linker's zero-size markers (`_edata`, `__bss_start`) name no variable.
+    Data,
+}
+
+impl Kind {
+    fn holds(self, st_type: SymbolType) -> bool {
+        match self {
+            Kind::Functions => st_type == STT_FUNC,
+            Kind::Data => matches!(st_type, STT_OBJECT | STT_COMMON | STT_TLS | STT_NOTYPE),
+        }
+    }
+}
+
+/// Symbols of one kind sorted by address.
 #[derive(Default)]
 pub struct SymbolTable {
+    kind: Kind,
     entries: Vec<Entry>,
     strings: Vec<Strings>,
 }
 
 impl SymbolTable {
-    /// The function symbols of all `images` (a binary, its debug file, its MiniDebugInfo);
+    /// The `kind` symbols of all `images` (a binary, its debug file, its MiniDebugInfo);
     /// the first seen for an address wins, so `.symtab` names come before `.dynsym` aliases.
-    pub fn from_images(images: &[&ElfImage]) -> Self {
-        let mut t = SymbolTable::default();
+    pub fn from_images(images: &[&ElfImage], kind: Kind) -> Self {
+        let mut t = SymbolTable {
+            kind,
+            ..SymbolTable::default()
+        };
         for image in images {
             let Ok(file) = ElfFile64::<object::Endianness>::parse(&*image.bytes) else {
                 continue;
@@ -60,7 +86,7 @@ impl SymbolTable {
         t
     }
 
-    /// The defined, named function symbols of `symbols`, names left in place.
+    /// The defined, named symbols of `symbols` of this table's kind, names left in place.
     fn add(
         &mut self,
         bytes: &SharedBytes,
@@ -89,7 +115,7 @@ impl SymbolTable {
             let shndx = sym.st_shndx(endian);
             let addr = sym.st_value(endian);
             let name = sym.st_name(endian);
-            if sym.st_type() != STT_FUNC
+            if !self.kind.holds(sym.st_type())
                 || (shndx.is_special() && shndx != SHN_XINDEX)
                 || addr == 0
                 || name == 0
@@ -116,23 +142,29 @@ impl SymbolTable {
         self.entries.is_empty()
     }
 
-    /// The function containing `svma`: the closest symbol at or below it, if its size
-    /// covers the address (a symbol without a size covers up to the next symbol). `None`
-    /// also when its name is empty, runs past its table or is not UTF-8.
-    pub fn find(&self, svma: u64) -> Option<&str> {
+    /// The symbol containing `svma`, and where it starts: the closest symbol at or below
+    /// it, if its size covers the address (see [`Kind`] for one without a size). `None` also
+    /// when its name is empty, runs past its table or is not UTF-8.
+    pub fn find(&self, svma: u64) -> Option<(u64, &str)> {
         let i = self
             .entries
             .partition_point(|e| e.addr <= svma)
             .checked_sub(1)?;
         let e = &self.entries[i];
-        if e.size != 0 && svma - e.addr >= u64::from(e.size) {
+        let size = match (e.size, self.kind) {
+            (0, Kind::Functions) => u64::MAX,
+            (0, Kind::Data) => 1,
+            (size, _) => u64::from(size),
+        };
+        if svma - e.addr >= size {
             return None;
         }
         let s = self.strings.get(usize::from(e.table))?;
         let table = s.bytes.get(s.range.clone())?;
         let tail = table.get(usize::try_from(e.name).ok()?..)?;
         let name = &tail[..tail.iter().position(|&b| b == 0)?];
-        std::str::from_utf8(name).ok().filter(|n| !n.is_empty())
+        let name = std::str::from_utf8(name).ok().filter(|n| !n.is_empty())?;
+        Some((e.addr, name))
     }
 }
 
@@ -144,14 +176,14 @@ mod tests {
     #[test]
     fn library_symbols_cover_text_and_damaged_copies_never_panic() {
         let image = testdata::some_library();
-        let table = SymbolTable::from_images(&[&image]);
+        let table = SymbolTable::from_images(&[&image], Kind::Functions);
         let (start, size) = testdata::text(&image);
         let named = (0..64)
             .filter(|i| table.find(start + size * i / 64).is_some())
             .count();
         assert!(named > 0, "no symbol covers .text");
         for damaged in testdata::damaged_copies(&image) {
-            let table = SymbolTable::from_images(&[&damaged]);
+            let table = SymbolTable::from_images(&[&damaged], Kind::Functions);
             for i in 0..256 {
                 let _ = table.find(start + size * i / 256);
             }
@@ -172,10 +204,10 @@ mod tests {
                 by_addr.entry(sym.address()).or_default().insert(name);
             }
         }
-        let table = SymbolTable::from_images(&[&image]);
+        let table = SymbolTable::from_images(&[&image], Kind::Functions);
         assert_eq!(table.entries.len(), by_addr.len());
         for e in &table.entries {
-            let name = table.find(e.addr).expect("a symbol names its own address");
+            let (_, name) = table.find(e.addr).expect("a symbol names its own address");
             assert!(by_addr[&e.addr].contains(name), "{name} at {:#x}", e.addr);
         }
     }
@@ -185,6 +217,7 @@ mod tests {
         let strings = b"\0f\0asm_label\0".to_vec();
         let len = strings.len();
         let table = SymbolTable {
+            kind: Kind::Functions,
             entries: vec![
                 Entry {
                     addr: 0x100,
@@ -204,10 +237,16 @@ mod tests {
                 range: 0..len,
             }],
         };
-        assert_eq!(table.find(0x10f), Some("f"));
+        assert_eq!(table.find(0x10f), Some((0x100, "f")));
         assert_eq!(table.find(0x110), None);
-        assert_eq!(table.find(0x150), Some("asm_label"));
+        assert_eq!(table.find(0x150), Some((0x120, "asm_label")));
         assert_eq!(table.find(0xff), None);
+        let data = SymbolTable {
+            kind: Kind::Data,
+            ..table
+        };
+        assert_eq!(data.find(0x120), Some((0x120, "asm_label")));
+        assert_eq!(data.find(0x121), None, "an unsized variable is one byte");
     }
 
     #[test]
@@ -220,6 +259,7 @@ mod tests {
             table: 0,
         };
         let table = SymbolTable {
+            kind: Kind::Functions,
             entries: vec![entry(0x100, 1), entry(0x200, 99), entry(0x300, 0)],
             strings: vec![Strings {
                 bytes: SharedBytes::owned(strings),
