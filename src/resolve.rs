@@ -405,7 +405,12 @@ impl Resolver {
         let mut modules = self.modules.borrow_mut();
         let mut walk = modules.unwinder.unwind(&self.maps, &f.regs, &mem);
         let stale = |maps: &Maps, pc: u64| maps.find(pc).is_none_or(|m| !m.executable);
-        if walk.pcs.iter().any(|&pc| stale(&self.maps, pc)) {
+        if walk
+            .pcs
+            .iter()
+            .chain(&walk.unmapped)
+            .any(|&pc| stale(&self.maps, pc))
+        {
             // A module loaded since the maps were read (dlopen), or a new program (a
             // child's exec) whose code lies where the old map has none, or data: read
             // them again, once.

@@ -537,13 +537,13 @@ fn numpy_shared_array_sum_shows_python_frames() {
 }
 
 /// numpy's `a @ b` from two threads on the free-threaded build: the BLAS kernel is assembly
-/// without unwind info (OpenBLAS's `dgemm_kernel_*`), walked out of by a stack scan. Of the
-/// samples in the kernel, 85 % must carry, with no `[truncated]`, the Python caller, numpy's
-/// own C matmul frames and the BLAS driver above the kernel. Issue 18 asks for 90 %; runs
-/// here measured 90.1–91.7 %. Most of the rest end `[truncated]` after a chain of stale
-/// frames (printf's, from an earlier call, left in the stack area the kernel reserves below
-/// its caller), or read the callers' frames live, past the 32 KiB the kernel copied (the
-/// kernel's frame is 28–32 KiB).
+/// without unwind info (OpenBLAS's `dgemm_kernel_HASWELL`, which the fixture asks for),
+/// walked out of by a stack scan. Of the samples in the kernel, 90 % (issue 18) must carry,
+/// with no `[truncated]`, the Python caller, numpy's own C matmul frames and the BLAS driver
+/// above the kernel. Runs here measured 96.3–96.8 %; most of the rest are samples whose
+/// Python frames, read after the kernel's sample, no longer matched their native stack
+/// (marked partial), or a stale return address whose chain leads into the live callers
+/// (`simple_legacy_resolve_descriptors` standing in for the BLAS driver).
 #[test]
 fn numpy_matmul_unwinds_out_of_the_blas_kernel_to_the_python_caller() {
     let ft = py::built("3.13t");
@@ -574,14 +574,14 @@ fn numpy_matmul_unwinds_out_of_the_blas_kernel_to_the_python_caller() {
             "{:.1}% of {all} samples in the BLAS kernel show worker → multiply → numpy's matmul → the BLAS driver → the kernel",
             100.0 * share
         );
-        if all < 100 || share < 0.85 {
+        if all < 100 || share < 0.90 {
             let bad: Vec<&Vec<String>> = in_kernel
                 .iter()
                 .filter(|s| !whole(s))
                 .map(|s| &s.frames)
                 .take(3)
                 .collect();
-            return Err(format!("{msg} (need 85% of 100 or more); e.g. {bad:#?}"));
+            return Err(format!("{msg} (need 90% of 100 or more); e.g. {bad:#?}"));
         }
         Ok(msg)
     });

@@ -39,6 +39,24 @@ pub struct Unwound {
     pub regs: Vec<Regs>,
     /// Indexes into `pcs` of the return addresses found by scanning the stack.
     pub scanned: Vec<usize>,
+    /// A return address the walk stepped to that is not in executable memory, left out of
+    /// `pcs`: a wrong step (a stale word taken for a saved register), or code loaded after
+    /// the memory map was read, which the caller may read again.
+    pub unmapped: Option<u64>,
+}
+
+/// How a walk ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// At a frame whose CFI leaves its return address undefined (`_start`, `clone3`), or
+    /// at the zero return address that ends a frame-pointer chain.
+    Outermost,
+    /// At a return address of 0 read by a CFI rule: how some runtimes end their threads,
+    /// and also what a chain of stale frames reads in a zeroed stack area, so it ends a
+    /// walk but does not vouch for a scanned return address (`scan`).
+    ZeroReturn,
+    /// Before either.
+    Stopped,
 }
 
 /// Deeper stacks are cut: a bound on any walk, whatever the memory holds.
@@ -86,13 +104,14 @@ impl Unwinder {
             complete: false,
             regs: vec![regs.clone()],
             scanned: Vec::new(),
+            unmapped: None,
         };
-        walk.complete = self.walk(maps, &mut walk, mem, true, scan::NESTED);
+        walk.complete = self.walk(maps, &mut walk, mem, true, scan::NESTED) != End::Stopped;
         walk
     }
 
-    /// Extend `walk` frame by frame from its last registers; true when it reached the
-    /// outermost frame. `exact`: its last pc is not a return address (the first pc of a
+    /// Extend `walk` frame by frame from its last registers, to the outermost frame or
+    /// before. `exact`: its last pc is not a return address (the first pc of a
     /// sample). `scans`: how deep stack scans may vouch for their candidates (0: none).
     fn walk(
         &mut self,
@@ -101,22 +120,29 @@ impl Unwinder {
         mem: &dyn Memory,
         exact: bool,
         scans: u32,
-    ) -> bool {
+    ) -> End {
         // The first pc, and the pc interrupted by a signal, are not return addresses.
         let mut exact = exact;
         loop {
             if walk.pcs.len() >= MAX_DEPTH {
-                return false;
+                return End::Stopped;
             }
             let regs = walk.regs.last().expect("a walk starts with registers");
             let pc = regs.ip();
             let lookup = if exact { pc } else { pc.wrapping_sub(1) };
             // Code runs only from executable memory: a pc anywhere else is a bad step
-            // (a wrong CFA, a scanned word that was data), never a frame to go on from.
+            // (a wrong CFA, a scanned word that was data), never a frame, unless it is
+            // the thread's own instruction pointer.
             let Some(mapping) = maps.find(lookup).filter(|m| m.executable) else {
-                return false;
+                if walk.pcs.len() > 1 {
+                    walk.unmapped = walk.pcs.pop();
+                    walk.regs.pop();
+                }
+                return End::Stopped;
             };
-            let step = match self.plan(maps, mapping, mem, lookup) {
+            let plan = self.plan(maps, mapping, mem, lookup);
+            let by_cfi = matches!(plan, Plan::Cfi(_));
+            let step = match plan {
                 Plan::Cfi(rule) => rule::apply(&rule, regs, mem).map(|s| (s, rule.signal)),
                 Plan::NoCfi => match sigframe::restore(pc, regs, mem) {
                     Some(caller) => Ok((Step::Caller(caller), true)),
@@ -145,16 +171,19 @@ impl Unwinder {
             };
             let (caller, signal) = match step {
                 Ok((Step::Caller(c), signal)) => (c, signal),
-                Ok((Step::Outermost, _)) => return true,
-                Err(_) => return false,
+                Ok((Step::Outermost, _)) => return End::Outermost,
+                Err(_) => return End::Stopped,
             };
             if caller.ip() == 0 {
-                return true;
+                return match by_cfi || signal {
+                    true => End::ZeroReturn,
+                    false => End::Outermost,
+                };
             }
             // A call frame's caller has a higher stack pointer; only a signal frame may
             // switch stacks. This, with the depth bound, ends any cycle.
             if !signal && caller.sp() <= regs.sp() {
-                return false;
+                return End::Stopped;
             }
             walk.pcs.push(caller.ip());
             walk.regs.push(caller);
@@ -331,6 +360,28 @@ mod tests {
         };
         let out = Unwinder::new().unwind(&maps, &Regs::from_ip_sp(0x10_0010, 0x1000), &mem);
         assert_eq!((out.pcs, out.complete), (vec![0x10_0010], false));
+    }
+
+    #[test]
+    fn a_step_to_memory_that_is_not_code_is_no_frame() {
+        let maps = Maps {
+            pid: 0,
+            mappings: vec![anon(0x10_0000, 0x20_0000)],
+        };
+        // An rt_sigreturn trampoline whose saved context names pc 0x1 (a torn or stale
+        // context): the walk stops there without taking 0x1 as a frame.
+        let base = 0x7000_0000u64;
+        let mut stack = vec![0u8; 0x100];
+        let rip = 40 + 16 * 8;
+        stack[rip..rip + 8].copy_from_slice(&1u64.to_le_bytes());
+        let mut code = vec![0x90u8; 0x100];
+        code[0x10..0x19].copy_from_slice(&[0x48, 0xc7, 0xc0, 0x0f, 0x00, 0x00, 0x00, 0x0f, 0x05]);
+        let mem = CodeAndStack::new(base, &stack, &code);
+        let out = Unwinder::new().unwind(&maps, &Regs::from_ip_sp(0x10_0010, base), &mem);
+        assert_eq!(
+            (out.pcs, out.complete, out.unmapped),
+            (vec![0x10_0010], false, Some(1))
+        );
     }
 
     #[test]
