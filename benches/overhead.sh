@@ -136,7 +136,8 @@ python_run() {
         none) "${cmd[@]}" ;;
         parprof) "$PARPROF" record --capture perf --rate "$hz" -o "$tmp/py.folded" -- "${cmd[@]}" 2>/dev/null ;;
         parprof-ptrace) "$PARPROF" record --capture ptrace --rate "$hz" -o "$tmp/py.folded" -- "${cmd[@]}" 2>/dev/null ;;
-        py-spy) "$PYSPY" record -r "$hz" -f raw -o "$tmp/py.txt" -- "${cmd[@]}" 2>/dev/null ;;
+        # py-spy 0.4 once hung for 20 minutes with the target's threads stopped: bounded.
+        py-spy) timeout -s KILL $((SECS * 4 + 10)) "$PYSPY" record -r "$hz" -f raw -o "$tmp/py.txt" -- "${cmd[@]}" 2>/dev/null || true ;;
     esac | work_of
 }
 

@@ -48,6 +48,23 @@ impl SharedBytes {
     pub fn owned(v: Vec<u8>) -> Self {
         SharedBytes(Arc::new(Blob::Owned(v)))
     }
+
+    /// Lets the pages of `range` leave parprof's resident memory: bytes read once and not
+    /// needed again (a symbol table, once indexed). A later read faults them back in from
+    /// the page cache. Owned bytes stay.
+    pub fn release(&self, range: std::ops::Range<usize>) {
+        if let Blob::Mapped(m) = &*self.0 {
+            // SAFETY: the mapping is read-only and file-backed, so dropping its pages loses
+            // nothing: touched again, they read the same bytes from the file.
+            let _ = unsafe {
+                m.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    range.start,
+                    range.len(),
+                )
+            };
+        }
+    }
 }
 
 impl Deref for SharedBytes {

@@ -94,22 +94,20 @@ impl SymbolTable {
         symbols: &ElfSymbols<object::elf::FileHeader64<object::Endianness>>,
     ) {
         let endian = file.endian();
-        let Some(range) = file
-            .elf_section_table()
-            .section(symbols.string_section())
-            .ok()
-            .and_then(|s| s.file_range(endian))
-            .and_then(|(start, len)| {
-                let start = usize::try_from(start).ok()?;
-                let end = start.checked_add(usize::try_from(len).ok()?)?;
-                (end <= bytes.len()).then_some(start..end)
-            })
-        else {
+        let sections = file.elf_section_table();
+        let range_of = |index| {
+            let (start, len) = sections.section(index).ok()?.file_range(endian)?;
+            let start = usize::try_from(start).ok()?;
+            let end = start.checked_add(usize::try_from(len).ok()?)?;
+            (end <= bytes.len()).then_some(start..end)
+        };
+        let Some(range) = range_of(symbols.string_section()) else {
             return;
         };
         let (Ok(table), true) = (u8::try_from(self.strings.len()), !symbols.is_empty()) else {
             return;
         };
+        self.entries.reserve(symbols.len());
         let before = self.entries.len();
         for sym in symbols.symbols() {
             let shndx = sym.st_shndx(endian);
@@ -135,6 +133,10 @@ impl SymbolTable {
                 bytes: bytes.clone(),
                 range,
             });
+        }
+        // Everything a lookup needs from the symbols is in the entries now.
+        if let Some(own) = range_of(symbols.section()) {
+            bytes.release(own);
         }
     }
 
