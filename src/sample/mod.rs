@@ -103,17 +103,6 @@ pub struct Batch {
 }
 
 impl Batch {
-    /// Bytes of stack the batch's samples carry: most of what a queued batch holds.
-    pub fn stack_bytes(&self) -> usize {
-        self.samples
-            .iter()
-            .map(|s| match &s.data {
-                SampleData::Fresh(f) => f.stack.bytes.len(),
-                _ => 0,
-            })
-            .sum()
-    }
-
     /// A followed child's last batch: it exited. Its resolver ends its threads at its
     /// previous batch.
     pub fn exited(pid: i32) -> Batch {

@@ -21,45 +21,33 @@ pub enum StopReason {
 }
 
 /// The resolver thread, lowered to `SCHED_IDLE` while sampling runs (`priority::background`),
-/// raised while the channel to it is full or the stacks queued in it pass
-/// `MAX_QUEUED_BYTES`. A full channel would block the tick loop, and the kernel would drop
-/// the samples no tick drains: twenty followed processes' first captures once filled the
-/// 1024 batches in 2 s (at nice 19); the loop blocked for 3.8 s and 700 samples were lost.
-/// The byte bound is for memory: two PyTorch workers on both CPUs leave a `SCHED_IDLE`
-/// resolver no time, and their 32 KiB stacks queued at 6.4 MB/s, 64 MiB when the channel
-/// filled. Raised, it resolves at an ordinary thread's share until the backlog is down to
-/// a quarter.
+/// raised while the channel to it is full: a full channel would block the tick loop, and
+/// the kernel would drop the samples no tick drains. Twenty followed processes' first
+/// captures once filled the 1024 batches in 2 s (at nice 19); the loop blocked for 3.8 s and 700
+/// samples were lost. Raised, it resolves at an ordinary thread's share until the backlog
+/// is down to a quarter.
 pub struct Backlog {
     resolver: Option<i32>,
     raised: bool,
-    /// Stack bytes per batch sent, a moving average: the channel says how many batches it
-    /// holds, not their size.
-    batch_bytes: usize,
 }
-
-/// Stack bytes queued to the resolver past which it is raised.
-const MAX_QUEUED_BYTES: usize = 32 << 20;
 
 impl Backlog {
     pub fn new(resolver: Option<i32>) -> Backlog {
         Backlog {
             resolver,
             raised: false,
-            batch_bytes: 0,
         }
     }
 
-    fn before_send(&mut self, tx: &Sender<Batch>, batch: &Batch) {
+    fn before_send(&mut self, tx: &Sender<Batch>) {
         let Some(tid) = self.resolver else {
             return;
         };
-        self.batch_bytes = (self.batch_bytes * 15 + batch.stack_bytes()) / 16;
-        let queued = tx.len() * self.batch_bytes;
         let quarter = tx.capacity().map_or(0, |c| c / 4);
-        if !self.raised && (tx.is_full() || queued > MAX_QUEUED_BYTES) {
+        if !self.raised && tx.is_full() {
             priority::foreground(tid);
             self.raised = true;
-        } else if self.raised && tx.len() <= quarter && queued <= MAX_QUEUED_BYTES / 4 {
+        } else if self.raised && tx.len() <= quarter {
             priority::lower(tid);
             self.raised = false;
         }
@@ -107,7 +95,7 @@ pub fn run_ticks(
                 threads = batches.iter().map(|b| b.samples.len()).sum();
                 samples += threads as u64;
                 for batch in batches {
-                    backlog.before_send(tx, &batch);
+                    backlog.before_send(tx);
                     if tx.send(batch).is_err() {
                         return StopReason::Interrupted;
                     }
