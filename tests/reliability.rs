@@ -190,7 +190,9 @@ fn sigint_and_sigterm_detach_and_write_the_profile() {
     {
         let out = scratch_file("signal.folded");
         let p = record(fx.pid(), &["--rate", "1000"], &out);
-        std::thread::sleep(Duration::from_millis(150 + rng.below(500)));
+        // Past the attach (a debug build on a loaded CI machine once took longer than the
+        // 150 ms this waited, and the signal came before any sample), then anywhere in 0.5 s.
+        std::thread::sleep(Duration::from_millis(400 + rng.below(500)));
         signal(&p, sig);
         let o = wait_bounded(p, Duration::from_secs(30), &format!("{sig} round {round}"));
         let err = String::from_utf8_lossy(&o.stderr);
