@@ -190,8 +190,9 @@ fn sigint_and_sigterm_detach_and_write_the_profile() {
     {
         let out = scratch_file("signal.folded");
         let p = record(fx.pid(), &["--rate", "1000"], &out);
-        // Past the attach (a debug build on a loaded CI machine once took longer than the
-        // 150 ms this waited, and the signal came before any sample), then anywhere in 0.5 s.
+        // Past the attach, then anywhere in 0.5 s: with 150 ms, one CI run (debug build)
+        // wrote a profile without the workers' stacks, which the same seed did not repeat
+        // here; most likely the signal came before the first sample.
         std::thread::sleep(Duration::from_millis(400 + rng.below(500)));
         signal(&p, sig);
         let o = wait_bounded(p, Duration::from_secs(30), &format!("{sig} round {round}"));
