@@ -483,12 +483,15 @@ fn threading_lock_held_share_and_parallelism_match_the_scripts_own_clocks_on_fre
         // reader of the word at random instants; at 3000/9000, within 1.2 points
         // (docs/design.md, "How much of the time a lock is held").
         // At 200 Hz for 8 s, the lock is read at 1,100 to 1,500 ticks: ±2.8 points (two
-        // sigmas) or less. Under the ptrace fallback the holder's stops lengthen its
+        // sigmas) or less; a loaded machine gives the resolver less CPU to name the lock,
+        // and it is watched later (556 ticks in one CI run). The bound is 3 points plus
+        // two sigmas of the ticks it got, and the lock must be watched within 6 s of the
+        // 8 (300 ticks). Under the ptrace fallback the holder's stops lengthen its
         // sections, which the script counts and the tick's read, taken before the stops,
         // does not (3.14t: 65 % against 74 % at a higher share): there the bounds are 12
         // points, as for the lock share, and a ceiling within 25 %.
         let ptrace = std::env::var("PARPROF_CAPTURE").is_ok_and(|c| c == "ptrace");
-        let (allowed, ceiling_allowed) = if ptrace { (0.12, 0.25) } else { (0.05, 0.1) };
+        let (systematic, ceiling_allowed) = if ptrace { (0.10, 0.25) } else { (0.03, 0.1) };
         for (threads, inside, outside) in [(2, "3000", "9000"), (3, "3000", "12000")] {
             let stolen = steal::Steal::now();
             let (summary, own) =
@@ -507,6 +510,7 @@ fn threading_lock_held_share_and_parallelism_match_the_scripts_own_clocks_on_fre
             };
             let (held, ceiling) = (figure("held_share")?, figure("speedup_ceiling")?);
             let ticks = figure("held_ticks")?;
+            let allowed = systematic + 2.0 * (own_held * (1.0 - own_held) / ticks.max(1.0)).sqrt();
             let parallelism = summary["effective_parallelism"]
                 .as_f64()
                 .ok_or("no effective_parallelism")?;
@@ -517,14 +521,14 @@ fn threading_lock_held_share_and_parallelism_match_the_scripts_own_clocks_on_fre
                 100.0 * stolen,
             );
             // Watched from the first parked waiter the resolver names, within seconds.
-            if ticks < 600.0
+            if ticks < 300.0
                 || (held - own_held).abs() > allowed
                 || (ceiling * own_held - 1.0).abs() > ceiling_allowed
                 || own_parallelism - parallelism > 0.15
                 || parallelism - own_parallelism > steal::allowed_above(parallelism, stolen, 0.15)
             {
                 return Err(format!(
-                    "{line} (allowed: {:.0} points over 600 ticks or more, a ceiling within {:.0} % of 1 / held, 0.15 and what steal explains)",
+                    "{line} (allowed: {:.1} points over 300 ticks or more, a ceiling within {:.0} % of 1 / held, 0.15 and what steal explains)",
                     100.0 * allowed,
                     100.0 * ceiling_allowed
                 ));
