@@ -7,6 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
 use crossbeam_channel::Sender;
+use foldhash::fast::RandomState as FastHash;
 
 use crate::attribution::locks::{LockBook, Observed};
 use crate::attribution::{self, Attribution, ThreadFacts};
@@ -71,7 +72,7 @@ pub struct Resolver {
     maps: Maps,
     mem: ProcessMemory,
     modules: SharedModules,
-    symbol_cache: HashMap<(u64, bool), Vec<Frame>>,
+    symbol_cache: HashMap<(u64, bool), Vec<Frame>, FastHash>,
     /// Each thread's last sample, for ticks where it did not run.
     last: HashMap<i32, Last>,
     /// Threads whose last sample waits for a lock: counted at every tick, so that each
@@ -113,7 +114,7 @@ impl Resolver {
             maps,
             mem: ProcessMemory::new(pid),
             modules,
-            symbol_cache: HashMap::new(),
+            symbol_cache: HashMap::default(),
             last: HashMap::new(),
             lock_waiters: HashSet::new(),
             tick: 0,

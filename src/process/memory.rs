@@ -45,6 +45,20 @@ pub trait Memory {
         self.read(addr, &mut v)?;
         Ok(v)
     }
+
+    /// Fill each buffer of `reads` from its address, whole, as one read where this memory
+    /// can make one of many ranges; returns how many, from the first, were filled (the
+    /// one after them could not be).
+    fn read_each(&self, reads: &mut [(u64, &mut [u8])]) -> usize {
+        let mut filled = 0;
+        for (addr, buf) in reads.iter_mut() {
+            if self.read(*addr, buf).is_err() {
+                break;
+            }
+            filled += 1;
+        }
+        filled
+    }
 }
 
 /// The live memory of process `pid`, read with `process_vm_readv` (no ptrace stop needed).
@@ -87,6 +101,37 @@ impl Memory for ProcessMemory {
         } else {
             Err(MemError::Short(addr + n as u64))
         }
+    }
+
+    /// One `process_vm_readv` for every range (up to the kernel's `IOV_MAX` each): it
+    /// stops at the first range it cannot read, and the byte count it returns says where.
+    fn read_each(&self, reads: &mut [(u64, &mut [u8])]) -> usize {
+        const IOV_MAX: usize = 1024;
+        let mut filled = 0;
+        for batch in reads.chunks_mut(IOV_MAX) {
+            let remote: Vec<RemoteIoVec> = batch
+                .iter()
+                .map(|(addr, buf)| RemoteIoVec {
+                    base: *addr as usize,
+                    len: buf.len(),
+                })
+                .collect();
+            let mut local: Vec<IoSliceMut> = batch
+                .iter_mut()
+                .map(|(_, buf)| IoSliceMut::new(buf))
+                .collect();
+            let Ok(mut n) = process_vm_readv(Pid::from_raw(self.pid), &mut local, &remote) else {
+                return filled;
+            };
+            for r in &remote {
+                if n < r.len {
+                    return filled;
+                }
+                n -= r.len;
+                filled += 1;
+            }
+        }
+        filled
     }
 }
 
@@ -169,5 +214,44 @@ impl Memory for Bytes<'_> {
         let src = self.bytes.get(off..end).ok_or(MemError::Unmapped(addr))?;
         buf.copy_from_slice(src);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_vectored_read_fills_the_ranges_before_the_first_unreadable_one() {
+        let words: [u64; 3] = [0x1111, 0x2222, 0x3333];
+        let at = |i: usize| &words[i] as *const u64 as u64;
+        let mem = ProcessMemory::new(std::process::id() as i32);
+        let mut bufs = [[0u8; 8]; 4];
+        let [a, b, c, d] = &mut bufs;
+        // The third range is the unmapped page at address 0.
+        let mut reads = [
+            (at(2), &mut a[..]),
+            (at(0), &mut b[..]),
+            (0, &mut c[..]),
+            (at(1), &mut d[..]),
+        ];
+        assert_eq!(mem.read_each(&mut reads), 2);
+        assert_eq!(u64::from_le_bytes(bufs[0]), 0x3333);
+        assert_eq!(u64::from_le_bytes(bufs[1]), 0x1111);
+        // The same through the default, one read at a time.
+        let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        let local = Bytes {
+            base: 0x1000,
+            bytes: &bytes,
+        };
+        let mut bufs = [[0u8; 8]; 3];
+        let [a, b, c] = &mut bufs;
+        let mut reads = [
+            (0x1010, &mut a[..]),
+            (0x1008, &mut b[..]),
+            (0x1018, &mut c[..]),
+        ];
+        assert_eq!(local.read_each(&mut reads), 2);
+        assert_eq!(u64::from_le_bytes(bufs[1]), 0x2222);
     }
 }

@@ -8,6 +8,8 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use foldhash::fast::RandomState as FastHash;
+
 use super::linetable;
 use super::offsets::{CurrentFrame, GilAt, Layout};
 use super::strings::{Types, read_bytes, read_str};
@@ -59,7 +61,12 @@ pub struct Walker {
     pub types: Types,
     /// Address of `_PyRuntime` in the target.
     pub runtime: u64,
-    code: HashMap<CodeKey, Arc<CodeInfo>>,
+    code: HashMap<CodeKey, Arc<CodeInfo>, FastHash>,
+    /// A stack walk's buffers, kept from walk to walk so that a walk does not allocate.
+    raw_frames: Vec<RawFrame>,
+    codes: Vec<u64>,
+    headers: Vec<u8>,
+    seen: HashSet<u64, FastHash>,
 }
 
 fn word(b: &[u8], at: u64) -> u64 {
@@ -78,7 +85,11 @@ impl Walker {
             layout,
             types,
             runtime,
-            code: HashMap::new(),
+            code: HashMap::default(),
+            raw_frames: Vec::new(),
+            codes: Vec::new(),
+            headers: Vec::new(),
+            seen: HashSet::default(),
         }
     }
 
@@ -160,33 +171,32 @@ impl Walker {
         }
     }
 
-    /// The Python frames of a thread state, innermost first.
+    /// The Python frames of a thread state, innermost first, in three passes: the chain
+    /// of frames (side by side in the thread's data stack, read through the walk's pages),
+    /// then the header of each code object they run, all in one read (they lie apart: a
+    /// page read each would copy a page each), then the frames. Frames past one that does
+    /// not check out are dropped and the stack is marked truncated.
     pub fn stack(&mut self, mem: &dyn Memory, tstate: u64) -> PyStack {
-        let mut stack = PyStack::default();
-        let mut frame = match self.current_frame(mem, tstate) {
-            Ok(f) => f,
-            Err(_) => {
-                stack.truncated = true;
-                return stack;
-            }
+        let mut stack = PyStack {
+            truncated: self.chain(mem, tstate).is_err(),
+            ..PyStack::default()
         };
-        let mut seen = HashSet::new();
-        while frame != 0 {
-            if seen.len() >= MAX_DEPTH || !seen.insert(frame) {
-                stack.truncated = true;
-                break;
-            }
-            match self.frame(mem, frame) {
-                Ok(step) => {
-                    if let Some(f) = step.frame {
-                        stack.frames.push(f);
-                    } else if let Some(last) = stack.frames.last_mut() {
-                        // An entry shim: the frame above it began its eval-loop call.
-                        last.entry = true;
-                    }
-                    frame = step.previous;
+        let infos = self.code_infos(mem);
+        for raw in std::mem::take(&mut self.raw_frames) {
+            if raw.code == 0 {
+                // An entry shim: the frame above it began its eval-loop call.
+                if let Some(last) = stack.frames.last_mut() {
+                    last.entry = true;
                 }
-                Err(_) => {
+                continue;
+            }
+            let info = match self.codes.binary_search(&raw.code) {
+                Ok(i) => infos[i].as_ref().ok().cloned(),
+                Err(_) => None,
+            };
+            match info.map(|info| self.frame(mem, &raw, &info)) {
+                Some(Ok(frame)) => stack.frames.push(frame),
+                _ => {
                     stack.truncated = true;
                     break;
                 }
@@ -195,40 +205,115 @@ impl Walker {
         stack
     }
 
-    /// Read one interpreter frame: `frame: None` for an entry shim.
-    fn frame(&mut self, mem: &dyn Memory, addr: u64) -> Result<Step, PyError> {
-        let l = self.layout;
+    /// The first pass of `stack`: the fields of each frame from the innermost, into
+    /// `raw_frames`, and the code objects they run, sorted, into `codes`. An error ends
+    /// the chain where it happened.
+    fn chain(&mut self, mem: &dyn Memory, tstate: u64) -> Result<(), PyError> {
+        self.raw_frames.clear();
+        self.codes.clear();
+        self.seen.clear();
+        let mut frame = self.current_frame(mem, tstate)?;
+        let result = loop {
+            if frame == 0 {
+                break Ok(());
+            }
+            if self.seen.len() >= MAX_DEPTH || !self.seen.insert(frame) {
+                break Err(PyError::Torn("frame chain too long or circular"));
+            }
+            match self.raw_frame(mem, frame) {
+                Ok((raw, previous)) => {
+                    if raw.code != 0 {
+                        self.codes.push(raw.code);
+                    }
+                    self.raw_frames.push(raw);
+                    frame = previous;
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        self.codes.sort_unstable();
+        self.codes.dedup();
+        result
+    }
+
+    /// Read one interpreter frame's fields and the address of the one below it.
+    fn raw_frame(&self, mem: &dyn Memory, addr: u64) -> Result<(RawFrame, u64), PyError> {
+        let l = &self.layout;
         let fields = [
             Some(l.frame_previous),
             Some(l.frame_executable),
             Some(l.frame_instr_ptr),
+            Some(l.frame_owner),
             l.frame_is_entry,
             l.frame_tlbc_index,
         ];
-        let len = fields
-            .iter()
-            .flatten()
-            .chain([&l.frame_owner])
-            .max()
-            .copied()
-            .unwrap_or(0)
-            + 8;
-        let raw = mem.read_vec(addr, len as usize).map_err(PyError::Memory)?;
+        // Every offset is under 1024 (`Layout::plausible`).
+        let len = fields.iter().flatten().max().copied().unwrap_or(0) as usize + 8;
+        let mut buf = [0u8; 1032];
+        let raw = &mut buf[..len];
+        mem.read(addr, raw).map_err(PyError::Memory)?;
         let owner = raw[l.frame_owner as usize];
         if owner > l.max_owner {
             return Err(PyError::Torn("bad frame owner"));
         }
-        let previous = word(&raw, l.frame_previous);
+        let previous = word(raw, l.frame_previous);
         if l.shim_owner.is_some_and(|s| owner >= s) {
-            return Ok(Step {
-                frame: None,
-                previous,
-            });
+            let shim = RawFrame {
+                code: 0,
+                instr: 0,
+                entry: false,
+                tlbc_index: 0,
+            };
+            return Ok((shim, previous));
         }
-        let code = word(&raw, l.frame_executable) & !l.executable_tag_bits;
-        let info = self.code_info(mem, code)?;
-        let base = self.bytecode_base(mem, code, &raw)?;
-        let instr = word(&raw, l.frame_instr_ptr);
+        let frame = RawFrame {
+            code: word(raw, l.frame_executable) & !l.executable_tag_bits,
+            instr: word(raw, l.frame_instr_ptr),
+            entry: l.frame_is_entry.is_some_and(|off| raw[off as usize] != 0),
+            tlbc_index: l.frame_tlbc_index.map_or(0, |at| int(raw, at)),
+        };
+        Ok((frame, previous))
+    }
+
+    /// The second pass of `stack`: what each of `codes` shows, their headers read in one
+    /// go. A header that cannot be read, or is not a code object's, is an error in its
+    /// place.
+    fn code_infos(&mut self, mem: &dyn Memory) -> Vec<Result<Arc<CodeInfo>, PyError>> {
+        let len = self.layout.code_adaptive as usize;
+        let mut headers = std::mem::take(&mut self.headers);
+        headers.resize(self.codes.len() * len, 0);
+        let mut reads: Vec<(u64, &mut [u8])> = self
+            .codes
+            .iter()
+            .copied()
+            .zip(headers.chunks_mut(len))
+            .collect();
+        let mut read = vec![false; reads.len()];
+        let mut next = 0;
+        while next < reads.len() {
+            let filled = mem.read_each(&mut reads[next..]);
+            read[next..next + filled].fill(true);
+            // The one after those could not be read: the rest go on without it.
+            next += filled + 1;
+        }
+        drop(reads);
+        let codes = std::mem::take(&mut self.codes);
+        let infos = (codes.iter().zip(headers.chunks(len)))
+            .zip(read)
+            .map(|((&code, header), read)| match read {
+                true => self.code_info(mem, code, header),
+                false => Err(PyError::Torn("code object unreadable")),
+            })
+            .collect();
+        self.codes = codes;
+        self.headers = headers;
+        infos
+    }
+
+    /// The third pass of `stack`: one frame, of code object `info`.
+    fn frame(&self, mem: &dyn Memory, raw: &RawFrame, info: &CodeInfo) -> Result<PyFrame, PyError> {
+        let base = self.bytecode_base(mem, raw.code, raw.tlbc_index)?;
+        let instr = raw.instr;
         // 3.11/3.12's prev_instr is one unit before the start until the first instruction runs.
         let index = if instr.wrapping_add(2) == base {
             0
@@ -239,7 +324,6 @@ impl Walker {
             return Err(PyError::Torn("instruction pointer outside its code object"));
         }
         let line = linetable::line_for(&info.linetable, info.first_line, index);
-        let entry = l.frame_is_entry.is_some_and(|off| raw[off as usize] != 0);
         let frame = Frame {
             function: info.name.clone(),
             module: String::new(),
@@ -247,25 +331,22 @@ impl Walker {
             line: line.or(Some(info.first_line)),
             kind: FrameKind::Python,
         };
-        Ok(Step {
-            frame: Some(PyFrame {
-                frame,
-                entry,
-                bytecode: base..base.wrapping_add(info.units.wrapping_mul(2)),
-            }),
-            previous,
+        Ok(PyFrame {
+            frame,
+            entry: raw.entry,
+            bytecode: base..base.wrapping_add(info.units.wrapping_mul(2)),
         })
     }
 
     /// Where the bytecode a frame runs starts: the code object's own copy, or on 3.14t
     /// the thread-local copy `co_tlbc->entries[frame->tlbc_index]`.
-    fn bytecode_base(&self, mem: &dyn Memory, code: u64, frame: &[u8]) -> Result<u64, PyError> {
+    fn bytecode_base(&self, mem: &dyn Memory, code: u64, tlbc_index: u32) -> Result<u64, PyError> {
         let l = &self.layout;
         let own = code.wrapping_add(l.code_adaptive);
-        let (Some(tlbc), Some(index_at)) = (l.code_tlbc, l.frame_tlbc_index) else {
+        let (Some(tlbc), Some(_)) = (l.code_tlbc, l.frame_tlbc_index) else {
             return Ok(own);
         };
-        let index = u64::from(int(frame, index_at));
+        let index = u64::from(tlbc_index);
         if index == 0 {
             return Ok(own);
         }
@@ -280,33 +361,37 @@ impl Walker {
             .map_err(PyError::Memory)
     }
 
-    fn code_info(&mut self, mem: &dyn Memory, code: u64) -> Result<Arc<CodeInfo>, PyError> {
+    /// What code object `code`, whose header is `raw`, shows: from the cache when it is
+    /// the object cached at that address, else read (its names and line table).
+    fn code_info(
+        &mut self,
+        mem: &dyn Memory,
+        code: u64,
+        raw: &[u8],
+    ) -> Result<Arc<CodeInfo>, PyError> {
         let l = &self.layout;
-        let raw = mem
-            .read_vec(code, l.code_adaptive as usize)
-            .map_err(PyError::Memory)?;
-        if word(&raw, l.ob_type) != self.types.code {
+        if word(raw, l.ob_type) != self.types.code {
             return Err(PyError::Torn("frame does not run a code object"));
         }
         let key = CodeKey {
             addr: code,
-            name: word(&raw, l.code_qualname),
-            file: word(&raw, l.code_filename),
-            linetable: word(&raw, l.code_linetable),
+            name: word(raw, l.code_qualname),
+            file: word(raw, l.code_filename),
+            linetable: word(raw, l.code_linetable),
         };
         if let Some(info) = self.code.get(&key) {
             return Ok(info.clone());
         }
         let name = match read_str(mem, l, &self.types, key.name) {
             Ok(n) if !n.is_empty() => n,
-            _ => read_str(mem, l, &self.types, word(&raw, l.code_name))?,
+            _ => read_str(mem, l, &self.types, word(raw, l.code_name))?,
         };
         let info = Arc::new(CodeInfo {
             name,
             file: read_str(mem, l, &self.types, key.file)?,
-            first_line: int(&raw, l.code_firstlineno),
+            first_line: int(raw, l.code_firstlineno),
             linetable: read_bytes(mem, l, &self.types, key.linetable)?,
-            units: word(&raw, l.object_header),
+            units: word(raw, l.object_header),
         });
         if self.code.len() >= MAX_CACHED_CODE {
             self.code.clear();
@@ -344,9 +429,16 @@ impl Walker {
     }
 }
 
-struct Step {
-    frame: Option<PyFrame>,
-    previous: u64,
+/// One interpreter frame's fields, as the first pass of a stack walk reads them.
+struct RawFrame {
+    /// The code object it runs; 0 for an entry shim.
+    code: u64,
+    /// Its next (3.13+) or last (3.11, 3.12) instruction.
+    instr: u64,
+    /// The first frame of its eval-loop call (3.11's `is_entry`).
+    entry: bool,
+    /// 3.14t: which thread-local copy of the bytecode it runs (0: the code object's own).
+    tlbc_index: u32,
 }
 
 #[cfg(test)]

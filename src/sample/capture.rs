@@ -417,6 +417,13 @@ impl Sampler {
         }
         let maps = Maps::read(self.pid).unwrap_or_default();
         self.python = find_python(self.pid, &maps);
+        // Python reached through an exec (a shell, pyenv's shim): its threads' Python
+        // frames are read as their kernel samples come, as for a Python target at attach.
+        if let (Some(k), Some(_)) = (self.kernel.as_mut(), &self.python)
+            && let Err(e) = k.wake_on_each()
+        {
+            eprintln!("parprof: {e}; Python frames of running threads are read at ticks only");
+        }
         for s in samples {
             if let SampleData::Fresh(f) = &mut s.data {
                 f.python = None;

@@ -127,18 +127,11 @@ impl CpuSamples {
     ) -> Result<CpuSamples, PerfError> {
         let stack_bytes = stack_bytes.min(MAX_STACK_BYTES) & !7;
         let rings = Rings::shared(rate_hz, stack_bytes)?;
-        let poll_fds = {
-            let mut r = rings.lock().unwrap_or_else(PoisonError::into_inner);
-            r.pending.insert(pid, Pending::default());
-            let fds = r
-                .timer_rings
-                .iter()
-                .map(|t| t.poll_fd().try_clone_to_owned());
-            match wake_on_each {
-                true => fds.collect::<Result<_, _>>().map_err(PerfError::Open)?,
-                false => Vec::new(),
-            }
-        };
+        rings
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pending
+            .insert(pid, Pending::default());
         let mut timer = perf::base_attr();
         timer.type_ = pb::PERF_TYPE_SOFTWARE;
         timer.config = pb::PERF_COUNT_SW_CPU_CLOCK as u64;
@@ -147,9 +140,6 @@ impl CpuSamples {
         timer.sample_regs_user = SAMPLED_REGS.iter().map(|(r, _)| 1u64 << r).sum();
         timer.sample_stack_user = stack_bytes as u32;
         timer.set_exclude_hv(1);
-        if wake_on_each {
-            timer.__bindgen_anon_2.wakeup_events = 1;
-        }
         // Fired from the scheduler, in the kernel: it cannot exclude kernel mode, and so
         // needs the privilege that switch records already need.
         let mut switch_out = perf::base_attr();
@@ -158,14 +148,33 @@ impl CpuSamples {
         switch_out.__bindgen_anon_1.sample_period = 1;
         switch_out.sample_type |= pb::PERF_SAMPLE_REGS_USER as u64;
         switch_out.sample_regs_user = timer.sample_regs_user;
-        Ok(CpuSamples {
+        let mut samples = CpuSamples {
             pid,
             rings,
             events: HashMap::new(),
             timer,
             switch_out,
-            poll_fds,
-        })
+            poll_fds: Vec::new(),
+        };
+        if wake_on_each {
+            samples.wake_on_each()?;
+        }
+        Ok(samples)
+    }
+
+    /// From now on, the rings' descriptors poll readable at every sample of this process
+    /// (of the threads watched from now on: a program found to be Python after an exec,
+    /// through a shell or a version manager's shim, has all its threads watched afresh).
+    pub fn wake_on_each(&mut self) -> Result<(), PerfError> {
+        if !self.poll_fds.is_empty() {
+            return Ok(());
+        }
+        self.timer.__bindgen_anon_2.wakeup_events = 1;
+        let fds = (self.rings().timer_rings.iter())
+            .map(|t| t.poll_fd().try_clone_to_owned())
+            .collect::<Result<_, _>>();
+        self.poll_fds = fds.map_err(PerfError::Open)?;
+        Ok(())
     }
 
     fn rings(&self) -> std::sync::MutexGuard<'_, Rings> {

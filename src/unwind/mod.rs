@@ -16,6 +16,7 @@ mod sigframe;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use foldhash::fast::RandomState as FastHash;
 use gimli::UnwindContext;
 
 use crate::process::elf::ElfImage;
@@ -69,9 +70,9 @@ const RULE_CACHE_LIMIT: usize = 1 << 16;
 pub struct Unwinder {
     modules: ModuleCache<CfiTables>,
     /// (module, address in the module) → the compiled rule, or `None` for no CFI.
-    rules: HashMap<(usize, u64), Option<Arc<Rule>>>,
+    rules: HashMap<(usize, u64), Option<Arc<Rule>>, FastHash>,
     /// Return addresses met while scanning → whether a call instruction precedes them.
-    call_sites: HashMap<u64, bool>,
+    call_sites: HashMap<u64, bool, FastHash>,
     ctx: Box<UnwindContext<usize>>,
 }
 
@@ -79,8 +80,8 @@ impl Default for Unwinder {
     fn default() -> Self {
         Unwinder {
             modules: ModuleCache::default(),
-            rules: HashMap::new(),
-            call_sites: HashMap::new(),
+            rules: HashMap::default(),
+            call_sites: HashMap::default(),
             ctx: Box::new(UnwindContext::new()),
         }
     }
