@@ -479,28 +479,7 @@ fn alternate_leaf(label: &str) -> Option<&'static str> {
 fn python_frames_belong_to_the_native_stack_they_are_merged_into() {
     py::each_interpreter(&py::interpreters(), |interp| {
         let rec = py::record(interp, "alternate.py", &["2", FIXTURE_SECS], 2, 4.0, &[]);
-        let (mut matched, mut mismatched, mut partial) = (0u64, 0u64, 0u64);
-        for s in rec.worker_stacks() {
-            let Some(inner) = s.frames.iter().rposition(|f| python_function(f).is_some()) else {
-                if s.frames.iter().any(|f| alternate_leaf(f).is_some()) {
-                    partial += s.count;
-                }
-                continue;
-            };
-            let Some(calls) = s.frames[inner + 1..].iter().find_map(|f| alternate_leaf(f)) else {
-                continue;
-            };
-            if python_function(&s.frames[inner]) == Some(calls) {
-                matched += s.count;
-            } else {
-                mismatched += s.count;
-            }
-        }
-        let shown = matched + mismatched;
-        let msg = format!(
-            "{:.1}% of {shown} samples in crc32/hexlify show their caller; {partial} more marked partial",
-            100.0 * matched as f64 / shown.max(1) as f64
-        );
+        let (matched, shown, partial, msg) = frames_of_alternate(&rec);
         // The aim is 99 %; the other builds measure 99.8-100 %. Debian's own 3.11 build
         // (LTO) keeps stale pointers into the other function's bytecode in its eval loop's
         // stack slots: it measured 98.5-99.2 %, and 97.7 % of 128 samples in one CI run.
@@ -514,6 +493,60 @@ fn python_frames_belong_to_the_native_stack_they_are_merged_into() {
         }
         if partial > shown {
             return Err(format!("{msg} (need most to show their Python frames)"));
+        }
+        Ok(msg)
+    });
+}
+
+/// Of alternate.py's worker samples in crc32/hexlify: those whose innermost Python
+/// function is the one that calls it, those with Python frames, those marked partial, and a
+/// line saying so.
+fn frames_of_alternate(rec: &py::Recording) -> (u64, u64, u64, String) {
+    let (mut matched, mut mismatched, mut partial) = (0u64, 0u64, 0u64);
+    for s in rec.worker_stacks() {
+        let Some(inner) = s.frames.iter().rposition(|f| python_function(f).is_some()) else {
+            if s.frames.iter().any(|f| alternate_leaf(f).is_some()) {
+                partial += s.count;
+            }
+            continue;
+        };
+        let Some(calls) = s.frames[inner + 1..].iter().find_map(|f| alternate_leaf(f)) else {
+            continue;
+        };
+        if python_function(&s.frames[inner]) == Some(calls) {
+            matched += s.count;
+        } else {
+            mismatched += s.count;
+        }
+    }
+    let shown = matched + mismatched;
+    let msg = format!(
+        "{:.1}% of {shown} samples in crc32/hexlify show their caller; {partial} more marked partial",
+        100.0 * matched as f64 / shown.max(1) as f64
+    );
+    (matched, shown, partial, msg)
+}
+
+/// A program that becomes Python through an exec (a shell, pyenv's `python3` shim) has its
+/// running threads' Python frames read right after each kernel sample, as one found at
+/// attach: read at the next tick instead (up to 10 ms late), as they once were, half of
+/// alternate.py's C-leaf samples were marked partial (80 of 167 through this shell, 187
+/// of 374 through pyenv's shim), against a sixth read after each sample (28 of 163).
+#[test]
+fn python_frames_are_read_after_each_sample_of_a_program_that_execs_into_python() {
+    let interps = py::interpreters();
+    let interp = interps.first().expect("no Python interpreter to test");
+    py::each_interpreter(std::slice::from_ref(interp), |interp| {
+        // Its own duration: parprof records until the command exits.
+        let rec = py::record_through_exec(interp, "alternate.py", &["2", "4"]);
+        if rec.workers.len() != 2 {
+            return Err(format!("the fixture announced {:?}", rec.workers));
+        }
+        let (matched, shown, partial, msg) = frames_of_alternate(&rec);
+        if shown == 0 || matched * 100 < shown * 97 || 2 * partial > shown {
+            return Err(format!(
+                "{msg} (need 97% to show their caller, and fewer marked partial than half of those that show it)"
+            ));
         }
         Ok(msg)
     });

@@ -273,6 +273,43 @@ pub fn record(
     }
 }
 
+/// `fixture_name` with `args` started by parprof through a shell that execs the
+/// interpreter after a moment (`record --threads -- sh -c 'sleep 0.5; exec PYTHON FIXTURE
+/// ARGS'`), as pyenv's `python3` shim does: parprof starts sampling a shell, which becomes
+/// Python only at the exec.
+pub fn record_through_exec(interp: &Interp, fixture_name: &str, args: &[&str]) -> Recording {
+    let dir = manifest_dir().join("target/python-tests");
+    std::fs::create_dir_all(&dir).expect("create target/python-tests");
+    let out_file = dir.join(format!(
+        "{}-{}-exec.folded",
+        fixture_name.trim_end_matches(".py"),
+        interp.version
+    ));
+    let out = Command::new(env!("CARGO_BIN_EXE_parprof"))
+        .args(["record", "--threads", "-o"])
+        .arg(&out_file)
+        .args(["--", "sh", "-c", "sleep 0.5; exec \"$0\" \"$@\""])
+        .arg(&interp.path)
+        .arg(fixture(fixture_name))
+        .args(args)
+        .output()
+        .expect("run parprof");
+    assert!(
+        out.status.success(),
+        "parprof record -- sh -c '…; exec {interp} …' failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&out_file).expect("read folded output");
+    Recording {
+        stacks: parse_folded(&text),
+        workers: String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.strip_prefix("worker-tid ")?.trim().parse().ok())
+            .collect(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
 /// The function name of a Python frame label `name (file.py:line)`; `None` for other frames.
 pub fn python_function(label: &str) -> Option<&str> {
     let (name, rest) = label.rsplit_once(" (")?;
