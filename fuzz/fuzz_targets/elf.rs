@@ -62,7 +62,7 @@ fuzz_target!(|data: &[u8]| {
         let symbols = SymbolTable::from_images(&[&image, &image], kind);
         for &a in &addrs {
             if let Some((_, name)) = symbols.find(a) {
-                let _ = demangle(name);
+                let _ = demangle(&name);
             }
         }
     }

@@ -120,7 +120,7 @@ impl Symbolizer {
             .map(|d| d.frames(svma))
             .unwrap_or_default();
         if from_dwarf.is_empty() {
-            let function = symbol.map(demangle).or_else(|| {
+            let function = symbol.as_deref().map(demangle).or_else(|| {
                 let start = module.cfi.function_start(svma)?;
                 Some(format!("{name}!fn_{start:x}"))
             })?;
@@ -132,7 +132,7 @@ impl Symbolizer {
             .map(|(i, f)| {
                 let function = f
                     .function
-                    .or_else(|| (i == 0).then(|| symbol.map(demangle)).flatten())
+                    .or_else(|| (i == 0).then(|| symbol.as_deref().map(demangle)).flatten())
                     .unwrap_or_else(|| fallback.to_string());
                 let kind = if i == 0 {
                     FrameKind::Native

@@ -121,14 +121,28 @@ impl CfiTables {
     /// The rule for the frame executing at `svma` (a return address already minus one),
     /// or `None` when no CFI covers it.
     pub fn rule_at(&self, svma: u64, ctx: &mut UnwindContext<usize>) -> Option<Rule> {
-        self.rule_from_eh_frame(svma, ctx)
+        let rule = self
+            .rule_from_eh_frame(svma, ctx)
             .or_else(|| self.rule_from_debug_frame(svma, ctx))
             .or_else(|| {
                 self.plt
                     .iter()
                     .any(|r| r.contains(&svma))
                     .then(Rule::at_entry)
-            })
+            });
+        self.release();
+        rule
+    }
+
+    /// Lets the FDE sections' pages leave parprof's memory once a lookup is done (see
+    /// `SharedBytes::release`): rules are cached per address, so an FDE is read about once,
+    /// and on kernels that map a whole large page-cache folio at a fault, lookups kept 16 of
+    /// libtorch_cpu.so's 17 MiB of `.eh_frame` resident. `.eh_frame_hdr`, the index each
+    /// lookup searches, stays.
+    fn release(&self) {
+        for s in [&self.eh_frame, &self.debug_frame].into_iter().flatten() {
+            s.bytes.release(s.range.clone());
+        }
     }
 
     fn rule_from_eh_frame(&self, svma: u64, ctx: &mut UnwindContext<usize>) -> Option<Rule> {
@@ -154,8 +168,10 @@ impl CfiTables {
         let fde = self.eh_fde(svma).or_else(|| {
             let df = debug_frame_section(self.debug_frame.as_ref()?);
             fde_in_index(&df, &self.debug_index, &BaseAddresses::default(), svma)
-        })?;
-        Some(fde.initial_address())
+        });
+        let start = fde.map(|f| f.initial_address());
+        self.release();
+        start
     }
 
     /// The `.eh_frame` FDE covering `svma`.
