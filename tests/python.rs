@@ -571,13 +571,10 @@ fn numpy_shared_array_sum_shows_python_frames() {
 
 /// numpy's `a @ b` from two threads on the free-threaded build: the BLAS kernel is assembly
 /// without unwind info (OpenBLAS's `dgemm_kernel_HASWELL`, which the fixture asks for),
-/// walked out of by a stack scan. Of the samples in the kernel, 85 % must carry (issue 18 asks 90 %),
-/// with no `[truncated]`, the Python caller, numpy's own C matmul frames and the BLAS driver
-/// above the kernel. Release builds measured 96.3–96.8 %, one CI run (debug build, 316
-/// samples) 89.2 %, with walks cut short after `dgemm_nn`; most of the rest are samples whose
-/// Python frames, read after the kernel's sample, no longer matched their native stack
-/// (marked partial), or a stale return address whose chain leads into the live callers
-/// (`simple_legacy_resolve_descriptors` standing in for the BLAS driver).
+/// walked out of by a stack scan. Of the samples in the kernel, 90 % must carry (as issue 18
+/// asks), with no `[truncated]`, the Python caller, numpy's own C matmul frames and the BLAS
+/// driver as the kernel's caller. Kernel sampling measured 95.7-98.4 % (the rest: Python frames,
+/// read after the sample, that no longer matched it), the ptrace fallback 100 %.
 #[test]
 fn numpy_matmul_unwinds_out_of_the_blas_kernel_to_the_python_caller() {
     let ft = py::built("3.13t");
@@ -599,7 +596,8 @@ fn numpy_matmul_unwinds_out_of_the_blas_kernel_to_the_python_caller() {
                 && f.iter().any(|f| f.starts_with("multiply (np_matmul.py:"))
                 && f.iter()
                     .any(|f| f.contains("matmul") && !f.contains("np_matmul"))
-                && f[..n - 1].iter().any(|f| f.contains("gemm"))
+                && n >= 2
+                && is_blas_driver(&f[n - 2])
         };
         let all: u64 = in_kernel.iter().map(|s| s.count).sum();
         let good: u64 = in_kernel.iter().filter(|s| whole(s)).map(|s| s.count).sum();
@@ -608,17 +606,26 @@ fn numpy_matmul_unwinds_out_of_the_blas_kernel_to_the_python_caller() {
             "{:.1}% of {all} samples in the BLAS kernel show worker → multiply → numpy's matmul → the BLAS driver → the kernel",
             100.0 * share
         );
-        if all < 100 || share < 0.85 {
+        if all < 100 || share < 0.90 {
             let bad: Vec<&Vec<String>> = in_kernel
                 .iter()
                 .filter(|s| !whole(s))
                 .map(|s| &s.frames)
                 .take(3)
                 .collect();
-            return Err(format!("{msg} (need 85% of 100 or more); e.g. {bad:#?}"));
+            return Err(format!("{msg} (need 90% of 100 or more); e.g. {bad:#?}"));
         }
         Ok(msg)
     });
+}
+
+/// Whether `frame` is OpenBLAS's level-3 driver (`dgemm_nn`, `dgemm_tn`, …), the kernel's
+/// caller: a return address left by an earlier call (`dgemm_beta_HASWELL`, `scipy_cblas_dgemm64_`,
+/// numpy's loop setup) in its place would be a wrong frame.
+fn is_blas_driver(frame: &str) -> bool {
+    frame
+        .strip_prefix("dgemm_")
+        .is_some_and(|t| t.len() == 2 && t.bytes().all(|b| b == b'n' || b == b't'))
 }
 
 /// py-spy, installed from PyPI into a venv under target/ on first use.

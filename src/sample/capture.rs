@@ -69,6 +69,9 @@ pub struct Sampler {
     unsent_names: HashMap<i32, String>,
     /// Each kernel-sampled thread's registers when it last left its CPU.
     switched_out: HashMap<i32, KernelSample>,
+    /// Where each kernel-sampled thread's stack copies end for good (its stack's end, where
+    /// reading on from a copy found nothing): not read on from again.
+    stack_ends: HashMap<i32, u64>,
     /// Ticks taken so far.
     ticks: u64,
     /// Threads looked at every tick, whatever the switch records say (`attend_if_needed`).
@@ -311,6 +314,7 @@ impl Sampler {
             file_limit,
             unsent_names: HashMap::new(),
             switched_out: HashMap::new(),
+            stack_ends: HashMap::new(),
             ticks: 0,
             attend: HashSet::new(),
             visit_all: true,
@@ -803,7 +807,9 @@ impl Sampler {
         for l in left {
             latest(&mut self.switched_out, l);
         }
-        for ks in got {
+        let want = k.stack_bytes();
+        for mut ks in got {
+            self.read_on(&mut ks, want);
             let python = self.python.as_mut().and_then(|p| p.stack(ks.tid));
             out.push(RawSample {
                 tid: ks.tid,
@@ -823,6 +829,19 @@ impl Sampler {
                 })),
                 futex_owner: None,
             });
+        }
+    }
+
+    /// A kernel sample's stack copy cut short of `want` bytes before its stack's end (a
+    /// page its thread never touched), read on from the thread now, before the thread gets
+    /// far: see `StackSnapshot::read_on`.
+    fn read_on(&mut self, ks: &mut KernelSample, want: usize) {
+        let end = ks.stack.base + ks.stack.bytes.len() as u64;
+        if ks.stack.bytes.len() < want
+            && self.stack_ends.get(&ks.tid) != Some(&end)
+            && ks.stack.read_on(&self.mem, want) == 0
+        {
+            self.stack_ends.insert(ks.tid, end);
         }
     }
 
@@ -937,6 +956,7 @@ impl Sampler {
         self.threads.remove(&tid);
         self.unsent_names.remove(&tid);
         self.switched_out.remove(&tid);
+        self.stack_ends.remove(&tid);
         self.unwatchable.remove(&tid);
         if let Some(k) = self.kernel.as_mut() {
             k.unwatch(tid);

@@ -83,13 +83,16 @@ const TIMER_RING_SECONDS: f64 = 0.2;
 /// registers it would have held are forgotten (`drain` says so), never used stale.
 const SWITCH_RING_PAGES: usize = 128;
 
-/// The most stack a sample copies. The kernel caps a record at 64 KiB; perf copies 8 KiB by
-/// default, which loses the outer frames of deep Rust and Python stacks. 63 KiB was tried
-/// for OpenBLAS's Haswell dgemm kernel, whose frame aligns a 28 KiB buffer below its
-/// caller: its callers' frames then come from the copy, not the live stack, but the share
-/// of whole chains out of the kernel stayed in the same range (89–98 % against 90–92 %),
-/// for twice the bytes per sample.
-pub const MAX_STACK_BYTES: usize = 32 * 1024;
+/// The most stack a sample copies: 63 KiB, about all a record holds (the kernel caps one at
+/// 64 KiB; perf copies 8 KiB by default, which loses the outer frames of deep Rust and
+/// Python stacks). What lies beyond the copy is read from the live thread when the resolver
+/// gets to the sample, which under a busy target is seconds later: by then the thread is
+/// elsewhere. numpy's matmul under OpenBLAS's Haswell kernel (a 28 KiB aligned buffer
+/// below its caller, a 19 KiB frame in the ufunc machinery) has its eval loop 51 KiB above
+/// the kernel's stack pointer; with 32 KiB copies 3-6 % of the kernel's samples showed a
+/// later call's frames as its callers and 4 % lost their Python frames, with 63 KiB none
+/// showed wrong native frames and 2 % lost their Python frames.
+pub const MAX_STACK_BYTES: usize = 63 * 1024;
 
 /// `PERF_REG_X86_*` numbers of the registers sampled, in the order the kernel writes them
 /// (ascending), with their DWARF numbers.
@@ -190,6 +193,11 @@ impl CpuSamples {
     pub fn period_ns(&self) -> u64 {
         // SAFETY: the union holds the period: the attribute block never sets `freq`.
         unsafe { self.timer.__bindgen_anon_1.sample_period }
+    }
+
+    /// Bytes of stack a sample asks the kernel to copy.
+    pub fn stack_bytes(&self) -> usize {
+        self.timer.sample_stack_user as usize
     }
 
     /// With `wake_on_each`, the descriptors that poll readable when samples are waiting.
