@@ -9,7 +9,7 @@
 # under target/bench (several GB with its CUDA dependencies; only the first run downloads).
 # fixtures/bench/torch_infer.py then sleeps WAIT s, imports torch (libtorch_cpu.so: 450 MB,
 # a full symbol table) and runs THREADS inference workers for SECS s. parprof and
-# `perf record --call-graph dwarf` (the same 32 KiB of stack per sample) attach during the
+# `perf record --call-graph dwarf` (the same 63 KiB of stack per sample) attach during the
 # sleep, so parprof pays for loading every module. Printed per round, then as medians:
 #   - native completeness: the share of native stacks unwound to their outermost frame,
 #     parprof's over all its walks (its end-of-run line) and over its samples of threads on
@@ -72,7 +72,7 @@ for round in $(seq "$ROUNDS"); do
         'exec "$0" record --pid "$1" --rate "$2" -o "$3" 2> "$4"' \
         "$PARPROF" "$pid" "$RATE" "$tmp/parprof.folded" "$tmp/parprof.err" &
     rec=$!
-    perf record -q -F "$RATE" --call-graph dwarf,32768 -p "$pid" -o "$tmp/perf.data" \
+    perf record -q -F "$RATE" --call-graph dwarf,64512 -p "$pid" -o "$tmp/perf.data" \
         > /dev/null 2>&1 &
     perfpid=$!
     wait "$pid"

@@ -103,6 +103,17 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// Bytes of stack its samples copied: most of what a batch waiting in the channel holds.
+    pub fn stack_bytes(&self) -> usize {
+        self.samples
+            .iter()
+            .map(|s| match &s.data {
+                SampleData::Fresh(f) => f.stack.bytes.len(),
+                _ => 0,
+            })
+            .sum()
+    }
+
     /// A followed child's last batch: it exited. Its resolver ends its threads at its
     /// previous batch.
     pub fn exited(pid: i32) -> Batch {

@@ -21,33 +21,46 @@ pub enum StopReason {
 }
 
 /// The resolver thread, lowered to `SCHED_IDLE` while sampling runs (`priority::background`),
-/// raised while the channel to it is full: a full channel would block the tick loop, and
-/// the kernel would drop the samples no tick drains. Twenty followed processes' first
+/// raised while the backlog before it is large: a full channel would block the tick loop,
+/// and the kernel would drop the samples no tick drains. Twenty followed processes' first
 /// captures once filled the 1024 batches in 2 s (at nice 19); the loop blocked for 3.8 s and 700
-/// samples were lost. Raised, it resolves at an ordinary thread's share until the backlog
-/// is down to a quarter.
+/// samples were lost. Samples also hold their stack copies (up to 63 KiB each) until
+/// resolved: PyTorch on both CPUs of a 2-CPU machine starves a `SCHED_IDLE` resolver for
+/// the whole run, and the queue grew by 6-13 MB/s. So the backlog counts bytes too, past
+/// `BACKLOG_BYTES`. Raised, the resolver resolves at an ordinary thread's share until the
+/// backlog is down to a quarter.
 pub struct Backlog {
     resolver: Option<i32>,
     raised: bool,
+    /// The stack bytes of recent batches, averaged (bytes per batch, smoothed over about
+    /// 64 batches): the channel says how many batches wait, not how large they are.
+    batch_bytes: f64,
 }
+
+/// Stack copies waiting for the resolver beyond which it is raised: 48 MiB, a few seconds
+/// of two busy threads' deep stacks at 100 Hz.
+const BACKLOG_BYTES: f64 = 48.0 * 1024.0 * 1024.0;
 
 impl Backlog {
     pub fn new(resolver: Option<i32>) -> Backlog {
         Backlog {
             resolver,
             raised: false,
+            batch_bytes: 0.0,
         }
     }
 
-    fn before_send(&mut self, tx: &Sender<Batch>) {
+    fn before_send(&mut self, tx: &Sender<Batch>, batch: &Batch) {
         let Some(tid) = self.resolver else {
             return;
         };
+        self.batch_bytes += (batch.stack_bytes() as f64 - self.batch_bytes) / 64.0;
+        let queued_bytes = tx.len() as f64 * self.batch_bytes;
         let quarter = tx.capacity().map_or(0, |c| c / 4);
-        if !self.raised && tx.is_full() {
+        if !self.raised && (tx.is_full() || queued_bytes > BACKLOG_BYTES) {
             priority::foreground(tid);
             self.raised = true;
-        } else if self.raised && tx.len() <= quarter {
+        } else if self.raised && tx.len() <= quarter && queued_bytes <= BACKLOG_BYTES / 4.0 {
             priority::lower(tid);
             self.raised = false;
         }
@@ -95,7 +108,7 @@ pub fn run_ticks(
                 threads = batches.iter().map(|b| b.samples.len()).sum();
                 samples += threads as u64;
                 for batch in batches {
-                    backlog.before_send(tx);
+                    backlog.before_send(tx, &batch);
                     if tx.send(batch).is_err() {
                         return StopReason::Interrupted;
                     }
