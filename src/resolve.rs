@@ -439,16 +439,15 @@ impl Resolver {
             frames.extend(self.symbol_cache[&key].iter().cloned());
         }
         let eval = f.python.as_ref().and_then(|_| {
-            let i = (0..walk.pcs.len()).find(|&i| {
-                self.symbol_cache[&(walk.pcs[i], i > 0)]
-                    .iter()
-                    .any(python::is_eval_frame)
-            })?;
+            let frames_at = |i: usize| &self.symbol_cache[&(walk.pcs[i], i > 0)];
+            let (i, eval) = (0..walk.pcs.len())
+                .find_map(|i| Some((i, frames_at(i).iter().find(|f| python::is_eval_frame(f))?)))?;
             let regs = walk.regs[i].clone();
             let end = walk.regs.get(i + 1).map_or(regs.sp(), |r| r.sp());
             Some(EvalFrame {
                 stack: regs.sp()..end,
                 regs,
+                called_out: (0..i).any(|j| frames_at(j).iter().any(|f| f.module != eval.module)),
             })
         });
         (frames, eval)
@@ -459,6 +458,8 @@ impl Resolver {
 struct EvalFrame {
     regs: Regs,
     stack: std::ops::Range<u64>,
+    /// Frames of another module lie below it: it had called out of the interpreter.
+    called_out: bool,
 }
 
 /// Whether Python frames read after `f`'s native stack belong to it (see
@@ -471,5 +472,5 @@ fn runs_in(py: &python::PyStack, f: &Fresh, eval: Option<&EvalFrame>) -> bool {
     let from = eval.stack.start.clamp(copy.start, copy.end);
     let to = eval.stack.end.clamp(from, copy.end);
     let locals = &f.stack.bytes[(from - copy.start) as usize..(to - copy.start) as usize];
-    py.innermost_runs_in(&eval.regs, locals)
+    py.innermost_runs_in(&eval.regs, locals, eval.called_out)
 }

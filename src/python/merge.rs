@@ -121,6 +121,7 @@ mod tests {
             frame,
             entry,
             bytecode: 0..0,
+            instr: 0,
         }
     }
 

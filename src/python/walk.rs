@@ -335,6 +335,7 @@ impl Walker {
             frame,
             entry: raw.entry,
             bytecode: base..base.wrapping_add(info.units.wrapping_mul(2)),
+            instr,
         })
     }
 
