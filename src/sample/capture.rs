@@ -456,7 +456,7 @@ impl Sampler {
         let activity = self
             .switches
             .as_mut()
-            .map(SwitchLog::drain)
+            .map(|s| s.drain(zero + time_ns))
             .filter(|a| !a.lost);
         match &activity {
             Some(a) => self.apply_births(a)?,
@@ -505,7 +505,14 @@ impl Sampler {
             self.forget(tid);
         }
         if self.kernel.is_some() {
-            self.drop_ran_after_the_tick(&mut out, first_tick_sample, zero + time_ns, &mut on_cpu);
+            let on_cpu_at = activity.as_ref().map(|a| &a.on_cpu_at);
+            self.drop_ran_after_the_tick(
+                &mut out,
+                first_tick_sample,
+                zero + time_ns,
+                on_cpu_at,
+                &mut on_cpu,
+            );
         }
         // An owner that is not a thread of the target is not an owner (not a mutex).
         for s in &mut out {
@@ -858,6 +865,7 @@ impl Sampler {
         out: &mut Vec<RawSample>,
         from: usize,
         tick_ns: u64,
+        on_cpu_at: Option<&HashSet<i32>>,
         on_cpu: &mut Vec<i32>,
     ) {
         self.take_kernel_samples();
@@ -872,8 +880,13 @@ impl Sampler {
         out.retain_mut(|s| {
             i += 1;
             let keep = i <= from
-                || !sampled_after.contains(&s.tid)
-                    && left.get(&s.tid).is_none_or(|k| k.time_ns <= tick_ns);
+                || match on_cpu_at {
+                    Some(at) => !at.contains(&s.tid),
+                    None => {
+                        !sampled_after.contains(&s.tid)
+                            && left.get(&s.tid).is_none_or(|k| k.time_ns <= tick_ns)
+                    }
+                };
             if !keep {
                 on_cpu.push(s.tid);
                 if let Some(name) = s.name.take() {

@@ -35,6 +35,9 @@ pub struct Activity {
     pub exited: Vec<i32>,
     /// Records were dropped (a ring overflowed): this interval's facts are incomplete.
     pub lost: bool,
+    /// The threads on a CPU at the instant `drain` was given (one displaced by parprof
+    /// counts as on its CPU).
+    pub on_cpu_at: HashSet<i32>,
 }
 
 /// One process's view of the context switches, wakeups and thread births/exits that the
@@ -126,8 +129,10 @@ impl SwitchLog {
         }
     }
 
-    /// Everything recorded since the previous drain.
-    pub fn drain(&mut self) -> Activity {
+    /// Everything recorded since the previous drain, and which threads were on a CPU at
+    /// `instant_ns` (a tick's, just past): each CPU's thread before its first record after
+    /// the instant, or now if it has none.
+    pub fn drain(&mut self, instant_ns: u64) -> Activity {
         let now = monotonic_ns();
         let mut act = Activity::default();
         let mut records = std::mem::take(&mut self.scratch);
@@ -139,13 +144,22 @@ impl SwitchLog {
         for cpu in self.on_cpu.iter().flatten() {
             act.ran.insert(*cpu);
         }
+        let mut at_instant: Vec<Option<Option<i32>>> = vec![None; self.on_cpu.len()];
         for r in &records {
             act.lost |= matches!(r.event, Event::Lost);
             if !act.lost {
                 self.account_until(r.time);
             }
+            if r.time > instant_ns
+                && let Some(slot @ None) = at_instant.get_mut(r.cpu)
+            {
+                *slot = Some(self.on_cpu[r.cpu]);
+            }
             self.apply(r, &mut act);
         }
+        act.on_cpu_at = (at_instant.iter().zip(&self.on_cpu))
+            .filter_map(|(then, now)| then.unwrap_or(*now))
+            .collect();
         if act.lost {
             // Some switches are missing: the counts of this interval are not known.
             self.accounted_ns = self.accounted_ns.max(now);
