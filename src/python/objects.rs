@@ -43,15 +43,19 @@ impl Keys {
             .map_err(PyError::Memory)?;
         let (log2_size, log2_index_bytes, kind) = (h[8], h[9], h[10]);
         let count = word(&h, 24);
-        let index_width_ok = (log2_size..=log2_size + 3).contains(&log2_index_bytes);
-        if log2_size > 30 || !index_width_ok || count > (1 << log2_size) || count > MAX_ENTRIES {
+        // Sized checked first: a torn read's 255 must not overflow the index width's bound.
+        let index_width_ok =
+            log2_size <= 30 && (log2_size..=log2_size + 3).contains(&log2_index_bytes);
+        if !index_width_ok || count > (1 << log2_size) || count > MAX_ENTRIES {
             return Err(PyError::Torn("implausible dict keys"));
         }
         if kind > 2 {
             return Err(PyError::Torn("unknown dict keys kind"));
         }
         Ok(Keys {
-            entries: keys + KEYS_HEADER + (1u64 << log2_index_bytes),
+            entries: keys
+                .wrapping_add(KEYS_HEADER)
+                .wrapping_add(1u64 << log2_index_bytes),
             count,
             general: kind == 0,
         })
@@ -335,6 +339,18 @@ mod tests {
             img.word(v, BASE + 0x5000);
             img.word(v + 8, BASE + 0x5100);
         }
+    }
+
+    /// A torn read's keys header with every byte 0xff (log2 size 255) is refused, not a
+    /// panic on the index width's bound (found by the `python` fuzz target).
+    #[test]
+    fn a_keys_header_of_all_ones_is_refused() {
+        let header = [0xffu8; KEYS_HEADER as usize];
+        let mem = crate::process::memory::Bytes {
+            base: BASE,
+            bytes: &header,
+        };
+        assert!(matches!(Keys::read(&mem, BASE), Err(PyError::Torn(_))));
     }
 
     #[test]
