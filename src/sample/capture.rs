@@ -815,9 +815,14 @@ impl Sampler {
             latest(&mut self.switched_out, l);
         }
         let want = k.stack_bytes();
-        for mut ks in got {
+        // Python frames first, all of them: a running thread's innermost frame changes
+        // within microseconds, its stack's outer part (what `read_on` reads) seldom.
+        let pythons: Vec<Option<crate::python::PyStack>> = got
+            .iter()
+            .map(|ks| self.python.as_mut().and_then(|p| p.stack(ks.tid)))
+            .collect();
+        for (mut ks, python) in got.into_iter().zip(pythons) {
             self.read_on(&mut ks, want);
-            let python = self.python.as_mut().and_then(|p| p.stack(ks.tid));
             out.push(RawSample {
                 tid: ks.tid,
                 time_ns: ks.time_ns.saturating_sub(zero),

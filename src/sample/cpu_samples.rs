@@ -329,33 +329,30 @@ impl Rings {
         } = self;
         for (rings, stack) in [(timer_rings, true), (switch_rings, false)] {
             for ring in rings.iter_mut() {
-                ring.read(buf);
-                for r in perf::records(buf) {
-                    match r.kind {
-                        pb::PERF_RECORD_SAMPLE => {
-                            let pid = u32_at(r.bytes, 8).map(|p| p as i32);
-                            if let Some((pid, p)) =
-                                pid.and_then(|pid| Some((pid, pending.get_mut(&pid)?)))
-                            {
-                                let out = if stack {
-                                    &mut p.timer
-                                } else {
-                                    &mut p.switched_out
-                                };
-                                out.extend(parse_sample(r.bytes, pid, stack));
-                            }
+                ring.read(buf, |r| match r.kind {
+                    pb::PERF_RECORD_SAMPLE => {
+                        let pid = u32_at(r.bytes, 8).map(|p| p as i32);
+                        if let Some((pid, p)) =
+                            pid.and_then(|pid| Some((pid, pending.get_mut(&pid)?)))
+                        {
+                            let out = if stack {
+                                &mut p.timer
+                            } else {
+                                &mut p.switched_out
+                            };
+                            out.extend(parse_sample(r.bytes, pid, stack));
                         }
-                        pb::PERF_RECORD_LOST => {
-                            *lost += u64_at(r.bytes, 16).unwrap_or(1);
-                            // Lost timer samples are only fewer samples; lost switch-outs
-                            // would leave stale registers behind, in any process.
-                            if !stack {
-                                pending.values_mut().for_each(|p| p.incomplete = true);
-                            }
-                        }
-                        _ => {}
                     }
-                }
+                    pb::PERF_RECORD_LOST => {
+                        *lost += u64_at(r.bytes, 16).unwrap_or(1);
+                        // Lost timer samples are only fewer samples; lost switch-outs
+                        // would leave stale registers behind, in any process.
+                        if !stack {
+                            pending.values_mut().for_each(|p| p.incomplete = true);
+                        }
+                    }
+                    _ => {}
+                });
             }
         }
     }

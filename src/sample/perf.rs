@@ -115,9 +115,11 @@ impl Ring {
         self.fd.as_fd()
     }
 
-    /// Replace `buf`'s contents with the records written since the last read, and hand
-    /// their space back to the kernel.
-    pub fn read(&mut self, buf: &mut Vec<u8>) {
+    /// Hand each record written since the last read to `each`, then give their space back
+    /// to the kernel. Records are read where the kernel wrote them (a timer sample holds a
+    /// 63 KiB stack copy, and copying each out first took longer than the rest of its
+    /// handling); only one that wraps around the ring's end is joined in `scratch`.
+    pub fn read(&mut self, scratch: &mut Vec<u8>, mut each: impl FnMut(RawRecord<'_>)) {
         let h: *mut pb::perf_event_mmap_page = self.base.cast();
         // SAFETY: the header page is mapped for the ring's lifetime; data_head is written by
         // the kernel and read with acquire ordering, data_tail is ours.
@@ -134,17 +136,48 @@ impl Ring {
             };
             (head, tail, offset as usize, size as usize)
         };
-        buf.clear();
-        // SAFETY: the data area lies inside the mapping, `size` bytes from `offset`.
+        // SAFETY: the data area lies inside the mapping, `size` bytes from `offset`; the
+        // kernel writes none of the space between tail and head until the tail passes it.
         let data = unsafe { std::slice::from_raw_parts(self.base.add(offset), size) };
-        let start = (tail % size as u64) as usize;
-        let avail = ((head - tail) as usize).min(size);
-        let first = avail.min(size - start);
-        buf.extend_from_slice(&data[start..start + first]);
-        buf.extend_from_slice(&data[..avail - first]);
+        let mut at = tail;
+        while let Some(rec) = record_at(data, at, head, scratch) {
+            at += rec.bytes.len() as u64;
+            each(rec);
+        }
         // SAFETY: as above; release so the kernel sees our reads done before reusing space.
         unsafe { AtomicU64::from_ptr(&raw mut (*h).data_tail).store(head, Ordering::Release) };
     }
+}
+
+/// The record at ring position `at` of the ring `data`, whose kernel is writing at `head`;
+/// none if it does not fit before `head`. Its header never wraps (records are 8-byte
+/// aligned in a ring of a power of two pages); its body may, and is then joined in
+/// `scratch`.
+fn record_at<'a>(
+    data: &'a [u8],
+    at: u64,
+    head: u64,
+    scratch: &'a mut Vec<u8>,
+) -> Option<RawRecord<'a>> {
+    let start = (at % data.len() as u64) as usize;
+    let size = u16_at(data, start + 6)? as usize;
+    if size < 8 || size as u64 > head.checked_sub(at)? {
+        return None;
+    }
+    let bytes = match data.get(start..start + size) {
+        Some(b) => b,
+        None => {
+            scratch.clear();
+            scratch.extend_from_slice(&data[start..]);
+            scratch.extend_from_slice(data.get(..size - scratch.len())?);
+            scratch
+        }
+    };
+    Some(RawRecord {
+        kind: u32_at(bytes, 0)?,
+        misc: u16_at(bytes, 4)?,
+        bytes,
+    })
 }
 
 impl Drop for Ring {
@@ -161,7 +194,9 @@ pub struct RawRecord<'a> {
     pub bytes: &'a [u8],
 }
 
-/// The records in a ring's bytes, stopping at the first one that does not fit.
+/// The records in a ring's bytes, stopping at the first one that does not fit (the
+/// parsers' tests build rings' bytes).
+#[cfg(test)]
 pub fn records(buf: &[u8]) -> impl Iterator<Item = RawRecord<'_>> {
     let mut at = 0;
     std::iter::from_fn(move || {
@@ -249,5 +284,26 @@ mod tests {
         buf.extend(64u16.to_ne_bytes());
         let all: Vec<_> = records(&buf).map(|r| (r.kind, r.bytes.len())).collect();
         assert_eq!(all, vec![(9, 16)]);
+    }
+
+    #[test]
+    fn a_record_that_wraps_around_the_ring_is_joined_and_one_past_head_is_left() {
+        // A 64-byte ring: a 24-byte record at 48 wraps; the kernel's head is at 72 + 16.
+        let mut data = vec![0u8; 64];
+        let header =
+            |kind: u32, size: u16| [&kind.to_ne_bytes()[..], &[0, 0], &size.to_ne_bytes()].concat();
+        data[48..56].copy_from_slice(&header(9, 24));
+        data[56..64].copy_from_slice(&1u64.to_ne_bytes());
+        data[0..8].copy_from_slice(&2u64.to_ne_bytes());
+        data[8..16].copy_from_slice(&header(10, 16));
+        let mut scratch = Vec::new();
+        let rec = record_at(&data, 48, 88, &mut scratch).expect("the wrapped record");
+        assert_eq!(
+            (rec.kind, u64_at(rec.bytes, 8), u64_at(rec.bytes, 16)),
+            (9, Some(1), Some(2))
+        );
+        // The next one claims 16 bytes where the head leaves 16: it fits; at head-8 it does not.
+        assert!(record_at(&data, 72, 88, &mut scratch).is_some_and(|r| r.kind == 10));
+        assert!(record_at(&data, 72, 80, &mut scratch).is_none());
     }
 }

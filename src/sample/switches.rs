@@ -505,98 +505,95 @@ impl Ring {
         wakee_offset: Option<usize>,
         out: &mut Vec<Record>,
     ) -> bool {
-        self.ring.read(buf);
-        parse_records(buf, self.cpu, wakee_offset, out)
+        let mut lost = false;
+        self.ring.read(buf, |r| {
+            lost |= parse_record(r, self.cpu, wakee_offset, out)
+        });
+        lost
     }
 }
 
-/// Parse a ring's records; returns whether a `LOST` record was among them.
-fn parse_records(
-    buf: &[u8],
+/// Parse one of a ring's records into `out`; true if it is a `LOST` record.
+fn parse_record(
+    record: perf::RawRecord<'_>,
     cpu: usize,
     wakee_offset: Option<usize>,
     out: &mut Vec<Record>,
 ) -> bool {
-    let mut lost = false;
-    for perf::RawRecord {
+    let perf::RawRecord {
         kind,
         misc,
         bytes: rec,
-    } in perf::records(buf)
-    {
-        // Every record ends with the sample id (pid, tid, time); samples start with it.
-        let trailer = |r: &[u8]| {
-            Some((
-                u32_at(r, r.len() - 16)? as i32,
-                u32_at(r, r.len() - 12)? as i32,
-                u64_at(r, r.len() - 8)?,
-            ))
-        };
-        let parsed = match kind {
-            pb::PERF_RECORD_SWITCH_CPU_WIDE if rec.len() >= 32 => {
-                trailer(rec).map(|(pid, tid, time)| {
-                    let misc = misc as u32;
-                    let out = misc & pb::PERF_RECORD_MISC_SWITCH_OUT != 0;
-                    Record {
-                        time,
-                        cpu,
-                        pid,
-                        tid,
-                        event: if out {
-                            Event::SwitchOut {
-                                preempted: misc & pb::PERF_RECORD_MISC_SWITCH_OUT_PREEMPT != 0,
-                                next_pid: u32_at(rec, 8).unwrap_or(0) as i32,
-                            }
-                        } else {
-                            Event::SwitchIn
-                        },
-                    }
-                })
-            }
-            pb::PERF_RECORD_FORK | pb::PERF_RECORD_EXIT if rec.len() >= 32 => (|| {
-                let (pid, tid, time) = (
-                    u32_at(rec, 8)? as i32,
-                    u32_at(rec, 16)? as i32,
-                    u64_at(rec, 24)?,
-                );
-                let event = if kind == pb::PERF_RECORD_FORK {
-                    Event::Fork
-                } else {
-                    Event::Exit
-                };
-                Some(Record {
+    } = record;
+    // Every record ends with the sample id (pid, tid, time); samples start with it.
+    let trailer = |r: &[u8]| {
+        Some((
+            u32_at(r, r.len() - 16)? as i32,
+            u32_at(r, r.len() - 12)? as i32,
+            u64_at(r, r.len() - 8)?,
+        ))
+    };
+    let parsed = match kind {
+        pb::PERF_RECORD_SWITCH_CPU_WIDE if rec.len() >= 32 => {
+            trailer(rec).map(|(pid, tid, time)| {
+                let misc = misc as u32;
+                let out = misc & pb::PERF_RECORD_MISC_SWITCH_OUT != 0;
+                Record {
                     time,
                     cpu,
                     pid,
                     tid,
-                    event,
-                })
-            })(),
-            pb::PERF_RECORD_SAMPLE => (|| {
-                // pid, tid, time, then the raw tracepoint data (u32 size, bytes).
-                let (pid, tid, time) = (
-                    u32_at(rec, 8)? as i32,
-                    u32_at(rec, 12)? as i32,
-                    u64_at(rec, 16)?,
-                );
-                let wakee = u32_at(rec, 28 + wakee_offset?)? as i32;
-                Some(Record {
-                    time,
-                    cpu,
-                    pid,
-                    tid,
-                    event: Event::Wakeup(wakee),
-                })
-            })(),
-            pb::PERF_RECORD_LOST | pb::PERF_RECORD_LOST_SAMPLES => {
-                lost = true;
-                None
-            }
-            _ => None,
-        };
-        out.extend(parsed);
-    }
-    lost
+                    event: if out {
+                        Event::SwitchOut {
+                            preempted: misc & pb::PERF_RECORD_MISC_SWITCH_OUT_PREEMPT != 0,
+                            next_pid: u32_at(rec, 8).unwrap_or(0) as i32,
+                        }
+                    } else {
+                        Event::SwitchIn
+                    },
+                }
+            })
+        }
+        pb::PERF_RECORD_FORK | pb::PERF_RECORD_EXIT if rec.len() >= 32 => (|| {
+            let (pid, tid, time) = (
+                u32_at(rec, 8)? as i32,
+                u32_at(rec, 16)? as i32,
+                u64_at(rec, 24)?,
+            );
+            let event = if kind == pb::PERF_RECORD_FORK {
+                Event::Fork
+            } else {
+                Event::Exit
+            };
+            Some(Record {
+                time,
+                cpu,
+                pid,
+                tid,
+                event,
+            })
+        })(),
+        pb::PERF_RECORD_SAMPLE => (|| {
+            // pid, tid, time, then the raw tracepoint data (u32 size, bytes).
+            let (pid, tid, time) = (
+                u32_at(rec, 8)? as i32,
+                u32_at(rec, 12)? as i32,
+                u64_at(rec, 16)?,
+            );
+            let wakee = u32_at(rec, 28 + wakee_offset?)? as i32;
+            Some(Record {
+                time,
+                cpu,
+                pid,
+                tid,
+                event: Event::Wakeup(wakee),
+            })
+        })(),
+        pb::PERF_RECORD_LOST | pb::PERF_RECORD_LOST_SAMPLES => return true,
+        _ => None,
+    };
+    out.extend(parsed);
+    false
 }
 
 /// The `sched:sched_wakeup` tracepoint's id and the offset of the woken thread's id in its
@@ -743,7 +740,10 @@ mod tests {
         buf.extend(24u16.to_ne_bytes());
         buf.extend([0u64, 3].map(u64::to_ne_bytes).concat());
         let mut out = Vec::new();
-        assert!(parse_records(&buf, 1, Some(24), &mut out));
+        let lost: Vec<bool> = perf::records(&buf)
+            .map(|r| parse_record(r, 1, Some(24), &mut out))
+            .collect();
+        assert_eq!(lost, [false, false, true]);
         assert_eq!(out.len(), 2);
         assert!(matches!(
             out[0],
