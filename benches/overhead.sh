@@ -22,11 +22,17 @@
 #      functions taking turns every 50 µs, each calling its own C function), per backend;
 #   f. --subprocesses: CHILDREN forked children of a shell, each with 50 parked threads (the
 #      first also 2 busy ones), beside one process with as many threads: parprof's CPU,
-#      descriptors and perf ring mappings 5 s in, and the busy threads' samples.
+#      descriptors and perf ring mappings 5 s in, and the busy threads' samples;
+#   g. fidelity (issue 12): fixtures/attribution/lockshare.c, 2 threads through one mutex in
+#      short critical sections (0.2 ms inside, 0.3 ms outside), at each of FIDELITY_RATES:
+#      its lock share by its own clock alone and under parprof with each capture backend,
+#      and its throughput under each against the runs alone just before and after
+#      (tests/fidelity.rs asserts the lock shares; the throughput is too noisy for a test).
 # Each scenario runs ROUNDS times, interleaved; figures are medians. Must run as root (or
 # with ptrace and perf permissions). Knobs (environment):
 #   ROUNDS=5 SECS=4 RATES="100 1000" BUSY="2 8" POST_SECS=60 POST_ROUNDS=3 MEM_SECS="30 120"
-#   PY_PARKED=200 PARKED_COUNTS="1000 10000" CHILDREN=20 ONLY="a b c d" (a subset of scenarios)
+#   PY_PARKED=200 PARKED_COUNTS="1000 10000" CHILDREN=20 FIDELITY_RATES="20 100 500"
+#   ONLY="a b c d" (a subset of scenarios)
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-5}
@@ -36,10 +42,11 @@ BUSY=${BUSY:-2 8}
 POST_SECS=${POST_SECS:-60}
 POST_ROUNDS=${POST_ROUNDS:-3}
 MEM_SECS=${MEM_SECS:-30 120}
-ONLY=${ONLY:-a b c d e f}
+ONLY=${ONLY:-a b c d e f g}
 CHILDREN=${CHILDREN:-20}
 PY_PARKED=${PY_PARKED:-200}
 PARKED_COUNTS=${PARKED_COUNTS:-1000 10000}
+FIDELITY_RATES=${FIDELITY_RATES:-20 100 500}
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 work=$repo/target/bench
@@ -288,8 +295,49 @@ if wants e; then
     done
 fi
 
-echo
-echo "machine: $(nproc) CPUs, $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo), kernel $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg)"
+# --- g. fidelity: the program's own clocks, alone and under parprof ---------------------------
+# One lockshare run alone (TOOL none) or under parprof with capture TOOL at HZ: prints the
+# fixture's lock share (% of its threads' time inside pthread_mutex_lock) and its passes/s.
+lockshare_run() {
+    local tool=$1 hz=$2 out=$tmp/g.out
+    local cmd=("$work/lockshare" 2 200 300 "$SECS" "$out")
+    case $tool in
+        none) "${cmd[@]}" ;;
+        *) "$PARPROF" record --capture "$tool" --rate "$hz" -o "$tmp/g.folded" -- "${cmd[@]}" 2>/dev/null ;;
+    esac >/dev/null
+    awk '{lock += $2; total += $3; rate += $4 * 1e9 / $3} END {printf "%.2f %.1f\n", 100 * lock / total, rate}' "$out"
+}
+
+if wants g; then
+    cc -O1 -g -pthread "$repo/fixtures/attribution/lockshare.c" -o "$work/lockshare"
+    say "g. fidelity: $ROUNDS rounds of ${SECS}s runs of short critical sections..."
+    declare -A G
+    for ((r = 1; r <= ROUNDS; r++)); do
+        for hz in $FIDELITY_RATES; do
+            before=$(lockshare_run none 0)
+            for capture in perf ptrace; do
+                under=$(lockshare_run "$capture" "$hz")
+                after=$(lockshare_run none 0)
+                G["$hz alone"]+="${before% *} ${after% *} "
+                G["$hz $capture"]+="${under% *} "
+                G["$hz $capture x"]+="$(awk -v w="${under#* }" -v a="${before#* }" -v b="${after#* }" 'BEGIN {printf "%.4f", 2 * w / (a + b)}') "
+                before=$after
+            done
+        done
+        say "  round $r done"
+    done
+    echo
+    echo "g. fidelity: lockshare, 2 threads, 0.2 ms inside one mutex, 0.3 ms outside (medians of $ROUNDS interleaved rounds of ${SECS}s)"
+    med() { tr ' ' '\n' <<<"${G["$1"]:-}" | awk NF | median; }
+    spread() { tr ' ' '\n' <<<"${G["$1"]:-}" | awk NF | sort -g | awk 'NR == 1 {lo = $1} {hi = $1} END {printf "%.1f-%.1f %%", lo, hi}'; }
+    printf '   %-8s %16s %14s %14s %14s %14s\n' rate "lock share alone" "under (perf)" "under (ptrace)" "speed (perf)" "speed (ptrace)"
+    for hz in $FIDELITY_RATES; do
+        printf '   %-8s %16s %14s %14s %14s %14s\n' "$hz Hz" "$(spread "$hz alone")" \
+            "$(printf '%.1f %%' "$(med "$hz perf")")" "$(printf '%.1f %%' "$(med "$hz ptrace")")" \
+            "$(printf '%.3fx' "$(med "$hz perf x")")" "$(printf '%.3fx' "$(med "$hz ptrace x")")"
+    done
+fi
+
 
 # --- f. many followed processes ---------------------------------------------------------------
 # One recording of 10 s: "tree" is a shell with CHILDREN children, "one" a single process
@@ -334,3 +382,6 @@ if wants f; then
         printf '   %-34s %12s %12s %16s %14s\n' "$label" "$(col 1)" "$(col 2)" "$(col 3)" "$(col 4)"
     done
 fi
+
+echo
+echo "machine: $(nproc) CPUs, $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo), kernel $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg)"

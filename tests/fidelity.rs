@@ -6,7 +6,7 @@
 //! fixture's lock share under parprof must lie within its own spread alone, widened by 3
 //! points. Its throughput is printed beside, not asserted: on this shared 2-core machine it
 //! moves by half between two runs alone (two workers settle into different phases), so
-//! benches/fidelity.sh measures it over interleaved rounds instead.
+//! `benches/overhead.sh` (scenario g) measures it over interleaved rounds instead.
 //!
 //! This asks it of the kernel-sampled capture (`--capture perf`); the ptrace fallback is
 //! known to fail it (docs/performance.md gives its figures).
