@@ -156,16 +156,20 @@ impl Profile {
     }
 
     /// Count `n` samples of thread `tid` on stack `stack` in `state`, with one timeline
-    /// entry at `time_ns`.
+    /// entry at `time_ns`. The timeline stays in time order: a tick's batch holds the
+    /// kernel's samples up to when it was drained, and its own samples describe its planned
+    /// instant, before some of those (a thread off its CPU then that ran since has both).
     pub fn add(&mut self, tid: i32, stack: StackId, state: State, time_ns: u64, n: u64) {
         self.add_untimed(tid, stack, state, n);
         if let Some(tl) = self.timeline.as_mut() {
-            tl.push(TimedSample {
+            let later = tl.iter().rev().take_while(|s| s.time_ns > time_ns).count();
+            let entry = TimedSample {
                 time_ns,
                 tid,
                 stack,
                 state,
-            });
+            };
+            tl.insert(tl.len() - later, entry);
         }
     }
 
@@ -342,5 +346,23 @@ mod tests {
         assert_eq!((hot[0].name.as_str(), hot[0].samples), ("main", 3));
         assert_eq!(hot[0].states, BTreeMap::from([(State::Lock, 3)]));
         assert_eq!(p.timeline.as_ref().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn timeline_entries_added_out_of_order_are_kept_in_time_order() {
+        let mut p = Profile::new(Meta::default(), true);
+        let s = p.intern_stack(&[Frame::native("main", "x")]);
+        // A tick's batch: kernel samples drained at 30 and 50, then the tick's own at 40
+        // (its planned instant), then one more at 40 for another thread.
+        for (tid, t) in [(7, 30), (7, 50), (7, 40), (8, 40), (7, 60)] {
+            p.add(tid, s, State::Compute, t, 1);
+        }
+        let tl: Vec<(i32, u64)> = p
+            .timeline
+            .unwrap()
+            .iter()
+            .map(|e| (e.tid, e.time_ns))
+            .collect();
+        assert_eq!(tl, [(7, 30), (7, 40), (8, 40), (7, 50), (7, 60)]);
     }
 }
