@@ -41,9 +41,6 @@ pub struct Sampler {
     exec_watch: Option<ExecWatch>,
     /// The memory map given at the start, until the first batch carries it.
     first_maps: Option<Maps>,
-    /// The memory map last read for the tops of kernel-sampled threads' stacks, and when
-    /// (CLOCK_MONOTONIC; see `stack_top`).
-    stack_maps: (u64, Maps),
     /// The thread list (sorted) and the ticks since it was last read from the task directory.
     tids: Vec<i32>,
     ticks_since_listing: u32,
@@ -305,7 +302,6 @@ impl Sampler {
             full_regs: HashSet::new(),
             exec_watch: ExecWatch::open(pid).ok(),
             first_maps: Some(maps),
-            stack_maps: (0, Maps::default()),
             tids,
             ticks_since_listing: 0,
             switches,
@@ -818,23 +814,14 @@ impl Sampler {
         for l in left {
             latest(&mut self.switched_out, l);
         }
+        let want = k.stack_bytes();
         // Python frames first, all of them: a running thread's innermost frame changes
         // within microseconds, its stack's outer part (what `read_on` reads) seldom.
         let pythons: Vec<Option<crate::python::PyStack>> = got
             .iter()
             .map(|ks| self.python.as_mut().and_then(|p| p.stack(ks.tid)))
             .collect();
-        let mut reread = true;
-        let wants: Vec<usize> = (got.iter())
-            .map(|ks| {
-                let maps = &mut self.stack_maps;
-                k.fit_copy(ks, |sp| {
-                    stack_top(maps, self.pid, ks.time_ns, sp, &mut reread)
-                });
-                k.copy_bytes(ks.tid)
-            })
-            .collect();
-        for ((mut ks, python), want) in got.into_iter().zip(pythons).zip(wants) {
+        for (mut ks, python) in got.into_iter().zip(pythons) {
             self.read_on(&mut ks, want);
             out.push(RawSample {
                 tid: ks.tid,
@@ -1235,26 +1222,6 @@ impl Sampler {
     pub fn python_version(&self) -> Option<String> {
         self.python.as_ref().map(|p| p.version())
     }
-}
-
-/// The end of the mapping of process `pid` that holds `sp`, a stack pointer sampled at
-/// `time_ns`: its thread's stack top, from a map read after that instant (the thread was
-/// alive then, so its stack was mapped, and a stack's top stays put while it lives). `maps`
-/// is read again when older, but only while `reread` allows (once per drain).
-fn stack_top(
-    maps: &mut (u64, Maps),
-    pid: i32,
-    time_ns: u64,
-    sp: u64,
-    reread: &mut bool,
-) -> Option<u64> {
-    if maps.0 <= time_ns {
-        if !std::mem::take(reread) {
-            return None;
-        }
-        *maps = (super::perf::monotonic_ns(), Maps::read(pid).ok()?);
-    }
-    maps.1.find(sp).map(|m| m.end)
 }
 
 /// The CPython interpreter of a process mapped as `maps`, if it runs one. One that cannot

@@ -20,7 +20,6 @@
 //! a descriptor per thread and CPU, opened once; the kernel only ever samples the target.
 
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
@@ -50,8 +49,6 @@ pub struct CpuSamples {
     switch_out: pb::perf_event_attr,
     /// With `wake_on_each`: the timer rings' descriptors, duplicated, to poll on.
     poll_fds: Vec<OwnedFd>,
-    /// Each sampled thread's stack copies, once its stack's top is known.
-    copies: HashMap<i32, CopyFit>,
 }
 
 /// Per CPU, the rings of timer samples and of switch-out registers, each mapped over a
@@ -96,45 +93,6 @@ const SWITCH_RING_PAGES: usize = 128;
 /// later call's frames as its callers and 4 % lost their Python frames, with 63 KiB none
 /// showed wrong native frames and 2 % lost their Python frames.
 pub const MAX_STACK_BYTES: usize = 63 * 1024;
-
-/// The least a thread's stack copies are cut to (see `next_copy_bytes`).
-const MIN_COPY_BYTES: usize = 8 * 1024;
-
-/// What a thread's stack copies should ask for next, when not `asked` (its current size):
-/// its sample at `sp` copied `copied` bytes, its stack's mapping ends at `top`, and
-/// `deepest` (updated here) is the most stack, from a sample's pointer to the top, seen of
-/// it. The kernel copies from the stack pointer up, until the size asked or an unreadable
-/// page. A thread whose stack's top borders a readable mapping (in `fixtures/bench/parked`,
-/// the busy thread whose stack glibc mapped first) had all 63 KiB copied at every sample,
-/// 4.4 KiB of them its stack: a copy the target pays for in its timer interrupt, and parprof
-/// in its rings and queue. Such a thread is asked for twice the deepest stack seen of it,
-/// and for more as soon as a sample's stack is deeper than its copies. A copy that stops
-/// below the top (an untouched page, the size asked for) is left as it is.
-fn next_copy_bytes(
-    asked: usize,
-    copied: usize,
-    sp: u64,
-    top: u64,
-    deepest: &mut usize,
-    max: usize,
-) -> Option<usize> {
-    let used = usize::try_from(top.checked_sub(sp)?).ok()?;
-    *deepest = (*deepest).max(used);
-    let want = (2 * *deepest)
-        .next_multiple_of(4096)
-        .clamp(MIN_COPY_BYTES.min(max), max);
-    let past_top = copied > used;
-    let short_of_top = used > asked;
-    ((past_top && want < asked) || (short_of_top && want > asked)).then_some(want)
-}
-
-/// A watched thread's stack copies: the top of its stack, the size its events ask for, and
-/// the most stack seen of it (see `next_copy_bytes`).
-struct CopyFit {
-    top: u64,
-    asked: usize,
-    deepest: usize,
-}
 
 /// `PERF_REG_X86_*` numbers of the registers sampled, in the order the kernel writes them
 /// (ascending), with their DWARF numbers.
@@ -200,7 +158,6 @@ impl CpuSamples {
             timer,
             switch_out,
             poll_fds: Vec::new(),
-            copies: HashMap::new(),
         };
         if wake_on_each {
             samples.wake_on_each()?;
@@ -285,79 +242,10 @@ impl CpuSamples {
     /// Stop sampling `tid` (it exited, or the program was replaced).
     pub fn unwatch(&mut self, tid: i32) {
         self.events.remove(&tid);
-        self.copies.remove(&tid);
     }
 
     pub fn unwatch_all(&mut self) {
         self.events.clear();
-        self.copies.clear();
-    }
-
-    /// Bytes of stack `tid`'s samples ask the kernel for now.
-    pub fn copy_bytes(&self, tid: i32) -> usize {
-        self.copies
-            .get(&tid)
-            .map_or(self.stack_bytes(), |c| c.asked)
-    }
-
-    /// Fit `s`'s thread's later stack copies to its stack (see `next_copy_bytes`); `top`
-    /// gives the end of the mapping holding a stack pointer, asked once per thread. A
-    /// thread whose events cannot be opened again keeps its old ones.
-    pub fn fit_copy(&mut self, s: &KernelSample, top: impl FnOnce(u64) -> Option<u64>) {
-        if !self.events.contains_key(&s.tid) {
-            // Drained after its thread was unwatched: its id may name another one next.
-            return;
-        }
-        let max = self.stack_bytes();
-        let fit = match self.copies.entry(s.tid) {
-            Entry::Occupied(e) => e.into_mut(),
-            Entry::Vacant(e) => {
-                let Some(top) = top(s.regs.sp()) else {
-                    return;
-                };
-                e.insert(CopyFit {
-                    top,
-                    asked: max,
-                    deepest: 0,
-                })
-            }
-        };
-        let copied = s.stack.bytes.len();
-        let (asked, top) = (fit.asked, fit.top);
-        let Some(bytes) = next_copy_bytes(asked, copied, s.regs.sp(), top, &mut fit.deepest, max)
-        else {
-            return;
-        };
-        if self.reopen_timers(s.tid, bytes).is_ok()
-            && let Some(fit) = self.copies.get_mut(&s.tid)
-        {
-            fit.asked = bytes;
-        }
-    }
-
-    /// Open `tid`'s timer events again, asking for `bytes` of stack. Each old event stops
-    /// before its successor starts: a moment without samples, never a sample taken twice.
-    fn reopen_timers(&mut self, tid: i32, bytes: usize) -> Result<(), PerfError> {
-        let mut attr = self.timer;
-        attr.sample_stack_user = bytes as u32;
-        let rings = self.rings.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(fds) = self.events.get_mut(&tid) else {
-            return Ok(());
-        };
-        for (i, &cpu) in rings.cpus.iter().enumerate() {
-            let old = &mut fds[2 * i];
-            perf::enable(old, false)?;
-            let opened = perf::open(&mut attr, tid, cpu as i32)
-                .and_then(|new| perf::redirect(&new, rings.timer_rings[i].fd()).map(|()| new));
-            match opened {
-                Ok(new) => *old = new,
-                Err(e) => {
-                    perf::enable(old, true)?;
-                    return Err(e);
-                }
-            }
-        }
-        Ok(())
     }
 
     /// Append every timer sample of this process taken since the last drain to `timer`,
@@ -577,58 +465,5 @@ mod tests {
         let regs_only = &rec[..32 + 8 * SAMPLED_REGS.len()];
         let s = parse_sample(regs_only, 40, false).expect("registers");
         assert_eq!((s.regs.ip(), s.stack.bytes.len()), (0x1008, 0));
-    }
-
-    #[test]
-    fn copies_past_a_stacks_top_shrink_to_twice_its_deepest_and_grow_when_it_goes_deeper() {
-        const MAX: usize = 63 * 1024;
-        let top = 0x10_0000u64;
-        let mut deepest = 0;
-        // 4.4 KiB of stack, 63 KiB copied: the copy ran past the top; ask for 12 KiB.
-        let at = |used: u64| top - used;
-        assert_eq!(
-            next_copy_bytes(MAX, MAX, at(4500), top, &mut deepest, MAX),
-            Some(12 * 1024)
-        );
-        // Shallower samples, or as deep, change nothing; nor does a copy that stopped at
-        // the top (an unreadable page above it).
-        assert_eq!(
-            next_copy_bytes(12 * 1024, 12 * 1024, at(3000), top, &mut deepest, MAX),
-            None
-        );
-        assert_eq!(
-            next_copy_bytes(MAX, 3000, at(3000), top, &mut deepest, MAX),
-            None
-        );
-        // 20 KiB deep, 12 KiB copied: short of the top; ask for 40 KiB.
-        assert_eq!(
-            next_copy_bytes(12 * 1024, 12 * 1024, at(20 * 1024), top, &mut deepest, MAX),
-            Some(40 * 1024)
-        );
-        // Deeper than the most a copy may be: the most.
-        assert_eq!(
-            next_copy_bytes(40 * 1024, 40 * 1024, at(200 * 1024), top, &mut deepest, MAX),
-            Some(MAX)
-        );
-        assert_eq!(
-            next_copy_bytes(MAX, MAX, at(300 * 1024), top, &mut deepest, MAX),
-            None
-        );
-        // A stack pointer above the top is not on this stack.
-        assert_eq!(next_copy_bytes(MAX, MAX, top + 8, top, &mut 0, MAX), None);
-    }
-
-    #[test]
-    fn a_copy_is_never_asked_below_the_least_nor_above_the_recordings() {
-        let top = 0x10_0000u64;
-        assert_eq!(
-            next_copy_bytes(63 * 1024, 63 * 1024, top - 64, top, &mut 0, 63 * 1024),
-            Some(MIN_COPY_BYTES)
-        );
-        // A recording that asks for less than the least keeps its own size.
-        assert_eq!(
-            next_copy_bytes(4096, 4096, top - 64, top, &mut 0, 4096),
-            None
-        );
     }
 }

@@ -59,21 +59,6 @@ pub fn open(attr: &mut pb::perf_event_attr, tid: i32, cpu: i32) -> Result<OwnedF
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Stop (`on` false) or restart an event's counting and sampling.
-pub fn enable(fd: &OwnedFd, on: bool) -> Result<(), PerfError> {
-    // SAFETY: the descriptor is a perf event; the argument is unused (no group flag).
-    let r = unsafe {
-        match on {
-            true => sys::ioctls::ENABLE(fd.as_raw_fd(), 0),
-            false => sys::ioctls::DISABLE(fd.as_raw_fd(), 0),
-        }
-    };
-    if r != 0 {
-        return Err(PerfError::Open(std::io::Error::last_os_error()));
-    }
-    Ok(())
-}
-
 /// Send `fd`'s records into the ring of `into` (same CPU, same clock).
 pub fn redirect(fd: &OwnedFd, into: RawFd) -> Result<(), PerfError> {
     // SAFETY: both descriptors are perf events; the kernel checks CPU and clock.
