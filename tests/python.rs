@@ -120,7 +120,7 @@ fn prime_workers_show_the_full_python_chain() {
 #[test]
 fn threads_carry_the_names_threading_gave_them() {
     py::each_interpreter(&py::interpreters(), |interp| {
-        let dir = py::manifest_dir().join("target/python-tests");
+        let dir = py::out_dir();
         let names = dir.join(format!("thread-names-{}.txt", interp.version));
         let summary = dir.join(format!("thread-names-{}.json", interp.version));
         let rec = py::record(
@@ -736,10 +736,7 @@ fn python_frames_match_py_spy_on_a_paused_process() {
         .map_err(|e| e.to_string())?;
         let paused = Paused(child);
 
-        let out_file = py::manifest_dir().join(format!(
-            "target/python-tests/paused-{}.folded",
-            interp.version
-        ));
+        let out_file = py::out_dir().join(format!("paused-{}.folded", interp.version));
         let status = Command::new(env!("CARGO_BIN_EXE_parprof"))
             .args([
                 "record",

@@ -69,9 +69,7 @@ fn waiter_tids(lock: &Value) -> Vec<i32> {
 }
 
 fn summary_path(name: &str, interp: &Interp) -> PathBuf {
-    let dir = py::manifest_dir().join("target/python-tests");
-    std::fs::create_dir_all(&dir).expect("create target/python-tests");
-    dir.join(format!("{name}-{}.json", interp.version))
+    py::out_dir().join(format!("{name}-{}.json", interp.version))
 }
 
 fn read_summary(path: &PathBuf) -> Result<Value, String> {

@@ -8,8 +8,12 @@
 //! then end-line delta, start and end columns as varints) and 15 (no location).
 
 /// The line of the instruction at `index` (in 2-byte code units from the start of the
-/// bytecode), starting the running line at `first_line`. `None` when the table says the
-/// instruction has no location or does not cover it, or the table is malformed.
+/// bytecode), starting the running line at `first_line`. An instruction the table gives no
+/// location (code 15: the compiler's own jumps, such as the jump back at the end of a `for`
+/// body, where a thread waiting for the GIL parks) gets the running line, the line of the
+/// statement it ends, as py-spy shows it; CPython's `f_lineno` would say `None` there, and the
+/// function's first line that a caller could fall back to names a line that never ran. `None`
+/// when the table does not cover the instruction or is malformed.
 pub fn line_for(table: &[u8], first_line: u32, index: u64) -> Option<u32> {
     let mut r = Reader {
         bytes: table,
@@ -23,36 +27,26 @@ pub fn line_for(table: &[u8], first_line: u32, index: u64) -> Option<u32> {
         }
         let code = (head >> 3) & 0x0f;
         let end = start + u64::from(head & 7) + 1;
-        let has_location = match code {
+        match code {
             0..=9 => {
                 r.byte()?;
-                true
             }
             10..=12 => {
                 line += i64::from(code - 10);
                 r.byte()?;
                 r.byte()?;
-                true
             }
-            13 => {
-                line += r.svarint()?;
-                true
-            }
+            13 => line += r.svarint()?,
             14 => {
                 line += r.svarint()?;
                 r.varint()?;
                 r.varint()?;
                 r.varint()?;
-                true
             }
-            _ => false,
-        };
+            _ => {}
+        }
         if index < end {
-            return if has_location {
-                u32::try_from(line).ok()
-            } else {
-                None
-            };
+            return u32::try_from(line).ok();
         }
         start = end;
     }
@@ -134,9 +128,12 @@ mod tests {
 
     #[test]
     fn no_location_entries_keep_the_running_line() {
-        let t = [head(15, 2), head(10, 1), 0, 0];
-        assert_eq!(line_for(&t, 7, 1), None);
-        assert_eq!(line_for(&t, 7, 2), Some(7));
+        // No location first, then two lines down, then no location again (a loop's jump back).
+        let t = [head(15, 2), head(12, 1), 0, 0, head(15, 1)];
+        assert_eq!(line_for(&t, 7, 1), Some(7));
+        assert_eq!(line_for(&t, 7, 2), Some(9));
+        assert_eq!(line_for(&t, 7, 3), Some(9));
+        assert_eq!(line_for(&t, 7, 4), None);
     }
 
     #[test]

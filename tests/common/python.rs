@@ -37,6 +37,14 @@ pub fn fixture(name: &str) -> PathBuf {
     manifest_dir().join("fixtures/python").join(name)
 }
 
+/// Where the Python tests write their profiles, created on first use: a test must not rely on
+/// another having run before it.
+pub fn out_dir() -> PathBuf {
+    let dir = manifest_dir().join("target/python-tests");
+    std::fs::create_dir_all(&dir).expect("create target/python-tests");
+    dir
+}
+
 /// Tests that start interpreters take turns: the machine may have few cores.
 pub fn serial() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
@@ -225,8 +233,7 @@ pub fn record(
     extra: &[&str],
 ) -> Recording {
     use std::io::{BufRead, BufReader};
-    let dir = manifest_dir().join("target/python-tests");
-    std::fs::create_dir_all(&dir).expect("create target/python-tests");
+    let dir = out_dir();
     let flags: String = extra
         .iter()
         .filter(|f| f.starts_with('-'))
@@ -278,8 +285,7 @@ pub fn record(
 /// ARGS'`), as pyenv's `python3` shim does: parprof starts sampling a shell, which becomes
 /// Python only at the exec.
 pub fn record_through_exec(interp: &Interp, fixture_name: &str, args: &[&str]) -> Recording {
-    let dir = manifest_dir().join("target/python-tests");
-    std::fs::create_dir_all(&dir).expect("create target/python-tests");
+    let dir = out_dir();
     let out_file = dir.join(format!(
         "{}-{}-exec.folded",
         fixture_name.trim_end_matches(".py"),
