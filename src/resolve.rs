@@ -91,6 +91,8 @@ pub struct Resolver {
     sampler: Option<Sender<Ask>>,
     asked_full_regs: HashSet<i32>,
     watched: HashSet<u64>,
+    /// Threads whose stack's top has been looked for (`stack_top`).
+    asked_stack_top: HashSet<i32>,
     /// The symbol-cache keys of the pcs that the last sample's native walk found by
     /// scanning the stack, root first: named only when asked (`dump --json`).
     scanned: Vec<(u64, bool)>,
@@ -125,6 +127,7 @@ impl Resolver {
             sampler: None,
             asked_full_regs: HashSet::new(),
             watched: HashSet::new(),
+            asked_stack_top: HashSet::new(),
             scanned: Vec::new(),
         }
     }
@@ -140,6 +143,7 @@ impl Resolver {
         self.locks = LockBook::new();
         self.asked_full_regs.clear();
         self.watched.clear();
+        self.asked_stack_top.clear();
     }
 
     /// Where to ask the sampler for blocked threads to be stopped rather than read from
@@ -297,7 +301,7 @@ impl Resolver {
         f: &Fresh,
         gils: &[GilState],
     ) -> (Vec<Frame>, Attribution) {
-        let frames = self.frames(f);
+        let frames = self.frames(s.tid, f);
         // A GIL wait's futex word says which interpreter's GIL it waits for.
         let word = match f.syscall {
             Syscall::Blocked { args, .. } => args[0],
@@ -346,6 +350,41 @@ impl Resolver {
         }
     }
 
+    /// The kernel copies a sample's stack from its stack pointer up until a page faults,
+    /// and a thread whose stack has a readable mapping above it (glibc's first thread
+    /// stack often does) has 63 KiB copied at every sample, of which its frames use a few:
+    /// one of two busy C threads copied 63 KiB for 4.4 KiB of stack. When a complete walk's
+    /// outermost frame lies in the mapping that holds the stack pointer and the copy runs
+    /// past that mapping's end, the end is the thread's stack's top: the sampler is told
+    /// to keep no more than that of its copies. Looked for once per thread whose copy runs
+    /// `WASTED_COPY` past its outermost frame, in the memory map read afresh then (the one
+    /// kept may predate the thread's stack).
+    fn stack_top(&mut self, tid: i32, f: &Fresh, walk: &crate::unwind::Unwound) {
+        const WASTED_COPY: u64 = 8192;
+        let (sp, copy_end) = (f.stack.base, f.stack.base + f.stack.bytes.len() as u64);
+        let outermost_sp = walk.regs.last().map_or(sp, Regs::sp);
+        if !walk.complete
+            || copy_end.saturating_sub(outermost_sp) < WASTED_COPY
+            || !self.asked_stack_top.insert(tid)
+        {
+            return;
+        }
+        let Some(tx) = &self.sampler else {
+            return;
+        };
+        if let Ok(maps) = Maps::read(self.pid)
+            && let Some(m) = maps.find(sp)
+            && m.contains(outermost_sp)
+            && m.end < copy_end
+        {
+            let _ = tx.send(Ask::StackTop {
+                pid: self.pid,
+                tid,
+                top: m.end,
+            });
+        }
+    }
+
     /// Have the sampler read `word` at every tick, for the lock's held share.
     fn watch_lock(&mut self, word: LockWord) {
         if self.watched.insert(word.address)
@@ -374,10 +413,10 @@ impl Resolver {
     }
 
     /// The sample's stack, root first.
-    fn frames(&mut self, f: &Fresh) -> Vec<Frame> {
+    fn frames(&mut self, tid: i32, f: &Fresh) -> Vec<Frame> {
         self.scanned.clear();
         let (native, eval) = if self.include_native || f.python.is_some() {
-            self.native_frames(f)
+            self.native_frames(tid, f)
         } else {
             (Vec::new(), None)
         };
@@ -398,7 +437,7 @@ impl Resolver {
 
     /// The native frames of a sample, root first, and the registers of its innermost
     /// CPython eval-loop frame with that frame's stack range, if it has one.
-    fn native_frames(&mut self, f: &Fresh) -> (Vec<Frame>, Option<EvalFrame>) {
+    fn native_frames(&mut self, tid: i32, f: &Fresh) -> (Vec<Frame>, Option<EvalFrame>) {
         let mem = Layered {
             stack: &f.stack,
             rest: &self.mem,
@@ -450,6 +489,8 @@ impl Resolver {
                 called_out: (0..i).any(|j| frames_at(j).iter().any(|f| f.module != eval.module)),
             })
         });
+        drop(modules);
+        self.stack_top(tid, f, &walk);
         (frames, eval)
     }
 }

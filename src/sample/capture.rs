@@ -72,6 +72,12 @@ pub struct Sampler {
     /// Where each kernel-sampled thread's stack copies end for good (its stack's end, where
     /// reading on from a copy found nothing): not read on from again.
     stack_ends: HashMap<i32, u64>,
+    /// Where kernel-sampled threads' stacks end, as the resolver found them
+    /// (`Sampler::stack_top`): neither kept nor read on from beyond.
+    stack_tops: HashMap<i32, u64>,
+    /// Stack copy sizes to ask of threads' timer events, set between ticks
+    /// (`resize_stack_copies`).
+    copy_sizes: HashMap<i32, usize>,
     /// Ticks taken so far.
     ticks: u64,
     /// Threads looked at every tick, whatever the switch records say (`attend_if_needed`).
@@ -315,6 +321,8 @@ impl Sampler {
             unsent_names: HashMap::new(),
             switched_out: HashMap::new(),
             stack_ends: HashMap::new(),
+            stack_tops: HashMap::new(),
+            copy_sizes: HashMap::new(),
             ticks: 0,
             attend: HashSet::new(),
             visit_all: true,
@@ -352,6 +360,17 @@ impl Sampler {
     /// Read `word` at every tick from now on, as the resolver asks (a lock it identified).
     pub fn watch_lock(&mut self, word: LockWord) {
         self.lock_words.watch(word);
+    }
+
+    /// Keep no more of `tid`'s kernel stack copies than up to `top`, its stack's top, as
+    /// the resolver found it (see `Resolver::stack_top`), nor read on from them beyond it.
+    pub fn stack_top(&mut self, tid: i32, top: u64) {
+        if let Some(k) = self.kernel.as_mut()
+            && k.watching(tid)
+        {
+            k.trim_stacks_at(tid, top);
+            self.stack_tops.insert(tid, top);
+        }
     }
 
     /// Capture every current thread of the target. `Err` when the process is gone.
@@ -410,6 +429,9 @@ impl Sampler {
             k.unwatch_all();
         }
         self.switched_out.clear();
+        self.stack_ends.clear();
+        self.stack_tops.clear();
+        self.copy_sizes.clear();
         self.unwatchable.clear();
         self.lock_words.clear();
         if let Ok(tids) = proc::threads(self.pid) {
@@ -822,6 +844,7 @@ impl Sampler {
             .map(|ks| self.python.as_mut().and_then(|p| p.stack(ks.tid)))
             .collect();
         for (mut ks, python) in got.into_iter().zip(pythons) {
+            self.fit_copy_size(&ks);
             self.read_on(&mut ks, want);
             out.push(RawSample {
                 tid: ks.tid,
@@ -844,11 +867,46 @@ impl Sampler {
         }
     }
 
+    /// Size the stack copies of a thread whose stack's top is known to its stack: twice
+    /// what this sample needed, at least `MIN_COPY`, once its top is learnt, and twice again
+    /// whenever a sample needs more than its copy holds (read on from at once: see
+    /// `read_on`). Applied between ticks (`resize_stack_copies`), away from the instants
+    /// the tick reads threads at.
+    fn fit_copy_size(&mut self, ks: &KernelSample) {
+        const MIN_COPY: u64 = 8192;
+        let (Some(k), Some(top)) = (self.kernel.as_ref(), self.stack_tops.get(&ks.tid)) else {
+            return;
+        };
+        let Some(need) = top.checked_sub(ks.stack.base) else {
+            return;
+        };
+        let (size, most) = (k.copy_size(ks.tid) as u64, k.stack_bytes() as u64);
+        if size == most && need < most / 2 || need > size && size < most {
+            let fit = (2 * need).max(MIN_COPY).next_multiple_of(4096).min(most);
+            self.copy_sizes.insert(ks.tid, fit as usize);
+        }
+    }
+
+    /// Open again, with the sizes `fit_copy_size` chose, the timer events of the threads it
+    /// resized. Called between ticks.
+    pub fn resize_stack_copies(&mut self) {
+        let Some(k) = self.kernel.as_mut() else {
+            return;
+        };
+        for (tid, bytes) in self.copy_sizes.drain() {
+            // Refused (the thread is gone, descriptors ran out): its copies stay as they are.
+            let _ = k.copy_stack_bytes(tid, bytes);
+        }
+    }
+
     /// A kernel sample's stack copy cut short of `want` bytes before its stack's end (a
     /// page its thread never touched), read on from the thread now, before the thread gets
     /// far: see `StackSnapshot::read_on`.
     fn read_on(&mut self, ks: &mut KernelSample, want: usize) {
         let end = ks.stack.base + ks.stack.bytes.len() as u64;
+        let below_top =
+            (self.stack_tops.get(&ks.tid)).and_then(|top| top.checked_sub(ks.stack.base));
+        let want = below_top.map_or(want, |b| want.min(b as usize));
         if ks.stack.bytes.len() < want
             && self.stack_ends.get(&ks.tid) != Some(&end)
             && ks.stack.read_on(&self.mem, want) == 0
@@ -975,6 +1033,8 @@ impl Sampler {
         self.unsent_names.remove(&tid);
         self.switched_out.remove(&tid);
         self.stack_ends.remove(&tid);
+        self.stack_tops.remove(&tid);
+        self.copy_sizes.remove(&tid);
         self.unwatchable.remove(&tid);
         if let Some(k) = self.kernel.as_mut() {
             k.unwatch(tid);

@@ -142,6 +142,9 @@ pub enum Ask {
     /// Read this lock's word in process `pid` at every tick (a lock only the resolver can
     /// identify: see `lock_words`).
     WatchLock { pid: i32, word: LockWord },
+    /// Thread `tid` of process `pid` has its stack's top at `top`, below where its stack
+    /// copies end: keep no more of them than up to it (see `Resolver::stack_top`).
+    StackTop { pid: i32, tid: i32, top: u64 },
 }
 
 /// The memory maps come from the sampler, read when it saw the event: the resolver runs

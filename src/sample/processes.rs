@@ -67,6 +67,11 @@ impl Processes {
                         .iter_mut()
                         .filter(|s| s.pid == pid)
                         .for_each(|s| s.watch_lock(word)),
+                    Ask::StackTop { pid, tid, top } => self
+                        .samplers
+                        .iter_mut()
+                        .filter(|s| s.pid == pid)
+                        .for_each(|s| s.stack_top(tid, top)),
                 }
             }
         }
@@ -114,6 +119,14 @@ impl Processes {
             i += 1;
         }
         self.ended.retain(|pid| listed.contains(pid));
+    }
+
+    /// Open again the timer events whose stack copies were resized (see
+    /// `Sampler::resize_stack_copies`).
+    pub fn resize_stack_copies(&mut self) {
+        self.samplers
+            .iter_mut()
+            .for_each(Sampler::resize_stack_copies);
     }
 
     /// Until `until`: capture and release, as they stop, the threads of every process that

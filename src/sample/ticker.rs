@@ -123,6 +123,7 @@ pub fn run_ticks(
             slot = now;
         }
         next = (slot + period.mul_f64(fastrand::f64())).max(next);
+        processes.resize_stack_copies();
         processes.collect_late(next);
         processes.wait_until(next);
     }
