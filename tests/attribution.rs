@@ -317,10 +317,20 @@ fn rust_std_mutex_contention_is_lock() {
         100.0 * held,
         lock["held_ticks"]
     );
+    // Two sigmas of the ticks the word was read at (1,100 in 6 s: 3 points), plus what the
+    // backend bends: 2 points under kernel sampling. Under the ptrace fallback the holder's
+    // stops lengthen its sections, which the fixture counts and the tick's read, taken
+    // before the stops, does not (43.1 % against 48.1 % in one CI run): 10 points, as for
+    // CPython's locks (tests/python_locks.rs).
+    let ticks = lock["held_ticks"].as_f64().unwrap_or(0.0).max(1.0);
+    let ptrace = std::env::var("PARPROF_CAPTURE").is_ok_and(|c| c == "ptrace");
+    let allowed =
+        if ptrace { 0.10 } else { 0.02 } + 2.0 * (own_held * (1.0 - own_held) / ticks).sqrt();
     assert!(
-        (held - own_held).abs() <= 0.05,
-        "the threads held the mutex {:.1}% of the time, parprof says {:.1}%: {lock}",
+        (held - own_held).abs() <= allowed,
+        "the threads held the mutex {:.1}% of the time, parprof says {:.1}% (allowed {:.1} points): {lock}",
         100.0 * own_held,
-        100.0 * held
+        100.0 * held,
+        100.0 * allowed
     );
 }
