@@ -72,9 +72,6 @@ pub struct Sampler {
     /// Where each kernel-sampled thread's stack copies end for good (its stack's end, where
     /// reading on from a copy found nothing): not read on from again.
     stack_ends: HashMap<i32, u64>,
-    /// Where kernel-sampled threads' stacks end, as the resolver found them
-    /// (`Sampler::stack_top`): neither kept nor read on from beyond.
-    stack_tops: HashMap<i32, u64>,
     /// Stack copy sizes to ask of threads' timer events, set between ticks
     /// (`resize_stack_copies`).
     copy_sizes: HashMap<i32, usize>,
@@ -321,7 +318,6 @@ impl Sampler {
             unsent_names: HashMap::new(),
             switched_out: HashMap::new(),
             stack_ends: HashMap::new(),
-            stack_tops: HashMap::new(),
             copy_sizes: HashMap::new(),
             ticks: 0,
             attend: HashSet::new(),
@@ -369,7 +365,6 @@ impl Sampler {
             && k.watching(tid)
         {
             k.trim_stacks_at(tid, top);
-            self.stack_tops.insert(tid, top);
         }
     }
 
@@ -430,7 +425,6 @@ impl Sampler {
         }
         self.switched_out.clear();
         self.stack_ends.clear();
-        self.stack_tops.clear();
         self.copy_sizes.clear();
         self.unwatchable.clear();
         self.lock_words.clear();
@@ -867,17 +861,14 @@ impl Sampler {
         }
     }
 
-    /// Size the stack copies of a thread whose stack's top is known to its stack: twice
+    /// Size the stack copies of a thread whose stack's top is known (`below_top`): twice
     /// what this sample needed, at least `MIN_COPY`, once its top is learnt, and twice again
     /// whenever a sample needs more than its copy holds (read on from at once: see
     /// `read_on`). Applied between ticks (`resize_stack_copies`), away from the instants
     /// the tick reads threads at.
     fn fit_copy_size(&mut self, ks: &KernelSample) {
         const MIN_COPY: u64 = 8192;
-        let (Some(k), Some(top)) = (self.kernel.as_ref(), self.stack_tops.get(&ks.tid)) else {
-            return;
-        };
-        let Some(need) = top.checked_sub(ks.stack.base) else {
+        let (Some(k), Some(need)) = (self.kernel.as_ref(), ks.below_top.map(|b| b as u64)) else {
             return;
         };
         let (size, most) = (k.copy_size(ks.tid) as u64, k.stack_bytes() as u64);
@@ -904,9 +895,7 @@ impl Sampler {
     /// far: see `StackSnapshot::read_on`.
     fn read_on(&mut self, ks: &mut KernelSample, want: usize) {
         let end = ks.stack.base + ks.stack.bytes.len() as u64;
-        let below_top =
-            (self.stack_tops.get(&ks.tid)).and_then(|top| top.checked_sub(ks.stack.base));
-        let want = below_top.map_or(want, |b| want.min(b as usize));
+        let want = ks.below_top.map_or(want, |b| want.min(b));
         if ks.stack.bytes.len() < want
             && self.stack_ends.get(&ks.tid) != Some(&end)
             && ks.stack.read_on(&self.mem, want) == 0
@@ -1033,7 +1022,6 @@ impl Sampler {
         self.unsent_names.remove(&tid);
         self.switched_out.remove(&tid);
         self.stack_ends.remove(&tid);
-        self.stack_tops.remove(&tid);
         self.copy_sizes.remove(&tid);
         self.unwatchable.remove(&tid);
         if let Some(k) = self.kernel.as_mut() {

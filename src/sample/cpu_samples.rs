@@ -37,6 +37,9 @@ pub struct KernelSample {
     pub time_ns: u64,
     pub regs: Regs,
     pub stack: StackSnapshot,
+    /// Bytes from the stack pointer to the thread's stack's top, where that is known
+    /// (`CpuSamples::trim_stacks_at`) and above the stack pointer: no copy goes past it.
+    pub below_top: Option<usize>,
 }
 
 /// One process's kernel samples: its threads' events, writing into the shared rings.
@@ -444,6 +447,7 @@ fn parse_sample(
                 bytes: Vec::new(),
             },
             regs,
+            below_top: None,
         });
     };
     let size = u64_at(rec, at)? as usize;
@@ -466,6 +470,7 @@ fn parse_sample(
             bytes: data[..kept].to_vec(),
         },
         regs,
+        below_top,
     })
 }
 
@@ -539,6 +544,9 @@ mod tests {
             parse_sample(&rec, 40, Some(&tops)).map(|s| s.stack.bytes)
         };
         assert_eq!(keep(&[(41, 0x100a)]), Some(vec![1, 2, 3]));
+        let tops = HashMap::from([(41, 0x100a)]);
+        let s = parse_sample(&rec, 40, Some(&tops)).expect("a sample of the target");
+        assert_eq!(s.below_top, Some(3));
         // Another thread's top, a top beyond the copy, and a top below the stack pointer
         // (the thread is on another stack) keep the whole copy.
         for tops in [&[(42, 0x100a)][..], &[(41, 0x2000)], &[(41, 0x1000)]] {
